@@ -1,0 +1,96 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A set of sealed values (what `mltenant seal` prints). Only the operator's private keys
+/// open it, and only for the consumer its scope names (DESIGN section 3).
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mltenant.io",
+    version = "v1alpha1",
+    kind = "SealedBundle",
+    plural = "sealedbundles",
+    shortname = "sb",
+    status = "SealedBundleStatus",
+    doc = "Sealed credentials, decryptable only by the operator for the consumers its scope allows.",
+    printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
+    printcolumn(
+        name = "Decryptable",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Decryptable\")].status"
+    ),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.scope == 'Cluster' ? !has(self.tenant) : has(self.tenant)")
+        .message("tenant is required for Tenant and Environment scope and not allowed for Cluster scope"),
+    validation = Rule::new("self.scope == 'Environment' ? has(self.environment) : !has(self.environment)")
+        .message("environment is required for Environment scope and allowed only there"),
+    validation = Rule::new("has(self.tenantSelector) == (self.scope == 'Cluster')")
+        .message("tenantSelector is required for Cluster scope (use {} to allow every tenant) and allowed only there")
+)]
+pub struct SealedBundleSpec {
+    /// Who may consume the bundle: `Cluster` (tenants matching `tenantSelector`), `Tenant`
+    /// (every environment of `tenant`) or `Environment` (`tenant`'s `environment` only).
+    pub scope: BundleScope,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub tenant: Option<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub environment: Option<String>,
+
+    /// Cluster scope only: the MLTenants (by label) allowed to use this bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_selector: Option<LabelSelector>,
+
+    /// Type of the produced Secrets. Default `Opaque`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+
+    /// Labels and annotations for the produced Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<SecretTemplate>,
+
+    /// When the credentials inside stop working (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+
+    /// Sealed values: base64 of the sealed-secrets hybrid format, keyed by Secret data key.
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))").message("encryptedData keys must be valid Secret keys ([-._a-zA-Z0-9]+)"))]
+    #[schemars(length(min = 1))]
+    pub encrypted_data: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum BundleScope {
+    Cluster,
+    Tenant,
+    Environment,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SealedBundleStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Fingerprint of the sealing key that opens this bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_fingerprint: Option<String>,
+}

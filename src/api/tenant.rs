@@ -1,0 +1,161 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// One ML team: its environment namespaces, the credentials written into them and who may
+/// read those credentials. Cluster-scoped; every field is optional except `environments`, and
+/// the schema injects no defaults, so the object stays exactly as committed to Git.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "mltenant.io",
+    version = "v1alpha1",
+    kind = "MLTenant",
+    plural = "mltenants",
+    shortname = "mlt",
+    status = "MLTenantStatus",
+    doc = "An ML team's environments and credentials.",
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Environments", type_ = "string", json_path = ".status.environmentsReady"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new(
+        "self.spec.environments.all(e, has(e.__namespace__) || (e.name == 'production' ? size(self.metadata.name) : size(self.metadata.name) + 1 + size(e.name)) <= 63)"
+    ).message("a computed namespace name (<tenant>-<environment>, or <tenant> for production) exceeds 63 characters: shorten the names or set environments[].namespace"),
+    validation = Rule::new(
+        "self.spec.environments.all(e, has(e.__namespace__)) || self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
+    ).message("the tenant name must be a DNS-1123 label (no dots) unless every environment sets an explicit namespace")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("!has(self.secrets) || self.secrets.all(s, !has(s.environments) || s.environments.all(n, self.environments.exists(e, e.name == n)))")
+        .message("secrets[].environments must only name environments declared in spec.environments"),
+    validation = Rule::new("!has(self.secrets) || self.secrets.all(s, !has(s.environmentBundles) || s.environmentBundles.all(n, self.environments.exists(e, e.name == n)))")
+        .message("secrets[].environmentBundles keys must name environments declared in spec.environments"),
+    validation = Rule::new("!has(self.secretReaders) || !has(self.secrets) || self.secretReaders.all(r, !has(r.secrets) || r.secrets.all(n, self.secrets.exists(s, s.name == n)))")
+        .message("secretReaders[].secrets must only name secrets declared in spec.secrets"),
+    validation = Rule::new("self.environments.all(e, !has(e.__namespace__) || self.environments.exists_one(f, has(f.__namespace__) && f.__namespace__ == e.__namespace__))")
+        .message("two environments must not set the same namespace")
+)]
+pub struct MLTenantSpec {
+    /// The team's environments; each gets its own namespace.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("environment names must be unique"))]
+    pub environments: Vec<EnvironmentSpec>,
+
+    /// Secrets written, with the same name, into the environment namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("secret names must be unique"))]
+    pub secrets: Option<Vec<SecretSpec>>,
+
+    /// Service accounts allowed to `get` the distributed Secrets (and nothing else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub secret_readers: Option<Vec<SecretReader>>,
+
+    /// What happens to namespaces when an environment or the tenant is removed:
+    /// `Retain` (default) keeps them, `Delete` deletes the ones this tenant created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// Take over namespaces that already exist without any tenant's label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt_existing_namespaces: Option<bool>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    #[default]
+    Retain,
+    Delete,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    /// Environment name, a DNS-1123 label: `dev`, `staging`, `production`, ...
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// Explicit namespace name. Default: the tenant name for `production`,
+    /// `<tenant>-<environment>` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+
+    /// Extra labels for the namespace (e.g. Pod Security admission levels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("!('mltenant.io/tenant' in self) && !('mltenant.io/environment' in self) && !('app.kubernetes.io/managed-by' in self)").message("labels must not set the operator's own keys (mltenant.io/tenant, mltenant.io/environment, app.kubernetes.io/managed-by)"))]
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSpec {
+    /// Name of the Secret in every environment namespace.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+
+    /// The SealedBundle to decrypt.
+    #[schemars(length(min = 1, max = 253))]
+    pub bundle: String,
+
+    /// Per-environment bundle override, keyed by environment name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub environment_bundles: Option<BTreeMap<String, String>>,
+
+    /// Only these environments get the Secret. Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 16), inner(length(max = 63)))]
+    pub environments: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReader {
+    pub service_account: ServiceAccountRef,
+    /// Secrets this account may `get`. Default: every secret in `spec.secrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), inner(length(max = 253)))]
+    pub secrets: Option<Vec<String>>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
+pub struct ServiceAccountRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MLTenantStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    #[serde(default)]
+    pub environments: Vec<EnvironmentStatus>,
+    /// `<ready>/<declared>` environments, for `kubectl get mlt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environments_ready: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStatus {
+    pub name: String,
+    pub namespace: String,
+    /// Whether the namespace exists and belongs to this tenant.
+    pub ready: bool,
+    /// Why it is not ready (e.g. `NamespaceConflict`), when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

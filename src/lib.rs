@@ -1,0 +1,10 @@
+#![forbid(unsafe_code)]
+//! mltenant-operator: per-team environment namespaces and sealed credentials from one
+//! `MLTenant` object.
+
+pub mod api;
+pub mod http;
+pub mod labels;
+pub mod metrics;
+pub mod reconcile;
+pub mod telemetry;

@@ -1,0 +1,137 @@
+//! Which namespace each environment of a tenant lives in. Pure: no client.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::api::{EnvironmentSpec, MLTenant};
+use crate::labels;
+use kube::ResourceExt;
+
+/// The environment named `production` lives in the namespace named like the tenant.
+pub const PRODUCTION: &str = "production";
+
+/// One environment as the operator will realise it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Environment {
+    pub name: String,
+    pub namespace: String,
+    /// Every label the namespace gets: the spec's extra labels, then ours (ours win).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `production` -> `<tenant>`, others -> `<tenant>-<environment>`, unless the spec names the
+/// namespace explicitly.
+pub fn namespace_name(tenant: &str, env: &EnvironmentSpec) -> String {
+    match (&env.namespace, env.name.as_str()) {
+        (Some(explicit), _) => explicit.clone(),
+        (None, PRODUCTION) => tenant.to_owned(),
+        (None, other) => format!("{tenant}-{other}"),
+    }
+}
+
+/// Whether `name` is a DNS-1123 label, the form a namespace name must have.
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// The environments of `tenant`, or why the spec cannot be realised. The CRD's CEL rules
+/// reject most of these cases already; this guards objects stored under an older CRD and the
+/// collisions CEL cannot see (an explicit namespace equal to another environment's computed one).
+pub fn plan(tenant: &MLTenant) -> Result<Vec<Environment>, String> {
+    let tenant_name = tenant.name_any();
+    let mut seen_envs = BTreeSet::new();
+    let mut seen_namespaces = BTreeMap::new();
+    let mut planned = Vec::with_capacity(tenant.spec.environments.len());
+    for env in &tenant.spec.environments {
+        if !seen_envs.insert(env.name.as_str()) {
+            return Err(format!("environment {:?} is declared twice", env.name));
+        }
+        let namespace = namespace_name(&tenant_name, env);
+        if !is_dns_label(&namespace) {
+            return Err(format!(
+                "environment {:?} maps to namespace {namespace:?}, which is not a DNS-1123 label of at most 63 characters",
+                env.name
+            ));
+        }
+        if let Some(other) = seen_namespaces.insert(namespace.clone(), env.name.as_str()) {
+            return Err(format!("environments {other:?} and {:?} both map to namespace {namespace:?}", env.name));
+        }
+        let mut labels = env.labels.clone().unwrap_or_default();
+        labels.extend(labels::managed(&tenant_name, &env.name));
+        planned.push(Environment { name: env.name.clone(), namespace, labels });
+    }
+    Ok(planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::MLTenantSpec;
+
+    fn env(name: &str, namespace: Option<&str>) -> EnvironmentSpec {
+        EnvironmentSpec { name: name.into(), namespace: namespace.map(Into::into), labels: None }
+    }
+
+    fn tenant(name: &str, envs: Vec<EnvironmentSpec>) -> MLTenant {
+        MLTenant::new(
+            name,
+            MLTenantSpec {
+                environments: envs,
+                secrets: None,
+                secret_readers: None,
+                deletion_policy: None,
+                adopt_existing_namespaces: None,
+            },
+        )
+    }
+
+    #[test]
+    fn naming_rule() {
+        assert_eq!(namespace_name("financial-ml", &env("dev", None)), "financial-ml-dev");
+        assert_eq!(namespace_name("financial-ml", &env("production", None)), "financial-ml");
+        assert_eq!(namespace_name("financial-ml", &env("dev", Some("fin-sandbox"))), "fin-sandbox");
+    }
+
+    #[test]
+    fn sixty_three_characters_is_the_limit() {
+        let name = "t".repeat(59);
+        assert_eq!(plan(&tenant(&name, vec![env("dev", None)])).unwrap()[0].namespace.len(), 63);
+        let err = plan(&tenant(&name, vec![env("test", None)])).unwrap_err();
+        assert!(err.contains("at most 63 characters"), "{err}");
+        // production maps to the bare tenant name, so it fits where `-production` would not.
+        assert!(plan(&tenant(&name, vec![env("production", None)])).is_ok());
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("a-1"));
+        for bad in ["", "-a", "a-", "A", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn collisions_are_refused() {
+        let dup = plan(&tenant("t", vec![env("dev", None), env("dev", None)])).unwrap_err();
+        assert!(dup.contains("declared twice"), "{dup}");
+        let clash = plan(&tenant("t", vec![env("dev", None), env("qa", Some("t-dev"))])).unwrap_err();
+        assert!(clash.contains("both map to namespace \"t-dev\""), "{clash}");
+    }
+
+    #[test]
+    fn our_labels_win_over_spec_labels() {
+        let mut e = env("dev", None);
+        e.labels = Some(BTreeMap::from([
+            ("pod-security.kubernetes.io/enforce".into(), "restricted".into()),
+            (labels::TENANT.into(), "someone-else".into()),
+        ]));
+        let planned = plan(&tenant("t", vec![e])).unwrap();
+        assert_eq!(planned[0].labels[labels::TENANT], "t");
+        assert_eq!(planned[0].labels["pod-security.kubernetes.io/enforce"], "restricted");
+        assert_eq!(planned[0].labels[labels::ENVIRONMENT], "dev");
+    }
+}

@@ -1,0 +1,120 @@
+//! The MLTenant controller: validate -> plan -> apply -> status, behind the cleanup finalizer.
+
+pub mod environments;
+pub mod namespaces;
+pub mod status;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::api::MLTenant;
+use crate::labels::{self, FIELD_MANAGER};
+use crate::reconcile::{Context, Result};
+use environments::Environment;
+use namespaces::NamespaceState;
+
+/// How soon to look again while something is in flight (a namespace terminating).
+const PENDING_RECHECK: Duration = Duration::from_secs(5);
+
+pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
+    // The namespace cache decides "nothing to write"; never decide on a cache still filling.
+    let _ = ctx.namespaces.wait_until_ready().await;
+    if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
+}
+
+async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
+    set_finalizer(tenant, ctx, true).await?;
+    let now = Time(jiff::Timestamp::now());
+    let planned = match environments::plan(tenant) {
+        Ok(planned) => planned,
+        Err(message) => {
+            ctx.event(tenant, None, kube::runtime::events::EventType::Warning, "InvalidSpec", &message).await;
+            status::write(tenant, status::build(tenant, &status::invalid(&message), &[], &now), ctx).await?;
+            // Nothing to retry until the spec changes, which triggers a reconcile by itself.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let mut outcomes: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
+    for env in planned {
+        let state = namespaces::ensure(tenant, &env, ctx).await?;
+        outcomes.push((env, state));
+    }
+
+    // Environments removed from spec: apply the deletion policy to their namespaces.
+    let wanted: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let policy = tenant.spec.deletion_policy.unwrap_or_default();
+    for ns in namespaces::labelled_for(tenant, ctx) {
+        if !wanted.contains(ns.name_any().as_str()) {
+            namespaces::remove(tenant, &ns, policy, ctx).await?;
+        }
+    }
+
+    let pending = outcomes.iter().any(|(_, s)| *s != NamespaceState::Ready);
+    let observed = status::observe(&outcomes);
+    status::write(tenant, status::build(tenant, &observed, &outcomes, &now), ctx).await?;
+    Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
+}
+
+/// Apply the deletion policy to every namespace of the tenant, then let the object go.
+/// Tolerates `apply` never having run.
+async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
+    if !tenant.finalizers().iter().any(|f| f == labels::FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let policy = tenant.spec.deletion_policy.unwrap_or_default();
+    let mut ours: Vec<Arc<Namespace>> = namespaces::labelled_for(tenant, ctx);
+    // A namespace whose labels were stripped is not in the label-selected cache but still
+    // carries our ownerReference: release it too, or the garbage collector would delete it.
+    if let Ok(planned) = environments::plan(tenant) {
+        let api: Api<Namespace> = Api::all(ctx.client.clone());
+        for env in planned {
+            if ours.iter().all(|ns| ns.name_any() != env.namespace)
+                && let Some(ns) = api.get_opt(&env.namespace).await?
+                && matches!(namespaces::holder(Some(&ns), tenant), namespaces::Holder::Us { .. })
+            {
+                ours.push(Arc::new(ns));
+            }
+        }
+    }
+
+    let mut pending = Vec::new();
+    for ns in &ours {
+        if namespaces::remove(tenant, ns, policy, ctx).await? {
+            pending.push(ns.name_any());
+        }
+    }
+    if !pending.is_empty() {
+        let now = Time(jiff::Timestamp::now());
+        let observed = status::deleting(&pending);
+        status::write(tenant, status::build(tenant, &observed, &[], &now), ctx).await?;
+        return Ok(Action::requeue(PENDING_RECHECK));
+    }
+    set_finalizer(tenant, ctx, false).await?;
+    Ok(Action::await_change())
+}
+
+/// Add or drop our finalizer with server-side apply: `finalizers` is a set, so other
+/// controllers' finalizers are untouched and we own only our entry.
+async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<()> {
+    if tenant.finalizers().iter().any(|f| f == labels::FINALIZER) == present {
+        return Ok(());
+    }
+    let finalizers: Vec<&str> = if present { vec![labels::FINALIZER] } else { vec![] };
+    let patch = json!({
+        "apiVersion": MLTenant::api_version(&()),
+        "kind": MLTenant::kind(&()),
+        "metadata": {"name": tenant.name_any(), "finalizers": finalizers},
+    });
+    let api: Api<MLTenant> = Api::all(ctx.client.clone());
+    api.patch(&tenant.name_any(), &kube::api::PatchParams::apply(FIELD_MANAGER), &kube::api::Patch::Apply(patch))
+        .await?;
+    Ok(())
+}

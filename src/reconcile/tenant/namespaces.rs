@@ -1,0 +1,239 @@
+//! Environment namespaces: who holds a namespace, what ours must look like, and the writes
+//! that create, adopt, restore, release or delete them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::DeleteParams;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use super::environments::Environment;
+use crate::api::{DeletionPolicy, MLTenant};
+use crate::labels;
+use crate::reconcile::{Context, Result, apply};
+
+/// Who holds a namespace, from the point of view of one tenant.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// It does not exist.
+    Nobody,
+    /// It is ours: labelled for this tenant, or owned by it (our labels were stripped by hand).
+    Us { origin: String },
+    /// It exists without any tenant label.
+    Unlabelled,
+    /// Another tenant holds it.
+    Tenant(String),
+    /// It is being deleted.
+    Terminating,
+}
+
+/// Decide who holds `ns` from the point of view of `tenant`.
+pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant) -> Holder {
+    let Some(ns) = ns else { return Holder::Nobody };
+    if ns.metadata.deletion_timestamp.is_some() {
+        return Holder::Terminating;
+    }
+    let owned_by_us = ns.owner_references().iter().any(|o| Some(&o.uid) == tenant.metadata.uid.as_ref());
+    let origin = || {
+        // Unknown origin counts as adopted: Delete only ever removes what we know we created.
+        let origin = ns.annotations().get(labels::ORIGIN).map(String::as_str);
+        origin.unwrap_or(labels::ORIGIN_ADOPTED).to_owned()
+    };
+    match ns.labels().get(labels::TENANT) {
+        Some(t) if *t == tenant.name_any() => Holder::Us { origin: origin() },
+        Some(other) => Holder::Tenant(other.clone()),
+        None if owned_by_us => Holder::Us { origin: origin() },
+        None => Holder::Unlabelled,
+    }
+}
+
+/// The owner reference every child of `tenant` carries.
+pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
+    tenant.controller_owner_ref(&()).expect("a stored MLTenant has a name and uid")
+}
+
+/// The namespace as the operator applies it: only the fields it owns.
+pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(env.namespace.clone()),
+            labels: Some(env.labels.clone()),
+            annotations: Some(BTreeMap::from([(labels::ORIGIN.to_owned(), origin.to_owned())])),
+            owner_references: Some(vec![owner_reference(tenant)]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// What a namespace let go of under `Retain` keeps from us: only a note of where it came from.
+fn released(name: &str, tenant: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            annotations: Some(BTreeMap::from([(labels::RELEASED_FROM.to_owned(), tenant.to_owned())])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// An Event's pointer to the namespace it is about.
+fn reference(name: &str) -> ObjectReference {
+    ObjectReference { api_version: Some("v1".into()), kind: Some("Namespace".into()), name: Some(name.into()), ..Default::default() }
+}
+
+/// The state of one environment's namespace after `ensure`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceState {
+    Ready,
+    Conflict(String),
+    Terminating(String),
+}
+
+/// Make `env`'s namespace exist, labelled and owned by `tenant`, unless someone else holds it.
+pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Result<NamespaceState> {
+    let cached = ctx.namespaces.get(&ObjectRef::new(&env.namespace));
+    if let Some(ns) = cached.as_deref()
+        && let Holder::Us { origin } = holder(Some(ns), tenant)
+        && !apply::metadata_differs(&ns.metadata, &desired(tenant, env, &origin).metadata)
+    {
+        return Ok(NamespaceState::Ready);
+    }
+
+    // A write may be needed. Decide on the live object, under the claim lock, so that two
+    // tenants reconciled at once cannot both take a namespace that nobody holds yet.
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let _claim = ctx.namespace_claims.lock().await;
+    let live = api.get_opt(&env.namespace).await?;
+    let name = &env.namespace;
+    let (origin, event) = match holder(live.as_ref(), tenant) {
+        Holder::Nobody => {
+            (labels::ORIGIN_CREATED.to_owned(), Some(("NamespaceCreated", format!("created namespace {name}"))))
+        }
+        Holder::Us { origin } => {
+            let event =
+                cached.is_none().then(|| ("NamespaceRestored", format!("restored the labels of namespace {name}")));
+            (origin, event)
+        }
+        Holder::Unlabelled if tenant.spec.adopt_existing_namespaces == Some(true) => (
+            labels::ORIGIN_ADOPTED.to_owned(),
+            Some(("NamespaceAdopted", format!("adopted existing namespace {name}"))),
+        ),
+        Holder::Unlabelled => {
+            let message = format!(
+                "namespace {name} already exists and is not managed by any tenant; set spec.adoptExistingNamespaces: true to take it over"
+            );
+            ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
+            return Ok(NamespaceState::Conflict(message));
+        }
+        Holder::Tenant(holder) => {
+            let message = format!("namespace {name} belongs to MLTenant {holder}");
+            ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
+            return Ok(NamespaceState::Conflict(message));
+        }
+        Holder::Terminating => {
+            return Ok(NamespaceState::Terminating(format!(
+                "namespace {name} is terminating; it is recreated once gone"
+            )));
+        }
+    };
+    apply::apply(&api, name, &desired(tenant, env, &origin)).await?;
+    if let Some((reason, message)) = event {
+        ctx.event(tenant, Some(reference(name)), EventType::Normal, reason, &message).await;
+    }
+    Ok(NamespaceState::Ready)
+}
+
+/// Namespaces currently labelled for `tenant`.
+pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Namespace>> {
+    let name = tenant.name_any();
+    ctx.namespaces.state().into_iter().filter(|ns| ns.labels().get(labels::TENANT) == Some(&name)).collect()
+}
+
+/// Let go of `ns` according to `policy`: under `Delete` a namespace this tenant created is
+/// deleted, anything else is released (our labels and ownerReference removed, annotated).
+/// Returns whether the namespace is (still) being deleted.
+pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, ctx: &Context) -> Result<bool> {
+    let api: Api<Namespace> = Api::all(ctx.client.clone());
+    let name = ns.name_any();
+    let created = matches!(holder(Some(ns), tenant), Holder::Us { origin } if origin == labels::ORIGIN_CREATED);
+    if policy == DeletionPolicy::Delete && created {
+        if ns.metadata.deletion_timestamp.is_none() {
+            api.delete(&name, &DeleteParams::background()).await?;
+            ctx.event(tenant, Some(reference(&name)), EventType::Normal, "NamespaceDeleted", &format!("deleted namespace {name}")).await;
+        }
+        return Ok(true);
+    }
+    apply::apply(&api, &name, &released(&name, &tenant.name_any())).await?;
+    ctx.event(
+        tenant,
+        Some(reference(&name)),
+        EventType::Normal,
+        "NamespaceReleased",
+        &format!("released namespace {name} (kept, no longer managed)"),
+    )
+    .await;
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{EnvironmentSpec, MLTenantSpec};
+
+    fn tenant() -> MLTenant {
+        let mut t = MLTenant::new(
+            "fin",
+            MLTenantSpec {
+                environments: vec![EnvironmentSpec { name: "dev".into(), namespace: None, labels: None }],
+                secrets: None,
+                secret_readers: None,
+                deletion_policy: None,
+                adopt_existing_namespaces: None,
+            },
+        );
+        t.metadata.uid = Some("uid-fin".into());
+        t
+    }
+
+    fn ns(labels: &[(&str, &str)], owner: Option<&MLTenant>) -> Namespace {
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("fin-dev".into());
+        ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        ns.metadata.owner_references = owner.map(|t| vec![owner_reference(t)]);
+        ns
+    }
+
+    #[test]
+    fn holders() {
+        let t = tenant();
+        assert_eq!(holder(None, &t), Holder::Nobody);
+        assert_eq!(holder(Some(&ns(&[], None)), &t), Holder::Unlabelled);
+        assert_eq!(holder(Some(&ns(&[(labels::TENANT, "other")], None)), &t), Holder::Tenant("other".into()));
+        assert_eq!(holder(Some(&ns(&[(labels::TENANT, "fin")], None)), &t), Holder::Us { origin: "adopted".into() });
+        // Labels stripped by hand: our ownerReference still proves it is ours.
+        assert_eq!(holder(Some(&ns(&[], Some(&t))), &t), Holder::Us { origin: "adopted".into() });
+        let mut terminating = ns(&[(labels::TENANT, "fin")], None);
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
+        assert_eq!(holder(Some(&terminating), &t), Holder::Terminating);
+    }
+
+    #[test]
+    fn desired_namespace_carries_labels_origin_and_owner() {
+        let t = tenant();
+        let env = &super::super::environments::plan(&t).unwrap()[0];
+        let ns = desired(&t, env, labels::ORIGIN_CREATED);
+        let labels = ns.metadata.labels.unwrap();
+        assert_eq!(labels[labels::MANAGED_BY_KEY], labels::MANAGED_BY);
+        assert_eq!(labels[labels::TENANT], "fin");
+        assert_eq!(labels[labels::ENVIRONMENT], "dev");
+        assert_eq!(ns.metadata.annotations.unwrap()[labels::ORIGIN], "created");
+        let owner = &ns.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("MLTenant", "uid-fin", Some(true)));
+    }
+}
