@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -80,8 +79,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         }))
         .build();
 
-    let ready = Arc::new(AtomicBool::new(false));
-    let server = http::serve(args.http_addr, http::router(metrics.clone(), ready.clone()));
+    let readiness = Arc::new(reconcile::Readiness::default());
+    let server = http::serve(args.http_addr, http::router(metrics.clone(), readiness.clone()));
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
@@ -89,7 +88,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = server => result.context("HTTP server")?,
-        () = reconcile::run(client, config, metrics, ready) => {}
+        () = reconcile::run(client, config, metrics, readiness) => {}
     }
     Ok(())
 }

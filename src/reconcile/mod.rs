@@ -7,7 +7,9 @@ pub mod tenant;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, future};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -57,6 +59,8 @@ pub struct Context {
     recorder: Recorder,
     /// Namespaces labelled as managed by this operator (a label-selected watch).
     pub namespaces: Store<Namespace>,
+    /// Raised once `namespaces` holds the initial list.
+    pub namespaces_synced: Arc<AtomicBool>,
     /// Serialises "nobody holds this namespace, take it" decisions across tenants.
     pub namespace_claims: Mutex<()>,
 }
@@ -92,36 +96,64 @@ fn error_policy(tenant: Arc<MLTenant>, error: &Error, ctx: Arc<Context>) -> Acti
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Run the controllers until a shutdown signal. `ready` is set once every cache has synced.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: Arc<std::sync::atomic::AtomicBool>) {
-    let tenants: Api<MLTenant> = Api::all(client.clone());
+/// Whether every watch cache has received its initial list (what `/readyz` reports).
+#[derive(Default)]
+pub struct Readiness {
+    caches: std::sync::Mutex<Vec<Arc<AtomicBool>>>,
+}
+
+impl Readiness {
+    fn track(&self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.caches.lock().expect("not poisoned").push(flag.clone());
+        flag
+    }
+
+    pub fn is_ready(&self) -> bool {
+        let caches = self.caches.lock().expect("not poisoned");
+        !caches.is_empty() && caches.iter().all(|c| c.load(Ordering::Acquire))
+    }
+}
+
+/// A watch of `api` kept in a cache. The flag is raised once the initial list is in (watched
+/// on the stream: `Store::wait_until_ready` wakes only one waiter, and the controller is one).
+fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    synced: Arc<AtomicBool>,
+) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = reflector::reflector(writer, watcher(api, config)).default_backoff().inspect_ok(move |event| {
+        if matches!(event, watcher::Event::InitDone) {
+            synced.store(true, Ordering::Release);
+        }
+    });
+    (store, events)
+}
+
+/// Run the controllers until a shutdown signal.
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     let mut tenant_watch = watcher::Config::default();
     if let Some(selector) = &config.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
+    let (tenants, tenant_events) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness.track());
+    let namespaces_synced = readiness.track();
+    let (namespaces, namespace_events) = cached(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default().labels(&labels::managed_selector()),
+        namespaces_synced.clone(),
+    );
 
-    let (namespaces, namespace_writer) = reflector::store();
-    let namespace_events = reflector::reflector(
-        namespace_writer,
-        watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default().labels(&labels::managed_selector())),
-    )
-    .default_backoff()
-    .touched_objects();
-
-    let controller = Controller::new(tenants, tenant_watch)
-        .watches_stream(namespace_events, |ns: Namespace| {
+    metrics.watch_tenants(tenants.clone());
+    let controller = Controller::for_stream(tenant_events.applied_objects(), tenants)
+        .watches_stream(namespace_events.touched_objects(), |ns: Namespace| {
             ns.labels().get(labels::TENANT).map(|t| ObjectRef::<MLTenant>::new(t))
         })
         .shutdown_on_signal();
-
-    metrics.watch_tenants(controller.store());
-    let caches = (controller.store(), namespaces.clone());
-    tokio::spawn(async move {
-        if caches.0.wait_until_ready().await.is_ok() && caches.1.wait_until_ready().await.is_ok() {
-            ready.store(true, std::sync::atomic::Ordering::Release);
-            info!("caches synced, ready");
-        }
-    });
 
     let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
     let ctx = Arc::new(Context {
@@ -130,8 +162,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, ready: A
         config,
         metrics: metrics.clone(),
         namespaces,
+        namespaces_synced,
         namespace_claims: Mutex::new(()),
     });
+    info!("starting the tenant controller");
     controller
         .run(
             |tenant, ctx: Arc<Context>| async move {

@@ -24,8 +24,11 @@ use namespaces::NamespaceState;
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
 
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
-    // The namespace cache decides "nothing to write"; never decide on a cache still filling.
-    let _ = ctx.namespaces.wait_until_ready().await;
+    // The namespace cache decides "nothing to write" and finds removed environments; never
+    // decide on a cache still filling.
+    if !ctx.namespaces_synced.load(std::sync::atomic::Ordering::Acquire) {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
     if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
 }
 

@@ -83,7 +83,12 @@ fn released(name: &str, tenant: &str) -> Namespace {
 
 /// An Event's pointer to the namespace it is about.
 fn reference(name: &str) -> ObjectReference {
-    ObjectReference { api_version: Some("v1".into()), kind: Some("Namespace".into()), name: Some(name.into()), ..Default::default() }
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Namespace".into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
 }
 
 /// The state of one environment's namespace after `ensure`.
@@ -164,7 +169,14 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
     if policy == DeletionPolicy::Delete && created {
         if ns.metadata.deletion_timestamp.is_none() {
             api.delete(&name, &DeleteParams::background()).await?;
-            ctx.event(tenant, Some(reference(&name)), EventType::Normal, "NamespaceDeleted", &format!("deleted namespace {name}")).await;
+            ctx.event(
+                tenant,
+                Some(reference(&name)),
+                EventType::Normal,
+                "NamespaceDeleted",
+                &format!("deleted namespace {name}"),
+            )
+            .await;
         }
         return Ok(true);
     }

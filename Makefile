@@ -1,0 +1,38 @@
+# The two commands of the README: `make demo` runs the product, `make test` runs every test.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+CARGO ?= cargo
+
+.PHONY: test demo lint unit integration crds check-crds deny toolchain controlplane bench
+
+## Everything CI runs: formatting, lints, licences, unit tests, then integration tests on a real control plane.
+test: lint unit integration
+
+toolchain:
+	@hack/toolchain.sh
+
+lint: toolchain
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) deny --locked check bans licenses sources
+
+unit: toolchain
+	$(CARGO) test --locked --lib --bins
+
+integration: toolchain
+	hack/test-integration.sh
+
+## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
+controlplane:
+	hack/build-controlplane.sh
+
+## Regenerate crds/ from the Rust types.
+crds:
+	$(CARGO) run --locked --quiet -- crds > crds/mltenant.io.yaml
+
+## Local control plane + operator + examples/. DEMO_ONESHOT=1 exits after printing the result.
+demo: toolchain
+	hack/demo.sh
+
+bench: toolchain
+	hack/bench.sh

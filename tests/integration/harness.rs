@@ -1,0 +1,236 @@
+//! Test harness: clients for the local control plane started by `hack/test-integration.sh`,
+//! unique names so tests run in parallel, an operator child process per test running as the
+//! operator's ServiceAccount identity, and waiting with a clear failure message.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use mltenant_operator::api::{EnvironmentSpec, MLTenant, MLTenantSpec};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+/// Label put on every tenant of one test; that test's operator only handles tenants with it.
+pub const TEST_LABEL: &str = "mltenant.io/test-run";
+
+fn kubeconfig_path(var: &str) -> PathBuf {
+    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{var} is not set: run the integration tests with `make test` (hack/test-integration.sh)")
+    })
+}
+
+async fn client_for(var: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path(var)).expect("readable kubeconfig");
+    let config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.expect("valid kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// A cluster-admin client, for test setup and for looking at results.
+pub async fn admin() -> Client {
+    client_for("MLTENANT_TEST_ADMIN_KUBECONFIG").await
+}
+
+/// A client authenticated as the operator's ServiceAccount (only the shipped RBAC applies).
+pub async fn operator_identity() -> Client {
+    client_for("MLTENANT_TEST_OPERATOR_KUBECONFIG").await
+}
+
+/// A name unique across tests and test runs: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Poll `check` until it yields a value, failing the test with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One test's operator: a `mltenant controller` child process handling only the tenants
+/// labelled with this test's run id.
+pub struct Operator {
+    child: Child,
+    pub run_id: String,
+    port: u16,
+}
+
+impl Operator {
+    pub async fn start(run_id: &str) -> Self {
+        Self::start_with(run_id, &[]).await
+    }
+
+    pub async fn start_with(run_id: &str, extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_mltenant"))
+            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
+            .args(extra_args)
+            .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_OPERATOR_KUBECONFIG"))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator");
+        let op = Operator { child, run_id: run_id.to_owned(), port };
+        wait_for("the operator's /readyz", TIMEOUT, || async {
+            http_get(op.port, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await;
+        op
+    }
+
+    /// Stop the operator abruptly (SIGKILL), as a crash would.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill the operator");
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").await.expect("the operator serves /metrics").1
+    }
+
+    /// Sum of every sample of `name` whose labels include all of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        parse_metric(&self.metrics().await, name, labels)
+    }
+
+    /// Write requests (anything but GET) the operator sent to the API server so far.
+    pub async fn writes(&self) -> f64 {
+        let text = self.metrics().await;
+        ["POST", "PUT", "PATCH", "DELETE"]
+            .iter()
+            .map(|m| parse_metric(&text, "mltenant_kube_requests_total", &[("method", m)]))
+            .sum()
+    }
+}
+
+fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A minimal HTTP/1.0 GET against the operator: (status, body).
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// An MLTenant named `name` with the given environments, labelled for `run_id`'s operator.
+pub fn tenant(name: &str, run_id: &str, environments: &[&str]) -> MLTenant {
+    let mut t = MLTenant::new(
+        name,
+        MLTenantSpec {
+            environments: environments
+                .iter()
+                .map(|e| EnvironmentSpec { name: (*e).into(), namespace: None, labels: None })
+                .collect(),
+            secrets: None,
+            secret_readers: None,
+            deletion_policy: None,
+            adopt_existing_namespaces: None,
+        },
+    );
+    t.metadata.labels = Some(BTreeMap::from([(TEST_LABEL.to_owned(), run_id.to_owned())]));
+    t
+}
+
+pub async fn create_tenant(client: &Client, tenant: &MLTenant) -> MLTenant {
+    Api::<MLTenant>::all(client.clone()).create(&PostParams::default(), tenant).await.expect("create the MLTenant")
+}
+
+/// Replace the tenant's spec (as `kubectl apply` of an edited manifest would).
+pub async fn update_spec(client: &Client, name: &str, edit: impl FnOnce(&mut MLTenantSpec)) {
+    let api = Api::<MLTenant>::all(client.clone());
+    let mut current = api.get(name).await.expect("get the MLTenant");
+    edit(&mut current.spec);
+    api.replace(name, &PostParams::default(), &current).await.expect("update the MLTenant");
+}
+
+pub async fn delete_tenant(client: &Client, name: &str) {
+    Api::<MLTenant>::all(client.clone()).delete(name, &DeleteParams::default()).await.expect("delete the MLTenant");
+}
+
+/// The value of condition `type_` on the tenant, as (status, reason, message).
+pub async fn condition(client: &Client, name: &str, type_: &str) -> Option<(String, String, String)> {
+    let tenant = Api::<MLTenant>::all(client.clone()).get_opt(name).await.ok()??;
+    let c = tenant.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+/// Wait until the tenant's condition has `status` (and `reason`, when given) for its current
+/// generation; returns the message.
+pub async fn wait_condition(client: &Client, name: &str, type_: &str, status: &str, reason: Option<&str>) -> String {
+    let api = Api::<MLTenant>::all(client.clone());
+    let what =
+        format!("MLTenant {name} condition {type_}={status}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default());
+    wait_for(&what, TIMEOUT, || async {
+        let t = api.get_opt(name).await.ok()??;
+        let s = t.status.as_ref()?;
+        if s.observed_generation != t.metadata.generation {
+            return None;
+        }
+        let c = s.conditions.iter().find(|c| c.type_ == type_)?;
+        (c.status == status && reason.is_none_or(|r| c.reason == r)).then(|| c.message.clone())
+    })
+    .await
+}
+
+pub async fn get_namespace(client: &Client, name: &str) -> Option<Namespace> {
+    Api::<Namespace>::all(client.clone()).get_opt(name).await.expect("get namespace")
+}
+
+/// Wait until namespace `name` is completely gone (deleted and finalized by the namespace controller).
+pub async fn wait_namespace_gone(client: &Client, name: &str) {
+    wait_for(&format!("namespace {name} to be gone"), TIMEOUT, || async {
+        get_namespace(client, name).await.is_none().then_some(())
+    })
+    .await;
+}
+
+/// Wait until namespace `name` exists, is not terminating, and satisfies `check`.
+pub async fn wait_namespace(client: &Client, name: &str, what: &str, check: impl Fn(&Namespace) -> bool) -> Namespace {
+    wait_for(&format!("namespace {name}: {what}"), TIMEOUT, || async {
+        get_namespace(client, name).await.filter(|ns| ns.metadata.deletion_timestamp.is_none() && check(ns))
+    })
+    .await
+}
+
+pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(name.to_owned());
+    ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+}

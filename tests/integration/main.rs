@@ -1,0 +1,6 @@
+//! Integration tests against the real local control plane (etcd, kube-apiserver with RBAC,
+//! kube-controller-manager). Run by `make test`, which starts and stops the control plane.
+
+mod controlplane;
+mod harness;
+mod tenants;

@@ -1,0 +1,324 @@
+//! The MLTenant reconciler on the real control plane: namespaces per environment, conflicts,
+//! drift, removal and deletion policies, restarts, and a quiet steady state.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::{DeletionPolicy, EnvironmentSpec, MLTenant};
+use mltenant_operator::labels;
+use serde_json::json;
+
+use crate::harness::*;
+
+fn has_our_labels(ns: &Namespace, tenant: &str, env: &str) -> bool {
+    let l = ns.labels();
+    l.get(labels::MANAGED_BY_KEY).map(String::as_str) == Some(labels::MANAGED_BY)
+        && l.get(labels::TENANT).map(String::as_str) == Some(tenant)
+        && l.get(labels::ENVIRONMENT).map(String::as_str) == Some(env)
+}
+
+fn released(ns: &Namespace, tenant: &str) -> bool {
+    !ns.labels().contains_key(labels::TENANT)
+        && !ns.labels().contains_key(labels::MANAGED_BY_KEY)
+        && ns.owner_references().is_empty()
+        && ns.annotations().get(labels::RELEASED_FROM).map(String::as_str) == Some(tenant)
+}
+
+/// Namespaces currently labelled for `tenant`.
+async fn labelled_namespaces(client: &Client, tenant: &str) -> BTreeSet<String> {
+    let lp = ListParams::default().labels(&format!("{}={tenant}", labels::TENANT));
+    Api::<Namespace>::all(client.clone()).list(&lp).await.unwrap().items.iter().map(|n| n.name_any()).collect()
+}
+
+async fn events_for(client: &Client, tenant: &str, reason: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(client.clone(), "default").list(&ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant) && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Start an operator for a fresh run id and create a tenant with `envs` for it.
+async fn tenant_with_operator(
+    prefix: &str,
+    envs: &[&str],
+    edit: impl FnOnce(&mut MLTenant),
+) -> (Client, Operator, MLTenant) {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let mut t = tenant(&unique(prefix), &op.run_id, envs);
+    edit(&mut t);
+    let created = create_tenant(&client, &t).await;
+    (client, op, created)
+}
+
+#[tokio::test]
+async fn three_environments_become_ready_with_labelled_owned_namespaces() {
+    let (client, _op, t) = tenant_with_operator("fin", &["dev", "staging", "production"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", Some("Ready")).await;
+    assert_eq!(condition(&client, &name, "NamespacesReady").await.unwrap().0, "True");
+
+    let expected =
+        [(format!("{name}-dev"), "dev"), (format!("{name}-staging"), "staging"), (name.clone(), "production")];
+    for (ns_name, env) in &expected {
+        let ns = get_namespace(&client, ns_name).await.unwrap_or_else(|| panic!("namespace {ns_name} missing"));
+        assert!(has_our_labels(&ns, &name, env), "labels of {ns_name}: {:?}", ns.labels());
+        assert_eq!(ns.annotations().get(labels::ORIGIN).map(String::as_str), Some("created"));
+        let owner = &ns.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), &owner.uid),
+            ("MLTenant", name.as_str(), t.uid().as_ref().unwrap())
+        );
+        assert_eq!(owner.controller, Some(true));
+    }
+    let current = Api::<MLTenant>::all(client.clone()).get(&name).await.unwrap();
+    let status = current.status.unwrap();
+    assert_eq!(status.environments_ready.as_deref(), Some("3/3"));
+    let ready: Vec<(String, bool)> = status.environments.iter().map(|e| (e.namespace.clone(), e.ready)).collect();
+    assert_eq!(ready, expected.iter().map(|(n, _)| (n.clone(), true)).collect::<Vec<_>>());
+    assert_eq!(
+        events_for(&client, &name, "NamespaceCreated").await.len(),
+        3,
+        "one NamespaceCreated event per namespace"
+    );
+}
+
+#[tokio::test]
+async fn adding_an_environment_creates_its_namespace() {
+    let (client, _op, t) = tenant_with_operator("add", &["dev"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    update_spec(&client, &name, |s| {
+        s.environments.push(EnvironmentSpec { name: "qa".into(), namespace: None, labels: None })
+    })
+    .await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let qa = format!("{name}-qa");
+    assert!(has_our_labels(&get_namespace(&client, &qa).await.unwrap(), &name, "qa"));
+    assert_eq!(labelled_namespaces(&client, &name).await, set(&[&format!("{name}-dev"), &qa]));
+}
+
+#[tokio::test]
+async fn removing_an_environment_under_retain_releases_its_namespace() {
+    let (client, _op, t) = tenant_with_operator("rm-retain", &["dev", "staging"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
+    let staging = format!("{name}-staging");
+    wait_namespace(&client, &staging, "released", |ns| released(ns, &name)).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    // Released means kept: give the garbage collector time to (wrongly) act on it.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(get_namespace(&client, &staging).await.is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()));
+    assert_eq!(labelled_namespaces(&client, &name).await, set(&[&format!("{name}-dev")]));
+}
+
+#[tokio::test]
+async fn removing_an_environment_under_delete_deletes_its_namespace() {
+    let (client, _op, t) = tenant_with_operator("rm-delete", &["dev", "staging"], |t| {
+        t.spec.deletion_policy = Some(DeletionPolicy::Delete)
+    })
+    .await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
+    wait_namespace_gone(&client, &format!("{name}-staging")).await;
+    assert!(get_namespace(&client, &format!("{name}-dev")).await.is_some());
+    assert_eq!(events_for(&client, &name, "NamespaceDeleted").await.len(), 1);
+}
+
+#[tokio::test]
+async fn unlabelled_namespace_conflicts_until_adopted_and_is_never_deleted() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let name = unique("adopt");
+    let dev = format!("{name}-dev");
+    create_namespace(&client, &dev, &[("team", "hand-made")]).await;
+    let mut t = tenant(&name, &op.run_id, &["dev"]);
+    t.spec.deletion_policy = Some(DeletionPolicy::Delete);
+    create_tenant(&client, &t).await;
+
+    let message = wait_condition(&client, &name, "Ready", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains(&dev) && message.contains("adoptExistingNamespaces"), "{message}");
+    assert_eq!(condition(&client, &name, "NamespacesReady").await.unwrap().1, "NamespaceConflict");
+    assert!(!events_for(&client, &name, "NamespaceConflict").await.is_empty());
+    assert!(
+        !get_namespace(&client, &dev).await.unwrap().labels().contains_key(labels::TENANT),
+        "untouched while in conflict"
+    );
+
+    update_spec(&client, &name, |s| s.adopt_existing_namespaces = Some(true)).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let ns = get_namespace(&client, &dev).await.unwrap();
+    assert!(has_our_labels(&ns, &name, "dev"));
+    assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"), "foreign labels are kept");
+    assert_eq!(ns.annotations().get(labels::ORIGIN).map(String::as_str), Some("adopted"));
+
+    // deletionPolicy Delete only deletes what the tenant created: an adopted namespace is released.
+    delete_tenant(&client, &name).await;
+    wait_for("the tenant to be gone", TIMEOUT, || async {
+        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    let ns = wait_namespace(&client, &dev, "released", |ns| released(ns, &name)).await;
+    assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"));
+}
+
+#[tokio::test]
+async fn two_tenants_competing_for_one_namespace_first_keeps_it() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let shared = unique("shared");
+    let with_shared_ns = |name: &str| {
+        let mut t = tenant(name, &op.run_id, &["dev"]);
+        t.spec.environments[0].namespace = Some(shared.clone());
+        t.spec.adopt_existing_namespaces = Some(true); // adoption never takes another tenant's namespace
+        t
+    };
+    let first = unique("first");
+    let second = unique("second");
+    create_tenant(&client, &with_shared_ns(&first)).await;
+    wait_condition(&client, &first, "Ready", "True", None).await;
+    create_tenant(&client, &with_shared_ns(&second)).await;
+
+    let message = wait_condition(&client, &second, "Ready", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains(&format!("namespace {shared} belongs to MLTenant {first}")), "{message}");
+    let ns = get_namespace(&client, &shared).await.unwrap();
+    assert!(has_our_labels(&ns, &first, "dev"));
+    assert_eq!(ns.owner_references().len(), 1);
+    assert_eq!(ns.owner_references()[0].name, first);
+    assert_eq!(condition(&client, &first, "Ready").await.unwrap().0, "True");
+}
+
+#[tokio::test]
+async fn a_managed_namespace_deleted_by_hand_is_recreated() {
+    let (client, _op, t) = tenant_with_operator("restore", &["dev"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+    let before = get_namespace(&client, &dev).await.unwrap().uid();
+    Api::<Namespace>::all(client.clone()).delete(&dev, &DeleteParams::default()).await.unwrap();
+
+    let again =
+        wait_namespace(&client, &dev, "recreated", |ns| ns.uid() != before && has_our_labels(ns, &name, "dev")).await;
+    assert_eq!(again.annotations().get(labels::ORIGIN).map(String::as_str), Some("created"));
+    wait_condition(&client, &name, "Ready", "True", None).await;
+}
+
+#[tokio::test]
+async fn stripped_labels_are_restored() {
+    let (client, _op, t) = tenant_with_operator("strip", &["dev"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+    let strip = json!({"metadata": {"labels": {
+        labels::MANAGED_BY_KEY: null, labels::TENANT: null, labels::ENVIRONMENT: null
+    }}});
+    Api::<Namespace>::all(client.clone()).patch(&dev, &PatchParams::default(), &Patch::Merge(&strip)).await.unwrap();
+    assert!(!get_namespace(&client, &dev).await.unwrap().labels().contains_key(labels::TENANT));
+
+    wait_namespace(&client, &dev, "labels restored", |ns| has_our_labels(ns, &name, "dev")).await;
+    assert!(!events_for(&client, &name, "NamespaceRestored").await.is_empty());
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_under_retain_keeps_its_namespaces() {
+    let (client, _op, t) = tenant_with_operator("del-retain", &["dev", "production"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    delete_tenant(&client, &name).await;
+    wait_for("the tenant to be gone", TIMEOUT, || async {
+        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Give the garbage collector time to act on any ownerReference left behind.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for ns_name in [format!("{name}-dev"), name.clone()] {
+        let ns = get_namespace(&client, &ns_name).await.unwrap_or_else(|| panic!("{ns_name} was deleted under Retain"));
+        assert!(ns.metadata.deletion_timestamp.is_none(), "{ns_name} is terminating under Retain");
+        assert!(released(&ns, &name), "{ns_name} not released: {:?}", ns.metadata);
+    }
+}
+
+#[tokio::test]
+async fn deleting_a_tenant_under_delete_removes_its_namespaces() {
+    let (client, _op, t) = tenant_with_operator("del-delete", &["dev", "production"], |t| {
+        t.spec.deletion_policy = Some(DeletionPolicy::Delete)
+    })
+    .await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    delete_tenant(&client, &name).await;
+    wait_namespace_gone(&client, &format!("{name}-dev")).await;
+    wait_namespace_gone(&client, &name).await;
+    wait_for("the tenant to be gone", TIMEOUT, || async {
+        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn operator_restarted_mid_way_converges_without_duplicates_or_losses() {
+    let client = admin().await;
+    let run = unique("run");
+    let op = Operator::start(&run).await;
+    let name = unique("restart");
+    create_tenant(&client, &tenant(&name, &run, &["dev", "staging", "production"])).await;
+    wait_for("a first namespace", TIMEOUT, || async {
+        (!labelled_namespaces(&client, &name).await.is_empty()).then_some(())
+    })
+    .await;
+    op.kill().await;
+
+    // While no operator runs, the spec changes: staging goes, qa comes.
+    update_spec(&client, &name, |s| {
+        s.environments.retain(|e| e.name != "staging");
+        s.environments.push(EnvironmentSpec { name: "qa".into(), namespace: None, labels: None });
+    })
+    .await;
+    let _op = Operator::start(&run).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let expected = set(&[&format!("{name}-dev"), &format!("{name}-qa"), &name]);
+    wait_for("exactly the declared namespaces", TIMEOUT, || async {
+        (labelled_namespaces(&client, &name).await == expected).then_some(())
+    })
+    .await;
+    for ns in &expected {
+        let ns = get_namespace(&client, ns).await.unwrap();
+        assert_eq!(ns.owner_references().len(), 1, "{:?}", ns.owner_references());
+    }
+    let staging = get_namespace(&client, &format!("{name}-staging")).await;
+    // staging may not have been created before the kill; if it was, it must have been released.
+    assert!(staging.is_none_or(|ns| released(&ns, &name)));
+}
+
+#[tokio::test]
+async fn resync_of_a_converged_tenant_makes_no_writes() {
+    let client = admin().await;
+    let op = Operator::start_with(&unique("run"), &["--resync-period", "1s"]).await;
+    let name = unique("quiet");
+    create_tenant(&client, &tenant(&name, &op.run_id, &["dev", "staging", "production"])).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    // Let the watch events caused by our own writes settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let writes = op.writes().await;
+    let reconciles = op.metric("mltenant_reconcile_total", &[("result", "success")]).await;
+    wait_for("three more resyncs", TIMEOUT, || async {
+        (op.metric("mltenant_reconcile_total", &[("result", "success")]).await >= reconciles + 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(op.writes().await, writes, "a converged tenant's resync wrote to the API server");
+}
