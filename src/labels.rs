@@ -18,6 +18,9 @@ pub const ENVIRONMENT: &str = "mltenant.io/environment";
 pub const ORIGIN: &str = "mltenant.io/origin";
 pub const ORIGIN_CREATED: &str = "created";
 pub const ORIGIN_ADOPTED: &str = "adopted";
+/// UID of the tenant a namespace belongs to: recognises our namespace even when someone strips
+/// its labels (namespaces under `Retain` carry no ownerReference, see `namespaces::desired`).
+pub const TENANT_UID: &str = "mltenant.io/tenant-uid";
 /// Left on a namespace the operator let go of under `deletionPolicy: Retain`.
 pub const RELEASED_FROM: &str = "mltenant.io/released-from";
 

@@ -15,14 +15,11 @@ use serde::{Deserialize, Serialize};
     shortname = "sb",
     status = "SealedBundleStatus",
     doc = "Sealed credentials, decryptable only by the operator for the consumers its scope allows.",
-    printcolumn(name = "Scope", type_ = "string", json_path = ".spec.scope"),
-    printcolumn(
-        name = "Decryptable",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Decryptable\")].status"
-    ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    // JSON form: clippy's duplicated_attributes misreads repeated `type_ = ...` in the list form.
+    printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope"}"#,
+    printcolumn = r#"{"name":"Decryptable","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].status"}"#,
+    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(

@@ -22,3 +22,15 @@ pub fn crds_yaml() -> String {
         .map(|crd| format!("---\n{}", serde_yaml::to_string(crd).expect("a CRD always serializes")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn committed_crds_match_the_rust_types() {
+        let committed = include_str!("../../crds/mltenant.io.yaml");
+        assert!(
+            super::crds_yaml() == committed,
+            "crds/mltenant.io.yaml is stale: run `make crds` and commit the result"
+        );
+    }
+}

@@ -25,6 +25,7 @@ fn released(ns: &Namespace, tenant: &str) -> bool {
     !ns.labels().contains_key(labels::TENANT)
         && !ns.labels().contains_key(labels::MANAGED_BY_KEY)
         && ns.owner_references().is_empty()
+        && !ns.annotations().contains_key(labels::TENANT_UID)
         && ns.annotations().get(labels::RELEASED_FROM).map(String::as_str) == Some(tenant)
 }
 
@@ -43,6 +44,10 @@ async fn events_for(client: &Client, tenant: &str, reason: &str) -> Vec<Event> {
             e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant) && e.reason.as_deref() == Some(reason)
         })
         .collect()
+}
+
+async fn t_uid(client: &Client, name: &str) -> Option<String> {
+    Api::<MLTenant>::all(client.clone()).get(name).await.unwrap().uid()
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {
@@ -64,7 +69,7 @@ async fn tenant_with_operator(
 }
 
 #[tokio::test]
-async fn three_environments_become_ready_with_labelled_owned_namespaces() {
+async fn three_environments_become_ready_with_labelled_namespaces() {
     let (client, _op, t) = tenant_with_operator("fin", &["dev", "staging", "production"], |_| {}).await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", Some("Ready")).await;
@@ -76,12 +81,9 @@ async fn three_environments_become_ready_with_labelled_owned_namespaces() {
         let ns = get_namespace(&client, ns_name).await.unwrap_or_else(|| panic!("namespace {ns_name} missing"));
         assert!(has_our_labels(&ns, &name, env), "labels of {ns_name}: {:?}", ns.labels());
         assert_eq!(ns.annotations().get(labels::ORIGIN).map(String::as_str), Some("created"));
-        let owner = &ns.owner_references()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str(), &owner.uid),
-            ("MLTenant", name.as_str(), t.uid().as_ref().unwrap())
-        );
-        assert_eq!(owner.controller, Some(true));
+        assert_eq!(ns.annotations().get(labels::TENANT_UID), t.uid().as_ref());
+        // Retain (the default): no ownerReference, so the garbage collector can never take it.
+        assert!(ns.owner_references().is_empty(), "{:?}", ns.owner_references());
     }
     let current = Api::<MLTenant>::all(client.clone()).get(&name).await.unwrap();
     let status = current.status.unwrap();
@@ -133,6 +135,10 @@ async fn removing_an_environment_under_delete_deletes_its_namespace() {
     .await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
+    // Under Delete, a namespace the tenant created is owned by it.
+    let owner = get_namespace(&client, &format!("{name}-staging")).await.unwrap().owner_references()[0].clone();
+    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.controller), ("MLTenant", name.as_str(), Some(true)));
+    assert_eq!(Some(&owner.uid), t.uid().as_ref());
     update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
     wait_namespace_gone(&client, &format!("{name}-staging")).await;
     assert!(get_namespace(&client, &format!("{name}-dev")).await.is_some());
@@ -197,8 +203,8 @@ async fn two_tenants_competing_for_one_namespace_first_keeps_it() {
     assert!(message.contains(&format!("namespace {shared} belongs to MLTenant {first}")), "{message}");
     let ns = get_namespace(&client, &shared).await.unwrap();
     assert!(has_our_labels(&ns, &first, "dev"));
-    assert_eq!(ns.owner_references().len(), 1);
-    assert_eq!(ns.owner_references()[0].name, first);
+    let first_uid = Api::<MLTenant>::all(client.clone()).get(&first).await.unwrap().uid();
+    assert_eq!(ns.annotations().get(labels::TENANT_UID), first_uid.as_ref());
     assert_eq!(condition(&client, &first, "Ready").await.unwrap().0, "True");
 }
 
@@ -297,7 +303,7 @@ async fn operator_restarted_mid_way_converges_without_duplicates_or_losses() {
     .await;
     for ns in &expected {
         let ns = get_namespace(&client, ns).await.unwrap();
-        assert_eq!(ns.owner_references().len(), 1, "{:?}", ns.owner_references());
+        assert_eq!(ns.annotations().get(labels::TENANT_UID), t_uid(&client, &name).await.as_ref());
     }
     let staging = get_namespace(&client, &format!("{name}-staging")).await;
     // staging may not have been created before the kill; if it was, it must have been released.
@@ -321,4 +327,24 @@ async fn resync_of_a_converged_tenant_makes_no_writes() {
     })
     .await;
     assert_eq!(op.writes().await, writes, "a converged tenant's resync wrote to the API server");
+}
+
+/// Argo CD prunes with foreground propagation by default: the garbage collector then deletes
+/// every dependent that carries an ownerReference to the tenant, before any finalizer logic
+/// can release it. Retained namespaces must survive that.
+#[tokio::test]
+async fn foreground_deletion_of_a_tenant_under_retain_keeps_its_namespaces() {
+    let (client, _op, t) = tenant_with_operator("fg-retain", &["dev"], |_| {}).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    Api::<MLTenant>::all(client.clone()).delete(&name, &DeleteParams::foreground()).await.unwrap();
+    wait_for("the tenant to be gone", TIMEOUT, || async {
+        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dev = format!("{name}-dev");
+    let ns = get_namespace(&client, &dev).await.unwrap_or_else(|| panic!("{dev} was deleted under Retain"));
+    assert!(ns.metadata.deletion_timestamp.is_none(), "{dev} is terminating under Retain");
+    assert!(released(&ns, &name), "{dev} not released: {:?}", ns.metadata);
 }

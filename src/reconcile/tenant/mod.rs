@@ -74,8 +74,8 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut ours: Vec<Arc<Namespace>> = namespaces::labelled_for(tenant, ctx);
-    // A namespace whose labels were stripped is not in the label-selected cache but still
-    // carries our ownerReference: release it too, or the garbage collector would delete it.
+    // A namespace whose labels were stripped is not in the label-selected cache but is still
+    // ours (annotation or ownerReference): release or delete it too.
     if let Ok(planned) = environments::plan(tenant) {
         let api: Api<Namespace> = Api::all(ctx.client.clone());
         for env in planned {

@@ -36,7 +36,9 @@ pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant) -> Holder {
     if ns.metadata.deletion_timestamp.is_some() {
         return Holder::Terminating;
     }
-    let owned_by_us = ns.owner_references().iter().any(|o| Some(&o.uid) == tenant.metadata.uid.as_ref());
+    let uid = tenant.metadata.uid.as_ref();
+    let owned_by_us =
+        ns.annotations().get(labels::TENANT_UID) == uid || ns.owner_references().iter().any(|o| Some(&o.uid) == uid);
     let origin = || {
         // Unknown origin counts as adopted: Delete only ever removes what we know we created.
         let origin = ns.annotations().get(labels::ORIGIN).map(String::as_str);
@@ -56,13 +58,22 @@ pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
 }
 
 /// The namespace as the operator applies it: only the fields it owns.
+///
+/// Only a namespace the tenant will delete (`deletionPolicy: Delete`, created by it) carries an
+/// ownerReference. Any other would be deleted by the garbage collector when the tenant is
+/// deleted with foreground propagation (Argo CD's default when pruning) or when the finalizer
+/// is removed without the operator, which would break `Retain` and adoption.
 pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace {
+    let deletes_it = tenant.spec.deletion_policy == Some(DeletionPolicy::Delete) && origin == labels::ORIGIN_CREATED;
     Namespace {
         metadata: ObjectMeta {
             name: Some(env.namespace.clone()),
             labels: Some(env.labels.clone()),
-            annotations: Some(BTreeMap::from([(labels::ORIGIN.to_owned(), origin.to_owned())])),
-            owner_references: Some(vec![owner_reference(tenant)]),
+            annotations: Some(BTreeMap::from([
+                (labels::ORIGIN.to_owned(), origin.to_owned()),
+                (labels::TENANT_UID.to_owned(), tenant.metadata.uid.clone().unwrap_or_default()),
+            ])),
+            owner_references: deletes_it.then(|| vec![owner_reference(tenant)]),
             ..Default::default()
         },
         ..Default::default()
@@ -227,8 +238,11 @@ mod tests {
         assert_eq!(holder(Some(&ns(&[], None)), &t), Holder::Unlabelled);
         assert_eq!(holder(Some(&ns(&[(labels::TENANT, "other")], None)), &t), Holder::Tenant("other".into()));
         assert_eq!(holder(Some(&ns(&[(labels::TENANT, "fin")], None)), &t), Holder::Us { origin: "adopted".into() });
-        // Labels stripped by hand: our ownerReference still proves it is ours.
+        // Labels stripped by hand: our ownerReference or tenant-uid annotation still proves it is ours.
         assert_eq!(holder(Some(&ns(&[], Some(&t))), &t), Holder::Us { origin: "adopted".into() });
+        let mut stripped = ns(&[], None);
+        stripped.metadata.annotations = Some([(labels::TENANT_UID.to_string(), "uid-fin".to_string())].into());
+        assert_eq!(holder(Some(&stripped), &t), Holder::Us { origin: "adopted".into() });
         let mut terminating = ns(&[(labels::TENANT, "fin")], None);
         terminating.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now()));
@@ -236,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn desired_namespace_carries_labels_origin_and_owner() {
+    fn desired_namespace_carries_labels_and_origin() {
         let t = tenant();
         let env = &super::super::environments::plan(&t).unwrap()[0];
         let ns = desired(&t, env, labels::ORIGIN_CREATED);
@@ -244,8 +258,20 @@ mod tests {
         assert_eq!(labels[labels::MANAGED_BY_KEY], labels::MANAGED_BY);
         assert_eq!(labels[labels::TENANT], "fin");
         assert_eq!(labels[labels::ENVIRONMENT], "dev");
-        assert_eq!(ns.metadata.annotations.unwrap()[labels::ORIGIN], "created");
-        let owner = &ns.metadata.owner_references.unwrap()[0];
+        let annotations = ns.metadata.annotations.unwrap();
+        assert_eq!(annotations[labels::ORIGIN], "created");
+        assert_eq!(annotations[labels::TENANT_UID], "uid-fin");
+    }
+
+    #[test]
+    fn only_namespaces_the_tenant_will_delete_are_owned() {
+        let mut t = tenant();
+        let env = super::super::environments::plan(&t).unwrap().remove(0);
+        assert_eq!(desired(&t, &env, labels::ORIGIN_CREATED).metadata.owner_references, None, "Retain");
+        t.spec.deletion_policy = Some(DeletionPolicy::Delete);
+        assert_eq!(desired(&t, &env, labels::ORIGIN_ADOPTED).metadata.owner_references, None, "adopted");
+        let owned = desired(&t, &env, labels::ORIGIN_CREATED).metadata.owner_references.unwrap();
+        let owner = &owned[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("MLTenant", "uid-fin", Some(true)));
     }
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `make demo`: local control plane, the operator (as its ServiceAccount identity), the tenants
+# in examples/; waits until they are Ready and shows what was created. Keeps the operator
+# running until Ctrl-C, or exits at once with DEMO_ONESHOT=1.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STATE=$REPO_DIR/target/controlplane-demo
+cd "$REPO_DIR"
+log "building the operator"
+cargo build --locked --quiet --bin mltenant
+env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
+operator_pid=
+cleanup() {
+  [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null
+  "$HACK_DIR/controlplane-down.sh" "$STATE"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+# shellcheck disable=SC1090
+source "$env_file"
+"$HACK_DIR/install.sh"
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+KUBECONFIG=$MLTENANT_TEST_OPERATOR_KUBECONFIG target/debug/mltenant controller --http-addr "127.0.0.1:$port" \
+  >"$STATE/operator.log" 2>&1 &
+operator_pid=$!
+for _ in $(seq 100); do
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$STATE/operator.log" >&2; die "the operator exited"; }
+  sleep 0.2
+done
+log "operator ready (metrics on http://127.0.0.1:$port/metrics, log in $STATE/operator.log)"
+
+kubectl apply -f examples/ >&2
+kubectl wait --for condition=Ready --timeout 60s mltenant --all >&2 || {
+  kubectl get mltenant -o yaml >&2
+  die "the example tenants did not become Ready"
+}
+
+echo
+echo "== MLTenants"
+kubectl get mltenants
+echo
+echo "== Namespaces created for them"
+kubectl get namespaces -l app.kubernetes.io/managed-by=mltenant-operator -L mltenant.io/tenant,mltenant.io/environment
+echo
+echo "== Status conditions"
+kubectl get mltenants -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{range .status.conditions[*]}{"  "}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{end}'
+echo
+echo "== Events"
+kubectl get events -n default --field-selector involvedObject.kind=MLTenant
+echo
+if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
+  log "DEMO_ONESHOT=1: stopping"
+  exit 0
+fi
+log "the operator keeps running; try: source $env_file && kubectl delete ns financial-ml-dev   (Ctrl-C to stop)"
+wait "$operator_pid"
