@@ -1,13 +1,20 @@
-//! The operator's HTTP endpoints: health, readiness and metrics.
+//! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate, and the
+//! rate-limited `/v1/verify` and `/v1/rotate`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
 
+use crate::api::SealedBundle;
+use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::reconcile::Readiness;
 
@@ -15,14 +22,108 @@ use crate::reconcile::Readiness;
 struct AppState {
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    keys: Arc<KeyRing>,
+    oracle_limit: Arc<RateLimit>,
 }
 
-pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
+pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>, keys: Arc<KeyRing>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
-        .with_state(AppState { metrics, readiness })
+        .route("/v1/cert.pem", get(cert))
+        .route("/v1/verify", post(verify))
+        .route("/v1/rotate", post(rotate))
+        .with_state(AppState { metrics, readiness, keys, oracle_limit: Arc::new(RateLimit::new(5.0, 10.0)) })
+}
+
+/// `POST /v1/verify` with a SealedBundle (YAML or JSON): 200 when every value opens for the
+/// consumer the bundle's scope names, 422 with the reason otherwise. Never returns plaintext.
+async fn verify(State(s): State<AppState>, body: String) -> Response {
+    let bundle = match admit(&s, &body) {
+        Ok(bundle) => bundle,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match s.keys.verify(&bundle) {
+        Ok(opened) => Json(json!({"decryptable": true, "keyFingerprint": opened.fingerprint})).into_response(),
+        Err(failure) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"decryptable": false, "reason": failure.reason(), "message": failure.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /v1/rotate` with a SealedBundle: the same bundle with every value re-sealed to the
+/// newest sealing key, as YAML ready to commit.
+async fn rotate(State(s): State<AppState>, body: String) -> Response {
+    let bundle = match admit(&s, &body) {
+        Ok(bundle) => bundle,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match s.keys.rotate(&bundle).map(|b| serde_yaml::to_string(&b)) {
+        Ok(Ok(yaml)) => ([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response(),
+        Ok(Err(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        Err(error) => (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()).into_response(),
+    }
+}
+
+/// What both bundle endpoints do first: take a token from the shared rate limit, then parse
+/// the body.
+fn admit(s: &AppState, body: &str) -> Result<SealedBundle, Refusal> {
+    if !s.oracle_limit.take() {
+        return Err(Refusal::RateLimited);
+    }
+    serde_yaml::from_str(body).map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))
+}
+
+enum Refusal {
+    RateLimited,
+    BadBody(String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::RateLimited => {
+                (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limited").into_response()
+            }
+            Refusal::BadBody(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+        }
+    }
+}
+
+/// A token bucket shared by every caller of the endpoints that open bundles: they answer
+/// whether a ciphertext decrypts, so their rate is bounded for everyone together.
+struct RateLimit {
+    per_second: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimit {
+    fn new(per_second: f64, burst: f64) -> Self {
+        Self { per_second, burst, state: Mutex::new((burst, Instant::now())) }
+    }
+
+    /// Take a token; false when none is left.
+    fn take(&self) -> bool {
+        let mut state = self.state.lock().expect("not poisoned");
+        let (tokens, last) = *state;
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);
+        let allowed = tokens >= 1.0;
+        *state = (if allowed { tokens - 1.0 } else { tokens }, now);
+        allowed
+    }
+}
+
+/// The certificate of the newest sealing key: what `mltenant seal` and `kubeseal --cert` seal to.
+async fn cert(State(s): State<AppState>) -> Response {
+    match s.keys.newest() {
+        Some(key) => ([(header::CONTENT_TYPE, "application/x-pem-file")], key.certificate().to_pem()).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no sealing key yet").into_response(),
+    }
 }
 
 /// Ready only once every watch cache has synced: before that, the operator would decide on a
@@ -33,6 +134,18 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 
 pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics");
+    tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /v1/cert.pem /v1/verify /v1/rotate");
     axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_the_burst_then_refuses() {
+        let limit = RateLimit::new(0.001, 3.0);
+        assert!((0..3).all(|_| limit.take()));
+        assert!(!limit.take());
+    }
 }

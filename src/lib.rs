@@ -3,7 +3,11 @@
 //! `MLTenant` object.
 
 pub mod api;
+pub mod bundle;
+pub mod cli;
+pub mod crypto;
 pub mod http;
+pub mod keyring;
 pub mod labels;
 pub mod metrics;
 pub mod reconcile;

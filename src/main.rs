@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::client::ClientBuilder;
+use mltenant_operator::keyring::{self, KeyRing};
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::{api, http, reconcile, telemetry};
+use mltenant_operator::{api, cli, http, reconcile, telemetry};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -23,6 +24,16 @@ enum Command {
     Controller(ControllerArgs),
     /// Print the CustomResourceDefinitions (what `crds/` holds).
     Crds,
+    /// Seal values into a ready-to-commit SealedBundle (printed), or add them to one (--merge-into).
+    Seal(Box<cli::seal::Args>),
+    /// Print the operator's current sealing certificate (for offline `seal --cert` or kubeseal).
+    Cert(cli::cert::Source),
+    /// Check MLTenant and SealedBundle manifests offline.
+    Validate {
+        /// File with one or more YAML documents; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -31,20 +42,20 @@ struct ControllerArgs {
     #[arg(long, env = "MLTENANT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
     /// How often a converged tenant is checked again without any trigger (e.g. 30s, 5m).
-    #[arg(long, env = "MLTENANT_RESYNC_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "MLTENANT_RESYNC_PERIOD", default_value = "5m", value_parser = cli::parse_span)]
     resync_period: Duration,
     /// Only handle MLTenants matching this label selector (shard tenants between installations).
     #[arg(long, env = "MLTENANT_TENANT_SELECTOR")]
     tenant_selector: Option<String>,
+    /// Namespace holding the sealing keys (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mltenant-system")]
+    namespace: String,
+    /// How often a new sealing key is created; older keys keep opening what they sealed.
+    #[arg(long, env = "MLTENANT_KEY_RENEW_PERIOD", default_value = "30d", value_parser = cli::parse_span)]
+    key_renew_period: Duration,
     /// Log format.
     #[arg(long, env = "MLTENANT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let span: jiff::SignedDuration =
-        text.parse().map_err(|e| format!("{text:?} is not a duration like 30s or 5m: {e}"))?;
-    Duration::try_from(span).map_err(|_| format!("{text:?} must be positive"))
 }
 
 #[tokio::main]
@@ -56,6 +67,9 @@ async fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Controller(args) => controller(args).await,
+        Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
+        Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
+        Command::Validate { file } => cli::validate::run(&file).map(|summary| println!("{summary}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -80,7 +94,10 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .build();
 
     let readiness = Arc::new(reconcile::Readiness::default());
-    let server = http::serve(args.http_addr, http::router(metrics.clone(), readiness.clone()));
+    let keys = Arc::new(KeyRing::default());
+    let key_config = keyring::Config { namespace: args.namespace, renew_period: args.key_renew_period };
+    let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track());
+    let server = http::serve(args.http_addr, http::router(metrics.clone(), readiness.clone(), keys.clone()));
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
@@ -88,7 +105,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     tokio::select! {
         result = server => result.context("HTTP server")?,
-        () = reconcile::run(client, config, metrics, readiness) => {}
+        () = sealing_keys => anyhow::bail!("the sealing key watch ended"),
+        () = reconcile::run(client, config, metrics, keys, readiness) => {}
     }
     Ok(())
 }

@@ -1,5 +1,5 @@
-//! Prometheus metrics (DESIGN section 5). Per-tenant series are computed at scrape time from
-//! the controller's cache, so a deleted tenant leaves no stale series behind.
+//! Prometheus metrics (DESIGN section 5). Gauges about tenants, Secrets, bundles and keys are
+//! computed at scrape time from the caches, so nothing that is gone leaves a stale series.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -8,17 +8,20 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::api::MLTenant;
+use crate::api::{MLTenant, SealedBundle};
+use crate::keyring::KeyRing;
 use crate::reconcile::Error;
+use crate::reconcile::bundle::DECRYPTABLE;
 
 pub struct Metrics {
     registry: Registry,
     reconciles: IntCounterVec,
     reconcile_duration: HistogramVec,
     kube_requests: IntCounterVec,
-    tenants: Arc<OnceLock<Store<MLTenant>>>,
+    decryption_failures: IntCounterVec,
+    sources: Arc<OnceLock<Sources>>,
 }
 
 impl Default for Metrics {
@@ -49,21 +52,34 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
-        let tenants = Arc::new(OnceLock::new());
+        let decryption_failures = IntCounterVec::new(
+            Opts::new(
+                "mltenant_decryption_failures_total",
+                "Failed attempts to produce a tenant's Secret from a SealedBundle, by closed-set reason.",
+            ),
+            &["tenant", "bundle", "reason"],
+        )
+        .expect("valid metric");
+        let sources = Arc::new(OnceLock::new());
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
             Box::new(reconcile_duration.clone()),
             Box::new(kube_requests.clone()),
-            Box::new(TenantConditions { tenants: tenants.clone(), desc: TenantConditions::gauge().desc()[0].clone() }),
+            Box::new(decryption_failures.clone()),
+            Box::new(StateGauges::new(sources.clone())),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, reconciles, reconcile_duration, kube_requests, tenants }
+        Self { registry, reconciles, reconcile_duration, kube_requests, decryption_failures, sources }
     }
 
-    /// Let the tenant-condition gauge read tenants from the controller's cache.
-    pub fn watch_tenants(&self, store: Store<MLTenant>) {
-        let _ = self.tenants.set(store);
+    /// Let the scrape-time gauges read the controllers' caches and the sealing keys.
+    pub fn watch(&self, tenants: Store<MLTenant>, bundles: Store<SealedBundle>, keys: Arc<KeyRing>) {
+        let _ = self.sources.set(Sources { tenants, bundles, keys });
+    }
+
+    pub fn decryption_failed(&self, tenant: &str, bundle: &str, reason: &str) {
+        self.decryption_failures.with_label_values(&[tenant, bundle, reason]).inc();
     }
 
     /// Time `reconcile` and count its outcome.
@@ -98,38 +114,102 @@ impl Metrics {
     }
 }
 
-/// `mltenant_tenant_condition{tenant,condition,status}`: 1 for each condition's current status.
-struct TenantConditions {
-    tenants: Arc<OnceLock<Store<MLTenant>>>,
-    desc: Desc,
+/// What the scrape-time gauges are computed from.
+struct Sources {
+    tenants: Store<MLTenant>,
+    bundles: Store<SealedBundle>,
+    keys: Arc<KeyRing>,
 }
 
-impl TenantConditions {
-    fn gauge() -> IntGaugeVec {
-        IntGaugeVec::new(
-            Opts::new(
+/// Gauges computed at scrape time from the caches: a tenant, environment, Secret, bundle or
+/// key that is gone has no series.
+struct StateGauges {
+    sources: Arc<OnceLock<Sources>>,
+    descs: Vec<Desc>,
+}
+
+impl StateGauges {
+    fn new(sources: Arc<OnceLock<Sources>>) -> Self {
+        let descs = Self::gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
+        Self { sources, descs }
+    }
+
+    fn gauges() -> [GaugeVec; 5] {
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        [
+            gauge(
                 "mltenant_tenant_condition",
                 "Current status of each tenant condition (1 for the status it has).",
+                &["tenant", "condition", "status"],
             ),
-            &["tenant", "condition", "status"],
-        )
-        .expect("valid metric")
+            gauge(
+                "mltenant_credential_expiration_timestamp_seconds",
+                "When each distributed Secret's credentials expire (Unix time), from its SealedBundle's expiresAt.",
+                &["tenant", "environment", "namespace", "secret", "bundle"],
+            ),
+            gauge(
+                "mltenant_bundle_decryptable",
+                "1 when the SealedBundle opens for the consumer its scope names, else 0.",
+                &["bundle"],
+            ),
+            gauge(
+                "mltenant_bundles_by_sealing_key",
+                "SealedBundles by the sealing key that opens them.",
+                &["fingerprint"],
+            ),
+            gauge(
+                "mltenant_sealing_key_expiration_timestamp_seconds",
+                "notAfter of each sealing key's certificate (Unix time).",
+                &["fingerprint"],
+            ),
+        ]
     }
 }
 
-impl Collector for TenantConditions {
+impl Collector for StateGauges {
     fn desc(&self) -> Vec<&Desc> {
-        vec![&self.desc]
+        self.descs.iter().collect()
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let gauge = Self::gauge();
-        for tenant in self.tenants.get().map(Store::state).unwrap_or_default() {
-            let name = tenant.name_any();
-            for condition in tenant.status.iter().flat_map(|s| &s.conditions) {
-                gauge.with_label_values(&[name.as_str(), &condition.type_, &condition.status]).set(1);
+        let [conditions, expiry, decryptable, by_key, key_expiry] = Self::gauges();
+        if let Some(src) = self.sources.get() {
+            for tenant in src.tenants.state() {
+                let name = tenant.name_any();
+                let Some(status) = &tenant.status else { continue };
+                for c in &status.conditions {
+                    conditions.with_label_values(&[name.as_str(), &c.type_, &c.status]).set(1.0);
+                }
+                for env in &status.environments {
+                    for secret in &env.secrets {
+                        if let Some(at) = &secret.expires_at {
+                            expiry
+                                .with_label_values(&[
+                                    name.as_str(),
+                                    &env.name,
+                                    &env.namespace,
+                                    &secret.name,
+                                    &secret.bundle,
+                                ])
+                                .set(at.0.as_second() as f64);
+                        }
+                    }
+                }
+            }
+            for bundle in src.bundles.state() {
+                let Some(status) = &bundle.status else { continue };
+                let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == "True");
+                decryptable.with_label_values(&[bundle.name_any().as_str()]).set(if ok { 1.0 } else { 0.0 });
+                if let Some(fingerprint) = &status.key_fingerprint {
+                    by_key.with_label_values(&[fingerprint.as_str()]).inc();
+                }
+            }
+            for key in src.keys.keys().iter() {
+                key_expiry.with_label_values(&[key.fingerprint()]).set(key.not_after().as_second() as f64);
             }
         }
-        gauge.collect()
+        [conditions, expiry, decryptable, by_key, key_expiry].iter().flat_map(Collector::collect).collect()
     }
 }

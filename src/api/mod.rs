@@ -7,7 +7,7 @@ mod tenant;
 pub use bundle::{BundleScope, SealedBundle, SealedBundleSpec, SealedBundleStatus, SecretTemplate};
 pub use tenant::{
     DeletionPolicy, EnvironmentSpec, EnvironmentStatus, MLTenant, MLTenantSpec, MLTenantStatus, SecretReader,
-    SecretSpec, ServiceAccountRef,
+    SecretSpec, SecretStatus, ServiceAccountRef,
 };
 
 use kube::CustomResourceExt;

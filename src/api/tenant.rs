@@ -158,4 +158,24 @@ pub struct EnvironmentStatus {
     /// Why it is not ready (e.g. `NamespaceConflict`), when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The Secrets distributed into this environment's namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStatus {
+    pub name: String,
+    pub bundle: String,
+    /// Whether the Secret holds the bundle's current content.
+    pub synced: bool,
+    /// Why not (a `SecretsSynced` reason), when not synced; the last good Secret stays in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `sha256:` of the bundle ciphertext the Secret was written from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

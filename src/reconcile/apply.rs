@@ -1,7 +1,7 @@
 //! Server-side apply with the one field manager, and the check that keeps a resync of a
 //! converged object free of writes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
@@ -20,12 +20,24 @@ where
     api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await
 }
 
+/// Apply `status` through the `/status` subresource of `K` named `name`.
+pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> kube::Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await
+}
+
 /// Whether applying `desired` would change `live`'s metadata: a desired label, annotation or
 /// ownerReference is missing or different, or the operator still owns a label, annotation or
 /// ownerReference it no longer wants (server-side apply would remove it).
 pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
-    let contains = |live: &Option<std::collections::BTreeMap<String, String>>,
-                    want: &Option<std::collections::BTreeMap<String, String>>| {
+    let contains = |live: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
         want.iter().flatten().all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
     };
     if !contains(&live.labels, &desired.labels) || !contains(&live.annotations, &desired.annotations) {
@@ -36,47 +48,39 @@ pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
     if !want_refs.iter().all(|w| live_refs.contains(w)) {
         return true;
     }
-    let owned = OwnedMetadata::of(live);
-    let keys = |m: &Option<std::collections::BTreeMap<String, String>>| -> BTreeSet<String> {
+    let keys = |m: &Option<BTreeMap<String, String>>| -> BTreeSet<String> {
         m.iter().flatten().map(|(k, _)| k.clone()).collect()
     };
     let want_uids: BTreeSet<String> = want_refs.iter().map(|r| r.uid.clone()).collect();
-    !owned.labels.is_subset(&keys(&desired.labels))
-        || !owned.annotations.is_subset(&keys(&desired.annotations))
-        || !owned.owner_uids.is_subset(&want_uids)
+    !owned_fields(live, &["f:metadata", "f:labels"]).is_subset(&keys(&desired.labels))
+        || !owned_fields(live, &["f:metadata", "f:annotations"]).is_subset(&keys(&desired.annotations))
+        || !owned_fields(live, &["f:metadata", "f:ownerReferences"]).is_subset(&want_uids)
 }
 
-/// The metadata keys the operator's field manager owns through server-side apply, read from
-/// `managedFields`.
-#[derive(Debug, Default, PartialEq)]
-struct OwnedMetadata {
-    labels: BTreeSet<String>,
-    annotations: BTreeSet<String>,
-    owner_uids: BTreeSet<String>,
-}
-
-impl OwnedMetadata {
-    fn of(meta: &ObjectMeta) -> Self {
-        let mut owned = Self::default();
-        let entries = meta
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
-        for entry in entries {
-            let Some(fields) = entry.fields_v1.as_ref().map(|f| &f.0) else { continue };
-            let metadata = &fields["f:metadata"];
-            let field_keys = |name: &str| -> Vec<String> {
-                metadata[name].as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect()
-            };
-            owned.labels.extend(field_keys("f:labels").iter().filter_map(|k| k.strip_prefix("f:")).map(str::to_owned));
-            owned
-                .annotations
-                .extend(field_keys("f:annotations").iter().filter_map(|k| k.strip_prefix("f:")).map(str::to_owned));
-            owned.owner_uids.extend(field_keys("f:ownerReferences").iter().filter_map(|k| owner_uid(k)));
+/// The names of the fields under `path` that the operator's field manager owns through
+/// server-side apply, read from `managedFields`: map keys (`f:<key>`) as `<key>`, list items
+/// keyed by uid (`k:{"uid":...}`) as the uid.
+pub fn owned_fields(meta: &ObjectMeta, path: &[&str]) -> BTreeSet<String> {
+    let entries = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
+    let mut owned = BTreeSet::new();
+    for entry in entries {
+        let Some(mut node) = entry.fields_v1.as_ref().map(|f| &f.0) else { continue };
+        for step in path {
+            node = &node[*step];
         }
-        owned
+        for key in node.as_object().into_iter().flat_map(|o| o.keys()) {
+            if let Some(field) = key.strip_prefix("f:") {
+                owned.insert(field.to_owned());
+            } else if let Some(uid) = owner_uid(key) {
+                owned.insert(uid);
+            }
+        }
     }
+    owned
 }
 
 /// `k:{"uid":"..."}` is how managedFields keys an ownerReference.
@@ -88,8 +92,6 @@ fn owner_uid(key: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, OwnerReference};
     use serde_json::json;
 

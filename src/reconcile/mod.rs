@@ -1,6 +1,7 @@
 //! The controllers and what they share.
 
 pub mod apply;
+pub mod bundle;
 pub mod conditions;
 pub mod tenant;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -19,7 +20,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::api::MLTenant;
+use crate::api::{MLTenant, SealedBundle};
+use crate::keyring::KeyRing;
 use crate::labels;
 use crate::metrics::Metrics;
 
@@ -59,13 +61,25 @@ pub struct Context {
     recorder: Recorder,
     /// Namespaces labelled as managed by this operator (a label-selected watch).
     pub namespaces: Store<Namespace>,
-    /// Raised once `namespaces` holds the initial list.
-    pub namespaces_synced: Arc<AtomicBool>,
+    /// Secrets distributed to tenants (a label-selected watch: no other Secret is cached).
+    pub secrets: Store<Secret>,
+    /// Every SealedBundle.
+    pub bundles: Store<SealedBundle>,
+    /// The sealing keys and what they opened.
+    pub keys: Arc<KeyRing>,
+    /// Raised once each cache above holds its initial list.
+    synced: Vec<Arc<AtomicBool>>,
     /// Serialises "nobody holds this namespace, take it" decisions across tenants.
     pub namespace_claims: Mutex<()>,
 }
 
 impl Context {
+    /// Whether every cache has its initial list: decisions like "nothing to write" or "this
+    /// namespace is no longer wanted" are never taken on a cache still filling.
+    pub fn caches_synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
     /// Record an Event on `obj`, about `related` when the event concerns one of its children
     /// (which also keeps events about different children from being merged into one series).
     /// Event delivery is best effort: a failure is logged, never fatal.
@@ -90,9 +104,9 @@ impl Context {
     }
 }
 
-fn error_policy(tenant: Arc<MLTenant>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(tenant = %tenant.name_any(), %error, "reconcile failed");
-    ctx.metrics.reconcile_failed("tenant", error);
+fn error_policy(controller: &str, name: &str, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(controller, name, %error, "reconcile failed");
+    ctx.metrics.reconcile_failed(controller, error);
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -103,7 +117,8 @@ pub struct Readiness {
 }
 
 impl Readiness {
-    fn track(&self) -> Arc<AtomicBool> {
+    /// A new flag that must be raised before the process reports ready.
+    pub fn track(&self) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
         self.caches.lock().expect("not poisoned").push(flag.clone());
         flag
@@ -135,24 +150,44 @@ where
 }
 
 /// Run the controllers until a shutdown signal.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, readiness: Arc<Readiness>) {
     let mut tenant_watch = watcher::Config::default();
     if let Some(selector) = &config.tenant_selector {
         tenant_watch = tenant_watch.labels(selector);
     }
     let (tenants, tenant_events) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness.track());
-    let namespaces_synced = readiness.track();
+    let synced = vec![readiness.track(), readiness.track(), readiness.track()];
     let (namespaces, namespace_events) = cached(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(&labels::managed_selector()),
-        namespaces_synced.clone(),
+        synced[0].clone(),
     );
+    let (secrets, secret_events) = cached(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&labels::tenant_children_selector()),
+        synced[1].clone(),
+    );
+    let (bundles, bundle_events) =
+        cached(Api::<SealedBundle>::all(client.clone()), watcher::Config::default(), synced[2].clone());
 
-    metrics.watch_tenants(tenants.clone());
-    let controller = Controller::for_stream(tenant_events.applied_objects(), tenants)
-        .watches_stream(namespace_events.touched_objects(), |ns: Namespace| {
-            ns.labels().get(labels::TENANT).map(|t| ObjectRef::<MLTenant>::new(t))
+    metrics.watch(tenants.clone(), bundles.clone(), keys.clone());
+    let users = tenants.clone();
+    let tenant_controller = Controller::for_stream(tenant_events.applied_objects(), tenants)
+        .watches_stream(namespace_events.touched_objects(), |ns: Namespace| tenant_of(&ns))
+        .watches_stream(secret_events.touched_objects(), |secret: Secret| tenant_of(&secret))
+        .watches_stream(bundle_events.touched_objects(), move |bundle: SealedBundle| {
+            let name = bundle.name_any();
+            users
+                .state()
+                .into_iter()
+                .filter(|t| tenant::secrets::referenced_bundles(t).contains(name.as_str()))
+                .map(|t| ObjectRef::from_obj(&*t))
+                .collect::<Vec<_>>()
         })
+        .reconcile_all_on(keys.changes())
+        .shutdown_on_signal();
+    let bundle_controller = Controller::new(Api::<SealedBundle>::all(client.clone()), watcher::Config::default())
+        .reconcile_all_on(keys.changes())
         .shutdown_on_signal();
 
     let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
@@ -162,19 +197,37 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, readines
         config,
         metrics: metrics.clone(),
         namespaces,
-        namespaces_synced,
+        secrets,
+        bundles,
+        keys,
+        synced,
         namespace_claims: Mutex::new(()),
     });
-    info!("starting the tenant controller");
-    controller
+    info!("starting the tenant and bundle controllers");
+    let tenants = tenant_controller
         .run(
             |tenant, ctx: Arc<Context>| async move {
                 let metrics = ctx.metrics.clone();
                 metrics.time_reconcile("tenant", tenant::reconcile(tenant, ctx)).await
             },
-            error_policy,
+            |tenant, error, ctx| error_policy("tenant", &tenant.name_any(), error, ctx),
+            ctx.clone(),
+        )
+        .for_each(|_| future::ready(()));
+    let bundles = bundle_controller
+        .run(
+            |bundle, ctx: Arc<Context>| async move {
+                let metrics = ctx.metrics.clone();
+                metrics.time_reconcile("bundle", bundle::reconcile(bundle, ctx)).await
+            },
+            |bundle, error, ctx| error_policy("bundle", &bundle.name_any(), error, ctx),
             ctx,
         )
-        .for_each(|_| future::ready(()))
-        .await;
+        .for_each(|_| future::ready(()));
+    tokio::join!(tenants, bundles);
+}
+
+/// The tenant a managed child belongs to, from its label.
+fn tenant_of<K: ResourceExt>(child: &K) -> Option<ObjectRef<MLTenant>> {
+    child.labels().get(labels::TENANT).map(|t| ObjectRef::new(t))
 }

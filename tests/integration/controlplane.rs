@@ -1,6 +1,6 @@
 //! The control plane behaves as production does: CEL validation, garbage collection, RBAC.
 
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mltenant_operator::api::MLTenant;
@@ -80,8 +80,13 @@ async fn operator_identity_gets_only_its_rbac() {
     let client = operator_identity().await;
     // Granted: listing namespaces.
     Api::<Namespace>::all(client.clone()).list(&ListParams::default().limit(1)).await.expect("namespaces are granted");
-    // Not granted: reading Secrets cluster-wide (this RBAC has no Secret access at all).
-    match Api::<Secret>::namespaced(client, "kube-system").list(&ListParams::default()).await {
+    // Not granted: reading a Secret by name (the operator only lists/watches them by label),
+    // and anything outside its job, such as ConfigMaps.
+    match Api::<Secret>::namespaced(client.clone(), "kube-system").get("anything").await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("expected 403 Forbidden, got {other:?}"),
+    }
+    match Api::<ConfigMap>::namespaced(client, "kube-system").list(&ListParams::default()).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("expected 403 Forbidden, got {other:?}"),
     }

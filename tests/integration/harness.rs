@@ -14,7 +14,6 @@ use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use mltenant_operator::api::{EnvironmentSpec, MLTenant, MLTenantSpec};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 /// Label put on every tenant of one test; that test's operator only handles tenants with it.
@@ -106,7 +105,22 @@ impl Operator {
     }
 
     pub async fn metrics(&self) -> String {
-        http_get(self.port, "/metrics").await.expect("the operator serves /metrics").1
+        self.get("/metrics").await.1
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// POST `body` to `path` on the operator's HTTP server: (status, body).
+    pub async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        mltenant_operator::cli::cert::http_request(&base, "POST", path, body).await.expect("the operator answers")
+    }
+
+    /// GET `path` from the operator's HTTP server: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).await.unwrap_or_else(|| panic!("the operator does not answer GET {path}"))
     }
 
     /// Sum of every sample of `name` whose labels include all of `labels`.
@@ -137,15 +151,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-/// A minimal HTTP/1.0 GET against the operator: (status, body).
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((status, body))
+    mltenant_operator::cli::cert::http_get(&format!("http://127.0.0.1:{port}"), path).await.ok()
 }
 
 /// An MLTenant named `name` with the given environments, labelled for `run_id`'s operator.

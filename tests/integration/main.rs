@@ -1,6 +1,9 @@
 //! Integration tests against the real local control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager). Run by `make test`, which starts and stops the control plane.
 
+mod cli;
 mod controlplane;
 mod harness;
+mod sealing_keys;
+mod secrets;
 mod tenants;

@@ -236,7 +236,10 @@ async fn stripped_labels_are_restored() {
     assert!(!get_namespace(&client, &dev).await.unwrap().labels().contains_key(labels::TENANT));
 
     wait_namespace(&client, &dev, "labels restored", |ns| has_our_labels(ns, &name, "dev")).await;
-    assert!(!events_for(&client, &name, "NamespaceRestored").await.is_empty());
+    wait_for("a NamespaceRestored event", TIMEOUT, || async {
+        (!events_for(&client, &name, "NamespaceRestored").await.is_empty()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod environments;
 pub mod namespaces;
+pub mod secrets;
 pub mod status;
 
 use std::collections::BTreeSet;
@@ -24,9 +25,7 @@ use namespaces::NamespaceState;
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
 
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
-    // The namespace cache decides "nothing to write" and finds removed environments; never
-    // decide on a cache still filling.
-    if !ctx.namespaces_synced.load(std::sync::atomic::Ordering::Acquire) {
+    if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
@@ -39,7 +38,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, "InvalidSpec", &message).await;
-            status::write(tenant, status::build(tenant, &status::invalid(&message), &[], &now), ctx).await?;
+            status::write(tenant, status::build(tenant, &status::invalid(&message), &[], &[], &now), ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
@@ -60,9 +59,13 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         }
     }
 
+    let ready: Vec<&Environment> =
+        outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
+    let distributed = secrets::sync(tenant, &ready, ctx).await?;
+
     let pending = outcomes.iter().any(|(_, s)| *s != NamespaceState::Ready);
-    let observed = status::observe(&outcomes);
-    status::write(tenant, status::build(tenant, &observed, &outcomes, &now), ctx).await?;
+    let observed = status::observe(&outcomes, &distributed, now.0);
+    status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
 }
 
@@ -71,6 +74,10 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !tenant.finalizers().iter().any(|f| f == labels::FINALIZER) {
         return Ok(Action::await_change());
+    }
+    // Credentials are revoked whatever the deletion policy.
+    for secret in secrets::distributed(tenant, ctx) {
+        secrets::delete(tenant, &secret, ctx).await?;
     }
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut ours: Vec<Arc<Namespace>> = namespaces::labelled_for(tenant, ctx);
@@ -97,7 +104,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !pending.is_empty() {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
-        status::write(tenant, status::build(tenant, &observed, &[], &now), ctx).await?;
+        status::write(tenant, status::build(tenant, &observed, &[], &[], &now), ctx).await?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
     set_finalizer(tenant, ctx, false).await?;
@@ -106,9 +113,18 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
 /// Add or drop our finalizer with server-side apply: `finalizers` is a set, so other
 /// controllers' finalizers are untouched and we own only our entry.
+///
+/// Decided on a fresh read, not the cache: after our own removal the tenant is gone, and an
+/// apply to a tenant that no longer exists would try to create it.
 async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<()> {
-    if tenant.finalizers().iter().any(|f| f == labels::FINALIZER) == present {
+    let has = |t: &MLTenant| t.finalizers().iter().any(|f| f == labels::FINALIZER);
+    if has(tenant) == present {
         return Ok(());
+    }
+    let api: Api<MLTenant> = Api::all(ctx.client.clone());
+    match api.get_opt(&tenant.name_any()).await? {
+        Some(live) if live.uid() == tenant.uid() && has(&live) != present => {}
+        _ => return Ok(()),
     }
     let finalizers: Vec<&str> = if present { vec![labels::FINALIZER] } else { vec![] };
     let patch = json!({
@@ -116,7 +132,6 @@ async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Resul
         "kind": MLTenant::kind(&()),
         "metadata": {"name": tenant.name_any(), "finalizers": finalizers},
     });
-    let api: Api<MLTenant> = Api::all(ctx.client.clone());
     api.patch(&tenant.name_any(), &kube::api::PatchParams::apply(FIELD_MANAGER), &kube::api::Patch::Apply(patch))
         .await?;
     Ok(())

@@ -1,36 +1,90 @@
 //! The tenant's status: conditions and per-environment state, written only when it changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
+use kube::{Api, ResourceExt};
 
 use super::environments::Environment;
 use super::namespaces::NamespaceState;
+use super::secrets::{self, Outcome};
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
-use crate::labels::FIELD_MANAGER;
+use crate::bundle::Failure;
 use crate::reconcile::conditions::{self, Observed};
-use crate::reconcile::{Context, Result};
+use crate::reconcile::{Context, Result, apply};
 
 pub const READY: &str = "Ready";
 pub const NAMESPACES_READY: &str = "NamespacesReady";
+pub const SECRETS_SYNCED: &str = "SecretsSynced";
+pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
+
+/// Credentials expiring within this window make `CredentialsExpiring` True.
+pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(14 * 24);
 
 /// Conditions for a tenant whose environments were all worked on.
-pub fn observe(outcomes: &[(Environment, NamespaceState)]) -> Vec<Observed> {
+pub fn observe(
+    namespaces: &[(Environment, NamespaceState)],
+    secrets: &[Outcome],
+    now: jiff::Timestamp,
+) -> Vec<Observed> {
+    let mut conditions = with_ready(vec![observe_namespaces(namespaces), observe_secrets(secrets)]);
+    conditions.push(observe_expiry(secrets, now));
+    conditions
+}
+
+fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
     let problem = |pick: fn(&NamespaceState) -> Option<&String>| -> Vec<&str> {
         outcomes.iter().filter_map(|(_, s)| pick(s)).map(String::as_str).collect()
     };
     let conflicts = problem(|s| if let NamespaceState::Conflict(m) = s { Some(m) } else { None });
     let terminating = problem(|s| if let NamespaceState::Terminating(m) = s { Some(m) } else { None });
-    let namespaces = if !conflicts.is_empty() {
+    if !conflicts.is_empty() {
         Observed::new(NAMESPACES_READY, false, "NamespaceConflict", conflicts.join("; "))
     } else if !terminating.is_empty() {
         Observed::new(NAMESPACES_READY, false, "Terminating", terminating.join("; "))
     } else {
         let names: Vec<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
         Observed::new(NAMESPACES_READY, true, "Created", format!("namespaces ready: {}", names.join(", ")))
-    };
-    with_ready(vec![namespaces])
+    }
+}
+
+fn observe_secrets(outcomes: &[Outcome]) -> Observed {
+    let failures: Vec<(&Outcome, &Failure)> =
+        outcomes.iter().filter_map(|o| o.result.as_ref().err().map(|f| (o, f))).collect();
+    match failures.first() {
+        None => Observed::new(SECRETS_SYNCED, true, "Synced", format!("{} Secrets synced", outcomes.len())),
+        Some((_, first)) => {
+            let messages: Vec<String> =
+                failures.iter().map(|(o, f)| format!("{}/{}: {f}", o.wanted.namespace, o.wanted.secret)).collect();
+            Observed::new(SECRETS_SYNCED, false, first.reason(), messages.join("; "))
+        }
+    }
+}
+
+fn observe_expiry(outcomes: &[Outcome], now: jiff::Timestamp) -> Observed {
+    let soonest = outcomes
+        .iter()
+        .filter_map(|o| Some((o, o.result.as_ref().ok()?.expires_at.as_ref()?.0)))
+        .min_by_key(|(_, at)| *at);
+    match soonest {
+        Some((o, at)) if at <= now => Observed::new(
+            CREDENTIALS_EXPIRING,
+            true,
+            "Expired",
+            format!(
+                "Secret {}/{} (SealedBundle {}) expired at {at}",
+                o.wanted.namespace, o.wanted.secret, o.wanted.bundle
+            ),
+        ),
+        Some((o, at)) if at <= now + EXPIRY_WARNING => Observed::new(
+            CREDENTIALS_EXPIRING,
+            true,
+            "ExpiresSoon",
+            format!(
+                "Secret {}/{} (SealedBundle {}) expires at {at}",
+                o.wanted.namespace, o.wanted.secret, o.wanted.bundle
+            ),
+        ),
+        _ => Observed::new(CREDENTIALS_EXPIRING, false, "NotExpiring", "no credential expires within 14 days"),
+    }
 }
 
 /// Conditions for a spec the operator cannot realise (nothing was written).
@@ -62,6 +116,7 @@ pub fn build(
     tenant: &MLTenant,
     observed: &[Observed],
     outcomes: &[(Environment, NamespaceState)],
+    secrets: &[Outcome],
     now: &Time,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -81,6 +136,7 @@ pub fn build(
                     NamespaceState::Conflict(_) => Some("NamespaceConflict".into()),
                     NamespaceState::Terminating(_) => Some("Terminating".into()),
                 },
+                secrets: secrets::statuses(secrets, &env.name),
             })
             .collect(),
     }
@@ -91,13 +147,7 @@ pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> 
     if tenant.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<MLTenant> = Api::all(ctx.client.clone());
-    let patch = json!({
-        "apiVersion": MLTenant::api_version(&()),
-        "kind": MLTenant::kind(&()),
-        "status": status,
-    });
-    api.patch_status(&tenant.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await?;
+    apply::apply_status(&Api::<MLTenant>::all(ctx.client.clone()), &tenant.name_any(), &status).await?;
     Ok(())
 }
 
@@ -106,29 +156,86 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::reconcile::tenant::secrets::{Synced, Wanted};
 
     fn env(ns: &str) -> Environment {
         Environment { name: ns.into(), namespace: ns.into(), labels: BTreeMap::new() }
     }
 
+    fn now() -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    fn outcome(secret: &str, result: Result<Synced, Failure>) -> Outcome {
+        let wanted =
+            Wanted { environment: "dev".into(), namespace: "t-dev".into(), secret: secret.into(), bundle: "b".into() };
+        Outcome { wanted, result }
+    }
+
+    fn synced(expires_in_days: Option<i64>) -> Result<Synced, Failure> {
+        let expires_at = expires_in_days.map(|d| Time(now() + jiff::SignedDuration::from_hours(24 * d)));
+        Ok(Synced { source_hash: "sha256:x".into(), expires_at })
+    }
+
+    fn find<'a>(c: &'a [Observed], type_: &str) -> &'a Observed {
+        c.iter().find(|o| o.type_ == type_).unwrap()
+    }
+
     #[test]
     fn all_ready() {
-        let c = observe(&[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)]);
+        let c = observe(&[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)], &[], now());
         assert_eq!((c[0].type_, c[0].ok, c[0].reason.as_str()), (READY, true, "Ready"));
         assert_eq!((c[1].type_, c[1].ok, c[1].message.as_str()), (NAMESPACES_READY, true, "namespaces ready: a, b"));
     }
 
     #[test]
     fn conflict_wins_over_terminating_and_drives_ready() {
-        let c = observe(&[
-            (env("a"), NamespaceState::Terminating("a is terminating".into())),
-            (env("b"), NamespaceState::Conflict("b belongs to MLTenant x".into())),
-        ]);
+        let c = observe(
+            &[
+                (env("a"), NamespaceState::Terminating("a is terminating".into())),
+                (env("b"), NamespaceState::Conflict("b belongs to MLTenant x".into())),
+            ],
+            &[],
+            now(),
+        );
         assert_eq!(
             (c[0].ok, c[0].reason.as_str(), c[0].message.as_str()),
             (false, "NamespaceConflict", "b belongs to MLTenant x")
         );
         assert_eq!(c[1].reason, "NamespaceConflict");
+    }
+
+    #[test]
+    fn a_failing_secret_drives_ready_and_names_bundle_and_key() {
+        let failure = Failure::Decryption {
+            bundle: "b".into(),
+            key: "AWS_SECRET_ACCESS_KEY".into(),
+            error: crate::crypto::OpenError::NoKeyCouldDecrypt,
+        };
+        let c = observe(
+            &[(env("t-dev"), NamespaceState::Ready)],
+            &[outcome("ok", synced(None)), outcome("ml", Err(failure))],
+            now(),
+        );
+        let secrets = find(&c, SECRETS_SYNCED);
+        assert_eq!((secrets.ok, secrets.reason.as_str()), (false, "DecryptionFailed"));
+        assert!(
+            secrets.message.starts_with("t-dev/ml: SealedBundle b key AWS_SECRET_ACCESS_KEY: no key could decrypt"),
+            "{}",
+            secrets.message
+        );
+        assert_eq!((c[0].type_, c[0].ok, c[0].reason.as_str()), (READY, false, "DecryptionFailed"));
+    }
+
+    #[test]
+    fn expiry_warns_without_affecting_ready() {
+        let expiring = |days| find(&observe(&[], &[outcome("s", synced(days))], now()), CREDENTIALS_EXPIRING).clone();
+        assert_eq!((expiring(None).ok, expiring(None).reason), (false, "NotExpiring".to_string()));
+        assert_eq!((expiring(Some(30)).ok, expiring(Some(30)).reason), (false, "NotExpiring".to_string()));
+        assert_eq!((expiring(Some(13)).ok, expiring(Some(13)).reason), (true, "ExpiresSoon".to_string()));
+        assert_eq!((expiring(Some(-1)).ok, expiring(Some(-1)).reason), (true, "Expired".to_string()));
+        let c = observe(&[], &[outcome("s", synced(Some(-1)))], now());
+        assert!(c[0].ok, "an expired credential is a warning, not a failure: {:?}", c[0]);
     }
 
     #[test]

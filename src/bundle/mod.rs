@@ -1,0 +1,247 @@
+//! Opening a `SealedBundle` for one consumer: the scope check, decryption of every value (all
+//! or nothing) and payload validation. Shared by the tenant controller (distribution), the
+//! bundle controller (status) and `/v1/verify`. Nothing here ever puts a value into an error.
+
+pub mod cache;
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+use zeroize::Zeroizing;
+
+use crate::api::{BundleScope, SealedBundle};
+use crate::crypto::{self, OpenError, SealingKey};
+use cache::{DecryptCache, Plain};
+
+/// The Kubernetes limit on a Secret's data.
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+
+/// Why a bundle cannot be used by a consumer. Messages name the bundle and the key, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    #[error("SealedBundle {bundle} not found")]
+    NotFound { bundle: String },
+    #[error("SealedBundle {bundle}: {problem}")]
+    ScopeMismatch { bundle: String, problem: String },
+    #[error("SealedBundle {bundle} key {key}: {error}")]
+    Decryption { bundle: String, key: String, error: OpenError },
+    #[error("SealedBundle {bundle} key {key}: {problem}")]
+    InvalidPayload { bundle: String, key: String, problem: &'static str },
+}
+
+impl Failure {
+    /// The `SecretsSynced` condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::NotFound { .. } => "BundleNotFound",
+            Failure::ScopeMismatch { .. } => "ScopeMismatch",
+            Failure::Decryption { .. } => "DecryptionFailed",
+            Failure::InvalidPayload { .. } => "InvalidPayload",
+        }
+    }
+
+    /// The `reason` label of `mltenant_decryption_failures_total`: a closed set.
+    pub fn metric_reason(&self) -> &'static str {
+        match self {
+            Failure::Decryption { error, .. } => error.reason(),
+            other => other.reason(),
+        }
+    }
+
+    pub fn bundle(&self) -> &str {
+        match self {
+            Failure::NotFound { bundle }
+            | Failure::ScopeMismatch { bundle, .. }
+            | Failure::Decryption { bundle, .. }
+            | Failure::InvalidPayload { bundle, .. } => bundle,
+        }
+    }
+}
+
+/// The OAEP label for `tenant`'s `environment` consuming `bundle`, after checking that the
+/// bundle's declared scope allows that consumer. The label comes from the consumer: a bundle
+/// whose claims were edited still only opens for the consumer it was sealed for.
+pub fn consumer_label(
+    bundle: &SealedBundle,
+    tenant: &str,
+    tenant_labels: &BTreeMap<String, String>,
+    environment: &str,
+) -> Result<Vec<u8>, Failure> {
+    let spec = &bundle.spec;
+    let mismatch = |problem: String| Failure::ScopeMismatch { bundle: bundle.name_any(), problem };
+    match spec.scope {
+        BundleScope::Cluster => {
+            let selector = spec.tenant_selector.clone().unwrap_or_default();
+            let selector = Selector::try_from(selector)
+                .map_err(|_| mismatch("tenantSelector is not a valid label selector".into()))?;
+            if !selector.matches(tenant_labels) {
+                return Err(mismatch(format!("MLTenant {tenant} is outside its tenantSelector")));
+            }
+        }
+        BundleScope::Tenant | BundleScope::Environment => {
+            let sealed_for = spec.tenant.as_deref().unwrap_or_default();
+            if sealed_for != tenant {
+                return Err(mismatch(format!("sealed for tenant {sealed_for}, not {tenant}")));
+            }
+            if spec.scope == BundleScope::Environment {
+                let sealed_env = spec.environment.as_deref().unwrap_or_default();
+                if sealed_env != environment {
+                    return Err(mismatch(format!("sealed for environment {sealed_env}, not {environment}")));
+                }
+            }
+        }
+    }
+    Ok(crypto::label(spec.scope, tenant, environment))
+}
+
+/// The label the bundle's own claims give: what its status and `/v1/verify` check.
+pub fn declared_label(bundle: &SealedBundle) -> Vec<u8> {
+    let spec = &bundle.spec;
+    crypto::label(
+        spec.scope,
+        spec.tenant.as_deref().unwrap_or_default(),
+        spec.environment.as_deref().unwrap_or_default(),
+    )
+}
+
+/// `sha256:<hex>` over the bundle's keys and ciphertexts (never over plaintext): changes exactly
+/// when the bundle is re-sealed or edited.
+pub fn source_hash(bundle: &SealedBundle) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for (key, value) in &bundle.spec.encrypted_data {
+        for part in [key.as_bytes(), b"\0", value.as_bytes(), b"\0"] {
+            ctx.update(part);
+        }
+    }
+    let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Every value of a bundle, opened.
+pub struct Opened {
+    pub data: BTreeMap<String, Zeroizing<Vec<u8>>>,
+    /// The key that opened the values (if several did, one that is not the newest: the bundle
+    /// needs re-sealing while any value depends on an older key).
+    pub fingerprint: String,
+}
+
+/// Open every value of `bundle` under `label`, then validate the payload for the bundle's
+/// Secret type. All or nothing: one bad value fails the whole bundle.
+pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &DecryptCache) -> Result<Opened, Failure> {
+    let name = bundle.name_any();
+    let newest = keys.first().map(SealingKey::fingerprint);
+    let mut data = BTreeMap::new();
+    let mut fingerprint: Option<String> = None;
+    for (key, value) in &bundle.spec.encrypted_data {
+        let plain = cache
+            .get_or_open(value, label, || {
+                crypto::open(keys, label, value).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint })
+            })
+            .map_err(|error| Failure::Decryption { bundle: name.clone(), key: key.clone(), error })?;
+        if fingerprint.is_none() || Some(plain.fingerprint.as_str()) != newest {
+            fingerprint = Some(plain.fingerprint.clone());
+        }
+        data.insert(key.clone(), plain.bytes);
+    }
+    validate_payload(&name, bundle.spec.type_.as_deref(), &data)?;
+    Ok(Opened { data, fingerprint: fingerprint.unwrap_or_default() })
+}
+
+/// Refuse what the API server would reject or what would break the consumer.
+fn validate_payload(
+    bundle: &str,
+    type_: Option<&str>,
+    data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+) -> Result<(), Failure> {
+    let invalid =
+        |key: &str, problem| Failure::InvalidPayload { bundle: bundle.to_owned(), key: key.to_owned(), problem };
+    if data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_SECRET_BYTES {
+        return Err(invalid("*", "the values exceed the 1 MiB Secret size limit"));
+    }
+    if type_ == Some(DOCKER_CONFIG_JSON) {
+        let key = ".dockerconfigjson";
+        let value = data
+            .get(key)
+            .ok_or_else(|| invalid(key, "is missing (required by type kubernetes.io/dockerconfigjson)"))?;
+        let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| invalid(key, "is not JSON"))?;
+        if !json.get("auths").is_some_and(serde_json::Value::is_object) {
+            return Err(invalid(key, "has no \"auths\" object"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    use super::*;
+    use crate::api::SealedBundleSpec;
+
+    fn bundle(scope: BundleScope, tenant: Option<&str>, environment: Option<&str>) -> SealedBundle {
+        SealedBundle::new(
+            "b",
+            SealedBundleSpec {
+                scope,
+                tenant: tenant.map(Into::into),
+                environment: environment.map(Into::into),
+                tenant_selector: (scope == BundleScope::Cluster).then(|| LabelSelector {
+                    match_labels: Some([("tier".to_string(), "gold".to_string())].into()),
+                    ..Default::default()
+                }),
+                type_: None,
+                template: None,
+                expires_at: None,
+                encrypted_data: [("K".to_string(), "AgB".to_string())].into(),
+            },
+        )
+    }
+
+    #[test]
+    fn scope_checks_use_the_consumer() {
+        let none = BTreeMap::new();
+        let gold: BTreeMap<String, String> = [("tier".to_string(), "gold".to_string())].into();
+        let tenant = bundle(BundleScope::Tenant, Some("a"), None);
+        assert_eq!(consumer_label(&tenant, "a", &none, "dev").unwrap(), b"a");
+        let err = consumer_label(&tenant, "b", &none, "dev").unwrap_err();
+        assert_eq!(
+            (err.reason(), err.to_string().as_str()),
+            ("ScopeMismatch", "SealedBundle b: sealed for tenant a, not b")
+        );
+
+        let env = bundle(BundleScope::Environment, Some("a"), Some("dev"));
+        assert_eq!(consumer_label(&env, "a", &none, "dev").unwrap(), b"a/dev");
+        assert_eq!(consumer_label(&env, "a", &none, "production").unwrap_err().reason(), "ScopeMismatch");
+
+        let cluster = bundle(BundleScope::Cluster, None, None);
+        assert_eq!(consumer_label(&cluster, "a", &gold, "dev").unwrap(), b"");
+        let outside = consumer_label(&cluster, "a", &none, "dev").unwrap_err();
+        assert!(outside.to_string().contains("outside its tenantSelector"), "{outside}");
+    }
+
+    #[test]
+    fn source_hash_follows_the_ciphertext() {
+        let a = bundle(BundleScope::Tenant, Some("a"), None);
+        let mut b = a.clone();
+        assert_eq!(source_hash(&a), source_hash(&b));
+        b.spec.encrypted_data.insert("K".into(), "AgC".into());
+        assert_ne!(source_hash(&a), source_hash(&b));
+        assert!(source_hash(&a).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn dockerconfigjson_payload_is_validated_without_showing_it() {
+        let check = |value: &[u8]| {
+            let data = BTreeMap::from([(".dockerconfigjson".to_string(), Zeroizing::new(value.to_vec()))]);
+            validate_payload("ghcr", Some(DOCKER_CONFIG_JSON), &data)
+        };
+        assert!(check(br#"{"auths":{"ghcr.io":{"auth":"eDp5"}}}"#).is_ok());
+        let not_json = check(b"hunter2-not-json").unwrap_err();
+        assert_eq!(not_json.to_string(), "SealedBundle ghcr key .dockerconfigjson: is not JSON");
+        assert!(check(br#"{"credsStore":"x"}"#).unwrap_err().to_string().contains("no \"auths\""));
+        let missing = validate_payload("ghcr", Some(DOCKER_CONFIG_JSON), &BTreeMap::new()).unwrap_err();
+        assert_eq!(missing.reason(), "InvalidPayload");
+    }
+}

@@ -1,0 +1,251 @@
+//! `mltenant seal`: print a ready-to-commit SealedBundle, or add keys to an existing one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail, ensure};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::{check_key, read_input};
+use crate::api::{BundleScope, SealedBundle, SealedBundleSpec};
+use crate::bundle::DOCKER_CONFIG_JSON;
+use crate::crypto::{self, Certificate};
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[value(rename_all = "PascalCase")]
+pub enum Scope {
+    Cluster,
+    Tenant,
+    Environment,
+}
+
+impl From<Scope> for BundleScope {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::Cluster => BundleScope::Cluster,
+            Scope::Tenant => BundleScope::Tenant,
+            Scope::Environment => BundleScope::Environment,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name of the SealedBundle (required unless --merge-into).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Who may open it: Cluster, Tenant or Environment (case-insensitive).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub scope: Option<Scope>,
+    /// The consuming MLTenant (Tenant and Environment scope).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The consuming environment (Environment scope).
+    #[arg(long)]
+    pub environment: Option<String>,
+    /// Cluster scope: labels of the MLTenants allowed to use it, `k=v,k2=v2`; '' allows every tenant.
+    #[arg(long)]
+    pub tenant_selector: Option<String>,
+    /// Secret type of the produced Secrets (default Opaque; the docker flags set kubernetes.io/dockerconfigjson).
+    #[arg(long = "type")]
+    pub type_: Option<String>,
+    /// KEY=VALUE lines (`#` comments and blank lines skipped); `-` reads standard input. Repeatable.
+    #[arg(long)]
+    pub from_env_file: Vec<PathBuf>,
+    /// KEY=PATH: the whole file (any bytes) as one value; PATH `-` reads standard input. Repeatable.
+    #[arg(long)]
+    pub from_file: Vec<String>,
+    /// KEY=VALUE. Repeatable. The value ends up in shell history: prefer --from-env-file for secrets.
+    #[arg(long)]
+    pub from_literal: Vec<String>,
+    /// Registry for a kubernetes.io/dockerconfigjson bundle (e.g. ghcr.io).
+    #[arg(long, requires_all = ["docker_username", "docker_password_stdin"])]
+    pub docker_server: Option<String>,
+    #[arg(long, requires = "docker_server")]
+    pub docker_username: Option<String>,
+    /// Read the registry password (or token) from standard input.
+    #[arg(long, requires = "docker_server")]
+    pub docker_password_stdin: bool,
+    /// When the credentials stop working, from now (e.g. 90d).
+    #[arg(long, conflicts_with = "expires_at", value_parser = crate::cli::parse_span)]
+    pub expires_in: Option<std::time::Duration>,
+    /// When the credentials stop working (RFC 3339).
+    #[arg(long)]
+    pub expires_at: Option<jiff::Timestamp>,
+    /// The operator's certificate (from `mltenant cert`), for sealing offline.
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    #[command(flatten)]
+    pub source: super::cert::Source,
+    /// Add or replace keys in this SealedBundle file (rewritten in place); its scope is used.
+    #[arg(long)]
+    pub merge_into: Option<PathBuf>,
+}
+
+/// Run `mltenant seal`: the bundle YAML to print, or `None` when a file was rewritten.
+pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
+    let values = collect_values(&args)?;
+    ensure!(
+        !values.is_empty(),
+        "no values to seal: give --from-env-file, --from-file, --from-literal or the --docker-* flags"
+    );
+    let cert_pem = match &args.cert {
+        Some(path) => {
+            String::from_utf8(read_input(path)?).with_context(|| format!("{} is not a PEM text", path.display()))?
+        }
+        None => super::cert::fetch(&args.source).await?,
+    };
+    let origin = args.cert.as_ref().map_or("the operator's certificate".to_owned(), |p| p.display().to_string());
+    let cert = Certificate::from_pem(&cert_pem).with_context(|| format!("cannot use {origin}"))?;
+    if cert.is_expired_at(jiff::Timestamp::now()) {
+        bail!("{origin} expired at {}; fetch the current one with `mltenant cert`", cert.not_after());
+    }
+
+    let mut bundle = match &args.merge_into {
+        Some(path) => {
+            let text = read_input(path)?;
+            let existing: SealedBundle =
+                serde_yaml::from_slice(&text).with_context(|| format!("{} is not a SealedBundle", path.display()))?;
+            check_same_scope(&args, &existing.spec)?;
+            existing
+        }
+        None => new_bundle(&args)?,
+    };
+    let spec = &mut bundle.spec;
+    let label = crypto::label(
+        spec.scope,
+        spec.tenant.as_deref().unwrap_or_default(),
+        spec.environment.as_deref().unwrap_or_default(),
+    );
+    for (key, value) in &values {
+        let sealed = crypto::seal(&cert, &label, value).with_context(|| format!("sealing {key}"))?;
+        spec.encrypted_data.insert(key.clone(), crypto::encode_base64(&sealed));
+    }
+    if args.type_.is_some() || args.docker_server.is_some() {
+        spec.type_ = args.type_.clone().or_else(|| Some(DOCKER_CONFIG_JSON.to_owned()));
+    }
+    if let Some(expires) = expires(&args)? {
+        spec.expires_at = Some(Time(expires));
+    }
+    let yaml = serde_yaml::to_string(&bundle).context("encoding the SealedBundle")?;
+    match &args.merge_into {
+        Some(path) => {
+            std::fs::write(path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(None)
+        }
+        None => Ok(Some(yaml)),
+    }
+}
+
+fn new_bundle(args: &Args) -> anyhow::Result<SealedBundle> {
+    let name = args.name.clone().context("--name is required (or --merge-into FILE)")?;
+    let scope: BundleScope = args.scope.context("--scope is required: Cluster, Tenant or Environment")?.into();
+    let needs_tenant = scope != BundleScope::Cluster;
+    ensure!(
+        args.tenant.is_some() == needs_tenant,
+        "--tenant is {} for {scope:?} scope",
+        if needs_tenant { "required" } else { "not allowed" }
+    );
+    let needs_env = scope == BundleScope::Environment;
+    ensure!(
+        args.environment.is_some() == needs_env,
+        "--environment is {} for {scope:?} scope",
+        if needs_env { "required" } else { "not allowed" }
+    );
+    let selector = match (&args.tenant_selector, scope) {
+        (Some(text), BundleScope::Cluster) => Some(parse_selector(text)?),
+        (None, BundleScope::Cluster) => bail!("Cluster scope needs --tenant-selector (use '' to allow every tenant)"),
+        (Some(_), _) => bail!("--tenant-selector is only for Cluster scope"),
+        (None, _) => None,
+    };
+    Ok(SealedBundle::new(
+        &name,
+        SealedBundleSpec {
+            scope,
+            tenant: args.tenant.clone(),
+            environment: args.environment.clone(),
+            tenant_selector: selector,
+            type_: None,
+            template: None,
+            expires_at: None,
+            encrypted_data: BTreeMap::new(),
+        },
+    ))
+}
+
+/// Flags given with --merge-into must agree with the file: a value sealed for another scope
+/// would not open.
+fn check_same_scope(args: &Args, spec: &SealedBundleSpec) -> anyhow::Result<()> {
+    if let Some(scope) = args.scope {
+        ensure!(BundleScope::from(scope) == spec.scope, "--scope differs from the bundle's scope {:?}", spec.scope);
+    }
+    for (flag, given, existing) in
+        [("--tenant", &args.tenant, &spec.tenant), ("--environment", &args.environment, &spec.environment)]
+    {
+        ensure!(given.is_none() || given == existing, "{flag} differs from the bundle's ({existing:?})");
+    }
+    Ok(())
+}
+
+/// `k=v,k2=v2` as matchLabels; empty selects every tenant.
+fn parse_selector(text: &str) -> anyhow::Result<LabelSelector> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').with_context(|| format!("--tenant-selector: {pair:?} is not key=value"))?;
+        labels.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(LabelSelector { match_labels: (!labels.is_empty()).then_some(labels), ..Default::default() })
+}
+
+fn expires(args: &Args) -> anyhow::Result<Option<jiff::Timestamp>> {
+    Ok(match (args.expires_in, args.expires_at) {
+        (Some(span), _) => {
+            Some(jiff::Timestamp::now() + jiff::SignedDuration::try_from(span).context("--expires-in is too long")?)
+        }
+        (None, at) => at,
+    })
+}
+
+/// Every KEY=VALUE from the env files, the literals and the docker flags, later ones winning.
+fn collect_values(args: &Args) -> anyhow::Result<BTreeMap<String, Zeroizing<Vec<u8>>>> {
+    let mut values = BTreeMap::new();
+    for path in &args.from_env_file {
+        let text = Zeroizing::new(read_input(path)?);
+        let text = std::str::from_utf8(&text).with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let origin = format!("{} line {}", path.display(), number + 1);
+            let (key, value) = line.split_once('=').with_context(|| format!("{origin}: not KEY=VALUE"))?;
+            check_key(key, &origin)?;
+            values.insert(key.to_owned(), Zeroizing::new(value.as_bytes().to_vec()));
+        }
+    }
+    for pair in &args.from_file {
+        let (key, path) = pair.split_once('=').context("--from-file takes KEY=PATH")?;
+        check_key(key, "--from-file")?;
+        values.insert(key.to_owned(), Zeroizing::new(read_input(std::path::Path::new(path))?));
+    }
+    for literal in &args.from_literal {
+        let (key, value) = literal.split_once('=').context("--from-literal takes KEY=VALUE")?;
+        check_key(key, "--from-literal")?;
+        values.insert(key.to_owned(), Zeroizing::new(value.as_bytes().to_vec()));
+    }
+    if let Some(server) = &args.docker_server {
+        let user = args.docker_username.as_deref().unwrap_or_default();
+        let password = Zeroizing::new(read_input(std::path::Path::new("-"))?);
+        let password = std::str::from_utf8(&password)
+            .context("the registry password is not UTF-8")?
+            .trim_end_matches(['\r', '\n']);
+        ensure!(!password.is_empty(), "--docker-password-stdin: standard input is empty");
+        use base64::Engine as _;
+        let auth = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
+        let config = json!({"auths": {server: {"username": user, "password": password, "auth": auth.as_str()}}});
+        values.insert(".dockerconfigjson".to_owned(), Zeroizing::new(config.to_string().into_bytes()));
+    }
+    Ok(values)
+}

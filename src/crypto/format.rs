@@ -1,0 +1,461 @@
+//! The sealed-secrets hybrid format, byte-compatible with `kubeseal --raw`.
+//!
+//! ```text
+//! u16 big-endian n || RSA-OAEP(SHA-256, MGF1-SHA-256, label)(session key) [n bytes]
+//!                  || AES-256-GCM(session key, nonce = 12 zero bytes, no AAD)(value) || 16-byte tag
+//! ```
+//!
+//! The session key is 32 fresh random bytes per value, so the all-zero nonce is never reused
+//! under one key (the same reasoning as upstream sealed-secrets). In `encryptedData` the whole
+//! byte string is base64 (standard alphabet, padded).
+
+use std::fmt;
+
+use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use aws_lc_rs::rand::{SecureRandom, SystemRandom};
+use aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256;
+use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use zeroize::Zeroizing;
+
+use super::key::{Certificate, SealingKey};
+
+/// Largest accepted sealed value, in bytes after base64 decoding (1 MiB). Kubernetes caps a
+/// whole Secret at 1 MiB, so nothing larger can be useful; the limit also bounds the work an
+/// untrusted bundle can cause.
+pub const MAX_SEALED_LEN: usize = 1024 * 1024;
+
+/// Length of the AES session key (AES-256).
+const SESSION_KEY_LEN: usize = 32;
+/// Length of the AES-GCM tag appended to the value.
+const TAG_LEN: usize = 16;
+/// Length of the big-endian RSA ciphertext length prefix.
+const PREFIX_LEN: usize = 2;
+
+/// Base64 as Go's `base64.StdEncoding` (what kubeseal writes and sealed-secrets reads):
+/// standard alphabet, padding required, non-zero trailing bits tolerated.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(true)
+        .with_decode_padding_mode(DecodePaddingMode::RequireCanonical)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Why a sealed value could not be opened. A closed set: [`OpenError::reason`] is the stable
+/// `reason` label of `mltenant_decryption_failures_total`. Messages never contain secret bytes
+/// or key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// The value is not valid standard (padded) base64.
+    #[error("sealed value is not valid base64")]
+    InvalidBase64,
+    /// Shorter than its 2-byte length prefix, than the RSA ciphertext length the prefix
+    /// announces, or than the 16-byte AES-GCM tag after it.
+    #[error("sealed value is truncated")]
+    Truncated,
+    /// The decoded value is larger than [`MAX_SEALED_LEN`].
+    #[error("sealed value is larger than the 1 MiB limit")]
+    TooLarge,
+    /// None of the sealing keys could decrypt the RSA part with this label: the value was
+    /// sealed for another scope/tenant/environment, or with a key this operator does not hold.
+    /// The two cases are cryptographically indistinguishable.
+    #[error("no key could decrypt the sealed value (sealed for another scope or with an unknown key)")]
+    NoKeyCouldDecrypt,
+    /// A key opened the RSA part but the AES-GCM tag did not verify: the value was modified.
+    #[error("sealed value failed authentication (tampered or corrupted)")]
+    Tampered,
+}
+
+impl OpenError {
+    /// Stable, low-cardinality reason for metrics and condition messages.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            OpenError::InvalidBase64 => "InvalidBase64",
+            OpenError::Truncated => "Truncated",
+            OpenError::TooLarge => "TooLarge",
+            OpenError::NoKeyCouldDecrypt => "NoKeyCouldDecrypt",
+            OpenError::Tampered => "Tampered",
+        }
+    }
+}
+
+/// Why a value could not be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// The sealed result would exceed [`MAX_SEALED_LEN`], so [`open`] would refuse it.
+    #[error("value is too large to seal (the sealed result must stay within 1 MiB)")]
+    TooLarge,
+    /// The system random generator or the RSA/AES primitive failed.
+    #[error("sealing failed in the crypto library")]
+    Crypto,
+}
+
+/// A successfully opened value.
+pub struct Opened {
+    /// The plaintext; zeroed when dropped.
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// Fingerprint (`SHA256:<hex>`) of the sealing key that opened it.
+    pub fingerprint: String,
+}
+
+impl fmt::Debug for Opened {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Opened")
+            .field("plaintext", &format_args!("<{} bytes redacted>", self.plaintext.len()))
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+/// Seal `plaintext` for `label` under the certificate's public key. Returns the raw hybrid
+/// byte string; base64 it with [`encode_base64`] for `encryptedData`.
+///
+/// Only the public key is used. Certificate validity is not checked here: callers that must
+/// refuse expired certificates (the CLI) check [`Certificate::not_after`].
+pub fn seal(cert: &Certificate, label: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+    let oaep = cert.oaep_public_key().map_err(|_| SealError::Crypto)?;
+    let rsa_len = oaep.ciphertext_size();
+    let rsa_len_prefix = u16::try_from(rsa_len).map_err(|_| SealError::Crypto)?;
+    let total = PREFIX_LEN + rsa_len + plaintext.len() + TAG_LEN;
+    if total > MAX_SEALED_LEN {
+        return Err(SealError::TooLarge);
+    }
+
+    let rng = SystemRandom::new();
+    let mut session_key = Zeroizing::new([0u8; SESSION_KEY_LEN]);
+    rng.fill(&mut session_key[..]).map_err(|_| SealError::Crypto)?;
+
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&rsa_len_prefix.to_be_bytes());
+    out.resize(PREFIX_LEN + rsa_len, 0);
+    let written = oaep
+        .encrypt(&OAEP_SHA256_MGF1SHA256, &session_key[..], &mut out[PREFIX_LEN..], Some(label))
+        .map_err(|_| SealError::Crypto)?
+        .len();
+    if written != rsa_len {
+        return Err(SealError::Crypto);
+    }
+
+    let aead = session_aead(&session_key).map_err(|_| SealError::Crypto)?;
+    let aes_start = out.len();
+    out.extend_from_slice(plaintext);
+    let tag = match aead.seal_in_place_separate_tag(zero_nonce(), Aad::empty(), &mut out[aes_start..]) {
+        Ok(tag) => tag,
+        Err(_) => {
+            // Do not hand back (or leave behind) a buffer that still holds the plaintext.
+            zeroize::Zeroize::zeroize(&mut out);
+            return Err(SealError::Crypto);
+        }
+    };
+    out.extend_from_slice(tag.as_ref());
+    debug_assert_eq!(out.len(), total);
+    Ok(out)
+}
+
+/// Base64 (standard alphabet, padded) of a sealed byte string, as stored in `encryptedData`.
+pub fn encode_base64(sealed: &[u8]) -> String {
+    BASE64.encode(sealed)
+}
+
+/// Open a base64 `encryptedData` value with the first of `keys` (newest first) that can.
+///
+/// Like Go's `base64.StdEncoding` (and so like the sealed-secrets controller), CR and LF
+/// characters inside the value are ignored; anything else outside the base64 alphabet is
+/// [`OpenError::InvalidBase64`]. The size limit is checked before decoding.
+pub fn open(keys: &[SealingKey], label: &[u8], encoded: &str) -> Result<Opened, OpenError> {
+    let raw = decode_base64(encoded)?;
+    open_raw(keys, label, &raw)
+}
+
+/// Check that a base64 `encryptedData` value has the sealed format (base64, size, length
+/// prefix, room for the tag) without any key: what `mltenant validate` can tell offline.
+pub fn check_format(encoded: &str) -> Result<(), OpenError> {
+    split(&decode_base64(encoded)?).map(|_| ())
+}
+
+/// Open a raw (already base64-decoded) sealed byte string. See [`open`].
+pub fn open_raw(keys: &[SealingKey], label: &[u8], sealed: &[u8]) -> Result<Opened, OpenError> {
+    if sealed.len() > MAX_SEALED_LEN {
+        return Err(OpenError::TooLarge);
+    }
+    let (rsa_part, aes_part) = split(sealed)?;
+
+    // Try every key, newest first, until one decrypts the RSA part to a 32-byte session key.
+    // A wrong key or a wrong label both surface as the same opaque error from aws-lc-rs.
+    let Some((session_key, key)) =
+        keys.iter().find_map(|key| key.decrypt_session_key(rsa_part, label).map(|s| (s, key)))
+    else {
+        return Err(OpenError::NoKeyCouldDecrypt);
+    };
+
+    let aead = session_aead(&session_key).map_err(|_| OpenError::Tampered)?;
+    let mut buf = Zeroizing::new(aes_part.to_vec());
+    let plaintext_len =
+        aead.open_in_place(zero_nonce(), Aad::empty(), &mut buf[..]).map_err(|_| OpenError::Tampered)?.len();
+    buf.truncate(plaintext_len);
+    Ok(Opened { plaintext: buf, fingerprint: key.fingerprint().to_owned() })
+}
+
+/// Decode the base64 text of a sealed value, enforcing [`MAX_SEALED_LEN`] before decoding.
+fn decode_base64(encoded: &str) -> Result<Vec<u8>, OpenError> {
+    // Largest base64 text (without line breaks) that can decode to MAX_SEALED_LEN bytes.
+    const MAX_ENCODED_LEN: usize = MAX_SEALED_LEN.div_ceil(3) * 4;
+    let bytes = encoded.as_bytes();
+    let has_line_breaks = bytes.iter().any(|b| matches!(b, b'\r' | b'\n'));
+    let encoded_len =
+        if has_line_breaks { bytes.iter().filter(|b| !matches!(b, b'\r' | b'\n')).count() } else { bytes.len() };
+    if encoded_len > MAX_ENCODED_LEN {
+        return Err(OpenError::TooLarge);
+    }
+    let decoded = if has_line_breaks {
+        let compact: Vec<u8> = bytes.iter().copied().filter(|b| !matches!(b, b'\r' | b'\n')).collect();
+        BASE64.decode(compact)
+    } else {
+        BASE64.decode(bytes)
+    };
+    let decoded = decoded.map_err(|_| OpenError::InvalidBase64)?;
+    if decoded.len() > MAX_SEALED_LEN {
+        return Err(OpenError::TooLarge);
+    }
+    Ok(decoded)
+}
+
+/// Split a sealed byte string into its RSA and AES-GCM parts.
+fn split(sealed: &[u8]) -> Result<(&[u8], &[u8]), OpenError> {
+    let (prefix, rest) = sealed.split_first_chunk::<PREFIX_LEN>().ok_or(OpenError::Truncated)?;
+    let rsa_len = usize::from(u16::from_be_bytes(*prefix));
+    if rest.len() < rsa_len {
+        return Err(OpenError::Truncated);
+    }
+    let (rsa_part, aes_part) = rest.split_at(rsa_len);
+    if aes_part.len() < TAG_LEN {
+        return Err(OpenError::Truncated);
+    }
+    Ok((rsa_part, aes_part))
+}
+
+/// The AES-256-GCM key for one session key. The nonce is always zero: each session key
+/// encrypts exactly one value.
+fn session_aead(session_key: &[u8; SESSION_KEY_LEN]) -> Result<LessSafeKey, aws_lc_rs::error::Unspecified> {
+    Ok(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, session_key)?))
+}
+
+fn zero_nonce() -> Nonce {
+    Nonce::assume_unique_for_key([0u8; NONCE_LEN])
+}
+
+/// Decrypts the RSA part with one key. Used by [`SealingKey::decrypt_session_key`].
+pub(super) fn oaep_decrypt_session_key(
+    key: &aws_lc_rs::rsa::OaepPrivateDecryptingKey,
+    rsa_part: &[u8],
+    label: &[u8],
+) -> Option<Zeroizing<[u8; SESSION_KEY_LEN]>> {
+    if rsa_part.len() != key.key_size_bytes() {
+        return None;
+    }
+    let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
+    let plaintext = key.decrypt(&OAEP_SHA256_MGF1SHA256, rsa_part, &mut out[..], Some(label)).ok()?;
+    let session_key: &[u8; SESSION_KEY_LEN] = (&*plaintext).try_into().ok()?;
+    Some(Zeroizing::new(*session_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::BundleScope;
+    use crate::crypto::label;
+    use crate::crypto::tests::{fixture_key, shared_key};
+
+    fn sealed_b64(key: &SealingKey, label: &[u8], plaintext: &[u8]) -> String {
+        encode_base64(&seal(key.certificate(), label, plaintext).expect("seal"))
+    }
+
+    #[test]
+    fn round_trip_every_scope() {
+        let key = shared_key();
+        for (scope, tenant, env) in [
+            (BundleScope::Cluster, "", ""),
+            (BundleScope::Cluster, "financial-ml", "dev"),
+            (BundleScope::Tenant, "financial-ml", ""),
+            (BundleScope::Environment, "financial-ml", "production"),
+        ] {
+            let label = label(scope, tenant, env);
+            for plaintext in [&b""[..], b"x", b"AKIAIOSFODNN7EXAMPLE", &[0u8, 255, 10, 13][..], &[7u8; 4096][..]] {
+                let sealed = sealed_b64(key, &label, plaintext);
+                let opened = open(std::slice::from_ref(key), &label, &sealed).expect("opens");
+                assert_eq!(&opened.plaintext[..], plaintext, "{scope:?}");
+                assert_eq!(opened.fingerprint, key.fingerprint());
+            }
+        }
+    }
+
+    #[test]
+    fn layout_matches_the_format() {
+        let key = shared_key();
+        let sealed = seal(key.certificate(), b"t/e", b"hello").unwrap();
+        assert_eq!(u16::from_be_bytes([sealed[0], sealed[1]]), 512, "RSA-4096 ciphertext is 512 bytes");
+        assert_eq!(sealed.len(), 2 + 512 + 5 + 16);
+        // A fresh session key every time: sealing twice never gives the same bytes.
+        assert_ne!(sealed, seal(key.certificate(), b"t/e", b"hello").unwrap());
+    }
+
+    #[test]
+    fn wrong_label_does_not_open() {
+        let key = shared_key();
+        let keys = std::slice::from_ref(key);
+        let sealed = sealed_b64(key, &label(BundleScope::Environment, "financial-ml", "dev"), b"v");
+        for wrong in [
+            label(BundleScope::Environment, "financial-ml", "production"),
+            label(BundleScope::Environment, "other-team", "dev"),
+            label(BundleScope::Tenant, "financial-ml", ""),
+            label(BundleScope::Cluster, "", ""),
+        ] {
+            let err = open(keys, &wrong, &sealed).unwrap_err();
+            assert_eq!(err, OpenError::NoKeyCouldDecrypt);
+        }
+        let tenant_sealed = sealed_b64(key, &label(BundleScope::Tenant, "financial-ml", ""), b"v");
+        assert_eq!(
+            open(keys, &label(BundleScope::Tenant, "other", ""), &tenant_sealed).unwrap_err(),
+            OpenError::NoKeyCouldDecrypt
+        );
+    }
+
+    #[test]
+    fn wrong_key_reports_no_key_could_decrypt() {
+        let sealed = sealed_b64(shared_key(), b"", b"v");
+        let err = open(std::slice::from_ref(fixture_key()), b"", &sealed).unwrap_err();
+        assert_eq!(err, OpenError::NoKeyCouldDecrypt);
+        assert!(err.to_string().contains("no key could decrypt"), "{err}");
+        assert_eq!(err.reason(), "NoKeyCouldDecrypt");
+        assert_eq!(open(&[], b"", &sealed).unwrap_err(), OpenError::NoKeyCouldDecrypt);
+    }
+
+    #[test]
+    fn several_keys_the_old_one_still_opens() {
+        let new = shared_key().clone();
+        let old = fixture_key().clone();
+        let keys = [new.clone(), old.clone()];
+        let by_old = sealed_b64(&old, b"t", b"old secret");
+        let by_new = sealed_b64(&new, b"t", b"new secret");
+        let opened = open(&keys, b"t", &by_old).unwrap();
+        assert_eq!(&opened.plaintext[..], b"old secret");
+        assert_eq!(opened.fingerprint, old.fingerprint());
+        let opened = open(&keys, b"t", &by_new).unwrap();
+        assert_eq!(&opened.plaintext[..], b"new secret");
+        assert_eq!(opened.fingerprint, new.fingerprint());
+        assert_ne!(old.fingerprint(), new.fingerprint());
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let key = shared_key();
+        let keys = std::slice::from_ref(key);
+        let sealed = seal(key.certificate(), b"t", b"do not touch").unwrap();
+        let aes_start = 2 + 512;
+        for index in [aes_start, aes_start + 5, sealed.len() - 1] {
+            let mut bad = sealed.clone();
+            bad[index] ^= 0x01;
+            let err = open_raw(keys, b"t", &bad).unwrap_err();
+            assert_eq!(err, OpenError::Tampered, "byte {index}");
+            assert_eq!(err.reason(), "Tampered");
+        }
+        // Appending or removing bytes of the AES part also breaks the tag.
+        let mut longer = sealed.clone();
+        longer.push(0);
+        assert_eq!(open_raw(keys, b"t", &longer).unwrap_err(), OpenError::Tampered);
+        assert_eq!(open_raw(keys, b"t", &sealed[..sealed.len() - 1]).unwrap_err(), OpenError::Tampered);
+        // A flipped bit in the RSA part is not a tag failure: no key decrypts it any more.
+        let mut bad_rsa = sealed.clone();
+        bad_rsa[10] ^= 0x01;
+        assert_eq!(open_raw(keys, b"t", &bad_rsa).unwrap_err(), OpenError::NoKeyCouldDecrypt);
+    }
+
+    #[test]
+    fn truncated_inputs() {
+        let key = shared_key();
+        let keys = std::slice::from_ref(key);
+        let sealed = seal(key.certificate(), b"", b"value").unwrap();
+        for raw in
+            [&[][..], &[0x02][..], &[0x02, 0x00][..], &sealed[..2 + 511], &sealed[..2 + 512], &sealed[..2 + 512 + 15]]
+        {
+            assert_eq!(open_raw(keys, b"", raw).unwrap_err(), OpenError::Truncated, "len {}", raw.len());
+        }
+        // Length prefix larger than the rest.
+        let mut bad_prefix = sealed.clone();
+        bad_prefix[0] = 0xff;
+        bad_prefix[1] = 0xff;
+        assert_eq!(open_raw(keys, b"", &bad_prefix).unwrap_err(), OpenError::Truncated);
+        // Through base64 too: "" and one byte.
+        assert_eq!(open(keys, b"", "").unwrap_err(), OpenError::Truncated);
+        assert_eq!(open(keys, b"", "AA==").unwrap_err(), OpenError::Truncated);
+        assert_eq!(OpenError::Truncated.reason(), "Truncated");
+    }
+
+    #[test]
+    fn a_shorter_rsa_part_is_not_truncation_but_no_key() {
+        // A well-formed value whose RSA part has the wrong size for every key.
+        let mut raw = vec![0x00, 0x04, 1, 2, 3, 4];
+        raw.extend_from_slice(&[0u8; 16]);
+        assert_eq!(open_raw(std::slice::from_ref(shared_key()), b"", &raw).unwrap_err(), OpenError::NoKeyCouldDecrypt);
+    }
+
+    #[test]
+    fn not_base64() {
+        let keys = std::slice::from_ref(shared_key());
+        for text in ["not base64!", "AgB=AAAA", "AgBxA", "Ag", "Ag==Ag==", "AgB\u{e9}", "AgBx AAAA"] {
+            let err = open(keys, b"", text).unwrap_err();
+            assert_eq!(err, OpenError::InvalidBase64, "{text:?}");
+            assert_eq!(err.reason(), "InvalidBase64");
+        }
+    }
+
+    #[test]
+    fn line_breaks_are_ignored_like_go() {
+        let key = shared_key();
+        let sealed = sealed_b64(key, b"", b"wrapped");
+        let wrapped: String =
+            sealed.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\r\n")
+                + "\n";
+        assert_eq!(&open(std::slice::from_ref(key), b"", &wrapped).unwrap().plaintext[..], b"wrapped");
+    }
+
+    #[test]
+    fn oversize_is_rejected() {
+        let key = shared_key();
+        let keys = std::slice::from_ref(key);
+        // Decoded size just over the limit; checked before any base64 decoding or RSA work.
+        let too_big = encode_base64(&vec![0u8; MAX_SEALED_LEN + 1]);
+        assert_eq!(open(keys, b"", &too_big).unwrap_err(), OpenError::TooLarge);
+        assert_eq!(open(keys, b"", &"A".repeat(MAX_SEALED_LEN * 2)).unwrap_err(), OpenError::TooLarge);
+        assert_eq!(open_raw(keys, b"", &vec![0u8; MAX_SEALED_LEN + 1]).unwrap_err(), OpenError::TooLarge);
+        assert_eq!(OpenError::TooLarge.reason(), "TooLarge");
+
+        // Exactly at the limit still opens; one byte more cannot be sealed.
+        let max_plaintext = MAX_SEALED_LEN - 2 - 512 - 16;
+        let sealed = seal(key.certificate(), b"", &vec![1u8; max_plaintext]).unwrap();
+        assert_eq!(sealed.len(), MAX_SEALED_LEN);
+        assert_eq!(open(keys, b"", &encode_base64(&sealed)).unwrap().plaintext.len(), max_plaintext);
+        assert_eq!(seal(key.certificate(), b"", &vec![1u8; max_plaintext + 1]).unwrap_err(), SealError::TooLarge);
+    }
+
+    #[test]
+    fn errors_and_debug_never_show_secrets() {
+        let key = shared_key();
+        let opened = open(std::slice::from_ref(key), b"", &sealed_b64(key, b"", b"hunter2-secret")).unwrap();
+        let debug = format!("{opened:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("redacted"), "{debug}");
+        for err in [
+            OpenError::InvalidBase64,
+            OpenError::Truncated,
+            OpenError::TooLarge,
+            OpenError::NoKeyCouldDecrypt,
+            OpenError::Tampered,
+        ] {
+            // Fixed texts: nothing from the input can end up in a message.
+            assert!(!err.to_string().is_empty());
+            assert!(err.reason().chars().all(|c| c.is_ascii_alphanumeric()));
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The SealedBundle controller: reports whether a bundle opens for the consumer its own scope
+//! names (`Decryptable`) and which sealing key opens it (`keyFingerprint`: bundles still on an
+//! older key need re-sealing). Never writes spec; only `/status`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+
+use crate::api::{SealedBundle, SealedBundleStatus};
+use crate::bundle;
+use crate::reconcile::conditions::{self, Observed};
+use crate::reconcile::{Context, Result, apply};
+
+pub const DECRYPTABLE: &str = "Decryptable";
+
+pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let (observed, fingerprint) = match ctx.keys.open(&sealed, &bundle::declared_label(&sealed)) {
+        Ok(opened) => {
+            let count = sealed.spec.encrypted_data.len();
+            let message = format!("all {count} values open with sealing key {}", opened.fingerprint);
+            (Observed::new(DECRYPTABLE, true, "Decryptable", message), Some(opened.fingerprint))
+        }
+        Err(failure) => (Observed::new(DECRYPTABLE, false, failure.reason(), failure.to_string()), None),
+    };
+    let previous = sealed.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = sealed.metadata.generation;
+    let status = SealedBundleStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(previous, &[observed], generation, &Time(jiff::Timestamp::now())),
+        key_fingerprint: fingerprint,
+    };
+    if sealed.status.as_ref() != Some(&status) {
+        apply::apply_status(&Api::<SealedBundle>::all(ctx.client.clone()), &sealed.name_any(), &status).await?;
+    }
+    Ok(Action::requeue(ctx.config.resync))
+}
