@@ -17,7 +17,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODULE=github.com/bitnami-labs/sealed-secrets
-KUBESEAL_VERSION=${KUBESEAL_VERSION:-v0.40.0}
+KUBESEAL_VERSION=${KUBESEAL_VERSION:-$(cat "$REPO_DIR/tests/fixtures/crypto/kubeseal-version.txt")}
 FIX="$REPO_DIR/tests/fixtures/crypto"
 REGENERATE_KEY=false
 
@@ -38,27 +38,7 @@ if [ "$KUBESEAL_VERSION" = latest ]; then
   log "newest kubeseal on the module proxy: $KUBESEAL_VERSION"
 fi
 
-# Build kubeseal once per version. `go install $MODULE/cmd/kubeseal@v0.40.0` does not work: from
-# that release on, go.mod declares `module github.com/bitnami/sealed-secrets` while the proxy
-# serves it under github.com/bitnami-labs/sealed-secrets ("module declares its path as ...").
-# Building inside the downloaded module source works for either path, with its own go.sum.
-install_kubeseal() {
-  local dir="$CACHE_DIR/tools/kubeseal-$KUBESEAL_VERSION"
-  if [ ! -x "$dir/kubeseal" ]; then
-    log "building kubeseal $KUBESEAL_VERSION from $MODULE (once; a minute or two)"
-    local start=$SECONDS src
-    src=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$MODULE@$KUBESEAL_VERSION" \
-      | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-    [ -d "$src" ] || die "could not download $MODULE@$KUBESEAL_VERSION"
-    mkdir -p "$dir"
-    (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-      go build -trimpath -ldflags "-X main.VERSION=$KUBESEAL_VERSION" -o "$dir/kubeseal.tmp" ./cmd/kubeseal) >&2
-    mv "$dir/kubeseal.tmp" "$dir/kubeseal"
-    log "built kubeseal in $((SECONDS - start))s"
-  fi
-  echo "$dir/kubeseal"
-}
-KUBESEAL=$(install_kubeseal)
+KUBESEAL=$(KUBESEAL_VERSION=$KUBESEAL_VERSION "$HACK_DIR/build-kubeseal.sh")
 log "$("$KUBESEAL" --version)"
 
 # kubeseal must never talk to a cluster here.

@@ -5,6 +5,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-test
+# kubeseal, for the compatibility test that seals with it against the running operator.
+MLTENANT_TEST_KUBESEAL=$("$HACK_DIR/build-kubeseal.sh")
+export MLTENANT_TEST_KUBESEAL
 env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
 trap '"$HACK_DIR/controlplane-down.sh" "$STATE"' EXIT
 # shellcheck disable=SC1090

@@ -8,7 +8,9 @@ use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
@@ -130,8 +132,17 @@ struct StateGauges {
 
 impl StateGauges {
     fn new(sources: Arc<OnceLock<Sources>>) -> Self {
-        let descs = Self::gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
+        let mut descs: Vec<Desc> = Self::gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
+        descs.extend(Self::decryptions().desc().into_iter().cloned());
         Self { sources, descs }
+    }
+
+    fn decryptions() -> IntCounter {
+        IntCounter::new(
+            "mltenant_decryptions_total",
+            "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.",
+        )
+        .expect("valid metric")
     }
 
     fn gauges() -> [GaugeVec; 5] {
@@ -210,6 +221,11 @@ impl Collector for StateGauges {
                 key_expiry.with_label_values(&[key.fingerprint()]).set(key.not_after().as_second() as f64);
             }
         }
-        [conditions, expiry, decryptable, by_key, key_expiry].iter().flat_map(Collector::collect).collect()
+        let decryptions = Self::decryptions();
+        decryptions.inc_by(self.sources.get().map_or(0, |src| src.keys.decryptions()));
+        let mut families: Vec<MetricFamily> =
+            [conditions, expiry, decryptable, by_key, key_expiry].iter().flat_map(Collector::collect).collect();
+        families.extend(decryptions.collect());
+        families
     }
 }

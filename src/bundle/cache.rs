@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
@@ -26,6 +27,8 @@ pub struct Plain {
 #[derive(Default)]
 pub struct DecryptCache {
     inner: Mutex<Inner>,
+    /// Values actually decrypted (cache misses): RSA work done.
+    decryptions: AtomicU64,
 }
 
 #[derive(Default)]
@@ -49,6 +52,7 @@ impl DecryptCache {
         if let Some(hit) = self.inner.lock().expect("not poisoned").entries.get(&key) {
             return Ok(hit.clone());
         }
+        self.decryptions.fetch_add(1, Ordering::Relaxed);
         let plain = open()?;
         let mut inner = self.inner.lock().expect("not poisoned");
         if inner.entries.insert(key.clone(), plain.clone()).is_none() {
@@ -59,6 +63,11 @@ impl DecryptCache {
             }
         }
         Ok(plain)
+    }
+
+    /// How many values were decrypted (not served from the cache) so far.
+    pub fn decryptions(&self) -> u64 {
+        self.decryptions.load(Ordering::Relaxed)
     }
 
     pub fn clear(&self) {
@@ -97,6 +106,7 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(opened, 1);
+        assert_eq!(cache.decryptions(), 1);
         cache.get_or_open("c", b"other", || plain(b"v")).unwrap();
         assert_eq!(cache.len(), 2, "the label is part of the key");
     }

@@ -4,6 +4,7 @@
 mod cli;
 mod controlplane;
 mod harness;
+mod kubeseal;
 mod sealing_keys;
 mod secrets;
 mod tenants;

@@ -332,6 +332,57 @@ async fn resync_of_a_converged_tenant_makes_no_writes() {
     assert_eq!(op.writes().await, writes, "a converged tenant's resync wrote to the API server");
 }
 
+#[tokio::test]
+async fn resync_of_converged_secrets_makes_no_writes_and_no_decryption() {
+    let client = admin().await;
+    let op = Operator::start_with(&unique("run"), &["--resync-period", "1s"]).await;
+    let cert = mltenant_operator::crypto::Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let name = unique("quiet-secrets");
+    let label = mltenant_operator::crypto::label(mltenant_operator::api::BundleScope::Tenant, &name, "");
+    let value =
+        mltenant_operator::crypto::encode_base64(&mltenant_operator::crypto::seal(&cert, &label, b"v").unwrap());
+    let bundle = mltenant_operator::api::SealedBundle::new(
+        &name,
+        mltenant_operator::api::SealedBundleSpec {
+            scope: mltenant_operator::api::BundleScope::Tenant,
+            tenant: Some(name.clone()),
+            environment: None,
+            tenant_selector: None,
+            type_: None,
+            template: None,
+            expires_at: None,
+            encrypted_data: [("K".to_string(), value)].into(),
+        },
+    );
+    Api::<mltenant_operator::api::SealedBundle>::all(client.clone())
+        .create(&Default::default(), &bundle)
+        .await
+        .unwrap();
+    let mut t = tenant(&name, &op.run_id, &["dev", "staging", "production"]);
+    t.spec.secrets = Some(vec![mltenant_operator::api::SecretSpec {
+        name: "ml-platform".into(),
+        bundle: name.clone(),
+        environment_bundles: None,
+        environments: None,
+    }]);
+    create_tenant(&client, &t).await;
+    wait_condition(&client, &name, "SecretsSynced", "True", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let writes = op.writes().await;
+    let decryptions = op.metric("mltenant_decryptions_total", &[]).await;
+    assert!(decryptions >= 1.0);
+    let reconciles = op.metric("mltenant_reconcile_total", &[("controller", "tenant"), ("result", "success")]).await;
+    wait_for("three more resyncs", TIMEOUT, || async {
+        (op.metric("mltenant_reconcile_total", &[("controller", "tenant"), ("result", "success")]).await
+            >= reconciles + 3.0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(op.writes().await, writes, "a converged resync wrote to the API server");
+    assert_eq!(op.metric("mltenant_decryptions_total", &[]).await, decryptions, "a converged resync decrypted");
+}
+
 /// Argo CD prunes with foreground propagation by default: the garbage collector then deletes
 /// every dependent that carries an ownerReference to the tenant, before any finalizer logic
 /// can release it. Retained namespaces must survive that.
