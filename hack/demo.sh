@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: local control plane, the operator (as its ServiceAccount identity), the tenants
-# in examples/; waits until they are Ready and shows what was created. Keeps the operator
-# running until Ctrl-C, or exits at once with DEMO_ONESHOT=1.
+# `make demo`: local control plane, the operator (as its ServiceAccount identity), credentials
+# sealed with `mltenant seal`, the tenants in examples/; waits until they are Ready and shows
+# what was created. Keeps the operator running until Ctrl-C, or exits at once with
+# DEMO_ONESHOT=1.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-demo
@@ -31,6 +32,16 @@ for _ in $(seq 100); do
 done
 log "operator ready (metrics on http://127.0.0.1:$port/metrics, log in $STATE/operator.log)"
 
+# The platform engineer's step: seal the team's credentials to this cluster's key (with the
+# fake values in examples/credentials/) and "commit" the bundles, here by applying them.
+url="http://127.0.0.1:$port"
+target/debug/mltenant seal --name financial-ml-platform --scope Tenant --tenant financial-ml \
+  --from-env-file examples/credentials/ml-platform.env --expires-in 90d --operator-url "$url" >"$STATE/financial-ml-platform.yaml"
+echo "demo-registry-token" | target/debug/mltenant seal --name ghcr-financial --scope Cluster \
+  --tenant-selector mltenant.io/registry-access=ghcr --docker-server ghcr.io --docker-username financial-ml-bot \
+  --docker-password-stdin --expires-in 30d --operator-url "$url" >"$STATE/ghcr-financial.yaml"
+target/debug/mltenant validate -f "$STATE/financial-ml-platform.yaml" >&2
+kubectl apply -f "$STATE/financial-ml-platform.yaml" -f "$STATE/ghcr-financial.yaml" >&2
 kubectl apply -f examples/ >&2
 kubectl wait --for condition=Ready --timeout 60s mltenant --all >&2 || {
   kubectl get mltenant -o yaml >&2
@@ -43,6 +54,13 @@ kubectl get mltenants
 echo
 echo "== Namespaces created for them"
 kubectl get namespaces -l app.kubernetes.io/managed-by=mltenant-operator -L mltenant.io/tenant,mltenant.io/environment
+echo
+echo "== Secrets distributed (names only)"
+kubectl get secrets -A -l app.kubernetes.io/managed-by=mltenant-operator,mltenant.io/tenant \
+  -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,TYPE:.type,BUNDLE:.metadata.annotations.mltenant\.io/bundle,EXPIRES:.metadata.annotations.mltenant\.io/expires-at'
+echo
+echo "== SealedBundles"
+kubectl get sealedbundles
 echo
 echo "== Status conditions"
 kubectl get mltenants -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{range .status.conditions[*]}{"  "}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{end}'

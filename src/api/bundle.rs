@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
     // JSON form: clippy's duplicated_attributes misreads repeated `type_ = ...` in the list form.
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope"}"#,
     printcolumn = r#"{"name":"Decryptable","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].status"}"#,
-    printcolumn = r#"{"name":"Expires","type":"date","jsonPath":".spec.expiresAt"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]

@@ -12,8 +12,26 @@ use crate::api::{BundleScope, MLTenant, SealedBundle};
 use crate::crypto;
 use crate::reconcile::tenant::environments;
 
-/// Validate every document of `path`; the summary lists what was checked.
+/// Validate every document of `path` (a file, `-`, or a directory of `.yaml`/`.yml` files); the
+/// summary lists what was checked.
 pub fn run(path: &Path) -> anyhow::Result<String> {
+    if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        let summaries = files.iter().map(|f| validate_file(f)).collect::<anyhow::Result<Vec<_>>>()?;
+        if summaries.is_empty() {
+            bail!("{}: no .yaml files", path.display());
+        }
+        return Ok(format!("valid: {}", summaries.join(", ")));
+    }
+    validate_file(path).map(|summary| format!("valid: {summary}"))
+}
+
+fn validate_file(path: &Path) -> anyhow::Result<String> {
     let text = read_input(path)?;
     let mut checked = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_slice(&text).enumerate() {
@@ -45,7 +63,7 @@ pub fn run(path: &Path) -> anyhow::Result<String> {
     if checked.is_empty() {
         bail!("{}: no MLTenant or SealedBundle found", path.display());
     }
-    Ok(format!("valid: {}", checked.join(", ")))
+    Ok(checked.join(", "))
 }
 
 fn check_bundle(bundle: &SealedBundle) -> anyhow::Result<()> {
