@@ -190,6 +190,14 @@ pub async fn delete_tenant(client: &Client, name: &str) {
     Api::<MLTenant>::all(client.clone()).delete(name, &DeleteParams::default()).await.expect("delete the MLTenant");
 }
 
+/// Wait until the MLTenant `name` is completely gone (its finalizer done).
+pub async fn wait_tenant_gone(client: &Client, name: &str) {
+    wait_for(&format!("MLTenant {name} to be gone"), TIMEOUT, || async {
+        Api::<MLTenant>::all(client.clone()).get_opt(name).await.unwrap().is_none().then_some(())
+    })
+    .await;
+}
+
 /// The value of condition `type_` on the tenant, as (status, reason, message).
 pub async fn condition(client: &Client, name: &str, type_: &str) -> Option<(String, String, String)> {
     let tenant = Api::<MLTenant>::all(client.clone()).get_opt(name).await.ok()??;

@@ -116,6 +116,14 @@ impl Fixture {
         create_tenant(&self.client, &t).await
     }
 
+    /// Create a Tenant-scope bundle `name` for this fixture's tenant, sealed to the operator.
+    async fn tenant_bundle(&self, name: &str, values: &[(&str, &[u8])]) -> SealedBundle {
+        let data = sealed(&self.cert, BundleScope::Tenant, &self.name, "", values);
+        let b = bundle(name, BundleScope::Tenant, Some(&self.name), None, data);
+        create_bundle(&self.client, &b).await;
+        b
+    }
+
     fn ns(&self, env: &str) -> String {
         if env == "production" { self.name.clone() } else { format!("{}-{env}", self.name) }
     }
@@ -203,17 +211,7 @@ async fn bundles_become_secrets_in_every_environment() {
 async fn resealing_propagates_and_drift_is_reverted() {
     let f = Fixture::new("rotate").await;
     let b = unique("creds");
-    create_bundle(
-        &f.client,
-        &bundle(
-            &b,
-            BundleScope::Tenant,
-            Some(&f.name),
-            None,
-            sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[("TOKEN", b"one")]),
-        ),
-    )
-    .await;
+    f.tenant_bundle(&b, &[("TOKEN", b"one")]).await;
     f.tenant(&["dev", "staging"], vec![secret_spec("ml-platform", &b)]).await;
     for env in ["dev", "staging"] {
         wait_value(&f.client, &f.ns(env), "ml-platform", "TOKEN", b"one").await;
@@ -252,17 +250,7 @@ async fn a_missing_bundle_is_reported_and_picked_up_when_it_appears() {
         f.op.metric("mltenant_decryption_failures_total", &[("bundle", &b), ("reason", "BundleNotFound")]).await >= 1.0
     );
 
-    create_bundle(
-        &f.client,
-        &bundle(
-            &b,
-            BundleScope::Tenant,
-            Some(&f.name),
-            None,
-            sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[("K", b"v")]),
-        ),
-    )
-    .await;
+    f.tenant_bundle(&b, &[("K", b"v")]).await;
     wait_value(&f.client, &f.ns("dev"), "ml-platform", "K", b"v").await;
     wait_condition(&f.client, &f.name, "SecretsSynced", "True", None).await;
 }
@@ -279,8 +267,7 @@ async fn bad_input(
 ) {
     let f = Fixture::new(prefix).await;
     let b = unique("bundle");
-    let good = sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[("A_KEY", b"good-a"), ("B_KEY", b"good-b")]);
-    create_bundle(&f.client, &bundle(&b, BundleScope::Tenant, Some(&f.name), None, good)).await;
+    f.tenant_bundle(&b, &[("A_KEY", b"good-a"), ("B_KEY", b"good-b")]).await;
     f.tenant(&["dev"], vec![secret_spec("ml-platform", &b)]).await;
     let before = wait_value(&f.client, &f.ns("dev"), "ml-platform", "A_KEY", b"good-a").await;
 
@@ -416,11 +403,11 @@ async fn one_bad_value_among_good_ones_leaves_the_whole_secret() {
     .await;
 }
 
-#[tokio::test]
-async fn dockerconfigjson_that_is_not_json() {
-    bad_input("docker-json", "InvalidPayload", "InvalidPayload", ".dockerconfigjson", async |f, b| {
-        let data = sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[(".dockerconfigjson", b"user:password")]);
-        // Type and content change in one commit, as they would in Git.
+/// A dockerconfigjson bundle whose payload is `payload`: type and content change in one
+/// commit, as they would in Git.
+async fn invalid_docker_payload(prefix: &str, named: &str, payload: &'static [u8]) {
+    bad_input(prefix, "InvalidPayload", "InvalidPayload", named, async |f, b| {
+        let data = sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[(".dockerconfigjson", payload)]);
         edit_bundle(&f.client, b, |spec| {
             spec.encrypted_data = data.clone();
             spec.type_ = Some("kubernetes.io/dockerconfigjson".into());
@@ -431,18 +418,13 @@ async fn dockerconfigjson_that_is_not_json() {
 }
 
 #[tokio::test]
+async fn dockerconfigjson_that_is_not_json() {
+    invalid_docker_payload("docker-json", ".dockerconfigjson", b"user:password").await;
+}
+
+#[tokio::test]
 async fn dockerconfigjson_without_auths() {
-    bad_input("docker-auths", "InvalidPayload", "InvalidPayload", "auths", async |f, b| {
-        let data =
-            sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[(".dockerconfigjson", br#"{"credsStore":"desktop"}"#)]);
-        // Type and content change in one commit, as they would in Git.
-        edit_bundle(&f.client, b, |spec| {
-            spec.encrypted_data = data.clone();
-            spec.type_ = Some("kubernetes.io/dockerconfigjson".into());
-        })
-        .await;
-    })
-    .await;
+    invalid_docker_payload("docker-auths", "auths", br#"{"credsStore":"desktop"}"#).await;
 }
 
 #[tokio::test]
@@ -471,14 +453,7 @@ async fn payload_larger_than_one_mebibyte() {
 async fn bundle_status_verify_and_rotate() {
     let f = Fixture::new("verify").await;
     let b = unique("checked");
-    let good = bundle(
-        &b,
-        BundleScope::Tenant,
-        Some(&f.name),
-        None,
-        sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[("K", b"v")]),
-    );
-    create_bundle(&f.client, &good).await;
+    let good = f.tenant_bundle(&b, &[("K", b"v")]).await;
 
     // The bundle controller reports Decryptable with the opening key's fingerprint.
     let api = Api::<SealedBundle>::all(f.client.clone());

@@ -174,10 +174,7 @@ async fn unlabelled_namespace_conflicts_until_adopted_and_is_never_deleted() {
 
     // deletionPolicy Delete only deletes what the tenant created: an adopted namespace is released.
     delete_tenant(&client, &name).await;
-    wait_for("the tenant to be gone", TIMEOUT, || async {
-        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_tenant_gone(&client, &name).await;
     let ns = wait_namespace(&client, &dev, "released", |ns| released(ns, &name)).await;
     assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"));
 }
@@ -248,10 +245,7 @@ async fn deleting_a_tenant_under_retain_keeps_its_namespaces() {
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
     delete_tenant(&client, &name).await;
-    wait_for("the tenant to be gone", TIMEOUT, || async {
-        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_tenant_gone(&client, &name).await;
     // Give the garbage collector time to act on any ownerReference left behind.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for ns_name in [format!("{name}-dev"), name.clone()] {
@@ -272,10 +266,7 @@ async fn deleting_a_tenant_under_delete_removes_its_namespaces() {
     delete_tenant(&client, &name).await;
     wait_namespace_gone(&client, &format!("{name}-dev")).await;
     wait_namespace_gone(&client, &name).await;
-    wait_for("the tenant to be gone", TIMEOUT, || async {
-        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_tenant_gone(&client, &name).await;
 }
 
 #[tokio::test]
@@ -392,10 +383,7 @@ async fn foreground_deletion_of_a_tenant_under_retain_keeps_its_namespaces() {
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
     Api::<MLTenant>::all(client.clone()).delete(&name, &DeleteParams::foreground()).await.unwrap();
-    wait_for("the tenant to be gone", TIMEOUT, || async {
-        Api::<MLTenant>::all(client.clone()).get_opt(&name).await.unwrap().is_none().then_some(())
-    })
-    .await;
+    wait_tenant_gone(&client, &name).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let dev = format!("{name}-dev");
     let ns = get_namespace(&client, &dev).await.unwrap_or_else(|| panic!("{dev} was deleted under Retain"));
