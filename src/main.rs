@@ -47,6 +47,10 @@ struct ControllerArgs {
     /// Only handle MLTenants matching this label selector (shard tenants between installations).
     #[arg(long, env = "MLTENANT_TENANT_SELECTOR")]
     tenant_selector: Option<String>,
+    /// Only report status on SealedBundles matching this label selector (when sharding, give
+    /// exactly one installation the bundles' status).
+    #[arg(long, env = "MLTENANT_BUNDLE_SELECTOR")]
+    bundle_selector: Option<String>,
     /// Namespace holding the sealing keys (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "mltenant-system")]
     namespace: String,
@@ -101,6 +105,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
+        bundle_selector: args.bundle_selector,
         instance: std::env::var("POD_NAME").ok(),
     };
     tokio::select! {

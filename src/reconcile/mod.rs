@@ -49,6 +49,9 @@ pub struct Config {
     pub resync: Duration,
     /// Label selector limiting which MLTenants this installation handles (sharding).
     pub tenant_selector: Option<String>,
+    /// Label selector limiting which SealedBundles this installation reports status on. Any
+    /// bundle can still be distributed to the tenants it handles.
+    pub bundle_selector: Option<String>,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
 }
@@ -151,10 +154,10 @@ where
 
 /// Run the controllers until a shutdown signal.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, readiness: Arc<Readiness>) {
-    let mut tenant_watch = watcher::Config::default();
-    if let Some(selector) = &config.tenant_selector {
-        tenant_watch = tenant_watch.labels(selector);
-    }
+    let tenant_watch = config
+        .tenant_selector
+        .as_deref()
+        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
     let (tenants, tenant_events) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness.track());
     let synced = vec![readiness.track(), readiness.track(), readiness.track()];
     let (namespaces, namespace_events) = cached(
@@ -186,7 +189,11 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
         })
         .reconcile_all_on(keys.changes())
         .shutdown_on_signal();
-    let bundle_controller = Controller::new(Api::<SealedBundle>::all(client.clone()), watcher::Config::default())
+    let bundle_watch = config
+        .bundle_selector
+        .as_deref()
+        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
+    let bundle_controller = Controller::new(Api::<SealedBundle>::all(client.clone()), bundle_watch)
         .reconcile_all_on(keys.changes())
         .shutdown_on_signal();
 

@@ -66,8 +66,8 @@ where
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// One test's operator: a `mltenant controller` child process handling only the tenants
-/// labelled with this test's run id.
+/// One test's operator: a `mltenant controller` child process handling only the tenants (and
+/// reporting only on the SealedBundles) labelled with this test's run id.
 pub struct Operator {
     child: Child,
     pub run_id: String,
@@ -84,6 +84,7 @@ impl Operator {
         let child = Command::new(env!("CARGO_BIN_EXE_mltenant"))
             .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
+            .args(["--bundle-selector", &format!("{TEST_LABEL}={run_id}")])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_OPERATOR_KUBECONFIG"))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))

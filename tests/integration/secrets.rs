@@ -453,7 +453,11 @@ async fn payload_larger_than_one_mebibyte() {
 async fn bundle_status_verify_and_rotate() {
     let f = Fixture::new("verify").await;
     let b = unique("checked");
-    let good = f.tenant_bundle(&b, &[("K", b"v")]).await;
+    // Labelled for this test's operator, which reports status only on its own bundles.
+    let data = sealed(&f.cert, BundleScope::Tenant, &f.name, "", &[("K", b"v")]);
+    let mut good = bundle(&b, BundleScope::Tenant, Some(&f.name), None, data);
+    good.metadata.labels = Some([(TEST_LABEL.to_string(), f.op.run_id.clone())].into());
+    create_bundle(&f.client, &good).await;
 
     // The bundle controller reports Decryptable with the opening key's fingerprint.
     let api = Api::<SealedBundle>::all(f.client.clone());

@@ -390,3 +390,36 @@ async fn foreground_deletion_of_a_tenant_under_retain_keeps_its_namespaces() {
     assert!(ns.metadata.deletion_timestamp.is_none(), "{dev} is terminating under Retain");
     assert!(released(&ns, &name), "{dev} not released: {:?}", ns.metadata);
 }
+
+/// A tenant whose Delete-policy namespace cannot finish terminating (something inside has a
+/// finalizer) stays, and its status says which namespace it waits for.
+#[tokio::test]
+async fn a_tenant_stuck_in_deletion_explains_why() {
+    let (client, _op, t) =
+        tenant_with_operator("stuck", &["dev"], |t| t.spec.deletion_policy = Some(DeletionPolicy::Delete)).await;
+    let name = t.name_any();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+    let blocker = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "blocker", "namespace": dev, "finalizers": ["example.com/hold"]},
+    });
+    let configmaps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &dev);
+    configmaps.create(&Default::default(), &serde_json::from_value(blocker).unwrap()).await.unwrap();
+
+    delete_tenant(&client, &name).await;
+    let api = Api::<MLTenant>::all(client.clone());
+    let message = wait_for("the tenant to explain what it waits for", TIMEOUT, || async {
+        let t = api.get_opt(&name).await.unwrap()?;
+        let c = t.status?.conditions.into_iter().find(|c| c.type_ == "NamespacesReady")?;
+        (c.reason == "Terminating" && c.status == "False").then_some(c.message)
+    })
+    .await;
+    assert!(message.contains(&dev), "{message}");
+    assert!(api.get_opt(&name).await.unwrap().is_some(), "the finalizer holds the tenant while {dev} terminates");
+
+    let release = json!({"metadata": {"finalizers": null}});
+    configmaps.patch("blocker", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();
+    wait_namespace_gone(&client, &dev).await;
+    wait_tenant_gone(&client, &name).await;
+}

@@ -36,20 +36,33 @@ pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant) -> Holder {
     if ns.metadata.deletion_timestamp.is_some() {
         return Holder::Terminating;
     }
-    let uid = tenant.metadata.uid.as_ref();
-    let owned_by_us =
-        ns.annotations().get(labels::TENANT_UID) == uid || ns.owner_references().iter().any(|o| Some(&o.uid) == uid);
-    let origin = || {
-        // Unknown origin counts as adopted: Delete only ever removes what we know we created.
-        let origin = ns.annotations().get(labels::ORIGIN).map(String::as_str);
-        origin.unwrap_or(labels::ORIGIN_ADOPTED).to_owned()
-    };
     match ns.labels().get(labels::TENANT) {
-        Some(t) if *t == tenant.name_any() => Holder::Us { origin: origin() },
+        _ if ours(ns, tenant) => Holder::Us { origin: origin(ns).to_owned() },
         Some(other) => Holder::Tenant(other.clone()),
-        None if owned_by_us => Holder::Us { origin: origin() },
         None => Holder::Unlabelled,
     }
+}
+
+/// Labelled for `tenant`, or (labels stripped by hand) still carrying its UID annotation or
+/// ownerReference.
+fn ours(ns: &Namespace, tenant: &MLTenant) -> bool {
+    let uid = tenant.metadata.uid.as_ref();
+    match ns.labels().get(labels::TENANT) {
+        Some(t) => *t == tenant.name_any(),
+        None => {
+            ns.annotations().get(labels::TENANT_UID) == uid || ns.owner_references().iter().any(|o| Some(&o.uid) == uid)
+        }
+    }
+}
+
+/// Unknown origin counts as adopted: `Delete` only ever removes what we know we created.
+fn origin(ns: &Namespace) -> &str {
+    ns.annotations().get(labels::ORIGIN).map_or(labels::ORIGIN_ADOPTED, String::as_str)
+}
+
+/// Whether `tenant` created `ns`, terminating or not.
+fn created_by(ns: &Namespace, tenant: &MLTenant) -> bool {
+    ours(ns, tenant) && origin(ns) == labels::ORIGIN_CREATED
 }
 
 /// The owner reference every child of `tenant` carries.
@@ -176,7 +189,7 @@ pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Name
 pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, ctx: &Context) -> Result<bool> {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let name = ns.name_any();
-    let created = matches!(holder(Some(ns), tenant), Holder::Us { origin } if origin == labels::ORIGIN_CREATED);
+    let created = created_by(ns, tenant);
     if policy == DeletionPolicy::Delete && created {
         if ns.metadata.deletion_timestamp.is_none() {
             api.delete(&name, &DeleteParams::background()).await?;
