@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -68,6 +69,9 @@ pub struct Context {
     pub secrets: Store<Secret>,
     /// Every SealedBundle.
     pub bundles: Store<SealedBundle>,
+    /// Roles and RoleBindings granting `secretReaders` access (label-selected watches).
+    pub roles: Store<Role>,
+    pub role_bindings: Store<RoleBinding>,
     /// The sealing keys and what they opened.
     pub keys: Arc<KeyRing>,
     /// Raised once each cache above holds its initial list.
@@ -159,7 +163,7 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
         .as_deref()
         .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
     let (tenants, tenant_events) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness.track());
-    let synced = vec![readiness.track(), readiness.track(), readiness.track()];
+    let synced: Vec<Arc<AtomicBool>> = (0..5).map(|_| readiness.track()).collect();
     let (namespaces, namespace_events) = cached(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default().labels(&labels::managed_selector()),
@@ -172,12 +176,18 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
     );
     let (bundles, bundle_events) =
         cached(Api::<SealedBundle>::all(client.clone()), watcher::Config::default(), synced[2].clone());
+    let children = || watcher::Config::default().labels(&labels::tenant_children_selector());
+    let (roles, role_events) = cached(Api::<Role>::all(client.clone()), children(), synced[3].clone());
+    let (role_bindings, binding_events) =
+        cached(Api::<RoleBinding>::all(client.clone()), children(), synced[4].clone());
 
     metrics.watch(tenants.clone(), bundles.clone(), keys.clone());
     let users = tenants.clone();
     let tenant_controller = Controller::for_stream(tenant_events.applied_objects(), tenants)
         .watches_stream(namespace_events.touched_objects(), |ns: Namespace| tenant_of(&ns))
         .watches_stream(secret_events.touched_objects(), |secret: Secret| tenant_of(&secret))
+        .watches_stream(role_events.touched_objects(), |role: Role| tenant_of(&role))
+        .watches_stream(binding_events.touched_objects(), |binding: RoleBinding| tenant_of(&binding))
         .watches_stream(bundle_events.touched_objects(), move |bundle: SealedBundle| {
             let name = bundle.name_any();
             users
@@ -206,6 +216,8 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
         namespaces,
         secrets,
         bundles,
+        roles,
+        role_bindings,
         keys,
         synced,
         namespace_claims: Mutex::new(()),

@@ -1,6 +1,7 @@
 //! The control plane behaves as production does: CEL validation, garbage collection, RBAC.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use mltenant_operator::api::MLTenant;
@@ -80,9 +81,10 @@ async fn operator_identity_gets_only_its_rbac() {
     let client = operator_identity().await;
     // Granted: listing namespaces.
     Api::<Namespace>::all(client.clone()).list(&ListParams::default().limit(1)).await.expect("namespaces are granted");
-    // Not granted: reading a Secret by name (the operator only lists/watches them by label),
-    // and anything outside its job, such as ConfigMaps.
-    match Api::<Secret>::namespaced(client.clone(), "kube-system").get("anything").await {
+    // Not granted: anything outside its job, such as ConfigMaps or cluster-wide RBAC.
+    let role: ClusterRole =
+        serde_json::from_value(json!({"metadata": {"name": unique("escalation")}, "rules": []})).unwrap();
+    match Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("expected 403 Forbidden, got {other:?}"),
     }

@@ -1,6 +1,7 @@
 //! Integration tests against the real local control plane (etcd, kube-apiserver with RBAC,
 //! kube-controller-manager). Run by `make test`, which starts and stops the control plane.
 
+mod access;
 mod cli;
 mod controlplane;
 mod harness;

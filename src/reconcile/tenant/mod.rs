@@ -1,5 +1,6 @@
 //! The MLTenant controller: validate -> plan -> apply -> status, behind the cleanup finalizer.
 
+pub mod access;
 pub mod environments;
 pub mod namespaces;
 pub mod secrets;
@@ -62,9 +63,11 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let ready: Vec<&Environment> =
         outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
     let distributed = secrets::sync(tenant, &ready, ctx).await?;
+    let wanted: Vec<secrets::Wanted> = distributed.iter().map(|o| o.wanted.clone()).collect();
+    let grants = access::sync(tenant, &ready, &wanted, ctx).await?;
 
     let pending = outcomes.iter().any(|(_, s)| *s != NamespaceState::Ready);
-    let observed = status::observe(&outcomes, &distributed, now.0);
+    let observed = status::observe(&outcomes, &distributed, grants, now.0);
     status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
 }
@@ -75,7 +78,8 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !tenant.finalizers().iter().any(|f| f == labels::FINALIZER) {
         return Ok(Action::await_change());
     }
-    // Credentials are revoked whatever the deletion policy.
+    // Credentials and the access to them are revoked whatever the deletion policy.
+    access::revoke_except(tenant, &BTreeSet::new(), ctx).await?;
     for secret in secrets::distributed(tenant, ctx) {
         secrets::delete(tenant, &secret, ctx).await?;
     }

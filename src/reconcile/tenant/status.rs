@@ -15,6 +15,7 @@ pub const READY: &str = "Ready";
 pub const NAMESPACES_READY: &str = "NamespacesReady";
 pub const SECRETS_SYNCED: &str = "SecretsSynced";
 pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
+pub const ACCESS_GRANTED: &str = "AccessGranted";
 
 /// Credentials expiring within this window make `CredentialsExpiring` True.
 pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(14 * 24);
@@ -23,9 +24,16 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
     secrets: &[Outcome],
+    grants: usize,
     now: jiff::Timestamp,
 ) -> Vec<Observed> {
-    let mut conditions = with_ready(vec![observe_namespaces(namespaces), observe_secrets(secrets)]);
+    let access = Observed::new(
+        ACCESS_GRANTED,
+        true,
+        "Granted",
+        format!("{grants} Role/RoleBinding pairs grant get on the distributed Secrets to secretReaders"),
+    );
+    let mut conditions = with_ready(vec![observe_namespaces(namespaces), observe_secrets(secrets), access]);
     conditions.push(observe_expiry(secrets, now));
     conditions
 }
@@ -183,7 +191,7 @@ mod tests {
 
     #[test]
     fn all_ready() {
-        let c = observe(&[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)], &[], now());
+        let c = observe(&[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)], &[], 0, now());
         assert_eq!((c[0].type_, c[0].ok, c[0].reason.as_str()), (READY, true, "Ready"));
         assert_eq!((c[1].type_, c[1].ok, c[1].message.as_str()), (NAMESPACES_READY, true, "namespaces ready: a, b"));
     }
@@ -196,6 +204,7 @@ mod tests {
                 (env("b"), NamespaceState::Conflict("b belongs to MLTenant x".into())),
             ],
             &[],
+            0,
             now(),
         );
         assert_eq!(
@@ -215,6 +224,7 @@ mod tests {
         let c = observe(
             &[(env("t-dev"), NamespaceState::Ready)],
             &[outcome("ok", synced(None)), outcome("ml", Err(failure))],
+            0,
             now(),
         );
         let secrets = find(&c, SECRETS_SYNCED);
@@ -229,12 +239,13 @@ mod tests {
 
     #[test]
     fn expiry_warns_without_affecting_ready() {
-        let expiring = |days| find(&observe(&[], &[outcome("s", synced(days))], now()), CREDENTIALS_EXPIRING).clone();
+        let expiring =
+            |days| find(&observe(&[], &[outcome("s", synced(days))], 0, now()), CREDENTIALS_EXPIRING).clone();
         assert_eq!((expiring(None).ok, expiring(None).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(30)).ok, expiring(Some(30)).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(13)).ok, expiring(Some(13)).reason), (true, "ExpiresSoon".to_string()));
         assert_eq!((expiring(Some(-1)).ok, expiring(Some(-1)).reason), (true, "Expired".to_string()));
-        let c = observe(&[], &[outcome("s", synced(Some(-1)))], now());
+        let c = observe(&[], &[outcome("s", synced(Some(-1)))], 0, now());
         assert!(c[0].ok, "an expired credential is a warning, not a failure: {:?}", c[0]);
     }
 

@@ -1,0 +1,137 @@
+//! secretReaders on the real API server's RBAC: SubjectAccessReviews as the reader's
+//! ServiceAccount show `get` on exactly the granted Secrets in the tenant's namespaces, and
+//! nothing else.
+
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use mltenant_operator::api::{
+    BundleScope, SealedBundle, SealedBundleSpec, SecretReader, SecretSpec, ServiceAccountRef,
+};
+use mltenant_operator::crypto::{self, Certificate};
+
+use crate::harness::*;
+
+/// Whether `namespace/name` ServiceAccount may `verb` Secret `secret` (or all Secrets) in `ns`.
+async fn may(client: &Client, sa: (&str, &str), verb: &str, ns: &str, secret: Option<&str>) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(format!("system:serviceaccount:{}:{}", sa.0, sa.1)),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                format!("system:serviceaccounts:{}", sa.0),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                namespace: Some(ns.into()),
+                verb: Some(verb.into()),
+                resource: Some("secrets".into()),
+                name: secret.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.is_some_and(|s| s.allowed)
+}
+
+fn bundle(name: &str, tenant: &str, cert: &Certificate) -> SealedBundle {
+    let value = crypto::encode_base64(&crypto::seal(cert, tenant.as_bytes(), b"v").unwrap());
+    SealedBundle::new(
+        name,
+        SealedBundleSpec {
+            scope: BundleScope::Tenant,
+            tenant: Some(tenant.into()),
+            environment: None,
+            tenant_selector: None,
+            type_: None,
+            template: None,
+            expires_at: None,
+            encrypted_data: [("K".to_string(), value)].into(),
+        },
+    )
+}
+
+#[tokio::test]
+async fn readers_may_get_exactly_the_granted_secrets() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let name = unique("readers");
+    let other = unique("neighbour");
+    for (b, t) in [(format!("{name}-b"), &name), (format!("{other}-b"), &other)] {
+        Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), &bundle(&b, t, &cert)).await.unwrap();
+    }
+    let secret = |n: &str, b: String, envs: Option<Vec<String>>| SecretSpec {
+        name: n.into(),
+        bundle: b,
+        environment_bundles: None,
+        environments: envs,
+    };
+    let argo = ("argowf", "argo-workflow");
+    let reader = |sa: (&str, &str), secrets: Option<Vec<&str>>| SecretReader {
+        service_account: ServiceAccountRef { namespace: sa.0.into(), name: sa.1.into() },
+        secrets: secrets.map(|s| s.into_iter().map(Into::into).collect()),
+    };
+
+    let mut t = tenant(&name, &op.run_id, &["dev", "production"]);
+    t.spec.secrets = Some(vec![
+        secret("ml-platform", format!("{name}-b"), None),
+        secret("ghcr", format!("{name}-b"), Some(vec!["production".into()])),
+    ]);
+    t.spec.secret_readers = Some(vec![reader(argo, None), reader(("argowf", "pull-only"), Some(vec!["ghcr"]))]);
+    create_tenant(&client, &t).await;
+    // A neighbouring tenant with its own Secret and no readers.
+    let mut n = tenant(&other, &op.run_id, &["dev"]);
+    n.spec.secrets = Some(vec![secret("ml-platform", format!("{other}-b"), None)]);
+    create_tenant(&client, &n).await;
+    wait_condition(&client, &name, "AccessGranted", "True", None).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    wait_condition(&client, &other, "Ready", "True", None).await;
+
+    let (dev, prod) = (format!("{name}-dev"), name.clone());
+    assert!(may(&client, argo, "get", &dev, Some("ml-platform")).await);
+    assert!(may(&client, argo, "get", &prod, Some("ml-platform")).await);
+    assert!(may(&client, argo, "get", &prod, Some("ghcr")).await);
+    assert!(!may(&client, argo, "get", &dev, Some("ghcr")).await, "ghcr is not distributed to dev");
+    assert!(!may(&client, argo, "get", &dev, Some("some-other-secret")).await);
+    assert!(!may(&client, argo, "list", &dev, None).await);
+    assert!(!may(&client, argo, "watch", &dev, None).await);
+    assert!(
+        !may(&client, argo, "get", &format!("{other}-dev"), Some("ml-platform")).await,
+        "another tenant's namespace"
+    );
+    assert!(may(&client, ("argowf", "pull-only"), "get", &prod, Some("ghcr")).await);
+    assert!(!may(&client, ("argowf", "pull-only"), "get", &prod, Some("ml-platform")).await);
+
+    // A Role deleted by hand comes back.
+    let roles = Api::<Role>::namespaced(client.clone(), &dev);
+    roles.delete("mltenant-reader-argowf-argo-workflow", &DeleteParams::default()).await.unwrap();
+    wait_for("the reader's Role to be restored", TIMEOUT, || async {
+        roles.get_opt("mltenant-reader-argowf-argo-workflow").await.unwrap().map(|_| ())
+    })
+    .await;
+    assert!(may(&client, argo, "get", &dev, Some("ml-platform")).await);
+
+    // Reader removed from spec: access gone.
+    update_spec(&client, &name, |s| s.secret_readers = Some(vec![reader(("argowf", "pull-only"), Some(vec!["ghcr"]))]))
+        .await;
+    wait_for("argo-workflow's access to be revoked", TIMEOUT, || async {
+        (!may(&client, argo, "get", &dev, Some("ml-platform")).await
+            && !may(&client, argo, "get", &prod, Some("ghcr")).await)
+            .then_some(())
+    })
+    .await;
+    assert!(
+        may(&client, ("argowf", "pull-only"), "get", &prod, Some("ghcr")).await,
+        "the other reader keeps its grant"
+    );
+
+    // Tenant deleted: every grant goes.
+    delete_tenant(&client, &name).await;
+    wait_tenant_gone(&client, &name).await;
+    assert!(!may(&client, ("argowf", "pull-only"), "get", &prod, Some("ghcr")).await);
+}
