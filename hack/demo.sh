@@ -59,6 +59,10 @@ echo "== Secrets distributed (names only)"
 kubectl get secrets -A -l app.kubernetes.io/managed-by=mltenant-operator,mltenant.io/tenant \
   -o custom-columns='NAMESPACE:.metadata.namespace,NAME:.metadata.name,TYPE:.type,BUNDLE:.metadata.annotations.mltenant\.io/bundle,EXPIRES:.metadata.annotations.mltenant\.io/expires-at'
 echo
+echo "== Read access granted to secretReaders"
+kubectl get roles -A -l app.kubernetes.io/managed-by=mltenant-operator \
+  -o custom-columns='NAMESPACE:.metadata.namespace,ROLE:.metadata.name,VERBS:.rules[0].verbs,SECRETS:.rules[0].resourceNames'
+echo
 echo "== SealedBundles"
 kubectl get sealedbundles
 echo
