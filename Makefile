@@ -3,10 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit integration crds check-crds deny toolchain controlplane bench
+.PHONY: test demo lint unit tools integration crds toolchain controlplane bench
 
-## Everything CI runs: formatting, lints, licences, unit tests, then integration tests on a real control plane.
-test: lint unit integration
+## Everything CI runs: formatting, lints, licences, unit tests, tool checks (promtool), then
+## integration tests on a real control plane.
+test: lint unit tools integration
 
 toolchain:
 	@hack/toolchain.sh
@@ -21,6 +22,10 @@ unit: toolchain
 
 integration: toolchain
 	hack/test-integration.sh
+
+## Alert rules (promtool check/test) and dashboard JSON.
+tools:
+	hack/test-monitoring.sh
 
 ## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 controlplane:
