@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 .PHONY: test demo lint unit tools integration crds toolchain controlplane bench
 
-## Everything CI runs: formatting, lints, licences, unit tests, tool checks (promtool), then
+## Everything CI runs: formatting, lints, licences, unit tests, tool checks (promtool, Lua), then
 ## integration tests on a real control plane.
 test: lint unit tools integration
 
@@ -23,9 +23,10 @@ unit: toolchain
 integration: toolchain
 	hack/test-integration.sh
 
-## Alert rules (promtool check/test) and dashboard JSON.
+## Alert rules (promtool check/test), dashboard JSON, Argo CD health checks under Lua 5.1.
 tools:
 	hack/test-monitoring.sh
+	hack/test-argocd-health.sh
 
 ## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 controlplane:
