@@ -6,10 +6,8 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessRevie
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use mltenant_operator::api::{
-    BundleScope, SealedBundle, SealedBundleSpec, SecretReader, SecretSpec, ServiceAccountRef,
-};
-use mltenant_operator::crypto::{self, Certificate};
+use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec, ServiceAccountRef};
+use mltenant_operator::crypto::Certificate;
 
 use crate::harness::*;
 
@@ -38,23 +36,6 @@ async fn may(client: &Client, sa: (&str, &str), verb: &str, ns: &str, secret: Op
     answer.status.is_some_and(|s| s.allowed)
 }
 
-fn bundle(name: &str, tenant: &str, cert: &Certificate) -> SealedBundle {
-    let value = crypto::encode_base64(&crypto::seal(cert, tenant.as_bytes(), b"v").unwrap());
-    SealedBundle::new(
-        name,
-        SealedBundleSpec {
-            scope: BundleScope::Tenant,
-            tenant: Some(tenant.into()),
-            environment: None,
-            tenant_selector: None,
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: [("K".to_string(), value)].into(),
-        },
-    )
-}
-
 #[tokio::test]
 async fn readers_may_get_exactly_the_granted_secrets() {
     let client = admin().await;
@@ -63,7 +44,8 @@ async fn readers_may_get_exactly_the_granted_secrets() {
     let name = unique("readers");
     let other = unique("neighbour");
     for (b, t) in [(format!("{name}-b"), &name), (format!("{other}-b"), &other)] {
-        Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), &bundle(&b, t, &cert)).await.unwrap();
+        let data = sealed(&cert, BundleScope::Tenant, t, "", &[("K", b"v")]);
+        create_bundle(&client, &bundle(&b, BundleScope::Tenant, Some(t), None, data)).await;
     }
     let secret = |n: &str, b: String, envs: Option<Vec<String>>| SecretSpec {
         name: n.into(),

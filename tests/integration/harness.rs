@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use mltenant_operator::api::{EnvironmentSpec, MLTenant, MLTenantSpec};
+use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
+use mltenant_operator::crypto::{self, Certificate};
 use tokio::process::{Child, Command};
 
 /// Label put on every tenant of one test; that test's operator only handles tenants with it.
@@ -180,11 +182,19 @@ pub async fn create_tenant(client: &Client, tenant: &MLTenant) -> MLTenant {
 }
 
 /// Replace the tenant's spec (as `kubectl apply` of an edited manifest would).
-pub async fn update_spec(client: &Client, name: &str, edit: impl FnOnce(&mut MLTenantSpec)) {
+/// Retries when the operator's status write got in between (409 Conflict).
+pub async fn update_spec(client: &Client, name: &str, edit: impl Fn(&mut MLTenantSpec)) {
     let api = Api::<MLTenant>::all(client.clone());
-    let mut current = api.get(name).await.expect("get the MLTenant");
-    edit(&mut current.spec);
-    api.replace(name, &PostParams::default(), &current).await.expect("update the MLTenant");
+    for _ in 0..10 {
+        let mut current = api.get(name).await.expect("get the MLTenant");
+        edit(&mut current.spec);
+        match api.replace(name, &PostParams::default(), &current).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(other) => panic!("update MLTenant {name}: {other}"),
+        }
+    }
+    panic!("MLTenant {name} kept conflicting");
 }
 
 pub async fn delete_tenant(client: &Client, name: &str) {
@@ -249,4 +259,43 @@ pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str
     ns.metadata.name = Some(name.to_owned());
     ns.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("create namespace");
+}
+
+/// Values sealed for one scope with one certificate.
+pub fn sealed(
+    cert: &Certificate,
+    scope: BundleScope,
+    tenant: &str,
+    env: &str,
+    data: &[(&str, &[u8])],
+) -> BTreeMap<String, String> {
+    let label = crypto::label(scope, tenant, env);
+    data.iter().map(|(k, v)| (k.to_string(), crypto::encode_base64(&crypto::seal(cert, &label, v).unwrap()))).collect()
+}
+
+/// A SealedBundle of `scope` for `tenant`/`env` (Cluster scope: every tenant) with `data`.
+pub fn bundle(
+    name: &str,
+    scope: BundleScope,
+    tenant: Option<&str>,
+    env: Option<&str>,
+    data: BTreeMap<String, String>,
+) -> SealedBundle {
+    SealedBundle::new(
+        name,
+        SealedBundleSpec {
+            scope,
+            tenant: tenant.map(Into::into),
+            environment: env.map(Into::into),
+            tenant_selector: (scope == BundleScope::Cluster).then(LabelSelector::default),
+            type_: None,
+            template: None,
+            expires_at: None,
+            encrypted_data: data,
+        },
+    )
+}
+
+pub async fn create_bundle(client: &Client, b: &SealedBundle) {
+    Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), b).await.expect("create SealedBundle");
 }

@@ -4,9 +4,8 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
-use kube::api::PostParams;
-use mltenant_operator::api::{BundleScope, SealedBundle, SealedBundleSpec, SecretSpec};
-use mltenant_operator::crypto::{self, Certificate};
+use mltenant_operator::api::{BundleScope, SecretSpec};
+use mltenant_operator::crypto::Certificate;
 
 use crate::harness::*;
 
@@ -23,24 +22,13 @@ async fn dashboard_queries_only_exported_metrics() {
     let name = unique("dash");
     // One working bundle with an expiry (labelled so this operator reports its status) and one
     // missing bundle, so every metric family has a sample.
-    let value = crypto::encode_base64(&crypto::seal(&cert, name.as_bytes(), b"v").unwrap());
-    let mut bundle = SealedBundle::new(
-        &name,
-        SealedBundleSpec {
-            scope: BundleScope::Tenant,
-            tenant: Some(name.clone()),
-            environment: None,
-            tenant_selector: None,
-            type_: None,
-            template: None,
-            expires_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30),
-            )),
-            encrypted_data: [("K".to_string(), value)].into(),
-        },
-    );
+    let data = sealed(&cert, BundleScope::Tenant, &name, "", &[("K", b"v")]);
+    let mut bundle = bundle(&name, BundleScope::Tenant, Some(&name), None, data);
+    bundle.spec.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 30),
+    ));
     bundle.metadata.labels = Some([(TEST_LABEL.to_string(), op.run_id.clone())].into());
-    Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), &bundle).await.unwrap();
+    create_bundle(&client, &bundle).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     let secret = |n: &str, b: &str| SecretSpec {
         name: n.into(),

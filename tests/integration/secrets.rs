@@ -16,44 +16,6 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// Values sealed for one scope with one certificate.
-fn sealed(
-    cert: &Certificate,
-    scope: BundleScope,
-    tenant: &str,
-    env: &str,
-    data: &[(&str, &[u8])],
-) -> BTreeMap<String, String> {
-    let label = crypto::label(scope, tenant, env);
-    data.iter().map(|(k, v)| (k.to_string(), crypto::encode_base64(&crypto::seal(cert, &label, v).unwrap()))).collect()
-}
-
-fn bundle(
-    name: &str,
-    scope: BundleScope,
-    tenant: Option<&str>,
-    env: Option<&str>,
-    data: BTreeMap<String, String>,
-) -> SealedBundle {
-    SealedBundle::new(
-        name,
-        SealedBundleSpec {
-            scope,
-            tenant: tenant.map(Into::into),
-            environment: env.map(Into::into),
-            tenant_selector: (scope == BundleScope::Cluster).then(LabelSelector::default),
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: data,
-        },
-    )
-}
-
-async fn create_bundle(client: &Client, b: &SealedBundle) {
-    Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), b).await.expect("create SealedBundle");
-}
-
 /// Change a bundle's spec in one update (what committing an edited bundle does), retrying
 /// when the operator's status write got in between.
 async fn edit_bundle(client: &Client, name: &str, edit: impl Fn(&mut SealedBundleSpec)) {
