@@ -128,7 +128,15 @@ pub struct Config {
 
 /// Keep `ring` in step with the key Secrets until the watch ends. `synced` is raised once the
 /// keys were loaded and at least one exists.
-pub async fn run(client: Client, config: Config, ring: Arc<KeyRing>, synced: Arc<AtomicBool>) {
+///
+/// Only while `leading` is true does it create keys; every replica loads them.
+pub async fn run(
+    client: Client,
+    config: Config,
+    ring: Arc<KeyRing>,
+    synced: Arc<AtomicBool>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) {
     let api: Api<Secret> = Api::namespaced(client, &config.namespace);
     let (store, writer) = reflector::store();
     let selector = format!("{SEALING_KEY}={ACTIVE}");
@@ -143,14 +151,21 @@ pub async fn run(client: Client, config: Config, ring: Arc<KeyRing>, synced: Arc
                 Some(Ok(watcher::Event::InitDone)) => {
                     listed = true;
                     reload(&store, &ring);
-                    ensure_fresh_key(&api, &ring, &config).await;
+                    if *leading.borrow() {
+                        ensure_fresh_key(&api, &ring, &config).await;
+                    }
                 }
                 Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if listed => reload(&store, &ring),
                 Some(Ok(_)) => {}
                 Some(Err(error)) => warn!(%error, "watching sealing keys"),
                 None => return,
             },
-            _ = renew.tick(), if listed => ensure_fresh_key(&api, &ring, &config).await,
+            _ = renew.tick(), if listed && *leading.borrow() => ensure_fresh_key(&api, &ring, &config).await,
+            Ok(()) = leading.changed(), if listed => {
+                if *leading.borrow_and_update() {
+                    ensure_fresh_key(&api, &ring, &config).await;
+                }
+            }
         }
         if listed && !ring.keys().is_empty() {
             synced.store(true, Ordering::Release);

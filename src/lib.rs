@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod http;
 pub mod keyring;
 pub mod labels;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod telemetry;

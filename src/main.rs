@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use kube::client::ClientBuilder;
 use mltenant_operator::keyring::{self, KeyRing};
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::{api, cli, http, reconcile, telemetry};
+use mltenant_operator::{api, cli, http, leader, reconcile, telemetry};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -57,6 +57,12 @@ struct ControllerArgs {
     /// How often a new sealing key is created; older keys keep opening what they sealed.
     #[arg(long, env = "MLTENANT_KEY_RENEW_PERIOD", default_value = "30d", value_parser = cli::parse_span)]
     key_renew_period: Duration,
+    /// Name of the coordination.k8s.io Lease (in --namespace) replicas elect a leader with.
+    #[arg(long, env = "MLTENANT_LEASE_NAME", default_value = "mltenant-operator")]
+    lease_name: String,
+    /// How long the leader's Lease is valid without renewal (failover time).
+    #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
+    lease_duration: Duration,
     /// Log format.
     #[arg(long, env = "MLTENANT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -88,6 +94,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
     let metrics = Arc::new(Metrics::new());
     let kube_config = kube::Config::infer().await.context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
+    // Lease renewals go through their own client: they are the one steady-state write, and
+    // mltenant_kube_requests_total is about what reconciling costs.
+    let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
     let counted = metrics.clone();
     let client = ClientBuilder::try_from(kube_config)
         .context("building the Kubernetes client")?
@@ -98,9 +107,18 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .build();
 
     let readiness = Arc::new(reconcile::Readiness::default());
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    let lease = leader::Config {
+        namespace: args.namespace.clone(),
+        lease_name: args.lease_name,
+        identity,
+        lease_duration: args.lease_duration,
+    };
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    let election = leader::run(lease_client, lease, leading_tx);
     let keys = Arc::new(KeyRing::default());
     let key_config = keyring::Config { namespace: args.namespace, renew_period: args.key_renew_period };
-    let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track());
+    let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
     let server = http::serve(args.http_addr, http::router(metrics.clone(), readiness.clone(), keys.clone()));
     let config = reconcile::Config {
         resync: args.resync_period,
@@ -108,10 +126,21 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         bundle_selector: args.bundle_selector,
         instance: std::env::var("POD_NAME").ok(),
     };
+    metrics.follow_leadership(leading.clone());
+    let controllers = leader::while_leading(leading, || {
+        reconcile::run(client.clone(), config.clone(), metrics.clone(), keys.clone(), readiness.clone())
+    });
     tokio::select! {
         result = server => result.context("HTTP server")?,
         () = sealing_keys => anyhow::bail!("the sealing key watch ended"),
-        () = reconcile::run(client, config, metrics, keys, readiness) => {}
+        () = election => anyhow::bail!("leader election ended"),
+        () = controllers => {}
     }
     Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "mltenant".into())
 }

@@ -9,7 +9,7 @@ use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::api::{MLTenant, SealedBundle};
@@ -23,6 +23,7 @@ pub struct Metrics {
     reconcile_duration: HistogramVec,
     kube_requests: IntCounterVec,
     decryption_failures: IntCounterVec,
+    leader: IntGauge,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -49,7 +50,7 @@ impl Metrics {
         let kube_requests = IntCounterVec::new(
             Opts::new(
                 "mltenant_kube_requests_total",
-                "Requests the operator sent to the Kubernetes API, by HTTP method (non-GET ones are writes).",
+                "Requests the controllers and key ring sent to the Kubernetes API, by HTTP method (non-GET ones are writes; leader-Lease renewals are not counted).",
             ),
             &["method"],
         )
@@ -62,17 +63,33 @@ impl Metrics {
             &["tenant", "bundle", "reason"],
         )
         .expect("valid metric");
+        let leader = IntGauge::new("mltenant_leader", "1 while this replica holds the leader Lease and reconciles.")
+            .expect("valid metric");
         let sources = Arc::new(OnceLock::new());
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
             Box::new(reconcile_duration.clone()),
             Box::new(kube_requests.clone()),
             Box::new(decryption_failures.clone()),
+            Box::new(leader.clone()),
             Box::new(StateGauges::new(sources.clone())),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, reconciles, reconcile_duration, kube_requests, decryption_failures, sources }
+        Self { registry, reconciles, reconcile_duration, kube_requests, decryption_failures, leader, sources }
+    }
+
+    /// Keep `mltenant_leader` in step with this replica's leadership.
+    pub fn follow_leadership(&self, mut leading: tokio::sync::watch::Receiver<bool>) {
+        let gauge = self.leader.clone();
+        tokio::spawn(async move {
+            loop {
+                gauge.set(i64::from(*leading.borrow_and_update()));
+                if leading.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 
     /// Let the scrape-time gauges read the controllers' caches and the sealing keys.

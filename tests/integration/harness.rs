@@ -87,6 +87,7 @@ impl Operator {
             .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
             .args(["--bundle-selector", &format!("{TEST_LABEL}={run_id}")])
+            .args(["--lease-name", run_id])
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_OPERATOR_KUBECONFIG"))
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))

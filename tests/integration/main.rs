@@ -6,6 +6,7 @@ mod cli;
 mod controlplane;
 mod harness;
 mod kubeseal;
+mod leader;
 mod monitoring;
 mod sealing_keys;
 mod secrets;
