@@ -182,20 +182,27 @@ pub async fn create_tenant(client: &Client, tenant: &MLTenant) -> MLTenant {
     Api::<MLTenant>::all(client.clone()).create(&PostParams::default(), tenant).await.expect("create the MLTenant")
 }
 
-/// Replace the tenant's spec (as `kubectl apply` of an edited manifest would).
-/// Retries when the operator's status write got in between (409 Conflict).
-pub async fn update_spec(client: &Client, name: &str, edit: impl Fn(&mut MLTenantSpec)) {
-    let api = Api::<MLTenant>::all(client.clone());
+/// Read, edit and replace `name` (as `kubectl edit` would), retrying when the operator's
+/// status write got in between (409 Conflict).
+pub async fn edit<K>(api: &Api<K>, name: &str, edit: impl Fn(&mut K))
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
     for _ in 0..10 {
-        let mut current = api.get(name).await.expect("get the MLTenant");
-        edit(&mut current.spec);
+        let mut current = api.get(name).await.unwrap_or_else(|e| panic!("get {name}: {e}"));
+        edit(&mut current);
         match api.replace(name, &PostParams::default(), &current).await {
             Ok(_) => return,
             Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(other) => panic!("update MLTenant {name}: {other}"),
+            Err(other) => panic!("update {name}: {other}"),
         }
     }
-    panic!("MLTenant {name} kept conflicting");
+    panic!("{name} kept conflicting");
+}
+
+/// Replace the tenant's spec (as `kubectl apply` of an edited manifest would).
+pub async fn update_spec(client: &Client, name: &str, change: impl Fn(&mut MLTenantSpec)) {
+    edit(&Api::<MLTenant>::all(client.clone()), name, |t: &mut MLTenant| change(&mut t.spec)).await;
 }
 
 pub async fn delete_tenant(client: &Client, name: &str) {

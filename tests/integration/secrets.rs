@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mltenant_operator::api::{BundleScope, MLTenant, SealedBundle, SealedBundleSpec, SecretSpec};
 use mltenant_operator::crypto::{self, Certificate};
@@ -16,20 +16,9 @@ use serde_json::json;
 
 use crate::harness::*;
 
-/// Change a bundle's spec in one update (what committing an edited bundle does), retrying
-/// when the operator's status write got in between.
-async fn edit_bundle(client: &Client, name: &str, edit: impl Fn(&mut SealedBundleSpec)) {
-    let api = Api::<SealedBundle>::all(client.clone());
-    for _ in 0..10 {
-        let mut current = api.get(name).await.unwrap();
-        edit(&mut current.spec);
-        match api.replace(name, &PostParams::default(), &current).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(status)) if status.code == 409 => continue,
-            Err(other) => panic!("update SealedBundle {name}: {other}"),
-        }
-    }
-    panic!("SealedBundle {name} kept conflicting");
+/// Change a bundle's spec in one update (what committing an edited bundle does).
+async fn edit_bundle(client: &Client, name: &str, change: impl Fn(&mut SealedBundleSpec)) {
+    edit(&Api::<SealedBundle>::all(client.clone()), name, |b: &mut SealedBundle| change(&mut b.spec)).await;
 }
 
 /// Replace a bundle's sealed values (what committing a re-sealed bundle does).
