@@ -22,12 +22,10 @@ trap '[ -n "$op" ] && kill $op 2>/dev/null; "$HACK_DIR/controlplane-down.sh" "$S
 source "$env_file"
 "$HACK_DIR/install.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
-KUBECONFIG=$MLTENANT_TEST_OPERATOR_KUBECONFIG RUST_LOG=warn "$MLTENANT" controller \
-  --http-addr "127.0.0.1:$port" --resync-period "$RESYNC" >"$STATE/operator.log" 2>&1 &
-op=$!
-until curl -fsS "$url/readyz" >/dev/null 2>&1; do sleep 0.2; done
+export RUST_LOG=warn
+start_operator "$MLTENANT" "$STATE/operator.log" --resync-period "$RESYNC"
+op=$OPERATOR_PID
+url=$OPERATOR_URL
 
 metric() { # NAME [LABEL-FILTER]: sum of matching samples
   curl -fsS "$url/metrics" | awk -v n="$1" -v f="${2:-}" '($1 == n || index($1, n"{") == 1) && index($1, f) {s += $2} END {printf "%d\n", s}'
@@ -74,7 +72,7 @@ resync_writes=$(( $(writes) - first_writes ))
 resync_decryptions=$(( $(metric mltenant_decryptions_total) - first_decryptions ))
 
 log "re-sealing the shared bundle"
-old_hash=$(kubectl get secret ghcr -n bench-001-dev -o jsonpath='{.metadata.annotations.mltenant\.io/source-hash}')
+old_hash=$(kubectl get secret ghcr -n "bench-$(seq -w 1 "$N" | head -1)-dev" -o jsonpath='{.metadata.annotations.mltenant\.io/source-hash}')
 echo "rotated-registry-token" | "$MLTENANT" seal --merge-into "$dir/ghcr-shared.yaml" \
   --docker-server ghcr.io --docker-username bot --docker-password-stdin --operator-url "$url"
 start=$(now)

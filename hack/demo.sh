@@ -21,20 +21,13 @@ trap 'exit 130' INT TERM
 source "$env_file"
 "$HACK_DIR/install.sh"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-KUBECONFIG=$MLTENANT_TEST_OPERATOR_KUBECONFIG target/debug/mltenant controller --http-addr "127.0.0.1:$port" \
-  >"$STATE/operator.log" 2>&1 &
-operator_pid=$!
-for _ in $(seq 100); do
-  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  kill -0 "$operator_pid" 2>/dev/null || { tail -20 "$STATE/operator.log" >&2; die "the operator exited"; }
-  sleep 0.2
-done
-log "operator ready (metrics on http://127.0.0.1:$port/metrics, log in $STATE/operator.log)"
+start_operator target/debug/mltenant "$STATE/operator.log"
+operator_pid=$OPERATOR_PID
+log "operator ready (metrics on $OPERATOR_URL/metrics, log in $STATE/operator.log)"
 
 # The platform engineer's step: seal the team's credentials to this cluster's key (with the
 # fake values in examples/credentials/) and "commit" the bundles, here by applying them.
-url="http://127.0.0.1:$port"
+url=$OPERATOR_URL
 target/debug/mltenant seal --name financial-ml-platform --scope Tenant --tenant financial-ml \
   --from-env-file examples/credentials/ml-platform.env --expires-in 90d --operator-url "$url" >"$STATE/financial-ml-platform.yaml"
 echo "demo-registry-token" | target/debug/mltenant seal --name ghcr-financial --scope Cluster \

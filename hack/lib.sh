@@ -24,3 +24,27 @@ need() {
 module_version() {
   (cd "$HACK_DIR/controlplane" && GOTOOLCHAIN=local go list -m -f '{{.Version}}' "$1")
 }
+
+# free_port: a free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_operator BINARY LOG [ARGS...]: run `BINARY controller ARGS` in the background as the
+# operator's identity (env.sh sourced) on a free port, logging to LOG. Returns once /readyz
+# answers, with OPERATOR_PID and OPERATOR_URL set; dies with the log's tail otherwise.
+start_operator() {
+  local bin=$1 logfile=$2 port
+  shift 2
+  port=$(free_port)
+  KUBECONFIG=$MLTENANT_TEST_OPERATOR_KUBECONFIG "$bin" controller --http-addr "127.0.0.1:$port" "$@" >"$logfile" 2>&1 &
+  OPERATOR_PID=$!
+  OPERATOR_URL=http://127.0.0.1:$port
+  for _ in $(seq 300); do
+    curl -fsS "$OPERATOR_URL/readyz" >/dev/null 2>&1 && return 0
+    kill -0 "$OPERATOR_PID" 2>/dev/null || { tail -20 "$logfile" >&2; die "the operator exited"; }
+    sleep 0.2
+  done
+  tail -20 "$logfile" >&2
+  die "the operator was not ready after 60s"
+}
