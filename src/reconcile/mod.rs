@@ -117,69 +117,73 @@ fn error_policy(controller: &str, name: &str, error: &Error, ctx: Arc<Context>) 
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Whether every watch cache has received its initial list (what `/readyz` reports).
+/// Whether every live watch cache has received its initial list (what `/readyz` reports).
+/// Flags are held weakly: when the controllers stop (leadership lost), their caches and flags
+/// go, and a standby is ready on what it still runs (the sealing keys).
 #[derive(Default)]
 pub struct Readiness {
-    caches: std::sync::Mutex<Vec<Arc<AtomicBool>>>,
+    caches: std::sync::Mutex<Vec<std::sync::Weak<AtomicBool>>>,
 }
 
 impl Readiness {
-    /// A new flag that must be raised before the process reports ready.
+    /// A new flag that must be raised before the process reports ready, as long as it is held.
     pub fn track(&self) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
-        self.caches.lock().expect("not poisoned").push(flag.clone());
+        let mut caches = self.caches.lock().expect("not poisoned");
+        caches.retain(|c| c.strong_count() > 0);
+        caches.push(Arc::downgrade(&flag));
         flag
     }
 
     pub fn is_ready(&self) -> bool {
         let caches = self.caches.lock().expect("not poisoned");
-        !caches.is_empty() && caches.iter().all(|c| c.load(Ordering::Acquire))
+        let live: Vec<Arc<AtomicBool>> = caches.iter().filter_map(std::sync::Weak::upgrade).collect();
+        !live.is_empty() && live.iter().all(|c| c.load(Ordering::Acquire))
     }
 }
 
-/// A watch of `api` kept in a cache. The flag is raised once the initial list is in (watched
-/// on the stream: `Store::wait_until_ready` wakes only one waiter, and the controller is one).
+/// Watch everything, or only what `selector` matches.
+fn selected(selector: Option<&str>) -> watcher::Config {
+    selector.map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s))
+}
+
+/// A watch of `api` kept in a cache, and its readiness flag (tracked by `readiness`), raised
+/// once the initial list is in. Watched on the stream: `Store::wait_until_ready` wakes only one
+/// waiter, and the controller is one.
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
-    synced: Arc<AtomicBool>,
-) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+    readiness: &Readiness,
+) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static, Arc<AtomicBool>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
+    let synced = readiness.track();
+    let flag = synced.clone();
     let (store, writer) = reflector::store();
     let events = reflector::reflector(writer, watcher(api, config)).default_backoff().inspect_ok(move |event| {
         if matches!(event, watcher::Event::InitDone) {
-            synced.store(true, Ordering::Release);
+            flag.store(true, Ordering::Release);
         }
     });
-    (store, events)
+    (store, events, synced)
 }
 
 /// Run the controllers until a shutdown signal.
 pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, readiness: Arc<Readiness>) {
-    let tenant_watch = config
-        .tenant_selector
-        .as_deref()
-        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
-    let (tenants, tenant_events) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness.track());
-    let synced: Vec<Arc<AtomicBool>> = (0..5).map(|_| readiness.track()).collect();
-    let (namespaces, namespace_events) = cached(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default().labels(&labels::managed_selector()),
-        synced[0].clone(),
-    );
-    let (secrets, secret_events) = cached(
-        Api::<Secret>::all(client.clone()),
-        watcher::Config::default().labels(&labels::tenant_children_selector()),
-        synced[1].clone(),
-    );
-    let (bundles, bundle_events) =
-        cached(Api::<SealedBundle>::all(client.clone()), watcher::Config::default(), synced[2].clone());
+    let tenant_watch = selected(config.tenant_selector.as_deref());
+    let (tenants, tenant_events, _) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, &readiness);
+    let managed = watcher::Config::default().labels(&labels::managed_selector());
+    let (namespaces, namespace_events, namespaces_synced) =
+        cached(Api::<Namespace>::all(client.clone()), managed, &readiness);
     let children = || watcher::Config::default().labels(&labels::tenant_children_selector());
-    let (roles, role_events) = cached(Api::<Role>::all(client.clone()), children(), synced[3].clone());
-    let (role_bindings, binding_events) =
-        cached(Api::<RoleBinding>::all(client.clone()), children(), synced[4].clone());
+    let (secrets, secret_events, secrets_synced) = cached(Api::<Secret>::all(client.clone()), children(), &readiness);
+    let (bundles, bundle_events, bundles_synced) =
+        cached(Api::<SealedBundle>::all(client.clone()), watcher::Config::default(), &readiness);
+    let (roles, role_events, roles_synced) = cached(Api::<Role>::all(client.clone()), children(), &readiness);
+    let (role_bindings, binding_events, bindings_synced) =
+        cached(Api::<RoleBinding>::all(client.clone()), children(), &readiness);
+    let synced = vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced];
 
     metrics.watch(tenants.clone(), bundles.clone(), keys.clone());
     let users = tenants.clone();
@@ -199,13 +203,10 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
         })
         .reconcile_all_on(keys.changes())
         .shutdown_on_signal();
-    let bundle_watch = config
-        .bundle_selector
-        .as_deref()
-        .map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
-    let bundle_controller = Controller::new(Api::<SealedBundle>::all(client.clone()), bundle_watch)
-        .reconcile_all_on(keys.changes())
-        .shutdown_on_signal();
+    let bundle_controller =
+        Controller::new(Api::<SealedBundle>::all(client.clone()), selected(config.bundle_selector.as_deref()))
+            .reconcile_all_on(keys.changes())
+            .shutdown_on_signal();
 
     let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
     let ctx = Arc::new(Context {
