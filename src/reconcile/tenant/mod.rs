@@ -75,7 +75,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 /// Apply the deletion policy to every namespace of the tenant, then let the object go.
 /// Tolerates `apply` never having run.
 async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
-    if !tenant.finalizers().iter().any(|f| f == labels::FINALIZER) {
+    if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
     // Credentials and the access to them are revoked whatever the deletion policy.
@@ -121,13 +121,12 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 /// Decided on a fresh read, not the cache: after our own removal the tenant is gone, and an
 /// apply to a tenant that no longer exists would try to create it.
 async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<()> {
-    let has = |t: &MLTenant| t.finalizers().iter().any(|f| f == labels::FINALIZER);
-    if has(tenant) == present {
+    if has_finalizer(tenant) == present {
         return Ok(());
     }
     let api: Api<MLTenant> = Api::all(ctx.client.clone());
     match api.get_opt(&tenant.name_any()).await? {
-        Some(live) if live.uid() == tenant.uid() && has(&live) != present => {}
+        Some(live) if live.uid() == tenant.uid() && has_finalizer(&live) != present => {}
         _ => return Ok(()),
     }
     let finalizers: Vec<&str> = if present { vec![labels::FINALIZER] } else { vec![] };
@@ -139,4 +138,8 @@ async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Resul
     api.patch(&tenant.name_any(), &kube::api::PatchParams::apply(FIELD_MANAGER), &kube::api::Patch::Apply(patch))
         .await?;
     Ok(())
+}
+
+fn has_finalizer(tenant: &MLTenant) -> bool {
+    tenant.finalizers().iter().any(|f| f == labels::FINALIZER)
 }
