@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools integration crds toolchain controlplane bench
+.PHONY: test demo lint unit tools integration crds deploy toolchain controlplane bench
 
 ## Everything CI runs: formatting, lints, licences, unit tests, tool checks (promtool, Lua), then
 ## integration tests on a real control plane.
@@ -23,8 +23,10 @@ unit: toolchain
 integration: toolchain
 	hack/test-integration.sh
 
-## Alert rules (promtool check/test), dashboard JSON, Argo CD health checks under Lua 5.1.
+## Helm chart (lint --strict, schema, deploy/ current), alert rules (promtool check/test),
+## dashboard JSON, Argo CD health checks under Lua 5.1.
 tools:
+	hack/test-chart.sh
 	hack/test-monitoring.sh
 	hack/test-argocd-health.sh
 
@@ -32,9 +34,15 @@ tools:
 controlplane:
 	hack/build-controlplane.sh
 
-## Regenerate crds/ from the Rust types.
+## Regenerate crds/ (and the chart's copy) from the Rust types, then deploy/ from the chart.
 crds:
 	$(CARGO) run --locked --quiet -- crds > crds/mltenant.io.yaml
+	cp crds/mltenant.io.yaml charts/mltenant-operator/crds/mltenant.io.yaml
+	hack/render-deploy.sh
+
+## Re-render deploy/ from the chart (default values).
+deploy:
+	hack/render-deploy.sh
 
 ## Local control plane + operator + examples/. DEMO_ONESHOT=1 exits after printing the result.
 demo: toolchain

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Starts a fresh control plane, installs the CRDs and the operator's RBAC, runs the
+# Starts a fresh control plane, installs the CRDs and the operator's RBAC (plus the
+# prometheus-operator CRDs the chart's ServiceMonitor and PrometheusRule need), runs the
 # integration tests against it and stops it again, also when the tests fail.
 #   hack/test-integration.sh [extra cargo test args, e.g. a test name filter]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -7,13 +8,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 STATE=$REPO_DIR/target/controlplane-test
 # kubeseal, for the compatibility test that seals with it against the running operator.
 MLTENANT_TEST_KUBESEAL=$("$HACK_DIR/build-kubeseal.sh")
-export MLTENANT_TEST_KUBESEAL
+# helm, for the chart tests (render, then server-side dry-run against the control plane).
+MLTENANT_TEST_HELM=$("$HACK_DIR/build-helm.sh")
+export MLTENANT_TEST_KUBESEAL MLTENANT_TEST_HELM
+crd_files=$("$HACK_DIR/prometheus-operator-crds.sh")
+prometheus_crds=()
+while read -r file; do prometheus_crds+=(-f "$file"); done <<<"$crd_files"
 env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
 trap '"$HACK_DIR/controlplane-down.sh" "$STATE"' EXIT
 # shellcheck disable=SC1090
 source "$env_file"
 
 "$HACK_DIR/install.sh"
+kubectl apply --server-side --field-manager mltenant-test "${prometheus_crds[@]}" >/dev/null
 cd "$REPO_DIR"
 # The tests mostly wait on the API server, so run more of them at once than there are cores.
 cargo test --locked --test integration -- --test-threads "${TEST_THREADS:-8}" "$@"

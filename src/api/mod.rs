@@ -27,10 +27,28 @@ pub fn crds_yaml() -> String {
 mod tests {
     #[test]
     fn committed_crds_match_the_rust_types() {
-        let committed = include_str!("../../crds/mltenant.io.yaml");
-        assert!(
-            super::crds_yaml() == committed,
-            "crds/mltenant.io.yaml is stale: run `make crds` and commit the result"
-        );
+        let committed = [
+            ("crds/mltenant.io.yaml", include_str!("../../crds/mltenant.io.yaml")),
+            (
+                "charts/mltenant-operator/crds/mltenant.io.yaml",
+                include_str!("../../charts/mltenant-operator/crds/mltenant.io.yaml"),
+            ),
+        ];
+        for (path, yaml) in committed {
+            assert!(super::crds_yaml() == yaml, "{path} is stale: run `make crds` and commit the result");
+        }
+    }
+
+    #[test]
+    fn chart_version_and_app_version_follow_the_crate() {
+        let chart: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../charts/mltenant-operator/Chart.yaml")).expect("Chart.yaml parses");
+        for field in ["version", "appVersion"] {
+            assert_eq!(
+                chart[field].as_str(),
+                Some(env!("CARGO_PKG_VERSION")),
+                "Chart.yaml {field} must equal the crate version in Cargo.toml"
+            );
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! kube-controller-manager). Run by `make test`, which starts and stops the control plane.
 
 mod access;
+mod chart;
 mod cli;
 mod controlplane;
 mod harness;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds helm from its Go module into a version-keyed cache directory and prints the binary's
+# path. The kube version helm assumes for `lint` and `template` (Capabilities.KubeVersion) is
+# linked in as the control plane's (hack/controlplane/go.mod), as helm's own Makefile does.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+MODULE=helm.sh/helm/v3
+VERSION=${HELM_VERSION:-v3.22.0}
+K8S=$(module_version k8s.io/kubernetes)
+minor=${K8S#v1.}; minor=${minor%%.*}
+DIR=$CACHE_DIR/tools/helm-$VERSION-kube-1.$minor
+need go golang-go
+if [ ! -x "$DIR/helm" ]; then
+  log "building helm $VERSION from $MODULE (once; a few minutes cold)"
+  start=$SECONDS
+  src=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$MODULE@$VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$src" ] || die "could not download $MODULE@$VERSION"
+  ldflags="-s -w -X $MODULE/internal/version.version=$VERSION"
+  for pkg in pkg/lint/rules pkg/chartutil; do
+    ldflags+=" -X $MODULE/$pkg.k8sVersionMajor=1 -X $MODULE/$pkg.k8sVersionMinor=$minor"
+  done
+  mkdir -p "$DIR"
+  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+    go build -trimpath -ldflags "$ldflags" -o "$DIR/helm.tmp" ./cmd/helm) >&2
+  mv "$DIR/helm.tmp" "$DIR/helm"
+  log "built helm in $((SECONDS - start))s"
+fi
+echo "$DIR/helm"

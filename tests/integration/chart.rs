@@ -1,0 +1,282 @@
+//! The Helm chart on the real API server: every value combination that matters renders and
+//! applies with server-side dry-run, without a single warning (PodSecurity `restricted` is
+//! enforced in the operator's namespace, so a pod template that would violate it warns), and
+//! the rendered objects say what the chart promises.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::harness::*;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mltenant-operator");
+
+/// `helm template RELEASE` of the chart into `namespace` with `--set SET`, CRDs included.
+fn render(release: &str, namespace: &str, set: &str) -> String {
+    let helm = std::env::var("MLTENANT_TEST_HELM").expect("MLTENANT_TEST_HELM is set by hack/test-integration.sh");
+    let mut args = vec!["template", release, CHART, "--namespace", namespace, "--include-crds"];
+    if !set.is_empty() {
+        args.extend(["--set", set]);
+    }
+    let out = Command::new(helm).args(&args).output().expect("run helm");
+    assert!(out.status.success(), "helm template --set {set}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 manifests")
+}
+
+fn objects(manifests: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(manifests)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// `Kind/name` of every object, sorted.
+fn inventory(objects: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .map(|o| format!("{}/{}", o["kind"].as_str().unwrap(), o["metadata"]["name"].as_str().unwrap()))
+        .collect();
+    names.sort();
+    names
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
+}
+
+/// `kubectl apply --server-side --dry-run=server` as cluster admin: must succeed without any
+/// warning on stderr. Conflicts with the field manager that installed the operator's RBAC
+/// (hack/install.sh) are forced: this checks validity, not ownership.
+fn dry_run(manifests: &str) {
+    let kubeconfig = std::env::var("MLTENANT_TEST_ADMIN_KUBECONFIG").expect("admin kubeconfig");
+    let mut child = Command::new("kubectl")
+        .args([
+            "apply",
+            "--server-side",
+            "--dry-run=server",
+            "--force-conflicts",
+            "--field-manager",
+            "mltenant-chart-test",
+            "-f",
+            "-",
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl (on PATH from hack/test-integration.sh)");
+    child.stdin.take().unwrap().write_all(manifests.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "server-side dry-run failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "server-side dry-run warned: {stderr}");
+}
+
+/// A namespace enforcing the restricted Pod Security Standard, like deploy/namespace.yaml.
+async fn restricted_namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .patch(name, &PatchParams::apply("mltenant-chart-test"), &Patch::Apply(ns))
+        .await
+        .expect("create the namespace");
+}
+
+const ALWAYS: [&str; 11] = [
+    "ClusterRole/{}",
+    "ClusterRoleBinding/{}",
+    "CustomResourceDefinition/mltenants.mltenant.io",
+    "CustomResourceDefinition/sealedbundles.mltenant.io",
+    "Deployment/{}",
+    "Role/{}-leader-election",
+    "RoleBinding/{}-leader-election",
+    "Service/{}",
+    "ServiceAccount/{}",
+    "NetworkPolicy/{}",
+    "PodDisruptionBudget/{}",
+];
+
+fn expected(fullname: &str, extra: &[&str], without: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = ALWAYS
+        .iter()
+        .chain(extra)
+        .map(|n| n.replace("{}", fullname))
+        .filter(|n| !without.iter().any(|w| n == &w.replace("{}", fullname)))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn every_value_combination_applies_with_server_side_dry_run() {
+    let client = admin().await;
+    for ns in ["mltenant-system", "monitoring", "mltenant-shard-b"] {
+        restricted_namespace(&client, ns).await;
+    }
+    let defaults = ["ConfigMap/{}-dashboard", "Role/{}-cert-access", "RoleBinding/{}-cert-access"];
+    let cases: [(&str, &str, &str, Vec<String>); 4] = [
+        ("mltenant-operator", "mltenant-system", "", expected("mltenant-operator", &defaults, &[])),
+        (
+            "mltenant-operator",
+            "mltenant-system",
+            "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.namespace=monitoring",
+            expected(
+                "mltenant-operator",
+                &[&defaults[..], &["ServiceMonitor/{}", "PrometheusRule/{}"][..]].concat(),
+                &[],
+            ),
+        ),
+        (
+            "mltenant-operator",
+            "mltenant-system",
+            "replicaCount=1,networkPolicy.enabled=false,certAccess.enabled=false,grafanaDashboard.enabled=false,\
+             topologySpread.enabled=false,serviceAccount.create=false,serviceAccount.name=platform-operator",
+            expected("mltenant-operator", &[], &["NetworkPolicy/{}", "PodDisruptionBudget/{}", "ServiceAccount/{}"]),
+        ),
+        (
+            "shard-b",
+            "mltenant-shard-b",
+            "operator.tenantSelector=shard=b,operator.bundleSelector=shard=b,networkPolicy.egress.apiServerCIDRs={10.0.0.1/32}",
+            expected("shard-b-mltenant-operator", &defaults, &[]),
+        ),
+    ];
+    for (release, namespace, set, inventory_expected) in cases {
+        let manifests = render(release, namespace, set);
+        assert_eq!(inventory(&objects(&manifests)), inventory_expected, "objects rendered with --set {set:?}");
+        dry_run(&manifests);
+    }
+
+    let minimal = objects(&render(
+        "mltenant-operator",
+        "mltenant-system",
+        "serviceAccount.create=false,serviceAccount.name=platform-operator,topologySpread.enabled=false",
+    ));
+    let pod = &find(&minimal, "Deployment", "mltenant-operator")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "platform-operator");
+    assert!(pod.get("topologySpreadConstraints").is_none());
+    let binding = find(&minimal, "ClusterRoleBinding", "mltenant-operator");
+    assert_eq!(binding["subjects"][0]["name"], "platform-operator");
+
+    let shard = objects(&render("shard-b", "mltenant-shard-b", "operator.tenantSelector=shard=b"));
+    let args =
+        &find(&shard, "Deployment", "shard-b-mltenant-operator")["spec"]["template"]["spec"]["containers"][0]["args"];
+    let args: Vec<&str> = args.as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--tenant-selector=shard=b"), "{args:?}");
+    assert!(args.contains(&"--lease-name=shard-b-mltenant-operator"), "{args:?}");
+    assert!(!args.iter().any(|a| a.starts_with("--bundle-selector")), "{args:?}");
+}
+
+#[test]
+fn the_deployment_is_hardened_and_highly_available() {
+    let rendered = objects(&render("mltenant-operator", "mltenant-system", ""));
+    let deployment = find(&rendered, "Deployment", "mltenant-operator");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], format!("ghcr.io/mltenant/mltenant-operator:{}", env!("CARGO_PKG_VERSION")));
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(container["resources"][kind][resource].is_string(), "resources.{kind}.{resource} missing");
+        }
+    }
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let env: BTreeMap<&str, &str> = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?)))
+        .collect();
+    assert_eq!(env.get("POD_NAME"), Some(&"metadata.name"));
+    assert_eq!(env.get("POD_NAMESPACE"), Some(&"metadata.namespace"));
+    let selector = &deployment["spec"]["selector"]["matchLabels"];
+    let anti =
+        &pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname");
+    assert_eq!(&anti["labelSelector"]["matchLabels"], selector);
+    assert_eq!(&pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"], selector);
+    let pdb = find(&rendered, "PodDisruptionBudget", "mltenant-operator");
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+    let service = find(&rendered, "Service", "mltenant-operator");
+    assert_eq!(service["spec"]["ports"][0]["name"], "http", "the CLI's service proxy uses the port name");
+}
+
+#[test]
+fn the_prometheus_rule_links_runbooks_and_the_release_job() {
+    let set = "prometheusRule.enabled=true,fullnameOverride=ml-ops,prometheusRule.runbookBaseURL=https://runbooks.example/mltenant/";
+    let rendered = objects(&render("mltenant-operator", "mltenant-system", set));
+    let rules: Vec<&Value> = find(&rendered, "PrometheusRule", "ml-ops")["spec"]["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_sequence().unwrap())
+        .collect();
+    let shipped: Value =
+        serde_yaml::from_str(include_str!("../../charts/mltenant-operator/files/prometheus-rules.yaml")).unwrap();
+    assert_eq!(rules.len(), shipped["groups"][0]["rules"].as_sequence().unwrap().len());
+    for rule in &rules {
+        let alert = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"].as_str().unwrap();
+        assert_eq!(url, format!("https://runbooks.example/mltenant#{}", alert.to_lowercase()));
+    }
+    let down = rules.iter().find(|r| r["alert"] == "MLTenantOperatorDown").expect("MLTenantOperatorDown");
+    assert_eq!(down["expr"], "absent(up{job=\"ml-ops\"} == 1)");
+    let dashboard = find(&rendered, "ConfigMap", "ml-ops-dashboard");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: serde_json::Value =
+        serde_json::from_str(dashboard["data"]["mltenant-operator.json"].as_str().unwrap()).expect("dashboard JSON");
+    assert!(json.to_string().contains(r#"up{job=\"ml-ops\"}"#), "the dashboard's up panel follows the job name");
+}
+
+/// The cert-access Role lets any authenticated user GET through the service proxy of exactly
+/// the operator's http port, and nothing else.
+#[tokio::test]
+async fn cert_access_grants_get_through_the_service_proxy_only() {
+    let client = admin().await;
+    let may = |verb: &'static str, name: &'static str| {
+        let client = client.clone();
+        async move {
+            let review = SubjectAccessReview {
+                spec: SubjectAccessReviewSpec {
+                    user: Some("someone@example.com".into()),
+                    groups: Some(vec!["system:authenticated".into()]),
+                    resource_attributes: Some(ResourceAttributes {
+                        namespace: Some("mltenant-system".into()),
+                        verb: Some(verb.into()),
+                        resource: Some("services".into()),
+                        subresource: Some("proxy".into()),
+                        name: Some(name.into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            let answer = Api::<SubjectAccessReview>::all(client).create(&PostParams::default(), &review).await.unwrap();
+            answer.status.is_some_and(|s| s.allowed)
+        }
+    };
+    assert!(may("get", "mltenant-operator:http").await, "GET /v1/cert.pem through the proxy");
+    assert!(!may("create", "mltenant-operator:http").await, "POST /v1/rotate through the proxy");
+    assert!(!may("get", "kubernetes:https").await, "another Service");
+}
