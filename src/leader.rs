@@ -100,15 +100,42 @@ fn conflict_is_false(result: kube::Result<Lease>) -> kube::Result<bool> {
     }
 }
 
+/// Give up the Lease if this replica holds it, so that a standby takes over at its next retry
+/// instead of waiting for the Lease to expire (client-go's ReleaseOnCancel). Only for a replica
+/// that has stopped reconciling and renewing. A Lease held by someone else, or a conflicting
+/// write (someone else got in first), leaves nothing to release.
+pub async fn release(client: Client, config: &Config) {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let released = async {
+        let Some(mut lease) = api.get_opt(&config.lease_name).await? else { return Ok(false) };
+        let spec = lease.spec.get_or_insert_default();
+        if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+            return Ok(false);
+        }
+        // `try_hold` treats a Lease without holder as free; the resourceVersion makes it a
+        // compare-and-swap, as for renewals.
+        spec.holder_identity = None;
+        conflict_is_false(api.replace(&config.lease_name, &PostParams::default(), &lease).await)
+    };
+    match released.await {
+        Ok(true) => info!(identity = %config.identity, lease = %config.lease_name, "released the leader Lease"),
+        Ok(false) => {}
+        Err(error) => warn!(%error, lease = %config.lease_name, "could not release the leader Lease"),
+    }
+}
+
 /// Run `work()` whenever this replica leads, and drop it at once when leadership is lost.
-pub async fn while_leading<F, Fut>(mut leading: watch::Receiver<bool>, work: F)
+/// Returns when `work()` does (it stops by itself on shutdown), or on `shutdown` while not leading.
+pub async fn while_leading<F, Fut>(mut leading: watch::Receiver<bool>, shutdown: impl Future<Output = ()>, work: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = ()>,
 {
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        if leading.wait_for(|l| *l).await.is_err() {
-            return;
+        tokio::select! {
+            led = leading.wait_for(|l| *l) => if led.is_err() { return },
+            () = &mut shutdown => return,
         }
         info!("leading: starting the controllers");
         tokio::select! {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use futures::FutureExt as _;
+use futures::future::{BoxFuture, Shared};
 use kube::client::ClientBuilder;
 use mltenant_operator::keyring::{self, KeyRing};
 use mltenant_operator::metrics::Metrics;
@@ -92,6 +94,7 @@ async fn main() -> std::process::ExitCode {
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    let shutdown = shutdown_signal()?;
     let metrics = Arc::new(Metrics::new());
     let kube_config = kube::Config::infer().await.context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
     // Lease renewals go through their own client: they are the one steady-state write, and
@@ -108,14 +111,14 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 
     let readiness = Arc::new(reconcile::Readiness::default());
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
-    let lease = leader::Config {
+    let lease_config = leader::Config {
         namespace: args.namespace.clone(),
         lease_name: args.lease_name,
         identity,
         lease_duration: args.lease_duration,
     };
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    let election = leader::run(lease_client, lease, leading_tx);
+    let election = leader::run(lease_client.clone(), lease_config.clone(), leading_tx);
     let keys = Arc::new(KeyRing::default());
     let key_config = keyring::Config { namespace: args.namespace, renew_period: args.key_renew_period };
     let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
@@ -127,8 +130,15 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     metrics.follow_leadership(leading.clone());
-    let controllers = leader::while_leading(leading, || {
-        reconcile::run(client.clone(), config.clone(), metrics.clone(), keys.clone(), readiness.clone())
+    let controllers = leader::while_leading(leading, shutdown.clone(), || {
+        reconcile::run(
+            client.clone(),
+            config.clone(),
+            metrics.clone(),
+            keys.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
     });
     tokio::select! {
         result = server => result.context("HTTP server")?,
@@ -136,7 +146,28 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         () = election => anyhow::bail!("leader election ended"),
         () = controllers => {}
     }
+    // Shutting down: the controllers have stopped and, the election dropped, nothing renews the
+    // Lease any more. Releasing it spares the standby waiting for it to expire.
+    leader::release(lease_client, &lease_config).await;
     Ok(())
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C. Installed once, up front, for
+/// the whole process: a handler replaces the default action (exit) for good, so whatever
+/// must stop (controllers, election, a standby waiting to lead) waits on a clone of this.
+fn shutdown_signal() -> anyhow::Result<Shared<BoxFuture<'static, ()>>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
+    }
+    .boxed()
+    .shared())
 }
 
 fn hostname() -> String {

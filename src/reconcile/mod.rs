@@ -169,8 +169,15 @@ where
     (store, events, synced)
 }
 
-/// Run the controllers until a shutdown signal.
-pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, readiness: Arc<Readiness>) {
+/// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
+pub async fn run(
+    client: Client,
+    config: Config,
+    metrics: Arc<Metrics>,
+    keys: Arc<KeyRing>,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
+) {
     let tenant_watch = selected(config.tenant_selector.as_deref());
     let (tenants, tenant_events, _) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, &readiness);
     let managed = watcher::Config::default().labels(&labels::managed_selector());
@@ -202,11 +209,11 @@ pub async fn run(client: Client, config: Config, metrics: Arc<Metrics>, keys: Ar
                 .collect::<Vec<_>>()
         })
         .reconcile_all_on(keys.changes())
-        .shutdown_on_signal();
+        .graceful_shutdown_on(shutdown.clone());
     let bundle_controller =
         Controller::new(Api::<SealedBundle>::all(client.clone()), selected(config.bundle_selector.as_deref()))
             .reconcile_all_on(keys.changes())
-            .shutdown_on_signal();
+            .graceful_shutdown_on(shutdown);
 
     let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
     let ctx = Arc::new(Context {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,18 @@ impl Operator {
     /// Stop the operator abruptly (SIGKILL), as a crash would.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the operator");
+    }
+
+    /// Stop the operator as Kubernetes does (SIGTERM) and wait for it to exit, failing the test
+    /// if it takes longer than `timeout` (Kubernetes would SIGKILL it after the grace period).
+    pub async fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        let pid = self.child.id().expect("the operator is still running").to_string();
+        let kill = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
+        assert!(kill.success(), "kill -TERM {pid} failed");
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the operator did not exit within {timeout:?} of SIGTERM"))
+            .expect("wait for the operator")
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,24 +1,43 @@
 //! Leader election: of two replicas sharing a Lease only the leader reconciles; when it is
-//! killed the other takes over and converges a tenant created after the kill.
+//! killed the other takes over and converges a tenant created after the kill. On SIGTERM
+//! every replica exits 0, a leader releasing its Lease so that the standby takes over at once.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use kube::{Api, Client};
 
 use crate::harness::*;
+
+/// Where the operators of these tests keep their Lease (their default --namespace).
+const OPERATOR_NAMESPACE: &str = "mltenant-system";
+
+/// The holder the Lease `run_id` names.
+async fn lease_holder(client: &Client, run_id: &str) -> Option<String> {
+    let lease = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE).get(run_id).await.expect("get the Lease");
+    lease.spec?.holder_identity
+}
+
+/// Two replicas sharing the Lease `run`, once exactly one of them leads: (leader, standby).
+async fn leader_and_standby(run: &str, args: &[&str]) -> (Operator, Operator) {
+    let (a, b) = tokio::join!(Operator::start_with(run, args), Operator::start_with(run, args));
+    let a_leads = wait_for("exactly one leader", TIMEOUT, || async {
+        match (a.metric("mltenant_leader", &[]).await, b.metric("mltenant_leader", &[]).await) {
+            (1.0, 0.0) => Some(true),
+            (0.0, 1.0) => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    if a_leads { (a, b) } else { (b, a) }
+}
 
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let client = admin().await;
     let run = unique("run");
-    let args = ["--lease-duration", "4s"];
-    let (a, b) = tokio::join!(Operator::start_with(&run, &args), Operator::start_with(&run, &args));
-    let (leader, standby) = wait_for("exactly one leader", TIMEOUT, || async {
-        match (a.metric("mltenant_leader", &[]).await, b.metric("mltenant_leader", &[]).await) {
-            (1.0, 0.0) => Some((&a, &b)),
-            (0.0, 1.0) => Some((&b, &a)),
-            _ => None,
-        }
-    })
-    .await;
+    let (leader, standby) = leader_and_standby(&run, &["--lease-duration", "4s"]).await;
 
     let first = unique("led");
     create_tenant(&client, &tenant(&first, &run, &["dev"])).await;
@@ -27,7 +46,6 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     assert_eq!(standby.metric("mltenant_reconcile_total", &[]).await, 0.0, "the standby reconciled");
     assert_eq!(standby.writes().await, 0.0, "the standby wrote to the API server");
 
-    let (leader, standby) = if std::ptr::eq(leader, &a) { (a, b) } else { (b, a) };
     leader.kill().await;
     let killed = Instant::now();
     let second = unique("failover");
@@ -37,4 +55,55 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     assert_eq!(standby.metric("mltenant_leader", &[]).await, 1.0);
     // Reported, not asserted: timing is the benchmark's job. Lease 4s, renewals every 1.3s.
     println!("failover: tenant created after the kill was Ready {failover:?} after the kill");
+}
+
+#[tokio::test]
+async fn a_leader_stopped_by_sigterm_hands_over_without_waiting_for_its_lease() {
+    let client = admin().await;
+    let run = unique("handover");
+    // Long on purpose: a standby that had to wait for the Lease to expire would be slow.
+    let (leader, standby) = leader_and_standby(&run, &["--lease-duration", "15s"]).await;
+
+    let terminated = Instant::now();
+    let status = leader.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "the leader exited with {status} on SIGTERM");
+    let name = unique("handed-over");
+    create_tenant(&client, &tenant(&name, &run, &["dev"])).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let handover = terminated.elapsed();
+    assert_eq!(standby.metric("mltenant_leader", &[]).await, 1.0);
+    // The leader renews every 5s, so its Lease stays valid for at least 10s after the SIGTERM:
+    // a standby taking over by expiry could not have converged the tenant sooner.
+    assert!(handover < Duration::from_secs(10), "handover took {handover:?}: the Lease was not released");
+    println!("handover: tenant created after the SIGTERM was Ready {handover:?} after the SIGTERM");
+}
+
+#[tokio::test]
+async fn a_standby_exits_on_sigterm_and_leaves_the_lease_alone() {
+    let client = admin().await;
+    let run = unique("standby");
+    let (leader, standby) = leader_and_standby(&run, &["--lease-duration", "15s"]).await;
+
+    let holder = lease_holder(&client, &run).await.expect("the leader holds the Lease");
+    let status = standby.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "a standby that never led exited with {status} on SIGTERM");
+    assert_eq!(lease_holder(&client, &run).await.as_ref(), Some(&holder));
+
+    // The leader loses its Lease to someone else (as to a replica it cannot reach): it then
+    // runs no controller, but still stops on SIGTERM, and has nothing to release.
+    let leases = Api::<Lease>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    edit(&leases, &run, |lease: &mut Lease| {
+        let spec = lease.spec.get_or_insert_default();
+        spec.holder_identity = Some("someone-else".into());
+        spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
+        spec.lease_duration_seconds = Some(3600);
+    })
+    .await;
+    wait_for("the leader to step down", TIMEOUT, || async {
+        (leader.metric("mltenant_leader", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    let status = leader.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "a replica that lost leadership exited with {status} on SIGTERM");
+    assert_eq!(lease_holder(&client, &run).await.as_deref(), Some("someone-else"));
 }
