@@ -35,7 +35,14 @@ pub async fn fetch(source: &Source) -> anyhow::Result<String> {
                 source.controller_namespace, source.controller_service
             );
             let request = http::Request::get(&path).body(Vec::new()).expect("a valid request");
-            client.request_text(request).await.with_context(|| format!("fetching the certificate through {path}"))?
+            // The API server's own message ("... cannot get resource services/proxy ...") is the
+            // clear part of an API error; its Debug dump is noise on a one-line error.
+            client.request_text(request).await.map_err(|error| match error {
+                kube::Error::Api(status) => {
+                    anyhow::anyhow!("fetching the certificate through {path}: {}", status.message)
+                }
+                other => anyhow::Error::new(other).context(format!("fetching the certificate through {path}")),
+            })?
         }
     };
     Certificate::from_pem(&pem).context("the operator served something that is not a certificate")?;

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde::Deserialize;
@@ -279,4 +279,75 @@ async fn cert_access_grants_get_through_the_service_proxy_only() {
     assert!(may("get", "mltenant-operator:http").await, "GET /v1/cert.pem through the proxy");
     assert!(!may("create", "mltenant-operator:http").await, "POST /v1/rotate through the proxy");
     assert!(!may("get", "kubernetes:https").await, "another Service");
+}
+
+/// A non-loopback IPv4 address of this machine: the API server refuses to proxy to loopback.
+fn host_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind a UDP socket");
+    // Connecting a UDP socket sends nothing; it only picks the source address of the route.
+    socket
+        .connect("10.255.255.255:9")
+        .and_then(|()| socket.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback())
+        .expect("the service-proxy test needs a non-loopback IPv4 address with a route")
+}
+
+/// `mltenant cert` without `--operator-url` fetches the certificate through the API server's
+/// service proxy to the chart's Service, as an authenticated identity whose only right to
+/// do so is the chart's cert-access Role (the operator's own ServiceAccount: its ClusterRole
+/// has no services/proxy).
+#[tokio::test]
+async fn mltenant_cert_reaches_the_operator_through_the_service_proxy() {
+    let client = admin().await;
+    let ip = host_address().to_string();
+    let op = Operator::start_on("0.0.0.0", &unique("run"), &[]).await;
+    let service = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/service.yaml")).unwrap();
+    let service: k8s_openapi::api::core::v1::Service =
+        serde_yaml::from_str(&service).expect("deploy/service.yaml parses");
+    let ns = "mltenant-system";
+    let apply = PatchParams::apply("mltenant-chart-test").force();
+    Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .patch("mltenant-operator", &apply, &Patch::Apply(&service))
+        .await
+        .expect("apply the chart's Service");
+    // The proxy only forwards to endpoints that are pods. Nothing runs pods here (no scheduler,
+    // no kubelet), so a pod object with the operator's address in its status stands in for it.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mltenant-operator-proxy-test"},
+        "spec": {
+            "serviceAccountName": "mltenant-operator",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{"name": "operator", "image": "ghcr.io/mltenant/mltenant-operator",
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}],
+        },
+        "status": {"podIP": ip, "podIPs": [{"ip": ip}]},
+    }))
+    .unwrap();
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    pods.patch("mltenant-operator-proxy-test", &apply, &Patch::Apply(&pod)).await.expect("create the pod");
+    pods.patch_status("mltenant-operator-proxy-test", &apply, &Patch::Apply(&pod)).await.expect("set its IP");
+    let endpoints: Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mltenant-operator"},
+        "subsets": [{
+            "addresses": [{"ip": ip, "targetRef": {"kind": "Pod", "name": "mltenant-operator-proxy-test", "namespace": ns}}],
+            "ports": [{"name": "http", "port": op.port()}],
+        }],
+    }))
+    .unwrap();
+    Api::<Endpoints>::namespaced(client.clone(), ns)
+        .patch("mltenant-operator", &apply, &Patch::Apply(&endpoints))
+        .await
+        .expect("point the Service at the operator");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_mltenant"))
+        .arg("cert")
+        .env("KUBECONFIG", std::env::var("MLTENANT_TEST_OPERATOR_KUBECONFIG").unwrap())
+        .env_remove("MLTENANT_OPERATOR_URL")
+        .output()
+        .expect("run mltenant cert");
+    assert!(out.status.success(), "mltenant cert: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), op.get("/v1/cert.pem").await.1);
 }

@@ -82,9 +82,14 @@ impl Operator {
     }
 
     pub async fn start_with(run_id: &str, extra_args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1", run_id, extra_args).await
+    }
+
+    /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
+    pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
         let port = free_port();
         let child = Command::new(env!("CARGO_BIN_EXE_mltenant"))
-            .args(["controller", "--http-addr", &format!("127.0.0.1:{port}")])
+            .args(["controller", "--http-addr", &format!("{host}:{port}")])
             .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
             .args(["--bundle-selector", &format!("{TEST_LABEL}={run_id}")])
             .args(["--lease-name", run_id])
