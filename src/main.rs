@@ -130,6 +130,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         instance: std::env::var("POD_NAME").ok(),
     };
     metrics.follow_leadership(leading.clone());
+    metrics.key_renew_period(args.key_renew_period);
     let controllers = leader::while_leading(leading, shutdown.clone(), || {
         reconcile::run(
             client.clone(),

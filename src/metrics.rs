@@ -24,6 +24,7 @@ pub struct Metrics {
     kube_requests: IntCounterVec,
     decryption_failures: IntCounterVec,
     leader: IntGauge,
+    key_renew_period: IntGauge,
     sources: Arc<OnceLock<Sources>>,
 }
 
@@ -65,6 +66,12 @@ impl Metrics {
         .expect("valid metric");
         let leader = IntGauge::new("mltenant_leader", "1 while this replica holds the leader Lease and reconciles.")
             .expect("valid metric");
+        // The sealing-key alert's threshold depends on it (keys live two renew periods).
+        let key_renew_period = IntGauge::new(
+            "mltenant_sealing_key_renew_period_seconds",
+            "How often this operator creates a new sealing key (--key-renew-period).",
+        )
+        .expect("valid metric");
         let sources = Arc::new(OnceLock::new());
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
@@ -72,11 +79,21 @@ impl Metrics {
             Box::new(kube_requests.clone()),
             Box::new(decryption_failures.clone()),
             Box::new(leader.clone()),
+            Box::new(key_renew_period.clone()),
             Box::new(StateGauges::new(sources.clone())),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
-        Self { registry, reconciles, reconcile_duration, kube_requests, decryption_failures, leader, sources }
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            kube_requests,
+            decryption_failures,
+            leader,
+            key_renew_period,
+            sources,
+        }
     }
 
     /// Keep `mltenant_leader` in step with this replica's leadership.
@@ -90,6 +107,10 @@ impl Metrics {
                 }
             }
         });
+    }
+
+    pub fn key_renew_period(&self, period: std::time::Duration) {
+        self.key_renew_period.set(i64::try_from(period.as_secs()).unwrap_or(i64::MAX));
     }
 
     /// Let the scrape-time gauges read the controllers' caches and the sealing keys.

@@ -1,4 +1,5 @@
-//! The shipped Grafana dashboard only queries metrics the running operator exports.
+//! The shipped Grafana dashboard and alert rules only query metrics the running operator
+//! exports.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +16,7 @@ fn identifiers(expr: &str) -> impl Iterator<Item = &str> {
 }
 
 #[tokio::test]
-async fn dashboard_queries_only_exported_metrics() {
+async fn dashboard_and_alerts_query_only_exported_metrics() {
     let client = admin().await;
     let op = Operator::start(&unique("run")).await;
     let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
@@ -72,4 +73,15 @@ async fn dashboard_queries_only_exported_metrics() {
     assert!(used.len() >= 8, "the dashboard uses too few metrics: {used:?}");
     let missing: Vec<&String> = used.iter().filter(|m| !exported.contains(*m)).collect();
     assert!(missing.is_empty(), "the dashboard queries metrics the operator does not export: {missing:?}");
+
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(include_str!("../../charts/mltenant-operator/files/prometheus-rules.yaml")).unwrap();
+    let mut alerted = BTreeSet::new();
+    for rule in rules["groups"][0]["rules"].as_sequence().unwrap() {
+        let expr = rule["expr"].as_str().unwrap();
+        alerted.extend(identifiers(expr).filter(|t| t.starts_with("mltenant_")).map(str::to_owned));
+    }
+    assert!(alerted.len() >= 6, "the alert rules use too few metrics: {alerted:?}");
+    let missing: Vec<&String> = alerted.iter().filter(|m| !exported.contains(*m)).collect();
+    assert!(missing.is_empty(), "alert rules query metrics the operator does not export: {missing:?}");
 }
