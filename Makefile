@@ -3,11 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools integration crds deploy toolchain controlplane bench
+.PHONY: test demo lint unit tools release-binary integration crds deploy toolchain controlplane bench
 
-## Everything CI runs: formatting, lints, licences, unit tests, tool checks (promtool, Lua), then
-## integration tests on a real control plane.
-test: lint unit tools integration
+## Everything CI runs: formatting, lints, licences, unit tests, tool checks (helm, promtool, Lua),
+## the release binary the image ships, then integration tests on a real control plane.
+test: lint unit tools release-binary integration
 
 toolchain:
 	@hack/toolchain.sh
@@ -29,6 +29,11 @@ tools:
 	hack/test-chart.sh
 	hack/test-monitoring.sh
 	hack/test-argocd-health.sh
+
+## The binary the Dockerfile ships, built by the same script (hack/build-release.sh) and checked:
+## distroless/cc libraries and glibc, version, CRDs, no build paths, runs as UID 65532.
+release-binary:
+	hack/test-release-binary.sh
 
 ## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 controlplane:

@@ -13,8 +13,8 @@ N=${BENCH_TENANTS:-100}
 RESYNC=${BENCH_RESYNC:-10s}
 STATE=$REPO_DIR/target/controlplane-bench
 cd "$REPO_DIR"
-cargo build --locked --release --quiet --bin mltenant
-MLTENANT=$REPO_DIR/target/release/mltenant
+# The binary the image ships (hack/build-release.sh is the Dockerfile's build step).
+MLTENANT=$("$HACK_DIR/build-release.sh")
 env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
 op=
 trap '[ -n "$op" ] && kill $op 2>/dev/null; "$HACK_DIR/controlplane-down.sh" "$STATE"' EXIT
