@@ -54,11 +54,24 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind}/{name} rendered"))
 }
 
+fn admin_kubeconfig() -> String {
+    std::env::var("MLTENANT_TEST_ADMIN_KUBECONFIG").expect("MLTENANT_TEST_ADMIN_KUBECONFIG is set")
+}
+
+/// Run a command that must succeed without a warning on stderr: its stdout.
+fn quietly(command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{command:?} failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "{command:?} warned: {stderr}");
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
 /// `kubectl apply --server-side --dry-run=server` as cluster admin: must succeed without any
 /// warning on stderr. Conflicts with the field manager that installed the operator's RBAC
 /// (hack/install.sh) are forced: this checks validity, not ownership.
 fn dry_run(manifests: &str) {
-    let kubeconfig = std::env::var("MLTENANT_TEST_ADMIN_KUBECONFIG").expect("admin kubeconfig");
+    let kubeconfig = admin_kubeconfig();
     let mut child = Command::new("kubectl")
         .args([
             "apply",
@@ -177,6 +190,29 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
     assert!(args.contains(&"--tenant-selector=shard=b"), "{args:?}");
     assert!(args.contains(&"--lease-name=shard-b-mltenant-operator"), "{args:?}");
     assert!(!args.iter().any(|a| a.starts_with("--bundle-selector")), "{args:?}");
+}
+
+/// `helm install --dry-run=server` (Helm's own install path against the API server) and the
+/// kustomize base in deploy/ as `kubectl apply -k` would build it. The Helm release gets its
+/// own namespace and name: Helm refuses to take over objects it did not create, such as the
+/// ServiceAccount hack/install.sh applied from deploy/.
+#[tokio::test]
+async fn helm_install_and_the_kustomize_base_apply_with_server_side_dry_run() {
+    restricted_namespace(&admin().await, "mltenant-helm").await;
+    let helm = std::env::var("MLTENANT_TEST_HELM").expect("MLTENANT_TEST_HELM");
+    let install = quietly(
+        Command::new(helm)
+            .args(["install", "ml", CHART, "--namespace", "mltenant-helm", "--dry-run=server"])
+            .env("KUBECONFIG", admin_kubeconfig()),
+    );
+    assert!(install.contains("STATUS: pending-install"), "{install}");
+    let fetch = "mltenant cert --controller-namespace mltenant-helm --controller-service ml-mltenant-operator:http";
+    assert!(install.contains(fetch), "NOTES show how to fetch the certificate: {install}");
+    let base = quietly(Command::new("kubectl").args(["kustomize", concat!(env!("CARGO_MANIFEST_DIR"), "/deploy")]));
+    let inventory = inventory(&objects(&base));
+    assert!(inventory.contains(&"Namespace/mltenant-system".to_owned()), "{inventory:?}");
+    assert!(inventory.contains(&"Deployment/mltenant-operator".to_owned()), "{inventory:?}");
+    dry_run(&base);
 }
 
 #[test]
