@@ -13,9 +13,7 @@ need go golang-go
 if [ ! -x "$DIR/helm" ]; then
   log "building helm $VERSION from $MODULE (once; a few minutes cold)"
   start=$SECONDS
-  src=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$MODULE@$VERSION" \
-    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -d "$src" ] || die "could not download $MODULE@$VERSION"
+  src=$(module_source "$MODULE" "$VERSION")
   ldflags="-s -w -X $MODULE/internal/version.version=$VERSION"
   for pkg in pkg/lint/rules pkg/chartutil; do
     ldflags+=" -X $MODULE/$pkg.k8sVersionMajor=1 -X $MODULE/$pkg.k8sVersionMinor=$minor"

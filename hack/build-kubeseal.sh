@@ -16,9 +16,7 @@ need go golang-go
 if [ ! -x "$DIR/kubeseal" ]; then
   log "building kubeseal $VERSION from $MODULE (once; about a minute)"
   start=$SECONDS
-  src=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$MODULE@$VERSION" \
-    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  [ -d "$src" ] || die "could not download $MODULE@$VERSION"
+  src=$(module_source "$MODULE" "$VERSION")
   mkdir -p "$DIR"
   (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
     go build -trimpath -ldflags "-X main.VERSION=$VERSION" -o "$DIR/kubeseal.tmp" ./cmd/kubeseal) >&2

@@ -25,6 +25,16 @@ module_version() {
   (cd "$HACK_DIR/controlplane" && GOTOOLCHAIN=local go list -m -f '{{.Version}}' "$1")
 }
 
+# module_source MODULE VERSION: download a Go module (once, into the module cache) and print the
+# directory of its source; tools are built inside it, with the module's own go.sum.
+module_source() {
+  local dir
+  dir=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$1@$2" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$dir" ] || die "could not download $1@$2"
+  echo "$dir"
+}
+
 # free_port: a free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -7,9 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODULE=github.com/prometheus-operator/prometheus-operator
 VERSION=${PROMETHEUS_OPERATOR_VERSION:-v0.85.0}
 need go golang-go
-src=$(cd "$(mktemp -d)" && GOTOOLCHAIN=local GOFLAGS=-mod=mod go mod download -json "$MODULE@$VERSION" \
-  | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[ -d "$src" ] || die "could not download $MODULE@$VERSION"
+src=$(module_source "$MODULE" "$VERSION")
 for kind in servicemonitors prometheusrules; do
   file=$src/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml
   [ -f "$file" ] || die "$MODULE@$VERSION has no $file"
