@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde::Deserialize;
 use serde_yaml::Value;
@@ -61,9 +61,15 @@ fn admin_kubeconfig() -> String {
 /// Run a command that must succeed without a warning on stderr: its stdout.
 fn quietly(command: &mut Command) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    succeeded_quietly(&format!("{command:?}"), out)
+}
+
+/// `out`'s stdout, failing the test if `what` failed or printed anything on stderr (kubectl
+/// and helm print warnings there, e.g. PodSecurity's "would violate").
+fn succeeded_quietly(what: &str, out: Output) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{command:?} failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "{command:?} warned: {stderr}");
+    assert!(out.status.success(), "{what} failed: {stderr}");
+    assert!(stderr.trim().is_empty(), "{what} warned: {stderr}");
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
@@ -90,10 +96,7 @@ fn dry_run(manifests: &str) {
         .spawn()
         .expect("run kubectl (on PATH from hack/test-integration.sh)");
     child.stdin.take().unwrap().write_all(manifests.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "server-side dry-run failed: {stderr}");
-    assert!(stderr.trim().is_empty(), "server-side dry-run warned: {stderr}");
+    succeeded_quietly("server-side dry-run", child.wait_with_output().unwrap());
 }
 
 /// A namespace enforcing the restricted Pod Security Standard, like deploy/namespace.yaml.
@@ -289,28 +292,17 @@ fn the_prometheus_rule_links_runbooks_and_the_release_job() {
 #[tokio::test]
 async fn cert_access_grants_get_through_the_service_proxy_only() {
     let client = admin().await;
-    let may = |verb: &'static str, name: &'static str| {
+    let may = |verb: &str, name: &str| {
+        let proxy = ResourceAttributes {
+            namespace: Some("mltenant-system".into()),
+            verb: Some(verb.into()),
+            resource: Some("services".into()),
+            subresource: Some("proxy".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        };
         let client = client.clone();
-        async move {
-            let review = SubjectAccessReview {
-                spec: SubjectAccessReviewSpec {
-                    user: Some("someone@example.com".into()),
-                    groups: Some(vec!["system:authenticated".into()]),
-                    resource_attributes: Some(ResourceAttributes {
-                        namespace: Some("mltenant-system".into()),
-                        verb: Some(verb.into()),
-                        resource: Some("services".into()),
-                        subresource: Some("proxy".into()),
-                        name: Some(name.into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                },
-                ..Default::default()
-            };
-            let answer = Api::<SubjectAccessReview>::all(client).create(&PostParams::default(), &review).await.unwrap();
-            answer.status.is_some_and(|s| s.allowed)
-        }
+        async move { allowed(&client, "someone@example.com", &["system:authenticated".into()], proxy).await }
     };
     assert!(may("get", "mltenant-operator:http").await, "GET /v1/cert.pem through the proxy");
     assert!(!may("create", "mltenant-operator:http").await, "POST /v1/rotate through the proxy");

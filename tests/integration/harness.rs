@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, PostParams};
@@ -277,6 +278,21 @@ pub async fn wait_namespace(client: &Client, name: &str, what: &str, check: impl
         get_namespace(client, name).await.filter(|ns| ns.metadata.deletion_timestamp.is_none() && check(ns))
     })
     .await
+}
+
+/// Whether the API server's authorizer allows `user` in `groups` the request `attributes`.
+pub async fn allowed(client: &Client, user: &str, groups: &[String], attributes: ResourceAttributes) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            groups: Some(groups.to_vec()),
+            resource_attributes: Some(attributes),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let answer = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
+    answer.status.is_some_and(|s| s.allowed)
 }
 
 pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
