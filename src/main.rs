@@ -110,7 +110,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .build();
 
     let readiness = Arc::new(reconcile::Readiness::default());
-    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("{}-{}", hostname(), std::process::id()));
+    // The pod name (downward API) names this replica in the Lease and in Events.
+    let pod_name = std::env::var("POD_NAME").ok();
+    let identity = pod_name.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
     let lease_config = leader::Config {
         namespace: args.namespace.clone(),
         lease_name: args.lease_name,
@@ -127,7 +129,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
         bundle_selector: args.bundle_selector,
-        instance: std::env::var("POD_NAME").ok(),
+        instance: pod_name,
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);
