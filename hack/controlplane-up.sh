@@ -50,10 +50,13 @@ openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 ADMIN_TOKEN=$(openssl rand -hex 24)
 OPERATOR_TOKEN=$(openssl rand -hex 24)
 KCM_TOKEN=$(openssl rand -hex 24)
+SEALER_TOKEN=$(openssl rand -hex 24)
+# The sealer is a platform engineer in the chart's documented group for /v1/verify and /v1/rotate.
 cat >"$pki/tokens.csv" <<CSV
 $ADMIN_TOKEN,mltenant-admin,uid-admin,"system:masters"
 $OPERATOR_TOKEN,system:serviceaccount:$OPERATOR_NS:$OPERATOR_SA,uid-operator,"system:serviceaccounts,system:serviceaccounts:$OPERATOR_NS"
 $KCM_TOKEN,system:kube-controller-manager,uid-kcm,"system:masters"
+$SEALER_TOKEN,platform-engineer,uid-sealer,"mltenant:sealers"
 CSV
 chmod 600 "$pki/tokens.csv" "$pki"/*.key
 
@@ -80,6 +83,7 @@ KC
 kubeconfig "$STATE/admin.kubeconfig" admin "$ADMIN_TOKEN"
 kubeconfig "$STATE/operator.kubeconfig" operator "$OPERATOR_TOKEN"
 kubeconfig "$STATE/kcm.kubeconfig" kube-controller-manager "$KCM_TOKEN"
+kubeconfig "$STATE/sealer.kubeconfig" platform-engineer "$SEALER_TOKEN"
 
 # start NAME CMD...: run in its own session so stopping kills the whole group.
 start() {
@@ -137,6 +141,7 @@ cat >"$STATE/env.sh" <<ENV
 export KUBECONFIG=$STATE/admin.kubeconfig
 export MLTENANT_TEST_ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 export MLTENANT_TEST_OPERATOR_KUBECONFIG=$STATE/operator.kubeconfig
+export MLTENANT_TEST_SEALER_KUBECONFIG=$STATE/sealer.kubeconfig
 export MLTENANT_TEST_BIN_DIR=$BIN
 export PATH=$BIN:\$PATH
 ENV

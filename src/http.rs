@@ -1,5 +1,6 @@
-//! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate, and the
-//! rate-limited `/v1/verify` and `/v1/rotate`.
+//! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate (open to
+//! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated, authorised,
+//! rate-limited, their RSA work on the key ring's bounded pool).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -7,16 +8,22 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use kube::ResourceExt;
 use serde_json::json;
 
 use crate::api::SealedBundle;
+use crate::auth::{self, Authorizer, Decision, Permission};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::reconcile::Readiness;
+
+/// Largest request body `/v1/verify` and `/v1/rotate` take: a bundle is an API object, which
+/// etcd caps at 1.5 MiB.
+const MAX_BODY: usize = 2 * 1024 * 1024;
 
 #[derive(Clone)]
 struct AppState {
@@ -24,27 +31,58 @@ struct AppState {
     readiness: Arc<Readiness>,
     keys: Arc<KeyRing>,
     oracle_limit: Arc<RateLimit>,
+    authorizer: Arc<Authorizer>,
+    metrics_auth: bool,
 }
 
-pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>, keys: Arc<KeyRing>) -> Router {
+/// What the HTTP server serves from.
+pub struct Served {
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+    pub keys: Arc<KeyRing>,
+    pub authorizer: Arc<Authorizer>,
+    /// Whether `/metrics` needs an authorised caller too (`--metrics-auth`).
+    pub metrics_auth: bool,
+}
+
+pub fn router(served: Served) -> Router {
+    let state = AppState {
+        metrics: served.metrics,
+        readiness: served.readiness,
+        keys: served.keys,
+        oracle_limit: Arc::new(RateLimit::new(5.0, 10.0)),
+        authorizer: served.authorizer,
+        metrics_auth: served.metrics_auth,
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.render() }))
+        .route("/metrics", get(metrics))
         .route("/v1/cert.pem", get(cert))
         .route("/v1/verify", post(verify))
         .route("/v1/rotate", post(rotate))
-        .with_state(AppState { metrics, readiness, keys, oracle_limit: Arc::new(RateLimit::new(5.0, 10.0)) })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    if s.metrics_auth
+        && let Err(refusal) = authorize(&s, &headers, Permission::Path("/metrics")).await
+    {
+        return refusal.into_response();
+    }
+    s.metrics.render().into_response()
 }
 
 /// `POST /v1/verify` with a SealedBundle (YAML or JSON): 200 when every value opens for the
 /// consumer the bundle's scope names, 422 with the reason otherwise. Never returns plaintext.
-async fn verify(State(s): State<AppState>, body: String) -> Response {
-    let bundle = match admit(&s, &body) {
+/// Needs `create` on `sealedbundles/verify`.
+async fn verify(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let bundle = match admit(&s, &headers, "verify", &body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
-    match s.keys.verify(&bundle) {
+    match s.keys.verify(bundle).await {
         Ok(opened) => Json(json!({"decryptable": true, "keyFingerprint": opened.fingerprint})).into_response(),
         Err(failure) => (
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -55,29 +93,50 @@ async fn verify(State(s): State<AppState>, body: String) -> Response {
 }
 
 /// `POST /v1/rotate` with a SealedBundle: the same bundle with every value re-sealed to the
-/// newest sealing key, as YAML ready to commit.
-async fn rotate(State(s): State<AppState>, body: String) -> Response {
-    let bundle = match admit(&s, &body) {
+/// newest sealing key, as YAML ready to commit. Needs `create` on `sealedbundles/rotate`.
+async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
+    let bundle = match admit(&s, &headers, "rotate", &body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
-    match s.keys.rotate(&bundle).map(|b| serde_yaml::to_string(&b)) {
+    match s.keys.rotate(bundle).await.map(|b| serde_yaml::to_string(&b)) {
         Ok(Ok(yaml)) => ([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response(),
         Ok(Err(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Err(error) => (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()).into_response(),
     }
 }
 
-/// What both bundle endpoints do first: take a token from the shared rate limit, then parse
-/// the body.
-fn admit(s: &AppState, body: &str) -> Result<SealedBundle, Refusal> {
+/// What both bundle endpoints do first: parse the body (to know which bundle the caller asks
+/// about), check the caller may `create` `sealedbundles/<subresource>` for it, then take a token
+/// from the shared rate limit.
+async fn admit(
+    s: &AppState,
+    headers: &HeaderMap,
+    subresource: &'static str,
+    body: &str,
+) -> Result<SealedBundle, Refusal> {
+    let bundle: SealedBundle =
+        serde_yaml::from_str(body).map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))?;
+    authorize(s, headers, Permission::Bundle { subresource, name: bundle.name_any() }).await?;
     if !s.oracle_limit.take() {
         return Err(Refusal::RateLimited);
     }
-    serde_yaml::from_str(body).map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))
+    Ok(bundle)
+}
+
+async fn authorize(s: &AppState, headers: &HeaderMap, permission: Permission) -> Result<(), Refusal> {
+    match s.authorizer.check(auth::bearer_token(headers), &permission).await {
+        Decision::Allowed => Ok(()),
+        Decision::Unauthenticated => Err(Refusal::Unauthenticated),
+        Decision::Forbidden(user) => Err(Refusal::Forbidden(format!("{user} may not {}", permission.describe()))),
+        Decision::Unavailable => Err(Refusal::Unavailable),
+    }
 }
 
 enum Refusal {
+    Unauthenticated,
+    Forbidden(String),
+    Unavailable,
     RateLimited,
     BadBody(String),
 }
@@ -85,6 +144,17 @@ enum Refusal {
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         match self {
+            Refusal::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token the Kubernetes API server accepts is required",
+            )
+                .into_response(),
+            Refusal::Forbidden(message) => (StatusCode::FORBIDDEN, message).into_response(),
+            Refusal::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "1")], "cannot check the caller's token now")
+                    .into_response()
+            }
             Refusal::RateLimited => {
                 (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limited").into_response()
             }
@@ -108,7 +178,7 @@ impl RateLimit {
 
     /// Take a token; false when none is left.
     fn take(&self) -> bool {
-        let mut state = self.state.lock().expect("not poisoned");
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (tokens, last) = *state;
         let now = Instant::now();
         let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.per_second).min(self.burst);

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -30,24 +32,52 @@ pub const ACTIVE: &str = "active";
 /// How often the renew check runs at most (more often for renew periods under 4 minutes).
 const RENEW_CHECK: Duration = Duration::from_secs(60);
 
-/// The loaded sealing keys, newest first, and what they opened.
+/// The loaded sealing keys, newest first, what they opened, and the pool RSA work runs on.
 pub struct KeyRing {
     keys: RwLock<Arc<Vec<SealingKey>>>,
     opened: DecryptCache,
     changed: tokio::sync::watch::Sender<u64>,
+    /// RSA decryptions run on blocking threads, at most one per core at a time, so the async
+    /// runtime (health checks, watches, API calls) never waits behind them and a flood of
+    /// requests cannot take more than the machine has.
+    rsa: Semaphore,
 }
 
 impl Default for KeyRing {
     fn default() -> Self {
-        Self { keys: RwLock::default(), opened: DecryptCache::default(), changed: tokio::sync::watch::Sender::new(0) }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            keys: RwLock::default(),
+            opened: DecryptCache::default(),
+            changed: tokio::sync::watch::Sender::new(0),
+            rsa: Semaphore::new(cores),
+        }
     }
 }
 
 impl KeyRing {
     /// Open every value of `bundle` under `label`; repeated calls for the same ciphertexts do no
-    /// RSA work.
-    pub fn open(&self, bundle: &SealedBundle, label: &[u8]) -> Result<bundle::Opened, bundle::Failure> {
-        bundle::open(bundle, label, &self.keys(), &self.opened)
+    /// RSA work (and do not wait for the pool).
+    pub async fn open(
+        self: &Arc<Self>,
+        bundle: &Arc<SealedBundle>,
+        label: Vec<u8>,
+    ) -> Result<bundle::Opened, bundle::Failure> {
+        if bundle::cached(bundle, &label, &self.opened) {
+            return bundle::open(bundle, &label, &self.keys(), &self.opened);
+        }
+        let (ring, bundle) = (self.clone(), bundle.clone());
+        self.on_pool(move || bundle::open(&bundle, &label, &ring.keys(), &ring.opened)).await
+    }
+
+    /// Run `work` (RSA operations) on a blocking thread once a core is free. A panic in it is
+    /// carried over to the caller, as if it had happened there.
+    async fn on_pool<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> T {
+        let _core = self.rsa.acquire().await.expect("the pool semaphore is never closed");
+        match tokio::task::spawn_blocking(work).await {
+            Ok(value) => value,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
     }
 
     /// Sealed values decrypted by the controllers so far (a resync of converged tenants adds none).
@@ -57,16 +87,20 @@ impl KeyRing {
 
     /// Open `bundle` for the consumer its own claims name, bypassing the cache (what
     /// `/v1/verify` answers for bundles that may never be used).
-    pub fn verify(&self, bundle: &SealedBundle) -> Result<bundle::Opened, bundle::Failure> {
-        bundle::open(bundle, &bundle::declared_label(bundle), &self.keys(), &DecryptCache::default())
+    pub async fn verify(self: &Arc<Self>, bundle: SealedBundle) -> Result<bundle::Opened, bundle::Failure> {
+        let ring = self.clone();
+        self.on_pool(move || {
+            bundle::open(&bundle, &bundle::declared_label(&bundle), &ring.keys(), &DecryptCache::with_capacity(0))
+        })
+        .await
     }
 
     /// `bundle` with every value re-sealed to the newest key (what `/v1/rotate` returns).
-    pub fn rotate(&self, bundle: &SealedBundle) -> Result<SealedBundle, RotateError> {
+    pub async fn rotate(self: &Arc<Self>, bundle: SealedBundle) -> Result<SealedBundle, RotateError> {
         let newest = self.newest().ok_or(RotateError::NoKey)?;
-        let label = bundle::declared_label(bundle);
-        let opened = self.verify(bundle)?;
+        let label = bundle::declared_label(&bundle);
         let mut rotated = SealedBundle::new(&bundle.name_any(), bundle.spec.clone());
+        let opened = self.verify(bundle).await?;
         for (key, plaintext) in &opened.data {
             let sealed = crate::crypto::seal(newest.certificate(), &label, plaintext)?;
             rotated.spec.encrypted_data.insert(key.clone(), crate::crypto::encode_base64(&sealed));
@@ -84,7 +118,7 @@ impl KeyRing {
 
     /// Every usable key, newest first: all of them are tried when opening.
     pub fn keys(&self) -> Arc<Vec<SealingKey>> {
-        self.keys.read().expect("not poisoned").clone()
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The key new values are sealed with.
@@ -92,17 +126,29 @@ impl KeyRing {
         self.keys().first().cloned()
     }
 
-    fn replace(&self, keys: Vec<SealingKey>) {
+    /// Add a key this replica just stored, before the watch reports it.
+    fn insert(&self, key: SealingKey) {
+        let mut keys: Vec<SealingKey> =
+            self.keys().iter().filter(|k| k.fingerprint() != key.fingerprint()).cloned().collect();
+        keys.push(key);
+        self.replace(keys);
+    }
+
+    /// Make `keys` the ring, newest first.
+    fn replace(&self, mut keys: Vec<SealingKey>) {
+        keys.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
+        let fingerprints: Vec<&str> = keys.iter().map(SealingKey::fingerprint).collect();
         let changed = {
-            let mut current = self.keys.write().expect("not poisoned");
-            let fingerprints = |k: &[SealingKey]| k.iter().map(|k| k.fingerprint().to_owned()).collect::<Vec<_>>();
-            let changed = fingerprints(&current) != fingerprints(&keys);
-            *current = Arc::new(keys);
-            changed
+            let current = self.keys();
+            current.iter().map(SealingKey::fingerprint).ne(fingerprints.iter().copied())
         };
+        let fingerprints: Vec<String> = fingerprints.into_iter().map(str::to_owned).collect();
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         if changed {
-            // A removed key must stop opening what it opened before.
-            self.opened.clear();
+            // A removed key must stop opening what it opened before; what the remaining keys
+            // opened stays cached, so adding a key costs no decryption.
+            let fingerprints: Vec<&str> = fingerprints.iter().map(String::as_str).collect();
+            self.opened.retain_keys(&fingerprints);
             self.changed.send_modify(|generation| *generation += 1);
         }
     }
@@ -144,6 +190,8 @@ pub async fn run(
         .default_backoff()
         .boxed();
     let mut renew = tokio::time::interval(RENEW_CHECK.min(config.renew_period / 4));
+    // A slow key generation must not be followed by a burst of catch-up checks.
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listed = false;
     loop {
         tokio::select! {
@@ -176,7 +224,7 @@ pub async fn run(
 /// Rebuild the ring from the cached Secrets. A Secret that does not hold a valid key pair is
 /// skipped with a warning naming it (never its content).
 fn reload(store: &Store<Secret>, ring: &KeyRing) {
-    let mut keys: Vec<SealingKey> = store
+    let keys: Vec<SealingKey> = store
         .state()
         .iter()
         .filter_map(|secret| match parse(secret) {
@@ -187,10 +235,9 @@ fn reload(store: &Store<Secret>, ring: &KeyRing) {
             }
         })
         .collect();
-    keys.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
-    let fingerprints: Vec<&str> = keys.iter().map(SealingKey::fingerprint).collect();
-    info!(keys = keys.len(), newest = fingerprints.first().copied().unwrap_or("none"), "sealing keys loaded");
     ring.replace(keys);
+    let keys = ring.keys();
+    info!(keys = keys.len(), newest = keys.first().map_or("none", SealingKey::fingerprint), "sealing keys loaded");
 }
 
 fn parse(secret: &Secret) -> Result<SealingKey, String> {
@@ -243,7 +290,12 @@ async fn ensure_fresh_key(api: &Api<Secret>, ring: &KeyRing, config: &Config) {
         .create(&PostParams { field_manager: Some(labels::FIELD_MANAGER.to_owned()), ..Default::default() }, &secret)
         .await
     {
-        Ok(_) => info!(secret = %name, fingerprint = key.fingerprint(), "created a new sealing key"),
+        Ok(_) => {
+            info!(secret = %name, fingerprint = key.fingerprint(), "created a new sealing key");
+            // Use it at once: the watch may deliver it only later, and until then the next
+            // check would find no fresh key and make another one.
+            ring.insert(key);
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             info!(secret = %name, "another replica created this sealing key")
         }

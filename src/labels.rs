@@ -21,6 +21,9 @@ pub const ORIGIN_ADOPTED: &str = "adopted";
 /// UID of the tenant a namespace belongs to: recognises our namespace even when someone strips
 /// its labels (namespaces under `Retain` carry no ownerReference, see `namespaces::desired`).
 pub const TENANT_UID: &str = "mltenant.io/tenant-uid";
+/// On an existing namespace: the tenant its owner allows to adopt it. Adoption needs this and
+/// the tenant's `adoptExistingNamespaces: true`.
+pub const ADOPTABLE_BY: &str = "mltenant.io/adoptable-by";
 /// Left on a namespace the operator let go of under `deletionPolicy: Retain`.
 pub const RELEASED_FROM: &str = "mltenant.io/released-from";
 
@@ -51,4 +54,93 @@ pub fn managed(tenant: &str, environment: &str) -> BTreeMap<String, String> {
     labels.insert(TENANT.to_owned(), tenant.to_owned());
     labels.insert(ENVIRONMENT.to_owned(), environment.to_owned());
     labels
+}
+
+/// Parse a label selector as `kubectl -l` takes it (`k=v`, `k==v`, `k!=v`, `k`, `!k`,
+/// `k in (a,b)`, `k notin (a,b)`, comma-separated), to match objects already in memory the way
+/// the API server would.
+pub fn parse_selector(text: &str) -> Result<kube::core::Selector, String> {
+    use kube::core::Expression;
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    let set = |values: &str| -> Result<std::collections::BTreeSet<String>, String> {
+        let inner = values.trim().strip_prefix('(').and_then(|v| v.strip_suffix(')'));
+        let inner = inner.ok_or_else(|| format!("{values:?} is not a parenthesised list"))?;
+        Ok(inner.split(',').map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()).collect())
+    };
+    let mut expressions = Vec::new();
+    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let expression = if let Some((k, v)) = part.split_once("!=") {
+            Expression::NotEqual(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Expression::Equal(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once(" notin ") {
+            Expression::NotIn(k.trim().into(), set(v)?)
+        } else if let Some((k, v)) = part.split_once(" in ") {
+            Expression::In(k.trim().into(), set(v)?)
+        } else if let Some(k) = part.strip_prefix('!') {
+            Expression::DoesNotExist(k.trim().into())
+        } else {
+            Expression::Exists(part.into())
+        };
+        let key = match &expression {
+            Expression::In(k, _)
+            | Expression::NotIn(k, _)
+            | Expression::Equal(k, _)
+            | Expression::NotEqual(k, _)
+            | Expression::Exists(k)
+            | Expression::DoesNotExist(k) => k,
+        };
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return Err(format!("{part:?} is not a label selector term"));
+        }
+        expressions.push(expression);
+    }
+    Ok(expressions.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::SelectorExt as _;
+
+    use super::*;
+
+    #[test]
+    fn selectors_match_like_the_api_server() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        };
+        let a = labels(&[("shard", "a"), ("tier", "gold")]);
+        let b = labels(&[("shard", "b")]);
+        let table = [
+            ("shard=a", true, false),
+            ("shard==a", true, false),
+            ("shard!=a", false, true),
+            ("tier", true, false),
+            ("!tier", false, true),
+            ("shard in (a, c)", true, false),
+            ("shard notin (a,c)", false, true),
+            ("shard=a,tier=gold", true, false),
+            ("", true, true),
+        ];
+        for (text, on_a, on_b) in table {
+            let selector = parse_selector(text).unwrap();
+            assert_eq!((selector.matches(&a), selector.matches(&b)), (on_a, on_b), "{text}");
+        }
+        assert!(parse_selector("shard in a").is_err());
+        assert!(parse_selector("a b").is_err());
+    }
 }

@@ -3,6 +3,7 @@
 //! `MLTenant` object.
 
 pub mod api;
+pub mod auth;
 pub mod bundle;
 pub mod cli;
 pub mod crypto;
@@ -13,3 +14,4 @@ pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod telemetry;
+pub mod text;

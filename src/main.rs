@@ -9,9 +9,11 @@ use clap::{Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use kube::client::ClientBuilder;
+use mltenant_operator::auth::Authorizer;
 use mltenant_operator::keyring::{self, KeyRing};
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::{api, cli, http, leader, reconcile, telemetry};
+use mltenant_operator::reconcile::tenant::environments::Protected;
+use mltenant_operator::{api, cli, http, labels, leader, reconcile, telemetry};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -29,7 +31,9 @@ enum Command {
     /// Seal values into a ready-to-commit SealedBundle (printed), or add them to one (--merge-into).
     Seal(Box<cli::seal::Args>),
     /// Print the operator's current sealing certificate (for offline `seal --cert` or kubeseal).
-    Cert(cli::cert::Source),
+    Cert(cli::operator::Source),
+    /// Have the operator re-seal a SealedBundle to its newest sealing key.
+    Rotate(cli::rotate::Args),
     /// Check MLTenant and SealedBundle manifests offline.
     Validate {
         /// File with one or more YAML documents; `-` reads standard input.
@@ -47,12 +51,17 @@ struct ControllerArgs {
     #[arg(long, env = "MLTENANT_RESYNC_PERIOD", default_value = "5m", value_parser = cli::parse_span)]
     resync_period: Duration,
     /// Only handle MLTenants matching this label selector (shard tenants between installations).
-    #[arg(long, env = "MLTENANT_TENANT_SELECTOR")]
+    #[arg(long, env = "MLTENANT_TENANT_SELECTOR", value_parser = checked_selector)]
     tenant_selector: Option<String>,
     /// Only report status on SealedBundles matching this label selector (when sharding, give
     /// exactly one installation the bundles' status).
-    #[arg(long, env = "MLTENANT_BUNDLE_SELECTOR")]
-    bundle_selector: Option<String>,
+    #[arg(long, env = "MLTENANT_BUNDLE_SELECTOR", value_parser = labels::parse_selector)]
+    bundle_selector: Option<kube::core::Selector>,
+    /// Namespaces never created, adopted, written into or granted on, in addition to
+    /// kube-system, kube-public, kube-node-lease, default and --namespace (comma-separated;
+    /// a trailing `*` protects a prefix, e.g. `openshift-*`).
+    #[arg(long, env = "MLTENANT_PROTECTED_NAMESPACES", value_delimiter = ',')]
+    protected_namespaces: Vec<String>,
     /// Namespace holding the sealing keys (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "mltenant-system")]
     namespace: String,
@@ -65,6 +74,10 @@ struct ControllerArgs {
     /// How long the leader's Lease is valid without renewal (failover time).
     #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
     lease_duration: Duration,
+    /// Serve /metrics only to callers whose token passes a TokenReview and who may `get` the
+    /// non-resource URL /metrics (as kube-rbac-proxy does).
+    #[arg(long, env = "MLTENANT_METRICS_AUTH")]
+    metrics_auth: bool,
     /// Log format.
     #[arg(long, env = "MLTENANT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -81,6 +94,7 @@ async fn main() -> std::process::ExitCode {
         Command::Controller(args) => controller(args).await,
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
+        Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Validate { file } => cli::validate::run(&file).map(|summary| println!("{summary}")),
     };
     match result {
@@ -94,10 +108,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
+    reconcile::report_panics_without_their_message();
     let shutdown = shutdown_signal()?;
-    let metrics = Arc::new(Metrics::new());
+    let keys = Arc::new(KeyRing::default());
+    let metrics = Arc::new(Metrics::new(keys.clone()));
     let kube_config = kube::Config::infer().await.context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
-    // Lease renewals go through their own client: they are the one steady-state write, and
+    // Lease renewals and the reviews of HTTP callers go through their own client:
     // mltenant_kube_requests_total is about what reconciling costs.
     let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
     let counted = metrics.clone();
@@ -121,15 +137,22 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
     let election = leader::run(lease_client.clone(), lease_config.clone(), leading_tx);
-    let keys = Arc::new(KeyRing::default());
-    let key_config = keyring::Config { namespace: args.namespace, renew_period: args.key_renew_period };
+    let key_config = keyring::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
     let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
-    let server = http::serve(args.http_addr, http::router(metrics.clone(), readiness.clone(), keys.clone()));
+    let served = http::Served {
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        keys: keys.clone(),
+        authorizer: Arc::new(Authorizer::new(lease_client.clone())),
+        metrics_auth: args.metrics_auth,
+    };
+    let server = http::serve(args.http_addr, http::router(served));
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
-        bundle_selector: args.bundle_selector,
+        bundle_selector: args.bundle_selector.unwrap_or_default(),
         instance: pod_name,
+        protected: Protected::new(&args.namespace, args.protected_namespaces),
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);
@@ -171,6 +194,11 @@ fn shutdown_signal() -> anyhow::Result<Shared<BoxFuture<'static, ()>>> {
     }
     .boxed()
     .shared())
+}
+
+/// A label selector the API server will take, checked up front for a one-line error.
+fn checked_selector(text: &str) -> Result<String, String> {
+    labels::parse_selector(text).map(|_| text.to_owned())
 }
 
 fn hostname() -> String {

@@ -1,10 +1,13 @@
-//! Prometheus metrics (DESIGN section 5). Gauges about tenants, Secrets, bundles and keys are
-//! computed at scrape time from the caches, so nothing that is gone leaves a stale series.
+//! Prometheus metrics. Gauges about tenants, Secrets, bundles and keys are computed at scrape
+//! time from the caches of the current leadership term, so nothing that is gone (or that this
+//! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
+use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt as _};
 use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -25,17 +28,13 @@ pub struct Metrics {
     decryption_failures: IntCounterVec,
     leader: IntGauge,
     key_renew_period: IntGauge,
-    sources: Arc<OnceLock<Sources>>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    sources: Arc<RwLock<Option<Sources>>>,
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// The metrics of a process holding `keys` (every replica loads the sealing keys, so their
+    /// expiry and the decryption count are exported whether or not it leads).
+    pub fn new(keys: Arc<KeyRing>) -> Self {
         let registry = Registry::new();
         let reconciles = IntCounterVec::new(
             Opts::new("mltenant_reconcile_total", "Reconciles by controller and result (success or an error class)."),
@@ -72,7 +71,7 @@ impl Metrics {
             "How often this operator creates a new sealing key (--key-renew-period).",
         )
         .expect("valid metric");
-        let sources = Arc::new(OnceLock::new());
+        let sources = Arc::new(RwLock::new(None));
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
             Box::new(reconcile_duration.clone()),
@@ -80,7 +79,7 @@ impl Metrics {
             Box::new(decryption_failures.clone()),
             Box::new(leader.clone()),
             Box::new(key_renew_period.clone()),
-            Box::new(StateGauges::new(sources.clone())),
+            Box::new(StateGauges::new(sources.clone(), keys)),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -113,9 +112,13 @@ impl Metrics {
         self.key_renew_period.set(i64::try_from(period.as_secs()).unwrap_or(i64::MAX));
     }
 
-    /// Let the scrape-time gauges read the controllers' caches and the sealing keys.
-    pub fn watch(&self, tenants: Store<MLTenant>, bundles: Store<SealedBundle>, keys: Arc<KeyRing>) {
-        let _ = self.sources.set(Sources { tenants, bundles, keys });
+    /// Let the scrape-time gauges read this leadership term's caches until the returned guard
+    /// is dropped (the controllers stopped): a replica that does not lead exports no tenant or
+    /// bundle series at all. Bundle gauges cover the bundles `reports_on` selects.
+    #[must_use = "the gauges follow the caches only while the guard lives"]
+    pub fn watch(&self, tenants: Store<MLTenant>, bundles: Store<SealedBundle>, reports_on: Selector) -> Watching {
+        *write(&self.sources) = Some(Sources { tenants, bundles, reports_on });
+        Watching { sources: self.sources.clone(), failures: self.decryption_failures.clone() }
     }
 
     pub fn decryption_failed(&self, tenant: &str, bundle: &str, reason: &str) {
@@ -148,31 +151,86 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.prune_failures();
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
         String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
 
+impl Metrics {
+    /// Drop failure series whose tenant is gone or no longer references the bundle, so that
+    /// label values only ever name objects that exist: a spec edited through a thousand bundle
+    /// names leaves the series of the names it has now.
+    fn prune_failures(&self) {
+        let sources = read(&self.sources);
+        let Some(src) = sources.as_ref() else {
+            self.decryption_failures.reset();
+            return;
+        };
+        let tenants = src.tenants.state();
+        let referenced = |tenant: &str, bundle: &str| {
+            tenants.iter().any(|t| t.name_any() == tenant && referenced_bundles(t).contains(bundle))
+        };
+        for family in self.decryption_failures.collect() {
+            for metric in family.get_metric() {
+                let value = |name: &str| metric.get_label().iter().find(|l| l.name() == name).map_or("", |l| l.value());
+                let (tenant, bundle, reason) = (value("tenant"), value("bundle"), value("reason"));
+                if !referenced(tenant, bundle) {
+                    let _ = self.decryption_failures.remove_label_values(&[tenant, bundle, reason]);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps the scrape-time gauges on one term's caches; dropping it (the controllers stopped)
+/// empties them and the failure counter.
+pub struct Watching {
+    sources: Arc<RwLock<Option<Sources>>>,
+    failures: IntCounterVec,
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        *write(&self.sources) = None;
+        self.failures.reset();
+    }
+}
+
+/// The bundles a tenant's spec names (the failure counter's `bundle` values it may keep).
+fn referenced_bundles(tenant: &MLTenant) -> BTreeSet<&str> {
+    crate::reconcile::tenant::secrets::referenced_bundles(tenant)
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// What the scrape-time gauges are computed from.
 struct Sources {
     tenants: Store<MLTenant>,
     bundles: Store<SealedBundle>,
-    keys: Arc<KeyRing>,
+    reports_on: Selector,
 }
 
 /// Gauges computed at scrape time from the caches: a tenant, environment, Secret, bundle or
 /// key that is gone has no series.
 struct StateGauges {
-    sources: Arc<OnceLock<Sources>>,
+    sources: Arc<RwLock<Option<Sources>>>,
+    keys: Arc<KeyRing>,
     descs: Vec<Desc>,
 }
 
 impl StateGauges {
-    fn new(sources: Arc<OnceLock<Sources>>) -> Self {
+    fn new(sources: Arc<RwLock<Option<Sources>>>, keys: Arc<KeyRing>) -> Self {
         let mut descs: Vec<Desc> = Self::gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
         descs.extend(Self::decryptions().desc().into_iter().cloned());
-        Self { sources, descs }
+        Self { sources, keys, descs }
     }
 
     fn decryptions() -> IntCounter {
@@ -224,7 +282,8 @@ impl Collector for StateGauges {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let [conditions, expiry, decryptable, by_key, key_expiry] = Self::gauges();
-        if let Some(src) = self.sources.get() {
+        let sources = read(&self.sources);
+        if let Some(src) = sources.as_ref() {
             for tenant in src.tenants.state() {
                 let name = tenant.name_any();
                 let Some(status) = &tenant.status else { continue };
@@ -247,7 +306,7 @@ impl Collector for StateGauges {
                     }
                 }
             }
-            for bundle in src.bundles.state() {
+            for bundle in src.bundles.state().iter().filter(|b| src.reports_on.matches(b.labels())) {
                 let Some(status) = &bundle.status else { continue };
                 let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == "True");
                 decryptable.with_label_values(&[bundle.name_any().as_str()]).set(if ok { 1.0 } else { 0.0 });
@@ -255,12 +314,13 @@ impl Collector for StateGauges {
                     by_key.with_label_values(&[fingerprint.as_str()]).inc();
                 }
             }
-            for key in src.keys.keys().iter() {
-                key_expiry.with_label_values(&[key.fingerprint()]).set(key.not_after().as_second() as f64);
-            }
         }
+        drop(sources);
         let decryptions = Self::decryptions();
-        decryptions.inc_by(self.sources.get().map_or(0, |src| src.keys.decryptions()));
+        decryptions.inc_by(self.keys.decryptions());
+        for key in self.keys.keys().iter() {
+            key_expiry.with_label_values(&[key.fingerprint()]).set(key.not_after().as_second() as f64);
+        }
         let mut families: Vec<MetricFamily> =
             [conditions, expiry, decryptable, by_key, key_expiry].iter().flat_map(Collector::collect).collect();
         families.extend(decryptions.collect());

@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits;
+
 /// A set of sealed values (what `mltenant seal` prints). Only the operator's private keys
 /// open it, and only for the consumer its scope names (DESIGN section 3).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -47,8 +49,11 @@ pub struct SealedBundleSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant_selector: Option<LabelSelector>,
 
-    /// Type of the produced Secrets. Default `Opaque`.
+    /// Type of the produced Secrets. Default `Opaque`. One of `Opaque`,
+    /// `kubernetes.io/dockerconfigjson`, `kubernetes.io/dockercfg`, `kubernetes.io/basic-auth`,
+    /// `kubernetes.io/ssh-auth`, `kubernetes.io/tls`; the payload is checked against it.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new(limits::secret_type_rule()).message(limits::secret_type_message().as_str()))]
     pub type_: Option<String>,
 
     /// Labels and annotations for the produced Secrets.
@@ -60,8 +65,9 @@ pub struct SealedBundleSpec {
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 
     /// Sealed values: base64 of the sealed-secrets hybrid format, keyed by Secret data key.
+    /// At most 128 values.
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))").message("encryptedData keys must be valid Secret keys ([-._a-zA-Z0-9]+)"))]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), extend("maxProperties" = limits::MAX_VALUES))]
     pub encrypted_data: BTreeMap<String, String>,
 }
 
@@ -72,11 +78,20 @@ pub enum BundleScope {
     Environment,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+/// Metadata for the produced Secrets. Keys under `kubernetes.io/`, `k8s.io/`, `mltenant.io/`
+/// and `argocd.argoproj.io/` (or their subdomains) are refused: they steer Kubernetes, this
+/// operator or Argo CD.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 pub struct SecretTemplate {
+    /// Labels of the produced Secrets (the operator's own labels are added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(limits::reserved_key_rule()).message(limits::reserved_key_message().as_str()))]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations of the produced Secrets (the operator's own annotations are added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new(limits::reserved_key_rule()).message(limits::reserved_key_message().as_str()))]
     pub annotations: Option<BTreeMap<String, String>>,
 }
 

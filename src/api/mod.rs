@@ -2,6 +2,7 @@
 //! in `crds/` (`mltenant crds` prints them, a test diffs them).
 
 mod bundle;
+pub mod limits;
 mod tenant;
 
 pub use bundle::{BundleScope, SealedBundle, SealedBundleSpec, SealedBundleStatus, SecretTemplate};

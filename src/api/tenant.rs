@@ -4,6 +4,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::limits;
+
 /// One ML team: its environment namespaces, the credentials written into them and who may
 /// read those credentials. Cluster-scoped; every field is optional except `environments`, and
 /// the schema injects no defaults, so the object stays exactly as committed to Git.
@@ -24,7 +26,8 @@ use serde::{Deserialize, Serialize};
     ).message("a computed namespace name (<tenant>-<environment>, or <tenant> for production) exceeds 63 characters: shorten the names or set environments[].namespace"),
     validation = Rule::new(
         "self.spec.environments.all(e, has(e.__namespace__)) || self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')"
-    ).message("the tenant name must be a DNS-1123 label (no dots) unless every environment sets an explicit namespace")
+    ).message("the tenant name must be a DNS-1123 label (no dots) unless every environment sets an explicit namespace"),
+    validation = Rule::new(limits::protected_namespace_rule()).message(limits::protected_namespace_message().as_str())
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -59,7 +62,8 @@ pub struct MLTenantSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
-    /// Take over namespaces that already exist without any tenant's label.
+    /// Take over namespaces that already exist without any tenant's label. The namespace must
+    /// consent too, with the label `mltenant.io/adoptable-by: <tenant>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adopt_existing_namespaces: Option<bool>,
 }
@@ -102,7 +106,10 @@ pub struct SecretSpec {
     pub name: String,
 
     /// The SealedBundle to decrypt.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub bundle: String,
 
     /// Per-environment bundle override, keyed by environment name.
@@ -128,9 +135,14 @@ pub struct SecretReader {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 pub struct ServiceAccountRef {
-    #[schemars(length(min = 1, max = 63))]
+    /// The ServiceAccount's namespace (a DNS-1123 label).
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: String,
-    #[schemars(length(min = 1, max = 253))]
+    /// The ServiceAccount's name (a DNS-1123 subdomain).
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
 }
 

@@ -1,6 +1,8 @@
 //! Decrypted values, keyed by what determines them: the ciphertext's hash and the OAEP label.
-//! A resync of converged tenants then does no RSA decryption at all. Bounded: the oldest
-//! entries go first. Cleared whenever the sealing keys change, so a removed key stops opening.
+//! A resync of converged tenants then does no RSA decryption at all. Bounded in bytes, not
+//! entries (values range from a few bytes to a mebibyte): the oldest entries go first. When the
+//! sealing keys change, only what a removed key opened is dropped, so adding a key (rotation)
+//! causes no decryption storm while a removed key stops opening at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -8,8 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
-/// Entries kept at most (a value is typically a few hundred bytes).
-pub const CAPACITY: usize = 16_384;
+/// Bytes of plaintext (plus bookkeeping) kept at most. A nine-value bundle of typical
+/// credentials takes about 1.5 KiB, so this holds thousands of tenants' values.
+pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
+
+/// What an entry costs beyond its plaintext and label: the key hash, the fingerprint and the
+/// maps' own overhead, roughly.
+const ENTRY_OVERHEAD: usize = 192;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -24,9 +31,9 @@ pub struct Plain {
     pub fingerprint: String,
 }
 
-#[derive(Default)]
 pub struct DecryptCache {
     inner: Mutex<Inner>,
+    capacity: usize,
     /// Values actually decrypted (cache misses): RSA work done.
     decryptions: AtomicU64,
 }
@@ -35,9 +42,29 @@ pub struct DecryptCache {
 struct Inner {
     entries: HashMap<Key, Plain>,
     order: VecDeque<Key>,
+    bytes: usize,
+}
+
+impl Default for DecryptCache {
+    fn default() -> Self {
+        Self::with_capacity(CAPACITY_BYTES)
+    }
+}
+
+fn key(ciphertext: &str, label: &[u8]) -> Key {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ciphertext.as_bytes());
+    Key { ciphertext_sha256: digest.as_ref().try_into().expect("SHA-256 is 32 bytes"), label: label.to_vec() }
+}
+
+fn cost(key: &Key, plain: &Plain) -> usize {
+    key.label.len() + plain.bytes.len() + plain.fingerprint.len() + ENTRY_OVERHEAD
 }
 
 impl DecryptCache {
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { inner: Mutex::default(), capacity: bytes, decryptions: AtomicU64::new(0) }
+    }
+
     /// The cached plaintext of `ciphertext` under `label`, or `open()`'s result (cached when it
     /// succeeds; failures are never cached, so a new key can fix them).
     pub fn get_or_open<E>(
@@ -46,23 +73,47 @@ impl DecryptCache {
         label: &[u8],
         open: impl FnOnce() -> Result<Plain, E>,
     ) -> Result<Plain, E> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ciphertext.as_bytes());
-        let key =
-            Key { ciphertext_sha256: digest.as_ref().try_into().expect("SHA-256 is 32 bytes"), label: label.to_vec() };
-        if let Some(hit) = self.inner.lock().expect("not poisoned").entries.get(&key) {
+        let key = key(ciphertext, label);
+        if let Some(hit) = self.lock().entries.get(&key) {
             return Ok(hit.clone());
         }
         self.decryptions.fetch_add(1, Ordering::Relaxed);
         let plain = open()?;
-        let mut inner = self.inner.lock().expect("not poisoned");
+        let size = cost(&key, &plain);
+        if size > self.capacity {
+            return Ok(plain);
+        }
+        let mut inner = self.lock();
         if inner.entries.insert(key.clone(), plain.clone()).is_none() {
             inner.order.push_back(key);
-            while inner.order.len() > CAPACITY {
-                let oldest = inner.order.pop_front().expect("non-empty");
-                inner.entries.remove(&oldest);
+            inner.bytes += size;
+            while inner.bytes > self.capacity {
+                let Some(oldest) = inner.order.pop_front() else { break };
+                if let Some(gone) = inner.entries.remove(&oldest) {
+                    inner.bytes -= cost(&oldest, &gone);
+                }
             }
         }
         Ok(plain)
+    }
+
+    /// Whether `ciphertext` under `label` is cached.
+    pub fn contains(&self, ciphertext: &str, label: &[u8]) -> bool {
+        self.lock().entries.contains_key(&key(ciphertext, label))
+    }
+
+    /// Drop what was opened by a key not in `fingerprints` (a removed key must stop opening).
+    pub fn retain_keys(&self, fingerprints: &[&str]) {
+        let mut inner = self.lock();
+        let Inner { entries, order, bytes } = &mut *inner;
+        entries.retain(|key, plain| {
+            let keep = fingerprints.contains(&plain.fingerprint.as_str());
+            if !keep {
+                *bytes -= cost(key, plain);
+            }
+            keep
+        });
+        order.retain(|key| entries.contains_key(key));
     }
 
     /// How many values were decrypted (not served from the cache) so far.
@@ -70,18 +121,22 @@ impl DecryptCache {
         self.decryptions.load(Ordering::Relaxed)
     }
 
-    pub fn clear(&self) {
-        let mut inner = self.inner.lock().expect("not poisoned");
-        inner.entries.clear();
-        inner.order.clear();
-    }
-
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("not poisoned").entries.len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Bytes accounted to the entries held.
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the maps consistent (every update is one call).
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -119,11 +174,41 @@ mod tests {
     }
 
     #[test]
-    fn bounded() {
-        let cache = DecryptCache::default();
-        for i in 0..CAPACITY + 10 {
-            cache.get_or_open(&i.to_string(), b"", || plain(b"v")).unwrap();
+    fn bounded_in_bytes_oldest_first() {
+        let cache = DecryptCache::with_capacity(10_000);
+        let value = vec![7u8; 1000];
+        for i in 0..100 {
+            cache.get_or_open(&i.to_string(), b"", || plain(&value)).unwrap();
         }
-        assert_eq!(cache.len(), CAPACITY);
+        assert!(cache.bytes() <= 10_000, "{} bytes", cache.bytes());
+        assert!(cache.len() >= 8, "{} entries", cache.len());
+        let before = cache.decryptions();
+        cache.get_or_open("99", b"", || plain(&value)).unwrap();
+        assert_eq!(cache.decryptions(), before, "the newest entry is kept");
+        cache.get_or_open("0", b"", || plain(&value)).unwrap();
+        assert_eq!(cache.decryptions(), before + 1, "the oldest entry went first");
+    }
+
+    #[test]
+    fn a_value_larger_than_the_cache_is_returned_but_not_kept() {
+        let cache = DecryptCache::with_capacity(100);
+        assert_eq!(cache.get_or_open("big", b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn only_what_a_removed_key_opened_is_dropped() {
+        let cache = DecryptCache::default();
+        let by = |fp: &str| Ok::<_, ()>(Plain { bytes: Zeroizing::new(b"v".to_vec()), fingerprint: fp.into() });
+        cache.get_or_open("a", b"", || by("old")).unwrap();
+        cache.get_or_open("b", b"", || by("new")).unwrap();
+        cache.retain_keys(&["old", "new", "newer"]);
+        assert_eq!(cache.len(), 2, "adding a key keeps everything");
+        cache.retain_keys(&["new"]);
+        assert_eq!(cache.len(), 1);
+        let before = cache.decryptions();
+        cache.get_or_open("b", b"", || by("new")).unwrap();
+        assert_eq!(cache.decryptions(), before);
+        assert_eq!(cache.bytes(), cost(&Key { ciphertext_sha256: [0; 32], label: vec![] }, &by("new").unwrap()));
     }
 }

@@ -3,6 +3,7 @@
 //! bundle controller (status) and `/v1/verify`. Nothing here ever puts a value into an error.
 
 pub mod cache;
+pub mod payload;
 
 use std::collections::BTreeMap;
 
@@ -10,13 +11,11 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use zeroize::Zeroizing;
 
+use crate::api::limits::{MAX_VALUES, SECRET_TYPES};
 use crate::api::{BundleScope, SealedBundle};
 use crate::crypto::{self, OpenError, SealingKey};
 use cache::{DecryptCache, Plain};
-
-/// The Kubernetes limit on a Secret's data.
-pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
-pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
+use payload::Refusal;
 
 /// Why a bundle cannot be used by a consumer. Messages name the bundle and the key, never a value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +28,18 @@ pub enum Failure {
     Decryption { bundle: String, key: String, error: OpenError },
     #[error("SealedBundle {bundle} key {key}: {problem}")]
     InvalidPayload { bundle: String, key: String, problem: &'static str },
+    #[error("SealedBundle {bundle}: {}", describe(.refusal))]
+    Refused { bundle: String, refusal: Refusal },
+}
+
+fn describe(refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::UnsupportedType(type_) => {
+            format!("type {type_:?} is not allowed (one of {})", SECRET_TYPES.join(", "))
+        }
+        Refusal::ReservedMetadata(key) => format!("template key {key:?} uses a reserved prefix"),
+        Refusal::TooManyValues(count) => format!("{count} values, more than the {MAX_VALUES} allowed"),
+    }
 }
 
 impl Failure {
@@ -39,6 +50,9 @@ impl Failure {
             Failure::ScopeMismatch { .. } => "ScopeMismatch",
             Failure::Decryption { .. } => "DecryptionFailed",
             Failure::InvalidPayload { .. } => "InvalidPayload",
+            Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => "UnsupportedType",
+            Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => "ReservedMetadata",
+            Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => "TooManyValues",
         }
     }
 
@@ -55,7 +69,8 @@ impl Failure {
             Failure::NotFound { bundle }
             | Failure::ScopeMismatch { bundle, .. }
             | Failure::Decryption { bundle, .. }
-            | Failure::InvalidPayload { bundle, .. } => bundle,
+            | Failure::InvalidPayload { bundle, .. }
+            | Failure::Refused { bundle, .. } => bundle,
         }
     }
 }
@@ -119,7 +134,7 @@ pub fn source_hash(bundle: &SealedBundle) -> String {
     format!("sha256:{hex}")
 }
 
-/// Every value of a bundle, opened.
+/// Every value of a bundle, opened. `Debug` shows the keys and sizes, never a value.
 pub struct Opened {
     pub data: BTreeMap<String, Zeroizing<Vec<u8>>>,
     /// The key that opened the values (if several did, one that is not the newest: the bundle
@@ -127,10 +142,20 @@ pub struct Opened {
     pub fingerprint: String,
 }
 
-/// Open every value of `bundle` under `label`, then validate the payload for the bundle's
-/// Secret type. All or nothing: one bad value fails the whole bundle.
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sizes: BTreeMap<&str, String> =
+            self.data.iter().map(|(k, v)| (k.as_str(), format!("<{} bytes redacted>", v.len()))).collect();
+        f.debug_struct("Opened").field("data", &sizes).field("fingerprint", &self.fingerprint).finish()
+    }
+}
+
+/// Check the bundle's claims (type, template, size), open every value under `label`, then
+/// validate the payload for the bundle's Secret type. All or nothing: one bad value fails the
+/// whole bundle.
 pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &DecryptCache) -> Result<Opened, Failure> {
     let name = bundle.name_any();
+    payload::check_claims(bundle).map_err(|refusal| Failure::Refused { bundle: name.clone(), refusal })?;
     let newest = keys.first().map(SealingKey::fingerprint);
     let mut data = BTreeMap::new();
     let mut fingerprint: Option<String> = None;
@@ -145,32 +170,18 @@ pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &De
         }
         data.insert(key.clone(), plain.bytes);
     }
-    validate_payload(&name, bundle.spec.type_.as_deref(), &data)?;
+    payload::check_values(payload::secret_type(bundle), &data).map_err(|(key, problem)| Failure::InvalidPayload {
+        bundle: name.clone(),
+        key: key.to_owned(),
+        problem,
+    })?;
     Ok(Opened { data, fingerprint: fingerprint.unwrap_or_default() })
 }
 
-/// Refuse what the API server would reject or what would break the consumer.
-fn validate_payload(
-    bundle: &str,
-    type_: Option<&str>,
-    data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
-) -> Result<(), Failure> {
-    let invalid =
-        |key: &str, problem| Failure::InvalidPayload { bundle: bundle.to_owned(), key: key.to_owned(), problem };
-    if data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_SECRET_BYTES {
-        return Err(invalid("*", "the values exceed the 1 MiB Secret size limit"));
-    }
-    if type_ == Some(DOCKER_CONFIG_JSON) {
-        let key = ".dockerconfigjson";
-        let value = data
-            .get(key)
-            .ok_or_else(|| invalid(key, "is missing (required by type kubernetes.io/dockerconfigjson)"))?;
-        let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| invalid(key, "is not JSON"))?;
-        if !json.get("auths").is_some_and(serde_json::Value::is_object) {
-            return Err(invalid(key, "has no \"auths\" object"));
-        }
-    }
-    Ok(())
+/// Whether every value of `bundle` under `label` is in `cache`: opening it then costs no RSA
+/// work, so it need not wait for the decryption pool.
+pub fn cached(bundle: &SealedBundle, label: &[u8], cache: &DecryptCache) -> bool {
+    bundle.spec.encrypted_data.values().all(|value| cache.contains(value, label))
 }
 
 #[cfg(test)]
@@ -232,16 +243,11 @@ mod tests {
     }
 
     #[test]
-    fn dockerconfigjson_payload_is_validated_without_showing_it() {
-        let check = |value: &[u8]| {
-            let data = BTreeMap::from([(".dockerconfigjson".to_string(), Zeroizing::new(value.to_vec()))]);
-            validate_payload("ghcr", Some(DOCKER_CONFIG_JSON), &data)
-        };
-        assert!(check(br#"{"auths":{"ghcr.io":{"auth":"eDp5"}}}"#).is_ok());
-        let not_json = check(b"hunter2-not-json").unwrap_err();
-        assert_eq!(not_json.to_string(), "SealedBundle ghcr key .dockerconfigjson: is not JSON");
-        assert!(check(br#"{"credsStore":"x"}"#).unwrap_err().to_string().contains("no \"auths\""));
-        let missing = validate_payload("ghcr", Some(DOCKER_CONFIG_JSON), &BTreeMap::new()).unwrap_err();
-        assert_eq!(missing.reason(), "InvalidPayload");
+    fn refusals_have_their_own_reasons() {
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.spec.type_ = Some("kubernetes.io/service-account-token".into());
+        let failure = open(&b, b"a", &[], &DecryptCache::default()).unwrap_err();
+        assert_eq!(failure.reason(), "UnsupportedType");
+        assert!(failure.to_string().contains("is not allowed (one of Opaque, "), "{failure}");
     }
 }

@@ -1,7 +1,10 @@
 //! The platform engineer's side of sealing: `mltenant seal`, `mltenant cert`,
-//! `mltenant validate`. Secrets are read from files or stdin; errors are one line.
+//! `mltenant rotate`, `mltenant validate`. Secrets are read from files or stdin; errors are one
+//! line.
 
 pub mod cert;
+pub mod operator;
+pub mod rotate;
 pub mod seal;
 pub mod validate;
 

@@ -9,8 +9,8 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::{check_key, read_input};
+use crate::api::limits::DOCKER_CONFIG_JSON;
 use crate::api::{BundleScope, SealedBundle, SealedBundleSpec};
-use crate::bundle::DOCKER_CONFIG_JSON;
 use crate::crypto::{self, Certificate};
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -78,7 +78,11 @@ pub struct Args {
     #[arg(long)]
     pub cert: Option<PathBuf>,
     #[command(flatten)]
-    pub source: super::cert::Source,
+    pub source: super::operator::Source,
+    /// Ask the operator whether the result opens before printing it (POST /v1/verify; needs
+    /// `create` on sealedbundles/verify, see `sealers` in the chart).
+    #[arg(long)]
+    pub verify: bool,
     /// Add or replace keys in this SealedBundle file (rewritten in place); its scope is used.
     #[arg(long)]
     pub merge_into: Option<PathBuf>,
@@ -126,8 +130,13 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
     if args.type_.is_some() || args.docker_server.is_some() {
         spec.type_ = args.type_.clone().or_else(|| Some(DOCKER_CONFIG_JSON.to_owned()));
     }
+    check_for_type(&bundle, &values, args.merge_into.is_none())?;
+    let spec = &mut bundle.spec;
     if let Some(expires) = expires(&args)? {
         spec.expires_at = Some(Time(expires));
+    }
+    if args.verify {
+        verify(&args.source, &bundle).await?;
     }
     let yaml = serde_yaml::to_string(&bundle).context("encoding the SealedBundle")?;
     match &args.merge_into {
@@ -137,6 +146,43 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
         }
         None => Ok(Some(yaml)),
     }
+}
+
+/// Have the operator open the bundle for the consumer its scope names; a refusal is the error.
+async fn verify(source: &super::operator::Source, bundle: &SealedBundle) -> anyhow::Result<()> {
+    let body = serde_json::to_vec(bundle).context("encoding the SealedBundle")?;
+    let answer = source.post("/v1/verify", body).await?;
+    match answer.0 {
+        200 => Ok(()),
+        422 => {
+            let reason: serde_json::Value = serde_json::from_str(&answer.1).unwrap_or_default();
+            bail!(
+                "the operator cannot open the sealed bundle: {}",
+                reason["message"].as_str().unwrap_or(answer.1.trim())
+            )
+        }
+        _ => Err(super::operator::refused("/v1/verify", &answer)),
+    }
+}
+
+/// Refuse, before anything is printed, a bundle the operator would refuse: a type outside the
+/// allowed list, too many values, or (when every value is known, i.e. not merging) values the
+/// type does not accept.
+fn check_for_type(
+    bundle: &SealedBundle,
+    values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+    complete: bool,
+) -> anyhow::Result<()> {
+    if let Err(refusal) = crate::bundle::payload::check_claims(bundle) {
+        let failure =
+            crate::bundle::Failure::Refused { bundle: bundle.metadata.name.clone().unwrap_or_default(), refusal };
+        bail!("{failure}");
+    }
+    let type_ = crate::bundle::payload::secret_type(bundle);
+    if complete && let Err((key, problem)) = crate::bundle::payload::check_values(type_, values) {
+        bail!("type {type_}: key {key} {problem}");
+    }
+    Ok(())
 }
 
 fn new_bundle(args: &Args) -> anyhow::Result<SealedBundle> {

@@ -17,10 +17,13 @@ use crate::reconcile::{Context, Result, apply};
 pub const DECRYPTABLE: &str = "Decryptable";
 
 pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.reports_on(&sealed) {
+        return Ok(Action::await_change());
+    }
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let (observed, fingerprint) = match ctx.keys.open(&sealed, &bundle::declared_label(&sealed)) {
+    let (observed, fingerprint) = match ctx.keys.open(&sealed, bundle::declared_label(&sealed)).await {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
             let message = format!("all {count} values open with sealing key {}", opened.fingerprint);

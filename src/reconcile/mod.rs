@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::{StreamExt, TryStreamExt, future};
+use futures::{FutureExt as _, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::Selector;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -31,12 +32,18 @@ use crate::metrics::Metrics;
 pub enum Error {
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+    /// The reconcile panicked. Caught so that one object cannot take the process (and with it
+    /// every tenant) down; the text is where it happened, never the panic's message, which could
+    /// quote data.
+    #[error("the reconcile panicked (a bug; reported, other objects are unaffected)")]
+    Panic,
 }
 
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube_api",
+            Error::Panic => "panic",
         }
     }
 }
@@ -50,11 +57,13 @@ pub struct Config {
     pub resync: Duration,
     /// Label selector limiting which MLTenants this installation handles (sharding).
     pub tenant_selector: Option<String>,
-    /// Label selector limiting which SealedBundles this installation reports status on. Any
-    /// bundle can still be distributed to the tenants it handles.
-    pub bundle_selector: Option<String>,
+    /// Which SealedBundles this installation reports status on. Any bundle can still be
+    /// distributed to the tenants it handles.
+    pub bundle_selector: Selector,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Namespaces never touched, whatever a spec says.
+    pub protected: tenant::environments::Protected,
 }
 
 /// What every reconcile shares.
@@ -67,7 +76,7 @@ pub struct Context {
     pub namespaces: Store<Namespace>,
     /// Secrets distributed to tenants (a label-selected watch: no other Secret is cached).
     pub secrets: Store<Secret>,
-    /// Every SealedBundle.
+    /// Every SealedBundle (one cache for distribution and for bundle status).
     pub bundles: Store<SealedBundle>,
     /// Roles and RoleBindings granting `secretReaders` access (label-selected watches).
     pub roles: Store<Role>,
@@ -81,6 +90,12 @@ pub struct Context {
 }
 
 impl Context {
+    /// Whether this installation reports `bundle`'s status (`--bundle-selector`).
+    pub fn reports_on(&self, bundle: &SealedBundle) -> bool {
+        use kube::core::SelectorExt as _;
+        self.config.bundle_selector.matches(bundle.labels())
+    }
+
     /// Whether every cache has its initial list: decisions like "nothing to write" or "this
     /// namespace is no longer wanted" are never taken on a cache still filling.
     pub fn caches_synced(&self) -> bool {
@@ -115,6 +130,40 @@ fn error_policy(controller: &str, name: &str, error: &Error, ctx: Arc<Context>) 
     warn!(controller, name, %error, "reconcile failed");
     ctx.metrics.reconcile_failed(controller, error);
     Action::requeue(Duration::from_secs(5))
+}
+
+/// Run one reconcile, timed and counted, with a panic turned into [`Error::Panic`] plus a
+/// Warning Event on the object.
+async fn guarded<K>(
+    controller: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: impl Future<Output = Result<Action>>,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let metrics = ctx.metrics.clone();
+    let result = metrics.time_reconcile(controller, catching(reconcile)).await;
+    if matches!(result, Err(Error::Panic)) {
+        let note = "the operator hit a bug reconciling this object; other objects are unaffected, it is retried";
+        ctx.event(&*obj, None, EventType::Warning, "Panic", note).await;
+    }
+    result
+}
+
+/// `reconcile`'s result, or [`Error::Panic`] if it panicked.
+async fn catching(reconcile: impl Future<Output = Result<Action>>) -> Result<Action> {
+    std::panic::AssertUnwindSafe(reconcile).catch_unwind().await.unwrap_or(Err(Error::Panic))
+}
+
+/// Replace the default panic report (which prints the panic's message, and a message could
+/// quote data from a spec) by its location only.
+pub fn report_panics_without_their_message() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map_or_else(|| "unknown".to_owned(), ToString::to_string);
+        tracing::error!(%location, "panic (message withheld)");
+    }));
 }
 
 /// Whether every live watch cache has received its initial list (what `/readyz` reports).
@@ -185,21 +234,38 @@ pub async fn run(
         cached(Api::<Namespace>::all(client.clone()), managed, &readiness);
     let children = || watcher::Config::default().labels(&labels::tenant_children_selector());
     let (secrets, secret_events, secrets_synced) = cached(Api::<Secret>::all(client.clone()), children(), &readiness);
-    let (bundles, bundle_events, bundles_synced) =
-        cached(Api::<SealedBundle>::all(client.clone()), watcher::Config::default(), &readiness);
     let (roles, role_events, roles_synced) = cached(Api::<Role>::all(client.clone()), children(), &readiness);
     let (role_bindings, binding_events, bindings_synced) =
         cached(Api::<RoleBinding>::all(client.clone()), children(), &readiness);
+
+    // One cache of every SealedBundle, shared: the tenant controller distributes them and the
+    // bundle controller reports the status of those this installation is responsible for.
+    let bundles_synced = readiness.track();
+    let (bundles, bundle_writer) = reflector::store_shared(BUNDLE_EVENT_BUFFER);
+    let bundle_changes = bundle_writer.subscribe().expect("a shared store");
+    let bundle_triggers = bundle_writer.subscribe().expect("a shared store");
+    let flag = bundles_synced.clone();
+    let bundle_watch = reflector::reflector(
+        bundle_writer,
+        watcher(Api::<SealedBundle>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .for_each(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            flag.store(true, Ordering::Release);
+        }
+        future::ready(())
+    });
     let synced = vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced];
 
-    metrics.watch(tenants.clone(), bundles.clone(), keys.clone());
+    let _gauges = metrics.watch(tenants.clone(), bundles.clone(), config.bundle_selector.clone());
     let users = tenants.clone();
     let tenant_controller = Controller::for_stream(tenant_events.applied_objects(), tenants)
         .watches_stream(namespace_events.touched_objects(), |ns: Namespace| tenant_of(&ns))
         .watches_stream(secret_events.touched_objects(), |secret: Secret| tenant_of(&secret))
         .watches_stream(role_events.touched_objects(), |role: Role| tenant_of(&role))
         .watches_stream(binding_events.touched_objects(), |binding: RoleBinding| tenant_of(&binding))
-        .watches_stream(bundle_events.touched_objects(), move |bundle: SealedBundle| {
+        .watches_shared_stream(bundle_changes, move |bundle: Arc<SealedBundle>| {
             let name = bundle.name_any();
             users
                 .state()
@@ -210,10 +276,9 @@ pub async fn run(
         })
         .reconcile_all_on(keys.changes())
         .graceful_shutdown_on(shutdown.clone());
-    let bundle_controller =
-        Controller::new(Api::<SealedBundle>::all(client.clone()), selected(config.bundle_selector.as_deref()))
-            .reconcile_all_on(keys.changes())
-            .graceful_shutdown_on(shutdown);
+    let bundle_controller = Controller::for_shared_stream(bundle_triggers, bundles.clone())
+        .reconcile_all_on(keys.changes())
+        .graceful_shutdown_on(shutdown);
 
     let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
     let ctx = Arc::new(Context {
@@ -233,28 +298,46 @@ pub async fn run(
     info!("starting the tenant and bundle controllers");
     let tenants = tenant_controller
         .run(
-            |tenant, ctx: Arc<Context>| async move {
-                let metrics = ctx.metrics.clone();
-                metrics.time_reconcile("tenant", tenant::reconcile(tenant, ctx)).await
-            },
+            |tenant, ctx: Arc<Context>| guarded("tenant", tenant.clone(), ctx.clone(), tenant::reconcile(tenant, ctx)),
             |tenant, error, ctx| error_policy("tenant", &tenant.name_any(), error, ctx),
             ctx.clone(),
         )
         .for_each(|_| future::ready(()));
     let bundles = bundle_controller
         .run(
-            |bundle, ctx: Arc<Context>| async move {
-                let metrics = ctx.metrics.clone();
-                metrics.time_reconcile("bundle", bundle::reconcile(bundle, ctx)).await
-            },
+            |bundle, ctx: Arc<Context>| guarded("bundle", bundle.clone(), ctx.clone(), bundle::reconcile(bundle, ctx)),
             |bundle, error, ctx| error_policy("bundle", &bundle.name_any(), error, ctx),
             ctx,
         )
         .for_each(|_| future::ready(()));
-    tokio::join!(tenants, bundles);
+    // The shared watch only feeds the controllers: it ends with them.
+    tokio::select! {
+        _ = future::join(tenants, bundles) => {}
+        () = bundle_watch => {}
+    }
 }
+
+/// How many bundle events the shared cache holds for a slow subscriber before the watch waits.
+const BUNDLE_EVENT_BUFFER: usize = 1024;
 
 /// The tenant a managed child belongs to, from its label.
 fn tenant_of<K: ResourceExt>(child: &K) -> Option<ObjectRef<MLTenant>> {
     child.labels().get(labels::TENANT).map(|t| ObjectRef::new(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_reconcile_is_a_failed_reconcile() {
+        let panicking = async {
+            let name = "é".repeat(3);
+            let _ = &name[..1]; // inside a multi-byte character
+            Ok(Action::await_change())
+        };
+        assert!(matches!(catching(panicking).await, Err(Error::Panic)));
+        assert!(catching(async { Ok(Action::await_change()) }).await.is_ok());
+        assert_eq!(Error::Panic.metric_label(), "panic");
+    }
 }

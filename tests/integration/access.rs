@@ -2,29 +2,13 @@
 //! ServiceAccount show `get` on exactly the granted Secrets in the tenant's namespaces, and
 //! nothing else.
 
-use k8s_openapi::api::authorization::v1::ResourceAttributes;
 use k8s_openapi::api::rbac::v1::Role;
+use kube::Api;
 use kube::api::DeleteParams;
-use kube::{Api, Client};
 use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec, ServiceAccountRef};
 use mltenant_operator::crypto::Certificate;
 
 use crate::harness::*;
-
-/// Whether `namespace/name` ServiceAccount may `verb` Secret `secret` (or all Secrets) in `ns`.
-async fn may(client: &Client, sa: (&str, &str), verb: &str, ns: &str, secret: Option<&str>) -> bool {
-    let user = format!("system:serviceaccount:{}:{}", sa.0, sa.1);
-    let groups =
-        ["system:serviceaccounts".into(), format!("system:serviceaccounts:{}", sa.0), "system:authenticated".into()];
-    let attributes = ResourceAttributes {
-        namespace: Some(ns.into()),
-        verb: Some(verb.into()),
-        resource: Some("secrets".into()),
-        name: secret.map(Into::into),
-        ..Default::default()
-    };
-    allowed(client, &user, &groups, attributes).await
-}
 
 #[tokio::test]
 async fn readers_may_get_exactly_the_granted_secrets() {

@@ -142,7 +142,17 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
     for ns in ["mltenant-system", "monitoring", "mltenant-shard-b"] {
         restricted_namespace(&client, ns).await;
     }
-    let defaults = ["ConfigMap/{}-dashboard", "Role/{}-cert-access", "RoleBinding/{}-cert-access"];
+    let defaults = [
+        "ConfigMap/{}-dashboard",
+        "Role/{}-cert-access",
+        "RoleBinding/{}-cert-access",
+        "ClusterRole/{}-sealer",
+        "ClusterRoleBinding/{}-sealer",
+        "Role/{}-sealer-proxy",
+        "RoleBinding/{}-sealer-proxy",
+        "ValidatingAdmissionPolicy/{}-guard",
+        "ValidatingAdmissionPolicyBinding/{}-guard",
+    ];
     let cases: [(&str, &str, &str, Vec<String>); 4] = [
         ("mltenant-operator", "mltenant-system", "", expected("mltenant-operator", &defaults, &[])),
         (
@@ -159,13 +169,15 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
             "mltenant-operator",
             "mltenant-system",
             "replicaCount=1,networkPolicy.enabled=false,certAccess.enabled=false,grafanaDashboard.enabled=false,\
-             topologySpread.enabled=false,serviceAccount.create=false,serviceAccount.name=platform-operator",
+             topologySpread.enabled=false,serviceAccount.create=false,serviceAccount.name=platform-operator,\
+             sealers.enabled=false,admissionPolicy.enabled=false",
             expected("mltenant-operator", &[], &["NetworkPolicy/{}", "PodDisruptionBudget/{}", "ServiceAccount/{}"]),
         ),
         (
             "shard-b",
             "mltenant-shard-b",
-            "operator.tenantSelector=shard=b,operator.bundleSelector=shard=b,networkPolicy.egress.apiServerCIDRs={10.0.0.1/32}",
+            "operator.tenantSelector=shard=b,operator.bundleSelector=shard=b,networkPolicy.egress.apiServerCIDRs={10.0.0.1/32},\
+             operator.protectedNamespaces={platform-db,openshift-*},operator.metricsAuth=true",
             expected("shard-b-mltenant-operator", &defaults, &[]),
         ),
     ];
@@ -186,13 +198,28 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
     let binding = find(&minimal, "ClusterRoleBinding", "mltenant-operator");
     assert_eq!(binding["subjects"][0]["name"], "platform-operator");
 
-    let shard = objects(&render("shard-b", "mltenant-shard-b", "operator.tenantSelector=shard=b"));
+    let shard = objects(&render(
+        "shard-b",
+        "mltenant-shard-b",
+        "operator.tenantSelector=shard=b,operator.protectedNamespaces={platform-db,openshift-*},operator.metricsAuth=true",
+    ));
     let args =
         &find(&shard, "Deployment", "shard-b-mltenant-operator")["spec"]["template"]["spec"]["containers"][0]["args"];
     let args: Vec<&str> = args.as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(args.contains(&"--tenant-selector=shard=b"), "{args:?}");
     assert!(args.contains(&"--lease-name=shard-b-mltenant-operator"), "{args:?}");
     assert!(!args.iter().any(|a| a.starts_with("--bundle-selector")), "{args:?}");
+    assert!(args.contains(&"--protected-namespaces=platform-db,openshift-*"), "{args:?}");
+    assert!(args.contains(&"--metrics-auth"), "{args:?}");
+    // The admission policy protects the same namespaces, and matches this release's identity.
+    let spec = &find(&shard, "ValidatingAdmissionPolicy", "shard-b-mltenant-operator-guard")["spec"];
+    let variables = spec["variables"].as_sequence().unwrap();
+    let protected = variables.iter().find(|v| v["name"] == "protected").unwrap()["expression"].as_str().unwrap();
+    for needle in [r#""mltenant-shard-b""#, r#""platform-db""#, r#"["openshift-"]"#] {
+        assert!(protected.contains(needle), "{needle} missing from the protected namespaces: {protected}");
+    }
+    let identity = spec["matchConditions"][0]["expression"].as_str().unwrap();
+    assert!(identity.contains("system:serviceaccount:mltenant-shard-b:shard-b-mltenant-operator"), "{identity}");
 }
 
 /// `helm install --dry-run=server` (Helm's own install path against the API server) and the
@@ -378,4 +405,34 @@ async fn mltenant_cert_reaches_the_operator_through_the_service_proxy() {
         .expect("run mltenant cert");
     assert!(out.status.success(), "mltenant cert: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), op.get("/v1/cert.pem").await.1);
+
+    // `seal --verify` and `rotate` POST through the same proxy as a member of mltenant:sealers
+    // (the chart's sealers RBAC); the operator checks the forwarded token itself.
+    let run = |kubeconfig: &str, args: &[&str], stdin: &[u8]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mltenant"))
+            .args(args)
+            .env("KUBECONFIG", std::env::var(kubeconfig).unwrap())
+            .env_remove("MLTENANT_OPERATOR_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mltenant");
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let seal =
+        ["seal", "--name", "proxied", "--scope", "Tenant", "--tenant", "fin", "--from-env-file", "-", "--verify"];
+    let sealed = run("MLTENANT_TEST_SEALER_KUBECONFIG", &seal, b"PASSWORD=s3cr3t\n");
+    assert!(sealed.status.success(), "seal --verify: {}", String::from_utf8_lossy(&sealed.stderr));
+    let rotated = run("MLTENANT_TEST_SEALER_KUBECONFIG", &["rotate", "-f", "-"], &sealed.stdout);
+    assert!(rotated.status.success(), "rotate: {}", String::from_utf8_lossy(&rotated.stderr));
+    let before: mltenant_operator::api::SealedBundle = serde_yaml::from_slice(&sealed.stdout).unwrap();
+    let after: mltenant_operator::api::SealedBundle = serde_yaml::from_slice(&rotated.stdout).unwrap();
+    assert_ne!(before.spec.encrypted_data["PASSWORD"], after.spec.encrypted_data["PASSWORD"], "re-sealed");
+    // Without the sealers' right, the API server refuses the proxy POST: one line, non-zero exit.
+    let refused = run("MLTENANT_TEST_OPERATOR_KUBECONFIG", &seal, b"PASSWORD=s3cr3t\n");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.lines().count() == 1, "{stderr}");
+    assert!(stderr.contains("cannot create resource \"services/proxy\""), "{stderr}");
 }

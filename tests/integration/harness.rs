@@ -10,13 +10,16 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
+use mltenant_operator::cli::operator;
 use mltenant_operator::crypto::{self, Certificate};
+use secrecy::ExposeSecret as _;
 use tokio::process::{Child, Command};
 
 /// Label put on every tenant of one test; that test's operator only handles tenants with it.
@@ -134,10 +137,24 @@ impl Operator {
         self.port
     }
 
-    /// POST `body` to `path` on the operator's HTTP server: (status, body).
+    /// POST `body` to `path` on the operator's HTTP server as the cluster admin: (status, body).
     pub async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        self.post_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), path, body).await
+    }
+
+    /// POST `body` to `path` with `token` as bearer token (or none): (status, body).
+    pub async fn post_as(&self, token: Option<&str>, path: &str, body: &[u8]) -> (u16, String) {
         let base = format!("http://127.0.0.1:{}", self.port);
-        mltenant_operator::cli::cert::http_request(&base, "POST", path, body).await.expect("the operator answers")
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let header = auth.as_deref().map(|a| ("Authorization", a));
+        operator::direct(&base, "POST", path, header, body).await.expect("the operator answers")
+    }
+
+    /// GET `path` with `token` as bearer token: (status, body).
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, String) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let auth = format!("Bearer {token}");
+        operator::direct(&base, "GET", path, Some(("Authorization", &auth)), b"").await.expect("the operator answers")
     }
 
     /// GET `path` from the operator's HTTP server: (status, body).
@@ -174,7 +191,15 @@ fn free_port() -> u16 {
 }
 
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    mltenant_operator::cli::cert::http_get(&format!("http://127.0.0.1:{port}"), path).await.ok()
+    operator::direct(&format!("http://127.0.0.1:{port}"), "GET", path, None, b"").await.ok()
+}
+
+/// The bearer token of the kubeconfig `var` points at (the local control plane uses static
+/// tokens).
+pub fn token_of(var: &str) -> String {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path(var)).expect("readable kubeconfig");
+    let user = kubeconfig.auth_infos.into_iter().next().and_then(|u| u.auth_info).expect("a user");
+    user.token.map(|t| t.expose_secret().to_owned()).expect("a token user")
 }
 
 /// An MLTenant named `name` with the given environments, labelled for `run_id`'s operator.
@@ -293,6 +318,37 @@ pub async fn allowed(client: &Client, user: &str, groups: &[String], attributes:
     };
     let answer = Api::<SubjectAccessReview>::all(client.clone()).create(&PostParams::default(), &review).await.unwrap();
     answer.status.is_some_and(|s| s.allowed)
+}
+
+/// Whether `namespace/name` ServiceAccount may `verb` Secret `secret` (or all Secrets) in `ns`.
+pub async fn may(client: &Client, sa: (&str, &str), verb: &str, ns: &str, secret: Option<&str>) -> bool {
+    let user = format!("system:serviceaccount:{}:{}", sa.0, sa.1);
+    let groups =
+        ["system:serviceaccounts".into(), format!("system:serviceaccounts:{}", sa.0), "system:authenticated".into()];
+    let attributes = ResourceAttributes {
+        namespace: Some(ns.into()),
+        verb: Some(verb.into()),
+        resource: Some("secrets".into()),
+        name: secret.map(Into::into),
+        ..Default::default()
+    };
+    allowed(client, &user, &groups, attributes).await
+}
+
+/// The Events recorded on MLTenant `tenant` with `reason`.
+pub async fn events_for(client: &Client, tenant: &str, reason: &str) -> Vec<Event> {
+    let events = Api::<Event>::namespaced(client.clone(), "default").list(&Default::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant) && e.reason.as_deref() == Some(reason)
+        })
+        .collect()
+}
+
+pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Option<Secret> {
+    Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await.expect("get secret")
 }
 
 pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {

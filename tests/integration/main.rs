@@ -12,3 +12,4 @@ mod monitoring;
 mod sealing_keys;
 mod secrets;
 mod tenants;
+mod trust;

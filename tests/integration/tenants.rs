@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SecretSpec};
@@ -33,17 +32,6 @@ fn released(ns: &Namespace, tenant: &str) -> bool {
 async fn labelled_namespaces(client: &Client, tenant: &str) -> BTreeSet<String> {
     let lp = ListParams::default().labels(&format!("{}={tenant}", labels::TENANT));
     Api::<Namespace>::all(client.clone()).list(&lp).await.unwrap().items.iter().map(|n| n.name_any()).collect()
-}
-
-async fn events_for(client: &Client, tenant: &str, reason: &str) -> Vec<Event> {
-    let events = Api::<Event>::namespaced(client.clone(), "default").list(&ListParams::default()).await.unwrap();
-    events
-        .items
-        .into_iter()
-        .filter(|e| {
-            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(tenant) && e.reason.as_deref() == Some(reason)
-        })
-        .collect()
 }
 
 async fn t_uid(client: &Client, name: &str) -> Option<String> {
@@ -146,7 +134,7 @@ async fn removing_an_environment_under_delete_deletes_its_namespace() {
 }
 
 #[tokio::test]
-async fn unlabelled_namespace_conflicts_until_adopted_and_is_never_deleted() {
+async fn adoption_needs_consent_from_both_sides_and_an_adopted_namespace_is_never_deleted() {
     let client = admin().await;
     let op = Operator::start(&unique("run")).await;
     let name = unique("adopt");
@@ -158,14 +146,30 @@ async fn unlabelled_namespace_conflicts_until_adopted_and_is_never_deleted() {
 
     let message = wait_condition(&client, &name, "Ready", "False", Some("NamespaceConflict")).await;
     assert!(message.contains(&dev) && message.contains("adoptExistingNamespaces"), "{message}");
+    assert!(message.contains(&format!("{}={name}", labels::ADOPTABLE_BY)), "{message}");
     assert_eq!(condition(&client, &name, "NamespacesReady").await.unwrap().1, "NamespaceConflict");
     assert!(!events_for(&client, &name, "NamespaceConflict").await.is_empty());
+
+    // The tenant's side alone is not enough: the namespace's owner has not consented.
+    update_spec(&client, &name, |s| s.adopt_existing_namespaces = Some(true)).await;
+    let message = wait_condition(&client, &name, "Ready", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains("has not consented"), "{message}");
+    // Consent for another tenant is no consent (checked after the operator looked again).
+    let reconciles = op.metric("mltenant_reconcile_total", &[("controller", "tenant")]).await;
+    label_namespace(&client, &dev, labels::ADOPTABLE_BY, "someone-else").await;
+    wait_for("the operator to look at the tenant again", TIMEOUT, || async {
+        // +2: the one in flight when the label was set may have read the namespace before it.
+        (op.metric("mltenant_reconcile_total", &[("controller", "tenant")]).await >= reconciles + 2.0).then_some(())
+    })
+    .await;
+    let message = wait_condition(&client, &name, "Ready", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains("has not consented"), "{message}");
     assert!(
         !get_namespace(&client, &dev).await.unwrap().labels().contains_key(labels::TENANT),
         "untouched while in conflict"
     );
 
-    update_spec(&client, &name, |s| s.adopt_existing_namespaces = Some(true)).await;
+    label_namespace(&client, &dev, labels::ADOPTABLE_BY, &name).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
     let ns = get_namespace(&client, &dev).await.unwrap();
     assert!(has_our_labels(&ns, &name, "dev"));
@@ -177,6 +181,11 @@ async fn unlabelled_namespace_conflicts_until_adopted_and_is_never_deleted() {
     wait_tenant_gone(&client, &name).await;
     let ns = wait_namespace(&client, &dev, "released", |ns| released(ns, &name)).await;
     assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"));
+}
+
+async fn label_namespace(client: &Client, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"labels": {key: value}}});
+    Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
 #[tokio::test]

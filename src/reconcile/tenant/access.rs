@@ -6,12 +6,12 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::DeleteParams;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 
 use super::environments::Environment;
 use super::namespaces::owner_reference;
+use super::ownership::{self, Claim};
 use super::secrets::Wanted;
 use crate::api::{MLTenant, SecretReader};
 use crate::labels;
@@ -27,20 +27,16 @@ pub struct Grant {
 /// `mltenant-reader-<sa namespace>-<sa name>`, shortened with a hash past the name limit.
 pub fn grant_name(reader: &SecretReader) -> String {
     let name = format!("mltenant-reader-{}-{}", reader.service_account.namespace, reader.service_account.name);
-    if name.len() <= 253 {
-        return name;
-    }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
-    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}-{hex}", &name[..236])
+    crate::text::fit_name(&name, 253)
 }
 
-/// The grants `tenant` wants in `env`, given the Secrets it distributes there. A reader with no
-/// granted Secret in this environment gets nothing: a Role with empty `resourceNames` would
-/// grant every Secret.
-pub fn desired(tenant: &MLTenant, env: &Environment, distributed: &[Wanted]) -> Vec<Grant> {
+/// The grants `tenant` wants in `env`, given the Secrets of ours that exist there (`present`:
+/// written and owned by the operator for this tenant; a wanted Secret whose bundle never opened
+/// is not among them). A reader with no granted Secret in this environment gets nothing: a Role
+/// with empty `resourceNames` would grant every Secret.
+pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&Wanted]) -> Vec<Grant> {
     let here: BTreeSet<&str> =
-        distributed.iter().filter(|w| w.environment == env.name).map(|w| w.secret.as_str()).collect();
+        present.iter().filter(|w| w.environment == env.name).map(|w| w.secret.as_str()).collect();
     let mut grants = Vec::new();
     for reader in tenant.spec.secret_readers.iter().flatten() {
         let names: Vec<String> = match &reader.secrets {
@@ -86,24 +82,43 @@ pub fn desired(tenant: &MLTenant, env: &Environment, distributed: &[Wanted]) -> 
     grants
 }
 
-/// Apply every wanted grant and delete the ones no longer wanted; returns how many grants exist.
+/// What `sync` did: how many grants exist, and the ones refused because the name is taken.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Granted {
+    pub grants: usize,
+    pub conflicts: Vec<String>,
+}
+
+/// Apply every wanted grant and delete the ones no longer wanted. A Role or RoleBinding of the
+/// same name that is not ours is never taken over: that grant is reported as a conflict.
 pub async fn sync(
     tenant: &MLTenant,
     environments: &[&Environment],
-    distributed: &[Wanted],
+    present: &[&Wanted],
     ctx: &Context,
-) -> Result<usize> {
-    let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, distributed)).collect();
+) -> Result<Granted> {
+    let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
+    let mut granted = Granted::default();
+    let mut keep = BTreeSet::new();
     for grant in &grants {
         let namespace = grant.role.namespace().unwrap_or_default();
         let name = grant.role.name_any();
-        let live_role = ctx.roles.get(&ObjectRef::new(&name).within(&namespace));
+        keep.insert((namespace.clone(), name.clone()));
+        let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name).await?;
+        let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name).await?;
+        let claims = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)]
+            .map(|meta| meta.map_or(Claim::Absent, |m| ownership::claim(m, tenant)));
+        if let Some(Claim::Foreign(why)) = claims.iter().find(|c| matches!(c, Claim::Foreign(_))) {
+            granted.conflicts.push(format!("Role/RoleBinding {namespace}/{name} already exists and {why}"));
+            continue;
+        }
+        let [role_ours, binding_ours] = claims.map(|c| c == Claim::Ours);
         if live_role.as_deref().is_none_or(|live| {
             live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata)
         }) {
-            apply::apply(&Api::<Role>::namespaced(ctx.client.clone(), &namespace), &name, &grant.role).await?;
+            let api = Api::<Role>::namespaced(ctx.client.clone(), &namespace);
+            ownership::apply(&api, &name, &grant.role, role_ours).await?;
         }
-        let live_binding = ctx.role_bindings.get(&ObjectRef::new(&name).within(&namespace));
         let binding_differs = |live: &RoleBinding| {
             live.subjects != grant.binding.subjects
                 || live.role_ref != grant.binding.role_ref
@@ -111,20 +126,20 @@ pub async fn sync(
         };
         if live_binding.as_deref().is_none_or(binding_differs) {
             let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &namespace);
-            if live_binding.as_deref().is_some_and(|live| live.role_ref != grant.binding.role_ref) {
+            if let Some(live) = live_binding.as_deref().filter(|live| live.role_ref != grant.binding.role_ref) {
                 // roleRef is immutable.
-                api.delete(&name, &DeleteParams::background()).await?;
+                ownership::delete(ctx, live).await?;
             }
-            apply::apply(&api, &name, &grant.binding).await?;
+            ownership::apply(&api, &name, &grant.binding, binding_ours).await?;
         }
+        granted.grants += 1;
     }
-    let keep: BTreeSet<(String, String)> =
-        grants.iter().map(|g| (g.role.namespace().unwrap_or_default(), g.role.name_any())).collect();
     revoke_except(tenant, &keep, ctx).await?;
-    Ok(grants.len())
+    Ok(granted)
 }
 
-/// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name).
+/// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name): only those that
+/// are ours, never in a protected namespace.
 pub async fn revoke_except(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Result<()> {
     delete_unwanted(tenant, &ctx.role_bindings, keep, ctx).await?;
     delete_unwanted(tenant, &ctx.roles, keep, ctx).await
@@ -142,16 +157,11 @@ where
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let name = tenant.name_any();
-    for obj in store.state().iter().filter(|o| o.labels().get(labels::TENANT) == Some(&name)) {
+    for obj in store.state() {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-        if keep.contains(&key) {
-            continue;
-        }
-        match Api::<K>::namespaced(ctx.client.clone(), &key.0).delete(&key.1, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
+        let ours = ownership::claim(obj.meta(), tenant) == Claim::Ours && !ctx.config.protected.contains(&key.0);
+        if ours && !keep.contains(&key) {
+            ownership::delete(ctx, &*obj).await?;
         }
     }
     Ok(())
@@ -197,7 +207,7 @@ mod tests {
     fn get_only_on_the_granted_secrets() {
         let t = tenant(vec![reader(None)]);
         let env = &super::super::environments::plan(&t).unwrap()[0];
-        let grants = desired(&t, env, &[wanted("ml-platform"), wanted("ghcr")]);
+        let grants = desired(&t, env, &[&wanted("ml-platform"), &wanted("ghcr")]);
         assert_eq!(grants.len(), 1);
         let rule = &grants[0].role.rules.as_ref().unwrap()[0];
         assert_eq!(rule.verbs, vec!["get"]);
@@ -215,7 +225,8 @@ mod tests {
     fn no_role_without_a_granted_secret_here() {
         let t = tenant(vec![reader(Some(vec!["ghcr"]))]);
         let env = &super::super::environments::plan(&t).unwrap()[0];
-        assert!(desired(&t, env, &[wanted("ml-platform")]).is_empty(), "empty resourceNames would grant every Secret");
+        assert!(desired(&t, env, &[&wanted("ml-platform")]).is_empty(), "empty resourceNames would grant every Secret");
+        assert!(desired(&t, env, &[]).is_empty(), "nothing written, nothing granted");
     }
 
     #[test]
@@ -223,5 +234,13 @@ mod tests {
         let mut r = reader(None);
         r.service_account.name = "x".repeat(253);
         assert!(grant_name(&r).len() <= 253);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn grant_names_never_panic_and_fit(namespace in ".{0,70}", name in ".{0,300}") {
+            let r = SecretReader { service_account: ServiceAccountRef { namespace, name }, secrets: None };
+            proptest::prop_assert!(grant_name(&r).len() <= 253);
+        }
     }
 }

@@ -3,6 +3,7 @@
 pub mod access;
 pub mod environments;
 pub mod namespaces;
+pub mod ownership;
 pub mod secrets;
 pub mod status;
 
@@ -63,11 +64,15 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let ready: Vec<&Environment> =
         outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
     let distributed = secrets::sync(tenant, &ready, ctx).await?;
-    let wanted: Vec<secrets::Wanted> = distributed.iter().map(|o| o.wanted.clone()).collect();
-    let grants = access::sync(tenant, &ready, &wanted, ctx).await?;
+    let present: Vec<&secrets::Wanted> = distributed.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
+    let granted = access::sync(tenant, &ready, &present, ctx).await?;
 
-    let pending = outcomes.iter().any(|(_, s)| *s != NamespaceState::Ready);
-    let observed = status::observe(&outcomes, &distributed, grants, now.0);
+    // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
+    // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
+    let pending =
+        outcomes.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
+            || distributed.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+    let observed = status::observe(&outcomes, &distributed, &granted, now.0);
     status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
 }

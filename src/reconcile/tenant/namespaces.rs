@@ -20,10 +20,15 @@ use crate::reconcile::{Context, Result, apply};
 pub enum Holder {
     /// It does not exist.
     Nobody,
-    /// It is ours: labelled for this tenant, or owned by it (our labels were stripped by hand).
+    /// It is ours: it carries this tenant's UID (annotation or ownerReference), and no other
+    /// tenant's label (ours may have been stripped by hand).
     Us { origin: String },
     /// It exists without any tenant label.
     Unlabelled,
+    /// It carries this tenant's name but not its UID: left over from an earlier MLTenant of the
+    /// same name (deleted without the operator releasing it), or labelled by hand. Not ours
+    /// until its owner consents, like an unlabelled one.
+    Stale,
     /// Another tenant holds it.
     Tenant(String),
     /// It is being deleted.
@@ -38,21 +43,20 @@ pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant) -> Holder {
     }
     match ns.labels().get(labels::TENANT) {
         _ if ours(ns, tenant) => Holder::Us { origin: origin(ns).to_owned() },
+        Some(name) if *name == tenant.name_any() => Holder::Stale,
         Some(other) => Holder::Tenant(other.clone()),
         None => Holder::Unlabelled,
     }
 }
 
-/// Labelled for `tenant`, or (labels stripped by hand) still carrying its UID annotation or
-/// ownerReference.
+/// Carries `tenant`'s UID (the annotation every namespace it created or adopted gets, or its
+/// ownerReference) and no other tenant's label.
 fn ours(ns: &Namespace, tenant: &MLTenant) -> bool {
-    let uid = tenant.metadata.uid.as_ref();
-    match ns.labels().get(labels::TENANT) {
-        Some(t) => *t == tenant.name_any(),
-        None => {
-            ns.annotations().get(labels::TENANT_UID) == uid || ns.owner_references().iter().any(|o| Some(&o.uid) == uid)
-        }
-    }
+    let Some(uid) = tenant.metadata.uid.as_ref() else { return false };
+    let labelled_for_other = ns.labels().get(labels::TENANT).is_some_and(|t| *t != tenant.name_any());
+    !labelled_for_other
+        && (ns.annotations().get(labels::TENANT_UID) == Some(uid)
+            || ns.owner_references().iter().any(|o| o.uid == *uid))
 }
 
 /// Unknown origin counts as adopted: `Delete` only ever removes what we know we created.
@@ -119,12 +123,40 @@ fn reference(name: &str) -> ObjectReference {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NamespaceState {
     Ready,
+    Protected(String),
     Conflict(String),
     Terminating(String),
 }
 
-/// Make `env`'s namespace exist, labelled and owned by `tenant`, unless someone else holds it.
+impl NamespaceState {
+    /// The condition (and environment status) reason when not ready.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            NamespaceState::Ready => None,
+            NamespaceState::Protected(_) => Some("ProtectedNamespace"),
+            NamespaceState::Conflict(_) => Some("NamespaceConflict"),
+            NamespaceState::Terminating(_) => Some("Terminating"),
+        }
+    }
+}
+
+/// Whether the namespace's owner consents to `tenant` adopting it.
+fn consents(ns: &Namespace, tenant: &MLTenant) -> bool {
+    ns.labels().get(labels::ADOPTABLE_BY) == Some(&tenant.name_any())
+}
+
+/// Make `env`'s namespace exist, labelled and owned by `tenant`, unless it is protected or
+/// someone else holds it.
 pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Result<NamespaceState> {
+    let name = &env.namespace;
+    if ctx.config.protected.contains(name) {
+        let message = format!(
+            "namespace {name} is protected (the operator never writes into {}); choose another environments[].namespace",
+            ctx.config.protected.list()
+        );
+        ctx.event(tenant, Some(reference(name)), EventType::Warning, "ProtectedNamespace", &message).await;
+        return Ok(NamespaceState::Protected(message));
+    }
     let cached = ctx.namespaces.get(&ObjectRef::new(&env.namespace));
     if let Some(ns) = cached.as_deref()
         && let Holder::Us { origin } = holder(Some(ns), tenant)
@@ -138,7 +170,6 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Resu
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let _claim = ctx.namespace_claims.lock().await;
     let live = api.get_opt(&env.namespace).await?;
-    let name = &env.namespace;
     let (origin, event) = match holder(live.as_ref(), tenant) {
         Holder::Nobody => {
             (labels::ORIGIN_CREATED.to_owned(), Some(("NamespaceCreated", format!("created namespace {name}"))))
@@ -148,14 +179,28 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Resu
                 cached.is_none().then(|| ("NamespaceRestored", format!("restored the labels of namespace {name}")));
             (origin, event)
         }
-        Holder::Unlabelled if tenant.spec.adopt_existing_namespaces == Some(true) => (
-            labels::ORIGIN_ADOPTED.to_owned(),
-            Some(("NamespaceAdopted", format!("adopted existing namespace {name}"))),
-        ),
-        Holder::Unlabelled => {
-            let message = format!(
-                "namespace {name} already exists and is not managed by any tenant; set spec.adoptExistingNamespaces: true to take it over"
-            );
+        Holder::Unlabelled | Holder::Stale
+            if tenant.spec.adopt_existing_namespaces == Some(true)
+                && live.as_ref().is_some_and(|ns| consents(ns, tenant)) =>
+        {
+            (
+                labels::ORIGIN_ADOPTED.to_owned(),
+                Some(("NamespaceAdopted", format!("adopted existing namespace {name}"))),
+            )
+        }
+        Holder::Unlabelled | Holder::Stale => {
+            let tenant_name = tenant.name_any();
+            let message = if tenant.spec.adopt_existing_namespaces == Some(true) {
+                format!(
+                    "namespace {name} already exists and its owner has not consented to adoption: label it {}={tenant_name}",
+                    labels::ADOPTABLE_BY
+                )
+            } else {
+                format!(
+                    "namespace {name} already exists and is not managed by any tenant; to take it over, set spec.adoptExistingNamespaces: true and label the namespace {}={tenant_name}",
+                    labels::ADOPTABLE_BY
+                )
+            };
             ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
             return Ok(NamespaceState::Conflict(message));
         }
@@ -177,10 +222,13 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Resu
     Ok(NamespaceState::Ready)
 }
 
-/// Namespaces currently labelled for `tenant`.
+/// Namespaces currently labelled for `tenant`, except protected ones: a protected namespace
+/// someone labelled by hand is never released or deleted (both are writes).
 pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Namespace>> {
     let name = tenant.name_any();
-    ctx.namespaces.state().into_iter().filter(|ns| ns.labels().get(labels::TENANT) == Some(&name)).collect()
+    let labelled = |ns: &Namespace| ns.labels().get(labels::TENANT) == Some(&name);
+    let state = ctx.namespaces.state().into_iter();
+    state.filter(|ns| labelled(ns) && ours(ns, tenant) && !ctx.config.protected.contains(&ns.name_any())).collect()
 }
 
 /// Let go of `ns` according to `policy`: under `Delete` a namespace this tenant created is
@@ -250,7 +298,15 @@ mod tests {
         assert_eq!(holder(None, &t), Holder::Nobody);
         assert_eq!(holder(Some(&ns(&[], None)), &t), Holder::Unlabelled);
         assert_eq!(holder(Some(&ns(&[(labels::TENANT, "other")], None)), &t), Holder::Tenant("other".into()));
-        assert_eq!(holder(Some(&ns(&[(labels::TENANT, "fin")], None)), &t), Holder::Us { origin: "adopted".into() });
+        assert_eq!(holder(Some(&ns(&[(labels::TENANT, "fin")], None)), &t), Holder::Stale, "our name, not our uid");
+        let mut labelled = ns(&[(labels::TENANT, "fin")], None);
+        labelled.metadata.annotations = Some([(labels::TENANT_UID.to_string(), "uid-fin".to_string())].into());
+        assert_eq!(holder(Some(&labelled), &t), Holder::Us { origin: "adopted".into() });
+        labelled.metadata.annotations = Some([(labels::TENANT_UID.to_string(), "uid-earlier".to_string())].into());
+        assert_eq!(holder(Some(&labelled), &t), Holder::Stale, "an earlier MLTenant of the same name");
+        let mut other = ns(&[(labels::TENANT, "other")], Some(&t));
+        other.metadata.annotations = Some([(labels::TENANT_UID.to_string(), "uid-fin".to_string())].into());
+        assert_eq!(holder(Some(&other), &t), Holder::Tenant("other".into()), "another tenant's label wins");
         // Labels stripped by hand: our ownerReference or tenant-uid annotation still proves it is ours.
         assert_eq!(holder(Some(&ns(&[], Some(&t))), &t), Holder::Us { origin: "adopted".into() });
         let mut stripped = ns(&[], None);

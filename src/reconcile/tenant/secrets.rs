@@ -1,20 +1,22 @@
 //! Credential distribution: for each `spec.secrets` entry and each selected environment, open
 //! the SealedBundle for that consumer and server-side apply a Secret of the bundle's type.
 //! A failing bundle writes nothing (the last good Secret stays); a Secret no longer wanted is
-//! deleted (credentials revoked).
+//! deleted (credentials revoked). A Secret of the same name that is not ours is a conflict:
+//! never merged into, taken over or deleted.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::environments::Environment;
 use super::namespaces::owner_reference;
+use super::ownership::{self, Claim};
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
 use crate::bundle::{self, Failure};
 use crate::labels;
@@ -33,13 +35,38 @@ pub struct Wanted {
 #[derive(Clone, Debug)]
 pub struct Outcome {
     pub wanted: Wanted,
-    pub result: std::result::Result<Synced, Failure>,
+    pub result: std::result::Result<Synced, Unsynced>,
+    /// Whether a Secret of ours exists under that name now (this reconcile's, or the last
+    /// good one while the bundle fails): only such Secrets are granted to readers.
+    pub present: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Synced {
     pub source_hash: String,
     pub expires_at: Option<Time>,
+}
+
+/// Why a wanted Secret does not hold its bundle's current content.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unsynced {
+    #[error(transparent)]
+    Bundle(#[from] Failure),
+    /// The name is taken by a Secret the operator did not write for this tenant.
+    #[error(
+        "Secret {namespace}/{name} already exists and {why}: it is left untouched (rename spec.secrets[].name or remove that Secret)"
+    )]
+    Conflict { namespace: String, name: String, why: &'static str },
+}
+
+impl Unsynced {
+    /// The `SecretsSynced` condition reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Unsynced::Bundle(failure) => failure.reason(),
+            Unsynced::Conflict { .. } => "SecretConflict",
+        }
+    }
 }
 
 /// The Secrets `tenant` wants in `env`: every `spec.secrets` entry that selects it, with the
@@ -81,7 +108,7 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
             owner_references: Some(vec![owner_reference(tenant)]),
             ..Default::default()
         },
-        type_: Some(bundle.spec.type_.clone().unwrap_or_else(|| "Opaque".to_owned())),
+        type_: Some(bundle::payload::secret_type(bundle).to_owned()),
         data: Some(opened.data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect()),
         ..Default::default()
     }
@@ -106,8 +133,7 @@ pub async fn sync(tenant: &MLTenant, environments: &[&Environment], ctx: &Contex
     let mut outcomes = Vec::new();
     for env in environments {
         for wanted in wanted(tenant, env) {
-            let result = sync_one(tenant, &wanted, ctx).await?;
-            outcomes.push(Outcome { wanted, result });
+            outcomes.push(sync_one(tenant, wanted, ctx).await?);
         }
     }
     let keep: BTreeSet<(&str, &str)> =
@@ -121,63 +147,86 @@ pub async fn sync(tenant: &MLTenant, environments: &[&Environment], ctx: &Contex
     Ok(outcomes)
 }
 
-/// The Secrets currently distributed for `tenant`, from the label-selected cache.
-pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Secret>> {
-    let name = tenant.name_any();
-    ctx.secrets.state().into_iter().filter(|s| s.labels().get(labels::TENANT) == Some(&name)).collect()
+/// The Secrets distributed for `tenant`: in the label-selected cache, ours (labels and
+/// ownerReference), and outside protected namespaces.
+pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
+    let ours = |s: &Secret| {
+        ownership::claim(&s.metadata, tenant) == Claim::Ours
+            && !ctx.config.protected.contains(&s.namespace().unwrap_or_default())
+    };
+    ctx.secrets.state().into_iter().filter(|s| ours(s)).collect()
 }
 
-/// Revoke: delete a distributed Secret.
+/// Revoke: delete a distributed Secret (one of [`distributed`]).
 pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> Result<()> {
-    let namespace = secret.namespace().unwrap_or_default();
-    let name = secret.name_any();
-    match Api::<Secret>::namespaced(ctx.client.clone(), &namespace).delete(&name, &DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(error) => return Err(error.into()),
-    }
+    ownership::delete(ctx, secret).await?;
+    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
     ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, "SecretRemoved", &note).await;
     Ok(())
 }
 
-async fn sync_one(tenant: &MLTenant, wanted: &Wanted, ctx: &Context) -> Result<std::result::Result<Synced, Failure>> {
-    let opened = ctx
-        .bundles
-        .get(&ObjectRef::new(&wanted.bundle))
-        .ok_or_else(|| Failure::NotFound { bundle: wanted.bundle.clone() })
-        .and_then(|bundle| {
-            let label = bundle::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
-            let opened = ctx.keys.open(&bundle, &label)?;
-            Ok((bundle, opened))
-        });
-    let (bundle, opened) = match opened {
-        Ok(ok) => ok,
+async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Result<Outcome> {
+    let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
+    let live = ownership::live(ctx, &ctx.secrets, namespace, name).await?;
+    let claim = live.as_deref().map_or(Claim::Absent, |s| ownership::claim(&s.metadata, tenant));
+    let related = Some(reference(namespace, name));
+    if let Claim::Foreign(why) = claim {
+        let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
+        ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
+        return Ok(Outcome { wanted, result: Err(conflict), present: false });
+    }
+    let ours = claim == Claim::Ours;
+    let (bundle, opened) = match open(tenant, &wanted, ctx).await {
+        Ok(opened) => opened,
         Err(failure) => {
             ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
-            let note = format!("Secret {}/{} not updated: {failure}", wanted.namespace, wanted.secret);
-            let related = Some(reference(&wanted.namespace, &wanted.secret));
+            let note = format!("Secret {namespace}/{name} not updated: {failure}");
             ctx.event(tenant, related, EventType::Warning, failure.reason(), &note).await;
-            return Ok(Err(failure));
+            return Ok(Outcome { wanted, result: Err(failure.into()), present: ours });
         }
     };
-    let desired = desired(tenant, wanted, &bundle, &opened);
+    let desired = desired(tenant, &wanted, &bundle, &opened);
     let synced = Synced { source_hash: bundle::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() };
-    let live = ctx.secrets.get(&ObjectRef::new(&wanted.secret).within(&wanted.namespace));
     if live.as_deref().is_some_and(|live| !differs(live, &desired)) {
-        return Ok(Ok(synced));
+        return Ok(Outcome { wanted, result: Ok(synced), present: true });
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &wanted.namespace);
-    if live.as_deref().is_some_and(|live| live.type_ != desired.type_) {
-        // A Secret's type is immutable: replace it.
-        api.delete(&wanted.secret, &DeleteParams::background()).await?;
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    if let Some(live) = live.as_deref().filter(|live| live.type_ != desired.type_) {
+        // A Secret's type is immutable: replace it. The payload was checked against the new
+        // type already, so the apply right after cannot be refused for it.
+        ownership::delete(ctx, live).await?;
     }
-    apply::apply(&api, &wanted.secret, &desired).await?;
+    match ownership::apply(&api, name, &desired, ours).await {
+        Ok(_) => {}
+        Err(error) if !ours && ownership::is_conflict(&error) => {
+            // Created by someone else between our read and our write.
+            let why = "was created by someone else meanwhile";
+            let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
+            ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
+            return Ok(Outcome { wanted, result: Err(conflict), present: false });
+        }
+        Err(error) => return Err(error.into()),
+    }
     let verb = if live.is_some() { "updated" } else { "created" };
-    let note = format!("{verb} Secret {}/{} from SealedBundle {}", wanted.namespace, wanted.secret, wanted.bundle);
-    ctx.event(tenant, Some(reference(&wanted.namespace, &wanted.secret)), EventType::Normal, "SecretSynced", &note)
-        .await;
-    Ok(Ok(synced))
+    let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
+    ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
+    Ok(Outcome { wanted, result: Ok(synced), present: true })
+}
+
+/// The bundle `wanted` names, opened for this tenant and environment.
+async fn open(
+    tenant: &MLTenant,
+    wanted: &Wanted,
+    ctx: &Context,
+) -> std::result::Result<(Arc<SealedBundle>, bundle::Opened), Failure> {
+    let bundle = ctx
+        .bundles
+        .get(&ObjectRef::new(&wanted.bundle))
+        .ok_or_else(|| Failure::NotFound { bundle: wanted.bundle.clone() })?;
+    let label = bundle::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
+    let opened = ctx.keys.open(&bundle, label).await?;
+    Ok((bundle, opened))
 }
 
 fn reference(namespace: &str, name: &str) -> ObjectReference {
@@ -204,11 +253,11 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
                 source_hash: Some(synced.source_hash.clone()),
                 expires_at: synced.expires_at.clone(),
             },
-            Err(failure) => SecretStatus {
+            Err(unsynced) => SecretStatus {
                 name: o.wanted.secret.clone(),
                 bundle: o.wanted.bundle.clone(),
                 synced: false,
-                reason: Some(failure.reason().to_owned()),
+                reason: Some(unsynced.reason().to_owned()),
                 source_hash: None,
                 expires_at: None,
             },

@@ -3,11 +3,11 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
+use super::access::Granted;
 use super::environments::Environment;
 use super::namespaces::NamespaceState;
-use super::secrets::{self, Outcome};
+use super::secrets::{self, Outcome, Unsynced};
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
-use crate::bundle::Failure;
 use crate::reconcile::conditions::{self, Observed};
 use crate::reconcile::{Context, Result, apply};
 
@@ -24,15 +24,20 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
     secrets: &[Outcome],
-    grants: usize,
+    granted: &Granted,
     now: jiff::Timestamp,
 ) -> Vec<Observed> {
-    let access = Observed::new(
-        ACCESS_GRANTED,
-        true,
-        "Granted",
-        format!("{grants} Role/RoleBinding pairs grant get on the distributed Secrets to secretReaders"),
-    );
+    let access = if granted.conflicts.is_empty() {
+        Observed::new(
+            ACCESS_GRANTED,
+            true,
+            "Granted",
+            format!("{} Role/RoleBinding pairs grant get on the distributed Secrets to secretReaders", granted.grants),
+        )
+    } else {
+        let message = format!("{}: left untouched, those readers get nothing there", granted.conflicts.join("; "));
+        Observed::new(ACCESS_GRANTED, false, "AccessConflict", message)
+    };
     let mut conditions = with_ready(vec![observe_namespaces(namespaces), observe_secrets(secrets), access]);
     conditions.push(observe_expiry(secrets, now));
     conditions
@@ -42,9 +47,12 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
     let problem = |pick: fn(&NamespaceState) -> Option<&String>| -> Vec<&str> {
         outcomes.iter().filter_map(|(_, s)| pick(s)).map(String::as_str).collect()
     };
+    let protected = problem(|s| if let NamespaceState::Protected(m) = s { Some(m) } else { None });
     let conflicts = problem(|s| if let NamespaceState::Conflict(m) = s { Some(m) } else { None });
     let terminating = problem(|s| if let NamespaceState::Terminating(m) = s { Some(m) } else { None });
-    if !conflicts.is_empty() {
+    if !protected.is_empty() {
+        Observed::new(NAMESPACES_READY, false, "ProtectedNamespace", protected.join("; "))
+    } else if !conflicts.is_empty() {
         Observed::new(NAMESPACES_READY, false, "NamespaceConflict", conflicts.join("; "))
     } else if !terminating.is_empty() {
         Observed::new(NAMESPACES_READY, false, "Terminating", terminating.join("; "))
@@ -55,7 +63,7 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
 }
 
 fn observe_secrets(outcomes: &[Outcome]) -> Observed {
-    let failures: Vec<(&Outcome, &Failure)> =
+    let failures: Vec<(&Outcome, &Unsynced)> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(|f| (o, f))).collect();
     match failures.first() {
         None => Observed::new(SECRETS_SYNCED, true, "Synced", format!("{} Secrets synced", outcomes.len())),
@@ -139,11 +147,7 @@ pub fn build(
                 name: env.name.clone(),
                 namespace: env.namespace.clone(),
                 ready: *state == NamespaceState::Ready,
-                reason: match state {
-                    NamespaceState::Ready => None,
-                    NamespaceState::Conflict(_) => Some("NamespaceConflict".into()),
-                    NamespaceState::Terminating(_) => Some("Terminating".into()),
-                },
+                reason: state.reason().map(str::to_owned),
                 secrets: secrets::statuses(secrets, &env.name),
             })
             .collect(),
@@ -174,13 +178,14 @@ mod tests {
         jiff::Timestamp::from_second(1_800_000_000).unwrap()
     }
 
-    fn outcome(secret: &str, result: Result<Synced, Failure>) -> Outcome {
+    fn outcome(secret: &str, result: Result<Synced, Unsynced>) -> Outcome {
         let wanted =
             Wanted { environment: "dev".into(), namespace: "t-dev".into(), secret: secret.into(), bundle: "b".into() };
-        Outcome { wanted, result }
+        let present = result.is_ok();
+        Outcome { wanted, result, present }
     }
 
-    fn synced(expires_in_days: Option<i64>) -> Result<Synced, Failure> {
+    fn synced(expires_in_days: Option<i64>) -> Result<Synced, Unsynced> {
         let expires_at = expires_in_days.map(|d| Time(now() + jiff::SignedDuration::from_hours(24 * d)));
         Ok(Synced { source_hash: "sha256:x".into(), expires_at })
     }
@@ -191,7 +196,12 @@ mod tests {
 
     #[test]
     fn all_ready() {
-        let c = observe(&[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)], &[], 0, now());
+        let c = observe(
+            &[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)],
+            &[],
+            &Granted::default(),
+            now(),
+        );
         assert_eq!((c[0].type_, c[0].ok, c[0].reason.as_str()), (READY, true, "Ready"));
         assert_eq!((c[1].type_, c[1].ok, c[1].message.as_str()), (NAMESPACES_READY, true, "namespaces ready: a, b"));
     }
@@ -204,7 +214,7 @@ mod tests {
                 (env("b"), NamespaceState::Conflict("b belongs to MLTenant x".into())),
             ],
             &[],
-            0,
+            &Granted::default(),
             now(),
         );
         assert_eq!(
@@ -216,15 +226,15 @@ mod tests {
 
     #[test]
     fn a_failing_secret_drives_ready_and_names_bundle_and_key() {
-        let failure = Failure::Decryption {
+        let failure = crate::bundle::Failure::Decryption {
             bundle: "b".into(),
             key: "AWS_SECRET_ACCESS_KEY".into(),
             error: crate::crypto::OpenError::NoKeyCouldDecrypt,
         };
         let c = observe(
             &[(env("t-dev"), NamespaceState::Ready)],
-            &[outcome("ok", synced(None)), outcome("ml", Err(failure))],
-            0,
+            &[outcome("ok", synced(None)), outcome("ml", Err(failure.into()))],
+            &Granted::default(),
             now(),
         );
         let secrets = find(&c, SECRETS_SYNCED);
@@ -238,14 +248,44 @@ mod tests {
     }
 
     #[test]
+    fn protected_wins_over_conflicts_and_a_secret_conflict_has_its_reason() {
+        let c = observe(
+            &[
+                (env("a"), NamespaceState::Conflict("a belongs to MLTenant x".into())),
+                (env("kube-system"), NamespaceState::Protected("namespace kube-system is protected".into())),
+            ],
+            &[outcome(
+                "ml",
+                Err(Unsynced::Conflict {
+                    namespace: "t-dev".into(),
+                    name: "ml".into(),
+                    why: "it is not managed by mltenant-operator",
+                }),
+            )],
+            &Granted {
+                grants: 0,
+                conflicts: vec![
+                    "Role/RoleBinding t-dev/r already exists and it is not managed by mltenant-operator".into(),
+                ],
+            },
+            now(),
+        );
+        assert_eq!((c[0].ok, c[0].reason.as_str()), (false, "ProtectedNamespace"));
+        assert_eq!(find(&c, SECRETS_SYNCED).reason, "SecretConflict");
+        assert!(find(&c, SECRETS_SYNCED).message.contains("t-dev/ml already exists and it is not managed"));
+        assert_eq!(find(&c, ACCESS_GRANTED).reason, "AccessConflict");
+    }
+
+    #[test]
     fn expiry_warns_without_affecting_ready() {
-        let expiring =
-            |days| find(&observe(&[], &[outcome("s", synced(days))], 0, now()), CREDENTIALS_EXPIRING).clone();
+        let expiring = |days| {
+            find(&observe(&[], &[outcome("s", synced(days))], &Granted::default(), now()), CREDENTIALS_EXPIRING).clone()
+        };
         assert_eq!((expiring(None).ok, expiring(None).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(30)).ok, expiring(Some(30)).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(13)).ok, expiring(Some(13)).reason), (true, "ExpiresSoon".to_string()));
         assert_eq!((expiring(Some(-1)).ok, expiring(Some(-1)).reason), (true, "Expired".to_string()));
-        let c = observe(&[], &[outcome("s", synced(Some(-1)))], 0, now());
+        let c = observe(&[], &[outcome("s", synced(Some(-1)))], &Granted::default(), now());
         assert!(c[0].ok, "an expired credential is a warning, not a failure: {:?}", c[0]);
     }
 

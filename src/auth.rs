@@ -1,0 +1,203 @@
+//! Delegated authentication and authorisation for the HTTP endpoints that cost RSA work or
+//! answer about secrets (`/v1/verify`, `/v1/rotate`, and `/metrics` with `--metrics-auth`): the
+//! caller's bearer token goes to a TokenReview, the identity it names to a SubjectAccessReview,
+//! as kube-rbac-proxy and controller-runtime's metrics filter do. Answers are cached briefly
+//! (keyed by a hash of the token, never the token itself) so a busy client does not cost two API
+//! calls per request, and reviews in flight are bounded so a flood of made-up tokens cannot turn
+//! into a flood on the API server.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use tokio::sync::Semaphore;
+
+/// How long an answer is reused (RBAC changes take effect within this).
+const CACHE_TTL: Duration = Duration::from_secs(10);
+/// Answers kept at most; past that, the oldest half goes.
+const CACHE_ENTRIES: usize = 4096;
+/// Reviews sent to the API server at once; more callers wait, up to `REVIEW_WAIT`.
+const REVIEWS_IN_FLIGHT: usize = 8;
+const REVIEW_WAIT: Duration = Duration::from_secs(5);
+
+/// The header the CLI uses through the API server's service proxy: the API server consumes
+/// `Authorization` itself (it authenticates the proxy request and removes the header), so the
+/// caller's token travels beside it.
+pub const FORWARDED_TOKEN_HEADER: &str = "x-mltenant-authorization";
+
+/// What a request asks to do, in RBAC terms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Permission {
+    /// `create` on `sealedbundles/<subresource>` in `mltenant.io`, for the bundle `name`.
+    Bundle { subresource: &'static str, name: String },
+    /// `get` on a non-resource path such as `/metrics`.
+    Path(&'static str),
+}
+
+impl Permission {
+    /// How RBAC names it, for messages (`create sealedbundles/verify`).
+    pub fn describe(&self) -> String {
+        match self {
+            Permission::Bundle { subresource, .. } => format!("create sealedbundles/{subresource} (mltenant.io)"),
+            Permission::Path(path) => format!("get {path}"),
+        }
+    }
+}
+
+/// The answer for one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    /// No token, or one the API server does not accept.
+    Unauthenticated,
+    /// Authenticated as the user named, but not allowed.
+    Forbidden(String),
+    /// The API server could not be asked (or is overloaded): try again.
+    Unavailable,
+}
+
+pub struct Authorizer {
+    client: Client,
+    cache: Mutex<HashMap<[u8; 32], (Decision, Instant)>>,
+    reviews: Semaphore,
+}
+
+impl Authorizer {
+    pub fn new(client: Client) -> Self {
+        Self { client, cache: Mutex::default(), reviews: Semaphore::new(REVIEWS_IN_FLIGHT) }
+    }
+
+    /// May the holder of `token` do `permission`?
+    pub async fn check(&self, token: Option<&str>, permission: &Permission) -> Decision {
+        let Some(token) = token.filter(|t| !t.is_empty()) else { return Decision::Unauthenticated };
+        let key = cache_key(token, permission);
+        if let Some(decision) = self.cached(&key) {
+            return decision;
+        }
+        let Ok(Ok(_slot)) = tokio::time::timeout(REVIEW_WAIT, self.reviews.acquire()).await else {
+            return Decision::Unavailable;
+        };
+        let decision = match self.review(token, permission).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                tracing::warn!(%error, "could not review a request's token");
+                return Decision::Unavailable;
+            }
+        };
+        self.remember(key, decision.clone());
+        decision
+    }
+
+    async fn review(&self, token: &str, permission: &Permission) -> kube::Result<Decision> {
+        let review = TokenReview {
+            spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: None },
+            ..Default::default()
+        };
+        let reviewed = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
+        let status = reviewed.status.unwrap_or_default();
+        let user = match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => user,
+            _ => return Ok(Decision::Unauthenticated),
+        };
+        let (resource_attributes, non_resource_attributes) = match permission {
+            Permission::Bundle { subresource, name } => (
+                Some(ResourceAttributes {
+                    group: Some(crate::api::GROUP.to_owned()),
+                    resource: Some("sealedbundles".to_owned()),
+                    subresource: Some((*subresource).to_owned()),
+                    verb: Some("create".to_owned()),
+                    name: Some(name.clone()).filter(|n| !n.is_empty()),
+                    ..Default::default()
+                }),
+                None,
+            ),
+            Permission::Path(path) => {
+                (None, Some(NonResourceAttributes { path: Some((*path).to_owned()), verb: Some("get".to_owned()) }))
+            }
+        };
+        let access = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: user.username.clone(),
+                uid: user.uid,
+                groups: user.groups,
+                extra: user.extra,
+                resource_attributes,
+                non_resource_attributes,
+            },
+            ..Default::default()
+        };
+        let answer =
+            Api::<SubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &access).await?;
+        Ok(if answer.status.is_some_and(|s| s.allowed) {
+            Decision::Allowed
+        } else {
+            Decision::Forbidden(user.username.unwrap_or_default())
+        })
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> Option<Decision> {
+        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(decision, _)| decision.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], decision: Decision) {
+        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() >= CACHE_ENTRIES {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+            if cache.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(key, (decision, Instant::now()));
+    }
+}
+
+/// SHA-256 over the token and the permission: the cache never holds a token.
+fn cache_key(token: &str, permission: &Permission) -> [u8; 32] {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    ctx.update(token.as_bytes());
+    ctx.update(b"\0");
+    ctx.update(format!("{permission:?}").as_bytes());
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// The bearer token of a request: `Authorization: Bearer <token>`, or the same value in
+/// [`FORWARDED_TOKEN_HEADER`] (through the API server's service proxy).
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    [http::header::AUTHORIZATION.as_str(), FORWARDED_TOKEN_HEADER]
+        .iter()
+        .filter_map(|name| headers.get(*name)?.to_str().ok())
+        .find_map(|value| value.strip_prefix("Bearer ").map(str::trim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_from_either_header() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(bearer_token(&headers), None);
+        headers.insert(FORWARDED_TOKEN_HEADER, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("abc"));
+        headers.insert(http::header::AUTHORIZATION, "Bearer direct".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("direct"));
+        headers.insert(http::header::AUTHORIZATION, "Basic x".parse().unwrap());
+        assert_eq!(bearer_token(&headers), Some("abc"), "only bearer tokens count");
+    }
+
+    #[test]
+    fn cache_keys_separate_tokens_and_permissions() {
+        let verify = Permission::Bundle { subresource: "verify", name: "b".into() };
+        let rotate = Permission::Bundle { subresource: "rotate", name: "b".into() };
+        assert_ne!(cache_key("t", &verify), cache_key("t", &rotate));
+        assert_ne!(cache_key("t", &verify), cache_key("u", &verify));
+        assert_eq!(cache_key("t", &verify), cache_key("t", &verify));
+    }
+}

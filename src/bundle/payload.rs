@@ -1,0 +1,215 @@
+//! What a bundle must look like before the operator writes (or deletes) anything for it: an
+//! allowed Secret type, no reserved template keys, a bounded number of values, and opened values
+//! that the Secret type accepts. Checking all of it first means a bad bundle, or a type change
+//! to a payload the new type rejects, never leaves a namespace without its last good Secret.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::api::SealedBundle;
+use crate::api::limits::{self, DOCKER_CFG, DOCKER_CONFIG_JSON, MAX_VALUES, OPAQUE};
+
+/// The Kubernetes limit on a Secret's data.
+pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// Why a bundle's claims are refused, before any decryption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    UnsupportedType(String),
+    ReservedMetadata(String),
+    TooManyValues(usize),
+}
+
+/// The Secret type the bundle produces.
+pub fn secret_type(bundle: &SealedBundle) -> &str {
+    bundle.spec.type_.as_deref().unwrap_or(OPAQUE)
+}
+
+/// Check what needs no plaintext: type, template keys, number of values. Cheap, so it runs
+/// before any RSA work.
+pub fn check_claims(bundle: &SealedBundle) -> Result<(), Refusal> {
+    let type_ = secret_type(bundle);
+    if !limits::SECRET_TYPES.contains(&type_) {
+        return Err(Refusal::UnsupportedType(crate::text::shorten(type_, 64)));
+    }
+    let template = bundle.spec.template.iter();
+    let keys = template.flat_map(|t| t.labels.iter().chain(t.annotations.iter()).flat_map(BTreeMap::keys));
+    if let Some(key) = keys.into_iter().find(|k| limits::is_reserved_key(k)) {
+        return Err(Refusal::ReservedMetadata(crate::text::shorten(key, 128)));
+    }
+    let count = bundle.spec.encrypted_data.len();
+    if count > MAX_VALUES {
+        return Err(Refusal::TooManyValues(count));
+    }
+    Ok(())
+}
+
+/// Check opened values against the Secret type: (data key, problem) when refused.
+pub fn check_values(
+    type_: &str,
+    data: &BTreeMap<String, Zeroizing<Vec<u8>>>,
+) -> Result<(), (&'static str, &'static str)> {
+    if data.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_SECRET_BYTES {
+        return Err(("*", "the values exceed the 1 MiB Secret size limit"));
+    }
+    let get = |key: &'static str| data.get(key).map(|v| v.as_slice());
+    match type_ {
+        DOCKER_CONFIG_JSON => {
+            let key = ".dockerconfigjson";
+            let value = get(key).ok_or((key, "is missing (required by type kubernetes.io/dockerconfigjson)"))?;
+            let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| (key, "is not JSON"))?;
+            if !json.get("auths").is_some_and(serde_json::Value::is_object) {
+                return Err((key, "has no \"auths\" object"));
+            }
+        }
+        DOCKER_CFG => {
+            let key = ".dockercfg";
+            let value = get(key).ok_or((key, "is missing (required by type kubernetes.io/dockercfg)"))?;
+            let json: serde_json::Value = serde_json::from_slice(value).map_err(|_| (key, "is not JSON"))?;
+            if !json.is_object() {
+                return Err((key, "is not a JSON object of registries"));
+            }
+        }
+        "kubernetes.io/basic-auth" if get("username").is_none() && get("password").is_none() => {
+            return Err(("username", "or password is required by type kubernetes.io/basic-auth"));
+        }
+        "kubernetes.io/ssh-auth" => {
+            get("ssh-privatekey").ok_or(("ssh-privatekey", "is missing (required by type kubernetes.io/ssh-auth)"))?;
+        }
+        "kubernetes.io/tls" => {
+            let crt = get("tls.crt").ok_or(("tls.crt", "is missing (required by type kubernetes.io/tls)"))?;
+            let labels = pem_labels(crt).ok_or(("tls.crt", "is not PEM"))?;
+            if labels.is_empty() || labels.iter().any(|l| l != "CERTIFICATE") {
+                return Err(("tls.crt", "must hold PEM CERTIFICATE blocks only"));
+            }
+            let key = get("tls.key").ok_or(("tls.key", "is missing (required by type kubernetes.io/tls)"))?;
+            let labels = pem_labels(key).ok_or(("tls.key", "is not PEM"))?;
+            if labels.len() != 1 || !labels[0].ends_with("PRIVATE KEY") {
+                return Err(("tls.key", "must hold exactly one PEM private key block"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The labels of the PEM blocks in `text`, or `None` if it is not PEM (a block that does not
+/// close, a body that is not base64, or no block at all). Never echoes the content.
+fn pem_labels(text: &[u8]) -> Option<Vec<String>> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut labels = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + "-----BEGIN ".len()..];
+        let (label, body) = after.split_once("-----")?;
+        let end_marker = format!("-----END {label}-----");
+        let end = body.find(&end_marker)?;
+        let base64: String = body[..end].chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        base64::engine::general_purpose::STANDARD.decode(base64).ok().filter(|der| !der.is_empty())?;
+        labels.push(label.to_owned());
+        rest = &body[end + end_marker.len()..];
+    }
+    (!labels.is_empty()).then_some(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BundleScope, SealedBundleSpec, SecretTemplate};
+
+    fn data(pairs: &[(&str, &[u8])]) -> BTreeMap<String, Zeroizing<Vec<u8>>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), Zeroizing::new(v.to_vec()))).collect()
+    }
+
+    const CERT: &[u8] = b"-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n";
+    const KEY: &[u8] = b"-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49\n-----END PRIVATE KEY-----\n";
+
+    /// Secret type, values, and the key the check refuses (or `Ok`).
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8])], Result<(), &'a str>);
+
+    #[test]
+    fn payloads_per_type() {
+        let table: &[Case] = &[
+            (OPAQUE, &[("anything", b"x")], Ok(())),
+            (DOCKER_CONFIG_JSON, &[(".dockerconfigjson", br#"{"auths":{}}"#)], Ok(())),
+            (DOCKER_CONFIG_JSON, &[(".dockerconfigjson", b"hunter2")], Err(".dockerconfigjson")),
+            (DOCKER_CONFIG_JSON, &[(".dockerconfigjson", br#"{"credsStore":"x"}"#)], Err(".dockerconfigjson")),
+            (DOCKER_CONFIG_JSON, &[], Err(".dockerconfigjson")),
+            (DOCKER_CFG, &[(".dockercfg", br#"{"ghcr.io":{"auth":"eDp5"}}"#)], Ok(())),
+            (DOCKER_CFG, &[(".dockercfg", b"[]")], Err(".dockercfg")),
+            ("kubernetes.io/basic-auth", &[("password", b"p")], Ok(())),
+            ("kubernetes.io/basic-auth", &[("user", b"u")], Err("username")),
+            ("kubernetes.io/ssh-auth", &[("ssh-privatekey", b"k")], Ok(())),
+            ("kubernetes.io/ssh-auth", &[("id_rsa", b"k")], Err("ssh-privatekey")),
+            ("kubernetes.io/tls", &[("tls.crt", CERT), ("tls.key", KEY)], Ok(())),
+            ("kubernetes.io/tls", &[("tls.crt", b"not pem"), ("tls.key", KEY)], Err("tls.crt")),
+            ("kubernetes.io/tls", &[("tls.crt", KEY), ("tls.key", KEY)], Err("tls.crt")),
+            ("kubernetes.io/tls", &[("tls.crt", CERT), ("tls.key", CERT)], Err("tls.key")),
+            ("kubernetes.io/tls", &[("tls.crt", CERT)], Err("tls.key")),
+            (
+                "kubernetes.io/tls",
+                &[("tls.crt", CERT), ("tls.key", b"-----BEGIN PRIVATE KEY-----\n!!!!\n-----END PRIVATE KEY-----")],
+                Err("tls.key"),
+            ),
+        ];
+        for (type_, values, want) in table {
+            let got = check_values(type_, &data(values)).map_err(|(key, _)| key);
+            assert_eq!(got, *want, "{type_} {:?}", values.iter().map(|(k, _)| k).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_certificate_chain_is_pem() {
+        let chain = [CERT, CERT].concat();
+        assert_eq!(pem_labels(&chain).unwrap(), ["CERTIFICATE", "CERTIFICATE"]);
+        assert_eq!(pem_labels(b"-----BEGIN CERTIFICATE-----\nMIIB\n"), None, "unterminated");
+    }
+
+    #[test]
+    fn problems_never_echo_the_value() {
+        let (_, problem) = check_values(DOCKER_CONFIG_JSON, &data(&[(".dockerconfigjson", b"hunter2")])).unwrap_err();
+        assert!(!problem.contains("hunter2"));
+    }
+
+    fn bundle(type_: Option<&str>, template: Option<SecretTemplate>, values: usize) -> SealedBundle {
+        SealedBundle::new(
+            "b",
+            SealedBundleSpec {
+                scope: BundleScope::Tenant,
+                tenant: Some("t".into()),
+                environment: None,
+                tenant_selector: None,
+                type_: type_.map(Into::into),
+                template,
+                expires_at: None,
+                encrypted_data: (0..values).map(|i| (format!("K{i}"), "AgB".to_string())).collect(),
+            },
+        )
+    }
+
+    #[test]
+    fn claims_refused_before_any_decryption() {
+        assert_eq!(check_claims(&bundle(None, None, 1)), Ok(()));
+        assert_eq!(
+            check_claims(&bundle(Some("kubernetes.io/service-account-token"), None, 1)),
+            Err(Refusal::UnsupportedType("kubernetes.io/service-account-token".into()))
+        );
+        let token_annotation = SecretTemplate {
+            labels: None,
+            annotations: Some([("kubernetes.io/service-account.name".to_string(), "default".to_string())].into()),
+        };
+        assert_eq!(
+            check_claims(&bundle(None, Some(token_annotation), 1)),
+            Err(Refusal::ReservedMetadata("kubernetes.io/service-account.name".into()))
+        );
+        let argo = SecretTemplate {
+            labels: Some([("argocd.argoproj.io/secret-type".to_string(), "cluster".to_string())].into()),
+            annotations: None,
+        };
+        assert!(matches!(check_claims(&bundle(None, Some(argo), 1)), Err(Refusal::ReservedMetadata(_))));
+        assert_eq!(check_claims(&bundle(None, None, MAX_VALUES)), Ok(()));
+        assert_eq!(check_claims(&bundle(None, None, MAX_VALUES + 1)), Err(Refusal::TooManyValues(MAX_VALUES + 1)));
+    }
+}

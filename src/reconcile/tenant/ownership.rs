@@ -1,0 +1,143 @@
+//! Whether a tenant's Secret, Role or RoleBinding is really ours, and the guarded writes that
+//! follow from it. The operator holds cluster-wide rights on these kinds, so a name alone must
+//! never be enough: an object is ours only when it carries our labels for this tenant *and* the
+//! tenant's ownerReference. Anything else with the same name (a user's own Secret, another
+//! tenant's object) is a conflict: never merged into, taken over or deleted.
+
+use std::sync::Arc;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::MLTenant;
+use crate::labels::{self, FIELD_MANAGER};
+use crate::reconcile::Context;
+
+/// Who holds a child name, from one tenant's point of view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing by that name exists.
+    Absent,
+    /// Ours: our labels for this tenant and its ownerReference.
+    Ours,
+    /// Someone else's; the text says why it is not ours.
+    Foreign(&'static str),
+}
+
+/// Decide from an object's metadata whether it belongs to `tenant`.
+pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
+    let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str);
+    if label(labels::MANAGED_BY_KEY) != Some(labels::MANAGED_BY) {
+        return Claim::Foreign("it is not managed by mltenant-operator");
+    }
+    if label(labels::TENANT) != Some(tenant.name_any().as_str()) {
+        return Claim::Foreign("it is managed for another MLTenant");
+    }
+    let owned = meta.owner_references.iter().flatten().any(|o| Some(&o.uid) == tenant.metadata.uid.as_ref());
+    if !owned {
+        return Claim::Foreign("it does not carry this MLTenant's ownerReference");
+    }
+    Claim::Ours
+}
+
+/// The live object `name` in `namespace`: from the label-selected cache, or, when the cache has
+/// nothing (a new name, or an object without our labels, which the cache never sees), from one
+/// GET. Deciding on the cache alone would let an apply merge into a user's own object.
+pub async fn live<K>(ctx: &Context, store: &Store<K>, namespace: &str, name: &str) -> kube::Result<Option<Arc<K>>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
+        return Ok(Some(cached));
+    }
+    Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
+}
+
+/// Server-side apply `desired` as the one field manager. Only an object that is ours is applied
+/// with `force` (taking back fields someone edited by hand); a new one is applied without, so
+/// that an object someone created meanwhile makes the apply fail (409) instead of being merged.
+pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K, ours: bool) -> kube::Result<K>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let params = PatchParams::apply(FIELD_MANAGER);
+    let params = if ours { params.force() } else { params };
+    api.patch(name, &params, &Patch::Apply(desired)).await
+}
+
+/// Delete `obj`, which was judged ours, only if it is still the very object judged (same uid
+/// and resourceVersion): an object replaced or edited since is looked at again, not deleted.
+/// Gone already is fine.
+pub async fn delete<K>(ctx: &Context, obj: &K) -> kube::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let preconditions = Preconditions { uid: obj.uid(), resource_version: obj.resource_version() };
+    match api.delete(&obj.name_any(), &DeleteParams::background().preconditions(preconditions)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Whether a server-side apply failed because someone else holds the object or its fields.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+    use super::*;
+    use crate::api::MLTenantSpec;
+
+    fn tenant() -> MLTenant {
+        let mut t = MLTenant::new(
+            "fin",
+            MLTenantSpec {
+                environments: vec![],
+                secrets: None,
+                secret_readers: None,
+                deletion_policy: None,
+                adopt_existing_namespaces: None,
+            },
+        );
+        t.metadata.uid = Some("uid-fin".into());
+        t
+    }
+
+    fn meta(labels: &[(&str, &str)], owner_uid: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            owner_references: owner_uid.map(|uid| vec![OwnerReference { uid: uid.into(), ..Default::default() }]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn claims() {
+        let t = tenant();
+        let ours = [(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "fin")];
+        let table: &[(ObjectMeta, Claim)] = &[
+            (meta(&ours, Some("uid-fin")), Claim::Ours),
+            (meta(&[], None), Claim::Foreign("it is not managed by mltenant-operator")),
+            (meta(&[], Some("uid-fin")), Claim::Foreign("it is not managed by mltenant-operator")),
+            (
+                meta(&[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "other")], Some("uid-fin")),
+                Claim::Foreign("it is managed for another MLTenant"),
+            ),
+            (meta(&ours, None), Claim::Foreign("it does not carry this MLTenant's ownerReference")),
+            (meta(&ours, Some("uid-other")), Claim::Foreign("it does not carry this MLTenant's ownerReference")),
+        ];
+        for (meta, want) in table {
+            assert_eq!(claim(meta, &t), *want, "{meta:?}");
+        }
+    }
+}

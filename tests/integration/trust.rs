@@ -1,0 +1,492 @@
+//! The trust boundaries, attacked as an MLTenant or SealedBundle author (or any pod) would, on
+//! the real control plane with the operator running as its ServiceAccount. Each test is named
+//! after the attack and asserts what the attacker gets (SubjectAccessReviews, the objects in the
+//! cluster), not only the condition the operator reports.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::Role;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::{
+    BundleScope, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, SecretTemplate, ServiceAccountRef,
+};
+use mltenant_operator::crypto::Certificate;
+use mltenant_operator::labels;
+
+use crate::harness::*;
+
+const ARGO: (&str, &str) = ("argowf", "argo-workflow");
+
+fn argo_reader() -> SecretReader {
+    SecretReader { service_account: ServiceAccountRef { namespace: ARGO.0.into(), name: ARGO.1.into() }, secrets: None }
+}
+
+fn secret_spec(name: &str, bundle: &str) -> SecretSpec {
+    SecretSpec { name: name.into(), bundle: bundle.into(), environment_bundles: None, environments: None }
+}
+
+/// An operator for this test, its certificate, and a Tenant-scope bundle for `tenant`.
+async fn operator_with_bundle(
+    client: &Client,
+    extra_args: &[&str],
+    tenant: &str,
+    bundle_name: &str,
+) -> (Operator, Certificate) {
+    let op = Operator::start_with(&unique("run"), extra_args).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let data = sealed(&cert, BundleScope::Tenant, tenant, "", &[("PASSWORD", b"s3cr3t")]);
+    create_bundle(client, &bundle(bundle_name, BundleScope::Tenant, Some(tenant), None, data)).await;
+    (op, cert)
+}
+
+fn has_tenant_label(ns: &Namespace) -> bool {
+    ns.labels().contains_key(labels::TENANT) || ns.labels().contains_key(labels::MANAGED_BY_KEY)
+}
+
+async fn roles_for(client: &Client, namespace: &str, tenant: &str) -> Vec<Role> {
+    let lp = ListParams::default().labels(&format!("{}={tenant}", labels::TENANT));
+    Api::<Role>::namespaced(client.clone(), namespace).list(&lp).await.unwrap().items
+}
+
+async fn create_user_secret(client: &Client, namespace: &str, name: &str, value: &[u8]) -> Secret {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(BTreeMap::from([("password".to_string(), ByteString(value.to_vec()))])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap()
+}
+
+/// The API server's refusal of `tenant` (CEL), as text.
+async fn refused(client: &Client, tenant: &MLTenant) -> String {
+    match Api::<MLTenant>::all(client.clone()).create(&PostParams::default(), tenant).await {
+        Err(kube::Error::Api(status)) => status.message,
+        Ok(_) => panic!("the API server accepted MLTenant {}", tenant.name_any()),
+        Err(other) => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn an_environment_in_the_operators_own_namespace_gets_nothing_and_the_sealing_key_stays_out_of_reach() {
+    let client = admin().await;
+    let name = unique("keythief");
+    let b = unique("keythief-b");
+    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let keys = Api::<Secret>::namespaced(client.clone(), "mltenant-system")
+        .list(&ListParams::default().labels("mltenant.io/sealing-key=active"))
+        .await
+        .unwrap();
+    let key_name = keys.items.first().expect("a sealing key exists").name_any();
+
+    // The attack: an environment pointed at the operator's namespace, a Secret named like the
+    // sealing key (so a reader Role would name it), and a reader.
+    let mut t = tenant(&name, &op.run_id, &["dev"]);
+    t.spec.environments.push(EnvironmentSpec {
+        name: "ops".into(),
+        namespace: Some("mltenant-system".into()),
+        labels: None,
+    });
+    t.spec.secrets = Some(vec![secret_spec(&key_name, &b)]);
+    t.spec.secret_readers = Some(vec![argo_reader()]);
+    create_tenant(&client, &t).await;
+
+    let message = wait_condition(&client, &name, "NamespacesReady", "False", Some("ProtectedNamespace")).await;
+    assert!(message.contains("mltenant-system is protected"), "{message}");
+    assert_eq!(condition(&client, &name, "Ready").await.unwrap().1, "ProtectedNamespace");
+    assert!(!events_for(&client, &name, "ProtectedNamespace").await.is_empty());
+    // The other environment still converges.
+    wait_for("the dev environment's Secret", TIMEOUT, || async {
+        get_secret(&client, &format!("{name}-dev"), &key_name).await
+    })
+    .await;
+
+    let ns = get_namespace(&client, "mltenant-system").await.unwrap();
+    assert!(!has_tenant_label(&ns), "the operator's namespace gained our labels: {:?}", ns.labels());
+    assert!(roles_for(&client, "mltenant-system", &name).await.is_empty());
+    assert!(!may(&client, ARGO, "get", "mltenant-system", Some(&key_name)).await, "the reader may get the sealing key");
+    let key = get_secret(&client, "mltenant-system", &key_name).await.unwrap();
+    assert_eq!(key.type_.as_deref(), Some("kubernetes.io/tls"), "the sealing key was overwritten");
+    assert!(!key.labels().contains_key(labels::TENANT));
+}
+
+#[tokio::test]
+async fn builtin_protected_namespaces_are_refused_by_the_api_server() {
+    let client = admin().await;
+    let explicit = |ns: &str| {
+        let mut t = tenant(&unique("sys"), "none", &["dev"]);
+        t.spec.environments[0].namespace = Some(ns.into());
+        t
+    };
+    for target in ["kube-system", "kube-public", "kube-node-lease", "default"] {
+        let message = refused(&client, &explicit(target)).await;
+        assert!(message.contains("protected namespace"), "{target}: {message}");
+    }
+    // Computed names reach them too: tenant `default`'s production, tenant `kube`'s `system`.
+    let message = refused(&client, &tenant("default", "none", &["production"])).await;
+    assert!(message.contains("protected namespace"), "{message}");
+    let message = refused(&client, &tenant("kube", "none", &["system"])).await;
+    assert!(message.contains("protected namespace"), "{message}");
+    // What the attacker wanted stays out of reach.
+    assert!(!may(&client, ARGO, "get", "kube-system", Some("bootstrap-token-abcdef")).await);
+    assert!(!may(&client, ARGO, "get", "default", None).await);
+}
+
+#[tokio::test]
+async fn a_namespace_protected_by_flag_is_never_adopted_or_written() {
+    let client = admin().await;
+    let name = unique("flagged");
+    let target = unique("platform-db");
+    let b = unique("flagged-b");
+    // Even with consent from both sides, a protected namespace is not adopted.
+    create_namespace(&client, &target, &[(labels::ADOPTABLE_BY, &name)]).await;
+    create_user_secret(&client, &target, "db-password", b"root").await;
+    let protected = format!("--protected-namespaces=other,{}*", &target[..target.len() - 2]);
+    let (op, _) = operator_with_bundle(&client, &[&protected], &name, &b).await;
+    let mut t = tenant(&name, &op.run_id, &["db"]);
+    t.spec.environments[0].namespace = Some(target.clone());
+    t.spec.adopt_existing_namespaces = Some(true);
+    t.spec.secrets = Some(vec![secret_spec("db-password", &b)]);
+    t.spec.secret_readers = Some(vec![argo_reader()]);
+    create_tenant(&client, &t).await;
+
+    wait_condition(&client, &name, "NamespacesReady", "False", Some("ProtectedNamespace")).await;
+    assert!(!has_tenant_label(&get_namespace(&client, &target).await.unwrap()));
+    let secret = get_secret(&client, &target, "db-password").await.unwrap();
+    assert_eq!(secret.data.unwrap()["password"].0, b"root");
+    assert!(roles_for(&client, &target, &name).await.is_empty());
+    assert!(!may(&client, ARGO, "get", &target, Some("db-password")).await);
+}
+
+#[tokio::test]
+async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
+    let client = admin().await;
+    let name = unique("squat");
+    let b = unique("squat-b");
+    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let t = tenant(&name, &op.run_id, &["dev"]);
+    create_tenant(&client, &t).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+    // A team member's own Secret, created before the tenant lists the name.
+    let before = create_user_secret(&client, &dev, "ml-platform", b"hand-made").await;
+
+    update_spec(&client, &name, |s| {
+        s.secrets = Some(vec![secret_spec("ml-platform", &b)]);
+        s.secret_readers = Some(vec![argo_reader()]);
+    })
+    .await;
+    let message = wait_condition(&client, &name, "SecretsSynced", "False", Some("SecretConflict")).await;
+    assert!(message.contains(&format!("{dev}/ml-platform already exists")), "{message}");
+    assert!(!events_for(&client, &name, "SecretConflict").await.is_empty());
+    let during = get_secret(&client, &dev, "ml-platform").await.unwrap();
+    assert_eq!(during.data, before.data, "the user's Secret was merged into");
+    assert_eq!(during.metadata.resource_version, before.metadata.resource_version, "the user's Secret was written");
+    assert!(!may(&client, ARGO, "get", &dev, Some("ml-platform")).await, "the reader was granted the user's Secret");
+    assert!(roles_for(&client, &dev, &name).await.is_empty(), "a Role names a Secret the operator did not write");
+
+    // The tenant drops the name again: the user's Secret stays, byte for byte.
+    update_spec(&client, &name, |s| s.secrets = Some(vec![])).await;
+    wait_condition(&client, &name, "SecretsSynced", "True", None).await;
+    let after = get_secret(&client, &dev, "ml-platform").await.expect("the user's Secret was deleted");
+    assert_eq!(after.data, before.data);
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+}
+
+#[tokio::test]
+async fn readers_get_only_secrets_the_operator_wrote() {
+    let client = admin().await;
+    let name = unique("grants");
+    let b = unique("grants-b");
+    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    create_tenant(&client, &tenant(&name, &op.run_id, &["dev"])).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+    create_user_secret(&client, &dev, "db-password", b"root").await;
+
+    // The attack: ask for a reader on a Secret name the operator never writes (its bundle does
+    // not exist), next to one it does write.
+    update_spec(&client, &name, |s| {
+        s.secrets = Some(vec![secret_spec("ml-platform", &b), secret_spec("db-password", &unique("absent"))]);
+        s.secret_readers = Some(vec![argo_reader()]);
+    })
+    .await;
+    wait_condition(&client, &name, "SecretsSynced", "False", None).await;
+    let roles = wait_for("the reader's Role", TIMEOUT, || async {
+        Some(roles_for(&client, &dev, &name).await).filter(|r| !r.is_empty())
+    })
+    .await;
+    let names = roles[0].rules.as_ref().unwrap()[0].resource_names.clone().unwrap();
+    assert_eq!(names, ["ml-platform"]);
+    assert!(may(&client, ARGO, "get", &dev, Some("ml-platform")).await);
+    assert!(!may(&client, ARGO, "get", &dev, Some("db-password")).await, "the reader may get the user's Secret");
+}
+
+#[tokio::test]
+async fn a_bundle_cannot_make_kubernetes_mint_a_service_account_token() {
+    let client = admin().await;
+    let name = unique("minter");
+    let mut token_type =
+        bundle(&unique("token"), BundleScope::Tenant, Some(&name), None, [("K".into(), "AgB".into())].into());
+    token_type.spec.type_ = Some("kubernetes.io/service-account-token".into());
+    let mut annotated =
+        bundle(&unique("annotated"), BundleScope::Tenant, Some(&name), None, [("K".into(), "AgB".into())].into());
+    annotated.spec.template = Some(SecretTemplate {
+        labels: None,
+        annotations: Some([("kubernetes.io/service-account.name".into(), "default".into())].into()),
+    });
+    let mut argo = annotated.clone();
+    argo.metadata.name = Some(unique("argo"));
+    argo.spec.template = Some(SecretTemplate {
+        labels: Some([("argocd.argoproj.io/secret-type".into(), "cluster".into())].into()),
+        annotations: None,
+    });
+    for (what, b, expect) in [
+        ("type", &token_type, "type must be one of Opaque"),
+        ("token annotation", &annotated, "must not use the prefixes"),
+        ("Argo CD label", &argo, "must not use the prefixes"),
+    ] {
+        match Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), b).await {
+            Err(kube::Error::Api(status)) => assert!(status.message.contains(expect), "{what}: {}", status.message),
+            other => panic!("{what}: the API server accepted it: {other:?}"),
+        }
+    }
+    let tokens = Api::<Secret>::all(client.clone())
+        .list(&ListParams::default().fields("type=kubernetes.io/service-account-token"))
+        .await
+        .unwrap();
+    assert!(tokens.items.iter().all(|s| !s.labels().contains_key(labels::TENANT)), "a token Secret carries our labels");
+}
+
+#[tokio::test]
+async fn a_type_change_never_leaves_the_namespace_without_its_secret() {
+    let client = admin().await;
+    let name = unique("retype");
+    let b = unique("retype-b");
+    let (op, cert) = operator_with_bundle(&client, &[], &name, &b).await;
+    let mut t = tenant(&name, &op.run_id, &["dev"]);
+    t.spec.secrets = Some(vec![secret_spec("web", &b)]);
+    create_tenant(&client, &t).await;
+    let dev = format!("{name}-dev");
+    let before = wait_for("the Opaque Secret", TIMEOUT, || async { get_secret(&client, &dev, "web").await }).await;
+
+    // Type tls, but the values are not a certificate and key: refused before anything is deleted.
+    let api = Api::<SealedBundle>::all(client.clone());
+    edit(&api, &b, |bundle: &mut SealedBundle| bundle.spec.type_ = Some("kubernetes.io/tls".into())).await;
+    let message = wait_condition(&client, &name, "SecretsSynced", "False", Some("InvalidPayload")).await;
+    assert!(message.contains("tls.crt"), "{message}");
+    let during = get_secret(&client, &dev, "web").await.expect("the Secret was deleted for a type change that failed");
+    assert_eq!((during.metadata.uid, during.type_.as_deref()), (before.metadata.uid.clone(), Some("Opaque")));
+
+    // A valid certificate and key: the Secret is replaced by one of the new type.
+    let crt = std::fs::read("tests/fixtures/crypto/sealing-key.crt").unwrap();
+    let key = std::fs::read("tests/fixtures/crypto/sealing-key.key").unwrap();
+    let data = sealed(&cert, BundleScope::Tenant, &name, "", &[("tls.crt", &crt), ("tls.key", &key)]);
+    edit(&api, &b, |bundle: &mut SealedBundle| bundle.spec.encrypted_data = data.clone()).await;
+    wait_condition(&client, &name, "SecretsSynced", "True", None).await;
+    let after = get_secret(&client, &dev, "web").await.unwrap();
+    assert_eq!(after.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(after.data.unwrap()["tls.crt"].0, crt);
+}
+
+#[tokio::test]
+async fn a_multi_byte_reader_name_is_refused_and_cannot_stop_the_next_tenant() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    // Refused by the schema: a ServiceAccount name is a DNS subdomain.
+    let mut t = tenant(&unique("unicode"), &op.run_id, &["dev"]);
+    t.spec.secret_readers = Some(vec![SecretReader {
+        service_account: ServiceAccountRef { namespace: "argowf".into(), name: "é".repeat(200) },
+        secrets: None,
+    }]);
+    let message = refused(&client, &t).await;
+    assert!(message.contains("secretReaders[0].serviceAccount.name"), "{message}");
+    // The longest names the schema allows are shortened into valid Role names, and the next
+    // tenant converges on the same process.
+    let name = unique("longest");
+    let mut t = tenant(&name, &op.run_id, &["dev"]);
+    let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
+    t.spec.secret_readers = Some(vec![SecretReader {
+        service_account: ServiceAccountRef { namespace: "n".repeat(63), name: long },
+        secrets: None,
+    }]);
+    create_tenant(&client, &t).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let next = unique("next");
+    create_tenant(&client, &tenant(&next, &op.run_id, &["dev"])).await;
+    wait_condition(&client, &next, "Ready", "True", None).await;
+    assert_eq!(op.get("/healthz").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_thousand_missing_bundle_names_leave_a_bounded_number_of_series() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let name = unique("series");
+    let names = |round: usize| -> Vec<SecretSpec> {
+        (0..32).map(|i| secret_spec(&format!("s{i}"), &format!("{name}-missing-{round}-{i}"))).collect()
+    };
+    let mut t = tenant(&name, &op.run_id, &["dev"]);
+    t.spec.secrets = Some(names(0));
+    create_tenant(&client, &t).await;
+    let series = || async {
+        op.metrics()
+            .await
+            .lines()
+            .filter(|l| l.starts_with("mltenant_decryption_failures_total{") && l.contains(&name))
+            .count()
+    };
+    wait_for("the first failure series", TIMEOUT, || async { (series().await == 32).then_some(()) }).await;
+    // 32 rounds of 32 new names: 1,024 distinct missing bundles over the tenant's life.
+    for round in 1..32 {
+        update_spec(&client, &name, |s| s.secrets = Some(names(round))).await;
+        wait_condition(&client, &name, "SecretsSynced", "False", Some("BundleNotFound")).await;
+    }
+    let failures =
+        op.metric("mltenant_decryption_failures_total", &[("bundle", &format!("{name}-missing-31-0"))]).await;
+    assert!(failures >= 1.0, "the last round's failures are counted");
+    assert!(series().await <= 32, "{} series for 32 referenced bundles", series().await);
+    delete_tenant(&client, &name).await;
+    wait_tenant_gone(&client, &name).await;
+    wait_for("no series of the deleted tenant", TIMEOUT, || async { (series().await == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn verify_and_rotate_need_an_authorised_caller() {
+    let client = admin().await;
+    let name = unique("oracle");
+    let b = unique("oracle-b");
+    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let bundle = Api::<SealedBundle>::all(client.clone()).get(&b).await.unwrap();
+    let body = serde_yaml::to_string(&bundle).unwrap();
+    for path in ["/v1/verify", "/v1/rotate"] {
+        assert_eq!(op.post_as(None, path, body.as_bytes()).await.0, 401, "{path} without a token");
+        assert_eq!(op.post_as(Some("not-a-token"), path, body.as_bytes()).await.0, 401, "{path} with a made-up token");
+        let (code, message) =
+            op.post_as(Some(&token_of("MLTENANT_TEST_OPERATOR_KUBECONFIG")), path, body.as_bytes()).await;
+        assert_eq!(code, 403, "{path} as an identity without the right: {message}");
+        assert!(message.contains("may not create sealedbundles/"), "{message}");
+        let (code, message) =
+            op.post_as(Some(&token_of("MLTENANT_TEST_SEALER_KUBECONFIG")), path, body.as_bytes()).await;
+        assert_eq!(code, 200, "{path} as a member of mltenant:sealers: {message}");
+    }
+    // With --metrics-auth, /metrics too (`get` on the non-resource URL, which the admin has).
+    let guarded = Operator::start_with(&unique("run"), &["--metrics-auth"]).await;
+    assert_eq!(guarded.get("/metrics").await.0, 401);
+    assert_eq!(guarded.get_as(&token_of("MLTENANT_TEST_SEALER_KUBECONFIG"), "/metrics").await.0, 403);
+    let (code, text) = guarded.get_as(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG"), "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(text.contains("mltenant_leader"), "{text}");
+}
+
+#[tokio::test]
+async fn a_verify_flood_leaves_healthz_answering() {
+    let client = admin().await;
+    let name = unique("flood");
+    let op = Operator::start(&unique("run")).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let values: Vec<(String, Vec<u8>)> = (0..128).map(|i| (format!("K{i}"), vec![b'v'; 32])).collect();
+    let refs: Vec<(&str, &[u8])> = values.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+    let data = sealed(&cert, BundleScope::Tenant, &name, "", &refs);
+    let body = serde_yaml::to_string(&bundle(&name, BundleScope::Tenant, Some(&name), None, data)).unwrap();
+    drop(client);
+
+    let token = token_of("MLTENANT_TEST_SEALER_KUBECONFIG");
+    let op = std::sync::Arc::new(op);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let flooders: Vec<_> = (0..16)
+        .map(|_| {
+            let (op, body, token) = (op.clone(), body.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut opened = 0;
+                while Instant::now() < deadline {
+                    opened += usize::from(op.post_as(Some(&token), "/v1/verify", body.as_bytes()).await.0 == 200);
+                }
+                opened
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    while Instant::now() < deadline {
+        let start = Instant::now();
+        assert_eq!(op.get("/healthz").await.0, 200);
+        slowest = slowest.max(start.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut opened = 0;
+    for flooder in flooders {
+        opened += flooder.await.unwrap();
+    }
+    assert!(opened >= 10, "the flood opened only {opened} bundles of 128 values: it was no flood");
+    println!("verify flood: {opened} bundles x 128 RSA decryptions in 8 s; slowest /healthz answer {slowest:?}");
+}
+
+/// The admission policy holds the operator's own identity to the trust boundaries, whatever
+/// the operator's code does.
+#[tokio::test]
+async fn the_admission_policy_refuses_the_operators_identity_what_it_must_never_do() {
+    let admin = admin().await;
+    let operator = operator_identity().await;
+    let ns = unique("guarded");
+    create_namespace(&admin, &ns, &[]).await;
+    let user_secret = create_user_secret(&admin, &ns, "users-own", b"hand-made").await;
+    let ours = |name: &str, type_: &str| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels::managed_by()),
+            ..Default::default()
+        },
+        type_: Some(type_.into()),
+        ..Default::default()
+    };
+    let refusal = |result: kube::Result<Secret>| match result {
+        Err(kube::Error::Api(status)) => status.message,
+        other => panic!("the operator's identity was allowed: {other:?}"),
+    };
+    let secrets = |namespace: &str| Api::<Secret>::namespaced(operator.clone(), namespace);
+    let pp = PostParams::default();
+
+    let message = refusal(secrets("kube-system").create(&pp, &ours(&unique("x"), "Opaque")).await);
+    assert!(message.contains("namespace kube-system is protected"), "{message}");
+    let message = refusal(secrets("mltenant-system").create(&pp, &ours(&unique("x"), "Opaque")).await);
+    assert!(message.contains("is protected"), "{message}");
+    let mut unlabelled = ours(&unique("x"), "Opaque");
+    unlabelled.metadata.labels = None;
+    let message = refusal(secrets(&ns).create(&pp, &unlabelled).await);
+    assert!(message.contains("must carry app.kubernetes.io/managed-by"), "{message}");
+    let mut token = ours(&unique("x"), "kubernetes.io/service-account-token");
+    token.metadata.annotations =
+        Some([("kubernetes.io/service-account.name".to_string(), "default".to_string())].into());
+    let message = refusal(secrets(&ns).create(&pp, &token).await);
+    assert!(message.contains("Secret type outside"), "{message}");
+    let take = serde_json::json!({"metadata": {"labels": labels::managed_by()}, "data": {"password": "dGFrZW4="}});
+    let message = refusal(secrets(&ns).patch("users-own", &Default::default(), &kube::api::Patch::Merge(&take)).await);
+    assert!(message.contains("only update or delete a Secret, Role or RoleBinding it manages"), "{message}");
+    match secrets(&ns).delete("users-own", &Default::default()).await {
+        Err(kube::Error::Api(status)) => assert!(status.message.contains("it manages"), "{}", status.message),
+        other => panic!("the operator's identity deleted a user's Secret: {other:?}"),
+    }
+    let namespaces = Api::<Namespace>::all(operator.clone());
+    let patch = serde_json::json!({"metadata": {"labels": {labels::TENANT: "thief"}}});
+    match namespaces.patch(&ns, &Default::default(), &kube::api::Patch::Merge(&patch)).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains("neither managed by it"), "{}", status.message)
+        }
+        other => panic!("the operator's identity labelled a foreign namespace: {other:?}"),
+    }
+    match namespaces.delete(&ns, &Default::default()).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains("namespaces it created"), "{}", status.message)
+        }
+        other => panic!("the operator's identity deleted a foreign namespace: {other:?}"),
+    }
+    // What the operator legitimately does still passes: RBAC allows it and the policy does not
+    // refuse everything.
+    let name = unique("fine");
+    secrets(&ns).create(&pp, &ours(&name, "Opaque")).await.expect("a labelled Opaque Secret");
+    secrets(&ns).delete(&name, &Default::default()).await.expect("deleting its own Secret");
+    assert_eq!(get_secret(&admin, &ns, "users-own").await.unwrap().data, user_secret.data);
+}
