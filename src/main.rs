@@ -30,12 +30,9 @@ enum Command {
     Seal(Box<cli::seal::Args>),
     /// Print the operator's current sealing certificate (for offline `seal --cert` or kubeseal).
     Cert(cli::cert::Source),
-    /// Check MLTenant and SealedBundle manifests offline.
-    Validate {
-        /// File with one or more YAML documents; `-` reads standard input.
-        #[arg(short = 'f', long = "filename")]
-        file: std::path::PathBuf,
-    },
+    /// Check MLTenant and SealedBundle manifests against the CRDs' schema and CEL rules offline
+    /// (and, with --server-dry-run, against the API server).
+    Validate(cli::validate::Args),
 }
 
 #[derive(clap::Args)]
@@ -81,7 +78,7 @@ async fn main() -> std::process::ExitCode {
         Command::Controller(args) => controller(args).await,
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
-        Command::Validate { file } => cli::validate::run(&file).map(|summary| println!("{summary}")),
+        Command::Validate(args) => cli::validate::run(&args).await.map(|summary| println!("{summary}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
