@@ -17,9 +17,12 @@ use serde::{Deserialize, Serialize};
     doc = "Sealed credentials, decryptable only by the operator for the consumers its scope allows.",
     // JSON form: clippy's duplicated_attributes misreads repeated `type_ = ...` in the list form.
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope"}"#,
+    printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenant"}"#,
     printcolumn = r#"{"name":"Decryptable","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].reason"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","priority":1,"jsonPath":".status.keyFingerprint"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -35,10 +38,12 @@ pub struct SealedBundleSpec {
     /// (every environment of `tenant`) or `Environment` (`tenant`'s `environment` only).
     pub scope: BundleScope,
 
+    /// Tenant and Environment scope: the MLTenant that may use the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub tenant: Option<String>,
 
+    /// Environment scope: the one environment of `tenant` that may use the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub environment: Option<String>,
@@ -74,8 +79,10 @@ pub enum BundleScope {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 pub struct SecretTemplate {
+    /// Labels added to every produced Secret (the operator's own labels are added too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to every produced Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<BTreeMap<String, String>>,
 }
@@ -83,8 +90,10 @@ pub struct SecretTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SealedBundleStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Decryptable`: whether the bundle opens for the consumer its scope names, and why not.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Fingerprint of the sealing key that opens this bundle.

@@ -208,6 +208,17 @@ pub fn check(metadata: Option<&Value>, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Give an object created with only `generateName` the kind of name the API server generates
+/// (the prefix and five characters) before it validates, so rules about the name see one.
+pub fn generate_name(object: &mut Value) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else { return };
+    let has_name = metadata.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    if let (false, Some(prefix)) = (has_name, metadata.get("generateName").and_then(Value::as_str)) {
+        let generated = format!("{prefix}x0x0x");
+        metadata.insert("name".into(), Value::String(generated));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

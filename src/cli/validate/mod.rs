@@ -137,7 +137,9 @@ fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
 /// Check one document offline: what it is (`MLTenant financial-ml`) and what is wrong with it.
 pub fn check(document: &Value) -> (String, Vec<FieldError>) {
     let kind_name = document.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let name = document.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("(unnamed)");
+    let generate_name = document.pointer("/metadata/generateName").and_then(Value::as_str).map(|p| format!("{p}*"));
+    let name = document.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty());
+    let name = name.map(str::to_owned).or(generate_name).unwrap_or_else(|| "(unnamed)".into());
     let what = format!("{} {name}", if kind_name.is_empty() { "(no kind)" } else { kind_name });
     let root = FieldPath::root();
     let Some(kind) = Kind::of(kind_name) else {
@@ -165,6 +167,7 @@ pub fn check(document: &Value) -> (String, Vec<FieldError>) {
     }
     let mut errors = Vec::new();
     metadata::check(object.get("metadata"), &mut errors);
+    metadata::generate_name(&mut object);
     schema::prune_nulls(&mut object, Some(schema));
     schema::apply_defaults(&mut object, schema);
     schema::Checker::default().check(&object, schema, &root, &["apiVersion", "kind", "metadata"], &mut errors);
@@ -198,6 +201,10 @@ fn operator_checks(kind: &str, object: &Value) -> Vec<FieldError> {
             }
         },
         "SealedBundle" => match serde_json::from_value::<SealedBundle>(object.clone()) {
+            // The schema allows an empty encryptedData; a bundle without a value is a mistake.
+            Ok(bundle) if bundle.spec.encrypted_data.is_empty() => {
+                vec![FieldError::new(&spec.child("encryptedData"), ErrorKind::Invalid, "holds no sealed value")]
+            }
             Ok(bundle) => bundle
                 .spec
                 .encrypted_data

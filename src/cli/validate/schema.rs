@@ -250,10 +250,11 @@ impl Checker {
             match format {
                 "date-time" => {
                     if !is_date_time(text) {
+                        // A format is part of the type for the server: a blocking error.
                         errors.push(FieldError::new(
                             path,
-                            ErrorKind::Invalid,
-                            format!("{text:?}: must be an RFC 3339 date-time, like 2027-03-01T00:00:00Z"),
+                            ErrorKind::TypeInvalid,
+                            format!("{text:?}: must be of type date-time (RFC 3339, like 2027-03-01T00:00:00Z)"),
                         ));
                     }
                 }
