@@ -159,13 +159,17 @@ pub fn check(document: &Value) -> (String, Vec<FieldError>) {
     let schema = &version["schema"]["openAPIV3Schema"];
 
     let mut object = document.clone();
-    if version.pointer("/subresources/status").is_some()
-        && let Some(map) = object.as_object_mut()
-    {
-        // With a status subresource, create ignores any status in the manifest.
-        map.remove("status");
-    }
     let mut errors = Vec::new();
+    if version.pointer("/subresources/status").is_some()
+        && let Some(status) = object.as_object_mut().and_then(|map| map.remove("status"))
+    {
+        // With a status subresource, create ignores any status in the manifest, but decoding
+        // it strictly still refuses unknown fields there (measured).
+        let mut status_errors = Vec::new();
+        let status_schema = &schema["properties"]["status"];
+        schema::Checker::default().check(&status, status_schema, &root.child("status"), &[], &mut status_errors);
+        errors.extend(status_errors.into_iter().filter(|e| e.kind == ErrorKind::Unknown));
+    }
     metadata::check(object.get("metadata"), &mut errors);
     metadata::generate_name(&mut object);
     schema::prune_nulls(&mut object, Some(schema));

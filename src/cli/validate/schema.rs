@@ -166,6 +166,15 @@ impl Checker {
                     ErrorKind::TypeInvalid,
                     format!("must be of type {expected}, not null"),
                 ));
+            } else if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
+                // The server's enum check never matches null, even with null among the values
+                // (measured: `deletionPolicy: null` is refused although the field is nullable).
+                let list: Vec<String> = allowed.iter().filter(|v| !v.is_null()).map(Value::to_string).collect();
+                errors.push(FieldError::new(
+                    path,
+                    ErrorKind::NotSupported,
+                    format!("null: supported values: {}", list.join(", ")),
+                ));
             }
             return;
         }
