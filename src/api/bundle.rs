@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 /// A set of sealed values (what `mltenant seal` prints). Only the operator's private keys
-/// open it, and only for the consumer its scope names (DESIGN section 3).
+/// open it, and only for the consumers its scope names.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mltenant.io",
