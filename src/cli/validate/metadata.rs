@@ -150,12 +150,9 @@ pub fn check(metadata: Option<&Value>, errors: &mut Vec<FieldError>) {
             if let Some(problem) = qualified_name_problem(key) {
                 errors.push(FieldError::new(&labels_path, ErrorKind::Invalid, format!("{key:?}: {problem}")));
             }
+            // Like the server: the error is about the labels, quoting the value.
             if let Some(problem) = label_value_problem(value) {
-                errors.push(FieldError::new(
-                    &labels_path.key(key),
-                    ErrorKind::Invalid,
-                    format!("{value:?}: {problem}"),
-                ));
+                errors.push(FieldError::new(&labels_path, ErrorKind::Invalid, format!("{value:?}: {problem}")));
             }
         }
     }

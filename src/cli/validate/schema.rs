@@ -324,7 +324,9 @@ impl Checker {
         let additional = schema.get("additionalProperties");
         let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
         for (key, v) in map {
-            let child = if properties.is_some() { path.child(key) } else { path.key(key) };
+            // The server's schema validator names a map entry like a property
+            // (`spec.template.labels.team`); its CEL validator writes `labels[team]`.
+            let child = path.child(key);
             if let Some(sub) = properties.and_then(|p| p.get(key)) {
                 self.check(v, sub, &child, &[], errors);
             } else if let Some(sub) = additional.filter(|a| a.is_object()) {
