@@ -49,7 +49,8 @@ crds:
 deploy:
 	hack/render-deploy.sh
 
-## Local control plane + operator + examples/. DEMO_ONESHOT=1 exits after printing the result.
+## Local control plane + operator + examples/. DEMO_ONESHOT=1 exits after printing the result;
+## DEMO_PROMETHEUS=1 also runs Prometheus (chart's alert rules) on the operator and prints its URL.
 demo: toolchain
 	hack/demo.sh
 

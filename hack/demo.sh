@@ -2,7 +2,8 @@
 # `make demo`: local control plane, the operator (as its ServiceAccount identity), credentials
 # sealed with `mltenant seal`, the tenants in examples/; waits until they are Ready and shows
 # what was created. Keeps the operator running until Ctrl-C, or exits at once with
-# DEMO_ONESHOT=1.
+# DEMO_ONESHOT=1. DEMO_PROMETHEUS=1 also starts Prometheus (the Debian package's server, see
+# hack/prometheus.sh) scraping the operator with the chart's alert rules, and prints its URL.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-demo
@@ -11,7 +12,9 @@ log "building the operator"
 cargo build --locked --quiet --bin mltenant
 env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
 operator_pid=
+prometheus_pid=
 cleanup() {
+  [ -n "$prometheus_pid" ] && kill "$prometheus_pid" 2>/dev/null && wait "$prometheus_pid" 2>/dev/null
   [ -n "$operator_pid" ] && kill "$operator_pid" 2>/dev/null && wait "$operator_pid" 2>/dev/null
   "$HACK_DIR/controlplane-down.sh" "$STATE"
 }
@@ -24,6 +27,29 @@ source "$env_file"
 start_operator target/debug/mltenant "$STATE/operator.log"
 operator_pid=$OPERATOR_PID
 log "operator ready (metrics on $OPERATOR_URL/metrics, log in $STATE/operator.log)"
+
+if [ "${DEMO_PROMETHEUS:-0}" = 1 ]; then
+  prometheus=$("$HACK_DIR/prometheus.sh")
+  prom_port=$(free_port)
+  mkdir -p "$STATE/prometheus"
+  cat >"$STATE/prometheus.yml" <<PROM
+global: {scrape_interval: 5s, scrape_timeout: 5s, evaluation_interval: 5s}
+rule_files: ["$REPO_DIR/charts/mltenant-operator/files/prometheus-rules.yaml"]
+scrape_configs:
+- job_name: mltenant-operator
+  static_configs: [{targets: ['${OPERATOR_URL#http://}']}]
+PROM
+  "$prometheus" --config.file="$STATE/prometheus.yml" --storage.tsdb.path="$STATE/prometheus" \
+    --web.listen-address="127.0.0.1:$prom_port" >"$STATE/prometheus.log" 2>&1 &
+  prometheus_pid=$!
+  for _ in $(seq 150); do
+    curl -fsS "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break
+    kill -0 "$prometheus_pid" 2>/dev/null || { tail -20 "$STATE/prometheus.log" >&2; die "prometheus exited"; }
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 || die "prometheus was not ready after 30s"
+  log "Prometheus on http://127.0.0.1:$prom_port (alerts: /alerts, API: /api/v1/alerts; log in $STATE/prometheus.log)"
+fi
 
 # The platform engineer's step: seal the team's credentials to this cluster's key (with the
 # fake values in examples/credentials/) and "commit" the bundles, here by applying them.
@@ -65,6 +91,10 @@ echo
 echo "== Events"
 kubectl get events -n default --field-selector involvedObject.kind=MLTenant
 echo
+if [ -n "$prometheus_pid" ]; then
+  echo "== Prometheus: http://127.0.0.1:$prom_port  (try /api/v1/query?query=mltenant_tenant_condition)"
+  echo
+fi
 if [ "${DEMO_ONESHOT:-0}" = 1 ]; then
   log "DEMO_ONESHOT=1: stopping"
   exit 0

@@ -35,6 +35,34 @@ module_source() {
   echo "$dir"
 }
 
+# prometheus_package_dir: extract (once, cached by version) the binaries of Debian's prometheus
+# package, promtool and the prometheus server, without installing the package or starting its
+# service; prints the directory holding both.
+prometheus_package_dir() {
+  need apt-get
+  need dpkg-deb
+  local version dir tmp
+  version=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed (needed to find the prometheus package)"
+    version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
+  fi
+  [ -n "$version" ] && [ "$version" != "(none)" ] || die "Debian package prometheus not found"
+  dir=$CACHE_DIR/tools/prometheus-${version//[^A-Za-z0-9._-]/_}
+  if [ ! -x "$dir/prometheus" ] || [ ! -x "$dir/promtool" ]; then
+    log "extracting prometheus and promtool from Debian's prometheus $version (once)"
+    tmp=$(mktemp -d)
+    chmod 777 "$tmp"  # apt's download sandbox user must be able to write here
+    (cd "$tmp" && apt-get download -qq "prometheus=$version" >/dev/null 2>&1) || die "apt-get download prometheus failed"
+    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+    mkdir -p "$dir"
+    mv "$tmp/x/usr/bin/promtool" "$tmp/x/usr/bin/prometheus" "$dir/"
+    echo "$version" >"$dir/version"
+    rm -rf "$tmp"
+  fi
+  echo "$dir"
+}
+
 # free_port: a free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a fresh control plane, installs the CRDs and the operator's RBAC (plus the
-# prometheus-operator CRDs the chart's ServiceMonitor and PrometheusRule need), runs the
-# integration tests against it and stops it again, also when the tests fail.
+# prometheus-operator CRDs the chart's ServiceMonitor and PrometheusRule need), finds kubeseal,
+# helm and prometheus for the tests that run them, runs the integration tests against it and
+# stops it again, also when the tests fail.
 #   hack/test-integration.sh [extra cargo test args, e.g. a test name filter]
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -10,7 +11,10 @@ STATE=$REPO_DIR/target/controlplane-test
 MLTENANT_TEST_KUBESEAL=$("$HACK_DIR/build-kubeseal.sh")
 # helm, for the chart tests (render, then server-side dry-run against the control plane).
 MLTENANT_TEST_HELM=$("$HACK_DIR/build-helm.sh")
-export MLTENANT_TEST_KUBESEAL MLTENANT_TEST_HELM
+# Prometheus (the Debian package's server), for the alert and dashboard tests: each test starts
+# its own, scraping its own operator.
+MLTENANT_TEST_PROMETHEUS=$("$HACK_DIR/prometheus.sh")
+export MLTENANT_TEST_KUBESEAL MLTENANT_TEST_HELM MLTENANT_TEST_PROMETHEUS
 crd_files=$("$HACK_DIR/prometheus-operator-crds.sh")
 prometheus_crds=()
 while read -r file; do prometheus_crds+=(-f "$file"); done <<<"$crd_files"

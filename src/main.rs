@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use kube::client::ClientBuilder;
@@ -34,12 +34,9 @@ enum Command {
     Cert(cli::operator::Source),
     /// Have the operator re-seal a SealedBundle to its newest sealing key.
     Rotate(cli::rotate::Args),
-    /// Check MLTenant and SealedBundle manifests offline.
-    Validate {
-        /// File with one or more YAML documents; `-` reads standard input.
-        #[arg(short = 'f', long = "filename")]
-        file: std::path::PathBuf,
-    },
+    /// Check MLTenant and SealedBundle manifests against the CRDs' schema and CEL rules offline
+    /// (and, with --server-dry-run, against the API server).
+    Validate(cli::validate::Args),
 }
 
 #[derive(clap::Args)]
@@ -85,7 +82,7 @@ struct ControllerArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = command_line();
     let result = match cli.command {
         Command::Crds => {
             print!("{}", api::crds_yaml());
@@ -95,7 +92,7 @@ async fn main() -> std::process::ExitCode {
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
         Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
-        Command::Validate { file } => cli::validate::run(&file).map(|summary| println!("{summary}")),
+        Command::Validate(args) => cli::validate::run(&args).await.map(|summary| println!("{summary}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -104,6 +101,19 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Parse the command line. Installed on PATH as `kubectl-mltenant`, the binary is a kubectl
+/// plugin (`kubectl mltenant seal ...` runs it with kubectl's environment); usage lines and
+/// errors then name the command the user typed.
+fn command_line() -> Cli {
+    let invoked_as = std::env::args_os().next().map(std::path::PathBuf::from);
+    let plugin = invoked_as.as_deref().and_then(std::path::Path::file_name).is_some_and(|n| n == "kubectl-mltenant");
+    let mut command = Cli::command();
+    if plugin {
+        command = command.bin_name("kubectl mltenant").display_name("kubectl-mltenant");
+    }
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::limits;
 
 /// A set of sealed values (what `mltenant seal` prints). Only the operator's private keys
-/// open it, and only for the consumer its scope names (DESIGN section 3).
+/// open it, and only for the consumers its scope names.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mltenant.io",
@@ -19,9 +19,12 @@ use super::limits;
     doc = "Sealed credentials, decryptable only by the operator for the consumers its scope allows.",
     // JSON form: clippy's duplicated_attributes misreads repeated `type_ = ...` in the list form.
     printcolumn = r#"{"name":"Scope","type":"string","jsonPath":".spec.scope"}"#,
+    printcolumn = r#"{"name":"Tenant","type":"string","jsonPath":".spec.tenant"}"#,
     printcolumn = r#"{"name":"Decryptable","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Decryptable\")].reason"}"#,
     printcolumn = r#"{"name":"Expires","type":"string","jsonPath":".spec.expiresAt"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Key","type":"string","priority":1,"jsonPath":".status.keyFingerprint"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -37,10 +40,12 @@ pub struct SealedBundleSpec {
     /// (every environment of `tenant`) or `Environment` (`tenant`'s `environment` only).
     pub scope: BundleScope,
 
+    /// Tenant and Environment scope: the MLTenant that may use the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub tenant: Option<String>,
 
+    /// Environment scope: the one environment of `tenant` that may use the bundle.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub environment: Option<String>,
@@ -98,8 +103,10 @@ pub struct SecretTemplate {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SealedBundleStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Decryptable`: whether the bundle opens for the consumer its scope names, and why not.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Fingerprint of the sealing key that opens this bundle.

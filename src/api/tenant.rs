@@ -19,8 +19,11 @@ use super::limits;
     status = "MLTenantStatus",
     doc = "An ML team's environments and credentials.",
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    // Why not: the failing condition's reason (DecryptionFailed, NamespaceConflict, ...).
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn(name = "Environments", type_ = "string", json_path = ".status.environmentsReady"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#,
     validation = Rule::new(
         "self.spec.environments.all(e, has(e.__namespace__) || (e.name == 'production' ? size(self.metadata.name) : size(self.metadata.name) + 1 + size(e.name)) <= 63)"
     ).message("a computed namespace name (<tenant>-<environment>, or <tenant> for production) exceeds 63 characters: shorten the names or set environments[].namespace"),
@@ -126,6 +129,8 @@ pub struct SecretSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretReader {
+    /// The ServiceAccount that gets `get` on the Secrets (a Role and RoleBinding per
+    /// environment namespace).
     pub service_account: ServiceAccountRef,
     /// Secrets this account may `get`. Default: every secret in `spec.secrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,10 +154,14 @@ pub struct ServiceAccountRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MLTenantStatus {
+    /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready` (overall), `NamespacesReady`, `SecretsSynced`, `AccessGranted` and
+    /// `CredentialsExpiring`, each with a reason and message.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// Per environment: its namespace, whether it is ready and the Secrets in it.
     #[serde(default)]
     pub environments: Vec<EnvironmentStatus>,
     /// `<ready>/<declared>` environments, for `kubectl get mlt`.
@@ -163,7 +172,9 @@ pub struct MLTenantStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
+    /// The environment's name, as in `spec.environments`.
     pub name: String,
+    /// The environment's namespace.
     pub namespace: String,
     /// Whether the namespace exists and belongs to this tenant.
     pub ready: bool,
@@ -178,7 +189,9 @@ pub struct EnvironmentStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretStatus {
+    /// Name of the Secret in the namespace.
     pub name: String,
+    /// The SealedBundle it is written from.
     pub bundle: String,
     /// Whether the Secret holds the bundle's current content.
     pub synced: bool,
@@ -188,6 +201,7 @@ pub struct SecretStatus {
     /// `sha256:` of the bundle ciphertext the Secret was written from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_hash: Option<String>,
+    /// When the credentials in it stop working (the bundle's `expiresAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }

@@ -1,0 +1,314 @@
+//! `mltenant validate -f FILE|DIR`: check MLTenant and SealedBundle manifests before they are
+//! committed, the way the API server will check them on create: object metadata, then the
+//! CRDs' own OpenAPI schema and CEL rules as generated from [`crate::api`] (read, not copied:
+//! a new rule is checked as soon as it is in the CRD). Then what only the operator can tell:
+//! the sealed format of every value and the tenant's namespace plan. `--server-dry-run` also
+//! asks the API server of the current kubeconfig for its verdict.
+//!
+//! Every problem is one line naming the manifest and the field; any problem makes the command
+//! fail, including a rule this offline check cannot evaluate.
+
+pub mod error;
+mod metadata;
+mod rules;
+mod schema;
+mod server;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use kube::CustomResourceExt;
+use kube::api::ApiResource;
+use serde::Deserialize;
+use serde_json::Value;
+
+use self::error::{ErrorKind, FieldError, Path as FieldPath};
+use super::read_input;
+use crate::api::{MLTenant, SealedBundle};
+use crate::crypto;
+use crate::reconcile::tenant::environments;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A file with one or more YAML documents, a directory of `.yaml`/`.yml` files, or `-` for
+    /// standard input.
+    #[arg(short = 'f', long = "filename")]
+    pub file: PathBuf,
+    /// Also ask the API server of the current kubeconfig (a dry-run create with strict field
+    /// validation: nothing is stored).
+    #[arg(long)]
+    pub server_dry_run: bool,
+}
+
+/// The problems found, one line each; shown as one `error:` line per problem.
+#[derive(Debug)]
+pub struct Invalid(pub Vec<String>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\nerror: "))
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// One kind this command knows: its CRD (schema, status subresource) and where it is served.
+struct Kind {
+    crd: Value,
+    resource: ApiResource,
+}
+
+impl Kind {
+    fn of(kind: &str) -> Option<Self> {
+        let (crd, resource) = match kind {
+            "MLTenant" => (MLTenant::crd(), ApiResource::erase::<MLTenant>(&())),
+            "SealedBundle" => (SealedBundle::crd(), ApiResource::erase::<SealedBundle>(&())),
+            _ => return None,
+        };
+        Some(Self { crd: serde_json::to_value(crd).expect("a CRD serializes"), resource })
+    }
+
+    fn version(&self) -> Option<&Value> {
+        self.crd["spec"]["versions"].as_array()?.iter().find(|v| v["name"] == self.resource.version.as_str())
+    }
+}
+
+/// Validate every document of `args.file`; the summary lists what was checked.
+pub async fn run(args: &Args) -> anyhow::Result<String> {
+    let files = files(&args.file)?;
+    let client = if args.server_dry_run {
+        let config =
+            kube::Config::infer().await.context("--server-dry-run needs a kubeconfig (KUBECONFIG or in-cluster)")?;
+        Some(kube::Client::try_from(config).context("building the Kubernetes client")?)
+    } else {
+        None
+    };
+    let mut checked = Vec::new();
+    let mut problems = Vec::new();
+    for file in &files {
+        let text = read_input(file)?;
+        for (index, document) in serde_yaml::Deserializer::from_slice(&text).enumerate() {
+            let origin = format!("{} document {}", file.display(), index + 1);
+            let yaml = serde_yaml::Value::deserialize(document).with_context(|| format!("{origin}: not YAML"))?;
+            if yaml.is_null() {
+                continue;
+            }
+            let document: Value = serde_json::to_value(&yaml)
+                .with_context(|| format!("{origin}: not a JSON-compatible YAML document"))?;
+            let (what, errors) = check(&document);
+            let origin = format!("{origin} ({what})");
+            problems.extend(errors.iter().map(|e| format!("{origin}: {e}")));
+            if let Some(client) = &client
+                && let Some(kind) = document.get("kind").and_then(Value::as_str).and_then(Kind::of)
+            {
+                let lines = server::verdict(client, &kind.resource, &document).await.with_context(|| origin.clone())?;
+                problems.extend(lines.iter().map(|l| format!("{origin}: API server: {l}")));
+            }
+            checked.push(what);
+        }
+    }
+    if checked.is_empty() {
+        bail!("{}: no MLTenant or SealedBundle found", args.file.display());
+    }
+    if !problems.is_empty() {
+        return Err(Invalid(problems).into());
+    }
+    Ok(format!("valid: {}", checked.join(", ")))
+}
+
+/// `path` itself, or the `.yaml`/`.yml` files of a directory, sorted.
+fn files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .yaml files", path.display());
+    }
+    Ok(files)
+}
+
+/// Check one document offline: what it is (`MLTenant financial-ml`) and what is wrong with it.
+pub fn check(document: &Value) -> (String, Vec<FieldError>) {
+    let kind_name = document.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let generate_name = document.pointer("/metadata/generateName").and_then(Value::as_str).map(|p| format!("{p}*"));
+    let name = document.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty());
+    let name = name.map(str::to_owned).or(generate_name).unwrap_or_else(|| "(unnamed)".into());
+    let what = format!("{} {name}", if kind_name.is_empty() { "(no kind)" } else { kind_name });
+    let root = FieldPath::root();
+    let Some(kind) = Kind::of(kind_name) else {
+        let error = FieldError::new(
+            &root.child("kind"),
+            ErrorKind::NotSupported,
+            format!("{kind_name:?}: supported values: \"MLTenant\", \"SealedBundle\""),
+        );
+        return (what, vec![error]);
+    };
+    let api_version = kind.resource.api_version.as_str();
+    if document.get("apiVersion").and_then(Value::as_str) != Some(api_version) {
+        let error = FieldError::new(&root.child("apiVersion"), ErrorKind::Invalid, format!("must be {api_version}"));
+        return (what, vec![error]);
+    }
+    let version = kind.version().expect("the CRD serves its own version");
+    let schema = &version["schema"]["openAPIV3Schema"];
+
+    let mut object = document.clone();
+    let mut errors = Vec::new();
+    if version.pointer("/subresources/status").is_some()
+        && let Some(status) = object.as_object_mut().and_then(|map| map.remove("status"))
+    {
+        // With a status subresource, create ignores any status in the manifest, but decoding
+        // it strictly still refuses unknown fields there (measured).
+        let mut status_errors = Vec::new();
+        let status_schema = &schema["properties"]["status"];
+        schema::Checker::default().check(&status, status_schema, &root.child("status"), &[], &mut status_errors);
+        errors.extend(status_errors.into_iter().filter(|e| e.kind == ErrorKind::Unknown));
+    }
+    metadata::check(object.get("metadata"), &mut errors);
+    metadata::generate_name(&mut object);
+    schema::prune_nulls(&mut object, Some(schema));
+    schema::apply_defaults(&mut object, schema);
+    schema::Checker::default().check(&object, schema, &root, &["apiVersion", "kind", "metadata"], &mut errors);
+    if errors.iter().any(|e| e.kind.blocks_rules()) {
+        errors.push(FieldError::new(
+            &root,
+            ErrorKind::Invalid,
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
+        return (what, errors);
+    }
+    rules::Rules::default().check(&object, schema, &root, true, &mut errors);
+    if errors.is_empty() {
+        errors.extend(operator_checks(kind_name, &object));
+    }
+    (what, errors)
+}
+
+/// What the API server cannot know but the operator will refuse: a tenant whose namespaces
+/// cannot be planned, a value that is not in the sealed format.
+fn operator_checks(kind: &str, object: &Value) -> Vec<FieldError> {
+    let spec = FieldPath::root().child("spec");
+    match kind {
+        "MLTenant" => match serde_json::from_value::<MLTenant>(object.clone()) {
+            Ok(tenant) => match environments::plan(&tenant) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![FieldError::new(&spec.child("environments"), ErrorKind::Invalid, e)],
+            },
+            Err(e) => {
+                vec![FieldError::new(&spec, ErrorKind::Invalid, format!("not an MLTenant the operator can read: {e}"))]
+            }
+        },
+        "SealedBundle" => match serde_json::from_value::<SealedBundle>(object.clone()) {
+            // The schema allows an empty encryptedData; a bundle without a value is a mistake.
+            Ok(bundle) if bundle.spec.encrypted_data.is_empty() => {
+                vec![FieldError::new(&spec.child("encryptedData"), ErrorKind::Invalid, "holds no sealed value")]
+            }
+            Ok(bundle) => bundle
+                .spec
+                .encrypted_data
+                .iter()
+                .filter_map(|(key, value)| {
+                    let path = spec.child("encryptedData").key(key);
+                    crypto::check_format(value).err().map(|e| FieldError::new(&path, ErrorKind::Invalid, e.to_string()))
+                })
+                .collect(),
+            Err(e) => vec![FieldError::new(
+                &spec,
+                ErrorKind::Invalid,
+                format!("not a SealedBundle the operator can read: {e}"),
+            )],
+        },
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn problems(document: Value) -> Vec<String> {
+        check(&document).1.iter().map(ToString::to_string).collect()
+    }
+
+    fn tenant(spec: Value) -> Value {
+        json!({"apiVersion": "mltenant.io/v1alpha1", "kind": "MLTenant", "metadata": {"name": "financial-ml"}, "spec": spec})
+    }
+
+    #[test]
+    fn a_valid_tenant_passes() {
+        let t = tenant(json!({"environments": [{"name": "dev"}, {"name": "production", "labels": {"team": "a"}}],
+            "secrets": [{"name": "ml-platform", "bundle": "b", "environments": ["dev"]}]}));
+        assert_eq!(problems(t), Vec::<String>::new());
+    }
+
+    /// What the old hand-written validate let through, refused here by the CRD's own rules.
+    #[test]
+    fn the_crd_rules_apply() {
+        let undeclared = tenant(json!({"environments": [{"name": "dev"}],
+            "secrets": [{"name": "s", "bundle": "b", "environments": ["dev", "qa"]}]}));
+        assert_eq!(
+            problems(undeclared),
+            ["spec: Invalid value: secrets[].environments must only name environments declared in spec.environments"]
+        );
+        let reserved = tenant(json!({"environments": [{"name": "dev", "labels": {"mltenant.io/tenant": "x"}}]}));
+        assert!(problems(reserved)[0].starts_with("spec.environments[0].labels: Invalid value: labels must not set"));
+        let duplicate = tenant(json!({"environments": [{"name": "dev"}],
+            "secrets": [{"name": "s", "bundle": "a"}, {"name": "s", "bundle": "b"}]}));
+        assert_eq!(problems(duplicate), ["spec.secrets: Invalid value: secret names must be unique"]);
+    }
+
+    #[test]
+    fn schema_errors_name_the_field_and_stop_the_rules() {
+        let t = tenant(json!({"environments": [{"name": "Dev"}, {"name": 3}], "color": "blue"}));
+        assert_eq!(
+            problems(t),
+            [
+                "spec.color: unknown field (not in the CRD schema)",
+                "spec.environments[0].name: Invalid value: \"Dev\": should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'",
+                "spec.environments[1].name: Invalid type: must be of type string, not integer",
+                "Invalid value: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ]
+        );
+    }
+
+    #[test]
+    fn bundles_get_the_sealed_format_check_after_the_crd_rules() {
+        let bundle = |spec: Value| json!({"apiVersion": "mltenant.io/v1alpha1", "kind": "SealedBundle", "metadata": {"name": "b"}, "spec": spec});
+        assert_eq!(
+            problems(bundle(json!({"scope": "Tenant", "tenant": "t", "encryptedData": {"K": "not*base64"}}))),
+            ["spec.encryptedData[K]: Invalid value: sealed value is not valid base64"]
+        );
+        assert_eq!(
+            problems(bundle(
+                json!({"scope": "Cluster", "tenant": "t", "tenantSelector": {}, "encryptedData": {"K": "x"}})
+            )),
+            [
+                "spec: Invalid value: tenant is required for Tenant and Environment scope and not allowed for Cluster scope"
+            ]
+        );
+    }
+
+    #[test]
+    fn kind_api_version_and_metadata() {
+        assert_eq!(
+            problems(json!({"kind": "Secret"})),
+            ["kind: Unsupported value: \"Secret\": supported values: \"MLTenant\", \"SealedBundle\""]
+        );
+        let mut t = tenant(json!({"environments": [{"name": "dev"}]}));
+        t["apiVersion"] = json!("mltenant.io/v1");
+        assert_eq!(problems(t), ["apiVersion: Invalid value: must be mltenant.io/v1alpha1"]);
+        let mut t = tenant(json!({"environments": [{"name": "dev"}]}));
+        t["metadata"] = json!({"name": "Financial", "labels": {"a/b/c": "x"}});
+        let found = problems(t);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("metadata.name: Invalid value: \"Financial\""), "{found:?}");
+    }
+}

@@ -1,0 +1,528 @@
+//! The CRD's CEL rules (`x-kubernetes-validations`), evaluated offline where the schema puts
+//! them: `self` is the value at that node, converted the way the API server converts it
+//! (reserved and special property names escaped, `null` properties absent, `date-time` strings
+//! as timestamps, the root with only `apiVersion`, `kind`, `metadata.name` and
+//! `metadata.generateName`), and `oldSelf` absent, as on create.
+//!
+//! The rules are the CRD's own, read from the schema; none is copied here. What the evaluator
+//! cannot do (a function outside [`SUPPORTED_FUNCTIONS`], a transition rule that runs on
+//! create, an evaluation error of the interpreter itself) is reported as an error, so a new
+//! rule never passes unchecked.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cel::objects::{Key, Map};
+use cel::{Context, Env, ExecutionError, Program};
+use serde_json::Value as Json;
+
+use super::error::{ErrorKind, FieldError, Path};
+use super::schema::shown;
+
+/// The CEL functions and operators (as the parser names them) this evaluator is known to get
+/// right: each is exercised by a unit test below. Kubernetes has more (its list, regex, URL,
+/// quantity, IP/CIDR, format, semver and sets libraries, two-variable comprehensions); a rule
+/// using one of those is reported instead of evaluated.
+pub const SUPPORTED_FUNCTIONS: &[&str] = &[
+    // operators and the macros' expansions (`has`, `all`, `exists`, `exists_one`, `map`, `filter`)
+    "_&&_",
+    "_||_",
+    "!_",
+    "-_",
+    "_==_",
+    "_!=_",
+    "_<_",
+    "_<=_",
+    "_>_",
+    "_>=_",
+    "_+_",
+    "_-_",
+    "_*_",
+    "_/_",
+    "_%_",
+    "_?_:_",
+    "_[_]",
+    "@in",
+    "@not_strictly_false",
+    // standard functions
+    "size",
+    "matches",
+    "startsWith",
+    "endsWith",
+    "contains",
+    "int",
+    "uint",
+    "double",
+    "string",
+    "timestamp",
+    // Kubernetes' string extension (cel-go ext.Strings)
+    "lowerAscii",
+    "upperAscii",
+    "trim",
+    "split",
+    "join",
+    "replace",
+    "indexOf",
+    "lastIndexOf",
+    "substring",
+    "charAt",
+];
+
+/// Keys of one `x-kubernetes-validations` entry.
+const RULE_KEYS: &[&str] = &["rule", "message", "messageExpression", "reason", "fieldPath", "optionalOldSelf"];
+
+pub struct Rules {
+    env: Arc<Env>,
+    programs: HashMap<String, Result<Arc<Program>, String>>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        let mut env = Env::stdlib();
+        env.add_extension(cel::extensions::strings).expect("the strings extension registers once");
+        Self { env: Arc::new(env), programs: HashMap::new() }
+    }
+}
+
+impl Rules {
+    /// Evaluate every rule in `schema` and below it against `value` at `path`, as the API
+    /// server walks them: rules of a node only for a non-null value, then the node's items,
+    /// map values and properties. `root` marks a resource's root schema.
+    pub fn check(&mut self, value: &Json, schema: &Json, path: &Path, root: bool, errors: &mut Vec<FieldError>) {
+        if value.is_null() {
+            return;
+        }
+        if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Json::as_array) {
+            match to_cel(value, schema, root) {
+                Ok(this) => {
+                    for rule in rules {
+                        self.evaluate(rule, &this, value, schema, path, errors);
+                    }
+                }
+                Err(e) => errors.push(FieldError::new(path, ErrorKind::Invalid, e)),
+            }
+        }
+        match value {
+            Json::Array(items) => {
+                if let Some(item_schema) = schema.get("items") {
+                    for (i, item) in items.iter().enumerate() {
+                        self.check(item, item_schema, &path.index(i), false, errors);
+                    }
+                }
+            }
+            Json::Object(map) => {
+                let properties = schema.get("properties").and_then(Json::as_object);
+                let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+                for (key, v) in map {
+                    if let Some(sub) = properties.and_then(|p| p.get(key)) {
+                        self.check(v, sub, &path.child(key), false, errors);
+                    } else if let Some(sub) = additional {
+                        self.check(v, sub, &path.key(key), false, errors);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn compile(&mut self, source: &str) -> Result<Arc<Program>, String> {
+        let env = self.env.clone();
+        self.programs
+            .entry(source.to_owned())
+            .or_insert_with(|| {
+                env.compile(source).map(Arc::new).map_err(|e| format!("CEL rule {source:?} does not compile here: {e}"))
+            })
+            .clone()
+    }
+
+    fn evaluate(
+        &mut self,
+        rule: &Json,
+        this: &cel::Value,
+        value: &Json,
+        schema: &Json,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let text = |key: &str| rule.get(key).and_then(Json::as_str);
+        if let Some(key) = rule.as_object().and_then(|r| r.keys().find(|k| !RULE_KEYS.contains(&k.as_str()))) {
+            errors.push(FieldError::unsupported(path, &format!("x-kubernetes-validations key {key:?}")));
+            return;
+        }
+        let Some(source) = text("rule") else {
+            errors.push(FieldError::unsupported(path, "an x-kubernetes-validations entry without a rule"));
+            return;
+        };
+        let program = match self.compile(source) {
+            Ok(program) => program,
+            Err(e) => return errors.push(FieldError::unsupported(path, &e)),
+        };
+        let references = program.references();
+        if references.has_variable("oldSelf") {
+            // A transition rule: on create there is no old object and the server skips it,
+            // unless it asks to run with an optional oldSelf, which this evaluator lacks.
+            if rule.get("optionalOldSelf").and_then(Json::as_bool).unwrap_or(false) {
+                errors.push(FieldError::unsupported(path, &format!("rule {source:?} with optionalOldSelf")));
+            }
+            return;
+        }
+        let mut unknown: Vec<&str> =
+            references.functions().into_iter().filter(|f| !SUPPORTED_FUNCTIONS.contains(f)).collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            let what =
+                format!("rule {source:?} uses CEL functions this evaluator does not have: {}", unknown.join(", "));
+            return errors.push(FieldError::unsupported(path, &what));
+        }
+        let mut context = Context::with_env(self.env.clone());
+        context.add_variable_from_value("self", this.clone());
+        let failed_path = match text("fieldPath") {
+            Some(field_path) => match relative(path, field_path) {
+                Some(p) => p,
+                None => return errors.push(FieldError::unsupported(path, &format!("fieldPath {field_path:?}"))),
+            },
+            None => path.clone(),
+        };
+        match program.execute(&context) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let message = match text("messageExpression") {
+                    Some(expression) => self.message(expression, &context).unwrap_or_else(|e| {
+                        errors.push(FieldError::unsupported(path, &e));
+                        String::new()
+                    }),
+                    None => text("message").map_or_else(|| format!("failed rule: {source}"), str::to_owned),
+                };
+                let kind = match text("reason") {
+                    Some("FieldValueForbidden") => ErrorKind::Forbidden,
+                    Some("FieldValueRequired") => ErrorKind::Required,
+                    Some("FieldValueDuplicate") => ErrorKind::Duplicate,
+                    _ => ErrorKind::Invalid,
+                };
+                // The server quotes scalars; for an object or a list the message says it all.
+                let is_scalar = !matches!(schema.get("type").and_then(Json::as_str), Some("object" | "array"));
+                let detail = if kind == ErrorKind::Invalid && is_scalar {
+                    format!("{}: {message}", shown(value))
+                } else {
+                    message
+                };
+                errors.push(FieldError::new(&failed_path, kind, detail));
+            }
+            Ok(other) => {
+                errors.push(FieldError::unsupported(path, &format!("rule {source:?} gave {other:?}, not a bool")))
+            }
+            // Data errors the server reports the same way: the rule fails on this object.
+            Err(
+                e @ (ExecutionError::NoSuchKey(_)
+                | ExecutionError::IndexOutOfBounds(_)
+                | ExecutionError::DivisionByZero(_)
+                | ExecutionError::RemainderByZero(_)
+                | ExecutionError::Overflow(..)),
+            ) => errors.push(FieldError::new(path, ErrorKind::Invalid, format!("{e} evaluating rule: {source}"))),
+            Err(e) => errors.push(FieldError::unsupported(path, &format!("rule {source:?}: {e}"))),
+        }
+    }
+
+    fn message(&mut self, expression: &str, context: &Context) -> Result<String, String> {
+        let program = self.compile(expression)?;
+        match program.execute(context) {
+            Ok(cel::Value::String(s)) => Ok(s.to_string()),
+            other => Err(format!("messageExpression {expression:?} gave {other:?}")),
+        }
+    }
+}
+
+/// A rule's `fieldPath` (`.a.b`, `.a['b']`) below the rule's node.
+fn relative(base: &Path, field_path: &str) -> Option<Path> {
+    let mut path = base.clone();
+    let mut rest = field_path;
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix("['") {
+            let (key, tail) = after.split_once("']")?;
+            path = path.key(key);
+            rest = tail;
+        } else if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            path = path.child(&after[..end]);
+            rest = &after[end..];
+        } else {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+/// Names CEL cannot use as identifiers, which Kubernetes escapes as `__name__`.
+const RESERVED: &[&str] = &[
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+/// A property name as a CEL rule refers to it (Kubernetes' escaping), or `None` when rules
+/// cannot refer to it at all.
+pub fn escape(name: &str) -> Option<String> {
+    let first = name.chars().next()?;
+    if first.is_ascii_digit() {
+        return None;
+    }
+    if RESERVED.contains(&name) {
+        return Some(format!("__{name}__"));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-/".contains(c)) {
+        return None;
+    }
+    let mut escaped = String::with_capacity(name.len());
+    let mut chars = name.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '_' if chars.peek() == Some(&'_') => {
+                chars.next();
+                escaped.push_str("__underscores__");
+            }
+            '.' => escaped.push_str("__dot__"),
+            '-' => escaped.push_str("__dash__"),
+            '/' => escaped.push_str("__slash__"),
+            other => escaped.push(other),
+        }
+    }
+    Some(escaped)
+}
+
+/// Convert the JSON `value` to the CEL value a rule sees, guided by its `schema`.
+pub fn to_cel(value: &Json, schema: &Json, root: bool) -> Result<cel::Value, String> {
+    if value.is_null() {
+        return Ok(cel::Value::Null);
+    }
+    let preserve = schema.get("x-kubernetes-preserve-unknown-fields").and_then(Json::as_bool).unwrap_or(false);
+    let int_or_string = schema.get("x-kubernetes-int-or-string").and_then(Json::as_bool).unwrap_or(false);
+    let ty = schema.get("type").and_then(Json::as_str);
+    match (value, ty) {
+        (Json::String(s), _) if int_or_string => Ok(cel::Value::String(Arc::new(s.clone()))),
+        (Json::Number(n), _) if int_or_string => n.as_i64().map(cel::Value::Int).ok_or("not an integer".into()),
+        (Json::Bool(b), Some("boolean")) => Ok(cel::Value::Bool(*b)),
+        (Json::Number(n), Some("integer")) => {
+            n.as_i64().map(cel::Value::Int).ok_or_else(|| format!("{n} is not an int64"))
+        }
+        (Json::Number(n), Some("number")) => {
+            n.as_f64().map(cel::Value::Float).ok_or_else(|| format!("{n} is not a double"))
+        }
+        (Json::String(s), Some("string")) => string_to_cel(s, schema.get("format").and_then(Json::as_str)),
+        (Json::Array(items), Some("array")) => {
+            let item_schema = schema.get("items").ok_or("an array schema without items")?;
+            let items = items.iter().map(|i| to_cel(i, item_schema, false)).collect::<Result<Vec<_>, _>>()?;
+            Ok(cel::Value::List(Arc::new(items)))
+        }
+        (Json::Object(map), Some("object")) => {
+            let mut entries: HashMap<Key, cel::Value> = HashMap::new();
+            if let Some(properties) = schema.get("properties").and_then(Json::as_object) {
+                for (key, v) in map {
+                    // Null properties read as absent (`has()` is false), as on the server.
+                    let (Some(sub), false) = (properties.get(key), v.is_null()) else { continue };
+                    if let Some(name) = escape(key) {
+                        entries.insert(Key::String(Arc::new(name)), to_cel(v, sub, false)?);
+                    }
+                }
+            } else if let Some(sub) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (key, v) in map {
+                    entries.insert(Key::String(Arc::new(key.clone())), to_cel(v, sub, false)?);
+                }
+            } else if preserve {
+                for (key, v) in map {
+                    entries.insert(Key::String(Arc::new(key.clone())), untyped(v));
+                }
+            }
+            if root {
+                // The server gives a resource's root rules its type and only the name fields of
+                // its metadata.
+                for key in ["apiVersion", "kind"] {
+                    if let Some(Json::String(s)) = map.get(key) {
+                        entries.insert(Key::String(Arc::new(key.to_owned())), cel::Value::String(Arc::new(s.clone())));
+                    }
+                }
+                let mut metadata: HashMap<Key, cel::Value> = HashMap::new();
+                for key in ["name", "generateName"] {
+                    if let Some(Json::String(s)) = map.get("metadata").and_then(|m| m.get(key)) {
+                        metadata.insert(Key::String(Arc::new(key.to_owned())), cel::Value::String(Arc::new(s.clone())));
+                    }
+                }
+                entries.insert(Key::String(Arc::new("metadata".to_owned())), cel::Value::Map(Map::from(metadata)));
+            }
+            Ok(cel::Value::Map(Map::from(entries)))
+        }
+        _ if preserve => Ok(untyped(value)),
+        (other, ty) => {
+            Err(format!("a {} where the schema wants {}", super::schema::type_of(other), ty.unwrap_or("any")))
+        }
+    }
+}
+
+fn string_to_cel(s: &str, format: Option<&str>) -> Result<cel::Value, String> {
+    match format {
+        Some("date-time") => chrono::DateTime::parse_from_rfc3339(s)
+            .map(cel::Value::Timestamp)
+            .map_err(|e| format!("invalid date-time {s:?}: {e}")),
+        Some("date") => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(|d| cel::Value::Timestamp(d.and_time(chrono::NaiveTime::MIN).and_utc().fixed_offset()))
+            .map_err(|e| format!("invalid date {s:?}: {e}")),
+        Some("byte") => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map(|b| cel::Value::Bytes(Arc::new(b)))
+                .map_err(|e| format!("invalid base64 {s:?}: {e}"))
+        }
+        Some("duration") => Err("string format \"duration\" is not supported offline".into()),
+        _ => Ok(cel::Value::String(Arc::new(s.to_owned()))),
+    }
+}
+
+/// A value under `x-kubernetes-preserve-unknown-fields`, by its JSON type alone.
+fn untyped(value: &Json) -> cel::Value {
+    match value {
+        Json::Null => cel::Value::Null,
+        Json::Bool(b) => cel::Value::Bool(*b),
+        Json::Number(n) => {
+            n.as_i64().map_or_else(|| cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)), cel::Value::Int)
+        }
+        Json::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Json::Array(items) => cel::Value::List(Arc::new(items.iter().map(untyped).collect())),
+        Json::Object(map) => cel::Value::Map(Map::from(
+            map.iter().map(|(k, v)| (Key::String(Arc::new(k.clone())), untyped(v))).collect::<HashMap<_, _>>(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn eval(rule: &str, value: Json, schema: Json) -> Vec<String> {
+        let schema_with_rule = {
+            let mut s = schema;
+            s["x-kubernetes-validations"] = json!([{"rule": rule, "message": "no"}]);
+            s
+        };
+        let mut errors = Vec::new();
+        Rules::default().check(&value, &schema_with_rule, &Path::root().child("x"), false, &mut errors);
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    fn holds(rule: &str) -> bool {
+        let errors = eval(rule, json!("abc"), json!({"type": "string"}));
+        assert!(errors.iter().all(|e| e.contains("Invalid value")), "{rule}: {errors:?}");
+        errors.is_empty()
+    }
+
+    /// Every function in SUPPORTED_FUNCTIONS, with a result that would differ if it were wrong.
+    #[test]
+    fn every_supported_function_evaluates_as_in_kubernetes() {
+        let checks = [
+            "self == 'abc' && !(self != 'abc')",
+            "self == 'x' || -(1) < 0",
+            "1 <= 1 && 2 > 1 && 2 >= 2 && 1 + 1 == 2 && 3 - 1 == 2 && 2 * 3 == 6 && 7 / 2 == 3 && 7 % 2 == 1",
+            "(size(self) == 3 ? 'y' : 'n') == 'y' && [1, 2][1] == 2 && 'b' in ['a', 'b']",
+            "[1, 2, 3].all(x, x > 0) && [1, 2].exists(x, x == 2) && [1, 2, 2].exists_one(x, x == 1)",
+            "[1, 2].map(x, x * 2) == [2, 4] && [1, 2, 3].filter(x, x > 1) == [2, 3] && has({'a': 1}.a)",
+            "self.matches('^[a-c]+$') && !self.matches('^b') && self.startsWith('ab') && self.endsWith('bc') && self.contains('b')",
+            "int('3') == 3 && uint(3) == 3u && double(1) == 1.0 && string(1) == '1'",
+            "timestamp('2027-03-01T00:00:00Z') > timestamp('2026-03-01T00:00:00Z')",
+            "'AbC'.lowerAscii() == 'abc' && self.upperAscii() == 'ABC' && ' a '.trim() == 'a'",
+            "'a,b'.split(',') == ['a', 'b'] && ['a', 'b'].join('-') == 'a-b' && self.replace('b', 'x') == 'axc'",
+            "self.indexOf('c') == 2 && 'abca'.lastIndexOf('a') == 3 && self.substring(1) == 'bc' && self.charAt(0) == 'a'",
+        ];
+        for rule in checks {
+            assert!(holds(rule), "{rule} is false");
+            let program = Rules::default().env.compile(rule).unwrap();
+            for f in program.references().functions() {
+                assert!(SUPPORTED_FUNCTIONS.contains(&f), "{rule} uses {f}, missing from SUPPORTED_FUNCTIONS");
+            }
+        }
+        let mut covered: Vec<&str> = checks
+            .iter()
+            .flat_map(|r| {
+                Rules::default()
+                    .env
+                    .compile(r)
+                    .unwrap()
+                    .references()
+                    .functions()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .map(|f| SUPPORTED_FUNCTIONS.iter().copied().find(|s| *s == f).unwrap())
+            .collect();
+        covered.sort_unstable();
+        covered.dedup();
+        let untested: Vec<_> = SUPPORTED_FUNCTIONS.iter().filter(|f| !covered.contains(f)).collect();
+        assert!(untested.is_empty(), "supported but not exercised: {untested:?}");
+        assert!(!holds("self.startsWith('b')"));
+    }
+
+    #[test]
+    fn rules_the_evaluator_cannot_run_are_errors_not_passes() {
+        let string = json!({"type": "string"});
+        let list = json!({"type": "array", "items": {"type": "integer"}});
+        for (rule, value, schema) in [
+            ("self.isSorted()", json!([1, 2]), list.clone()),
+            ("self.all(i, v, v > 0)", json!([1, 2]), list),
+            ("url(self).getHost() == 'x'", json!("http://x"), string.clone()),
+            ("this does not parse", json!("a"), string.clone()),
+            ("self", json!("a"), string.clone()),
+        ] {
+            let errors = eval(rule, value, schema);
+            assert_eq!(errors.len(), 1, "{rule}: {errors:?}");
+            assert!(errors[0].contains("cannot be checked offline"), "{rule}: {}", errors[0]);
+        }
+        // A transition rule does not run on create.
+        assert!(eval("self == oldSelf", json!("a"), string).is_empty());
+    }
+
+    #[test]
+    fn values_are_converted_as_the_api_server_converts_them() {
+        let schema = json!({"type": "object", "properties": {
+            "namespace": {"type": "string", "nullable": true},
+            "a-b": {"type": "string"},
+            "at": {"type": "string", "format": "date-time"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        }});
+        let object = json!({"namespace": null, "a-b": "x", "at": "2027-03-01T00:00:00Z", "labels": {"k/x": "v"}});
+        let rule = "!has(self.__namespace__) && self.a__dash__b == 'x' && self.at > timestamp('2027-01-01T00:00:00Z') && 'k/x' in self.labels";
+        assert!(eval(rule, object.clone(), schema.clone()).is_empty());
+        let errors = eval("self.__namespace__ == 'x'", object, schema);
+        assert!(errors[0].contains("No such key"), "{errors:?}");
+        assert_eq!(escape("x__y").as_deref(), Some("x__underscores__y"));
+        assert_eq!(escape("1x"), None);
+    }
+
+    #[test]
+    fn field_path_message_expression_and_reason_shape_the_error() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}, "x-kubernetes-validations": [
+            {"rule": "self.a == 'b'", "messageExpression": "'a is ' + self.a", "fieldPath": ".a", "reason": "FieldValueForbidden"}
+        ]});
+        let mut errors = Vec::new();
+        Rules::default().check(&json!({"a": "c"}), &schema, &Path::root().child("spec"), false, &mut errors);
+        assert_eq!(errors.iter().map(ToString::to_string).collect::<Vec<_>>(), ["spec.a: Forbidden: a is c"]);
+    }
+}
