@@ -1,9 +1,19 @@
 //! Leader election over a `coordination.k8s.io/v1` Lease: every replica serves `/v1/cert.pem`,
 //! `/metrics` and health, but only the holder of the Lease reconciles and creates sealing keys.
-//! A replica that cannot renew stops reconciling before its lease can expire, so two replicas
-//! never reconcile at once (beyond clock skew between nodes).
+//!
+//! Two replicas must never write at once, whatever the clocks or the scheduler do:
+//! * time is only ever measured on this replica's monotonic clock. A standby judges a Lease
+//!   expired when it has not seen it change for a whole lease duration (client-go's approach),
+//!   never by comparing the holder's `renewTime` with its own wall clock;
+//! * the leader counts its lease from the moment it *sent* the renewal that succeeded, and stops
+//!   leading a third of a lease duration before that lease could look expired to anyone; each
+//!   renewal has a deadline, so a hung request cannot keep it leading;
+//! * [`Leadership::holds`] is checked by the client for every write, so even a replica that was
+//!   frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done sends
+//!   nothing once its lease is over, before its election loop has even run again.
 
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -11,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::PostParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 #[derive(Clone, Debug)]
@@ -29,36 +40,100 @@ impl Config {
         self.lease_duration / 3
     }
 
-    /// Stop leading when the last successful renewal is older than this: well before the
-    /// Lease expires and a standby may take it.
+    /// How long after sending a successful renewal this replica still leads: well before the
+    /// Lease can look expired to a standby (which waits a whole lease duration after it saw
+    /// the renewal, itself later than the send).
     fn renew_deadline(&self) -> Duration {
         self.lease_duration * 2 / 3
     }
 }
 
-/// Keep trying to hold the Lease, publishing on `leading` whether this replica leads.
-pub async fn run(client: Client, config: Config, leading: watch::Sender<bool>) {
-    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let mut last_renewal: Option<tokio::time::Instant> = None;
-    loop {
-        match try_hold(&api, &config).await {
-            Ok(true) => last_renewal = Some(tokio::time::Instant::now()),
-            Ok(false) => last_renewal = None,
-            Err(error) => warn!(%error, lease = %config.lease_name, "could not renew the leader Lease"),
-        }
-        let leads = last_renewal.is_some_and(|at| at.elapsed() < config.renew_deadline());
-        if *leading.borrow() != leads {
-            info!(identity = %config.identity, leads, "leadership changed");
-            leading.send_replace(leads);
-        }
-        tokio::time::sleep(if leads { config.renew_every() } else { config.renew_every().min(Duration::from_secs(2)) })
-            .await;
+/// Whether this replica holds the Lease right now, on its own monotonic clock.
+#[derive(Debug)]
+pub struct Leadership {
+    /// When the last successful renewal was sent, while leading.
+    renewed: Mutex<Option<Instant>>,
+    deadline: Duration,
+}
+
+impl Leadership {
+    pub fn new(config: &Config) -> Self {
+        Self { renewed: Mutex::new(None), deadline: config.renew_deadline() }
+    }
+
+    /// True only while the last renewal is recent enough: what every write is gated on.
+    pub fn holds(&self) -> bool {
+        self.renewed_at().is_some_and(|at| at.elapsed() < self.deadline)
+    }
+
+    /// When leadership lapses unless renewed.
+    fn expires(&self) -> Option<Instant> {
+        self.renewed_at().map(|at| at + self.deadline)
+    }
+
+    fn renewed_at(&self) -> Option<Instant> {
+        *self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Leading from now on (as after a successful renewal); for tests of what is gated on it.
+    #[cfg(test)]
+    pub fn renewed_now(&self) {
+        self.set(Some(Instant::now()));
+    }
+
+    fn set(&self, renewed: Option<Instant>) {
+        *self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
     }
 }
 
-/// Take or renew the Lease if it is free, expired or ours. Writes use the Lease's
-/// resourceVersion (a replace, not an apply): compare-and-swap is what makes one holder.
-async fn try_hold(api: &Api<Lease>, config: &Config) -> kube::Result<bool> {
+/// The Lease as this replica last saw it, and when (locally) it last changed.
+struct Observed {
+    resource_version: Option<String>,
+    at: Instant,
+}
+
+/// Keep trying to hold the Lease, publishing on `leading` whether this replica leads.
+pub async fn run(client: Client, config: Config, leadership: std::sync::Arc<Leadership>, leading: watch::Sender<bool>) {
+    let api: Api<Lease> = Api::namespaced(client, &config.namespace);
+    let mut observed: Option<Observed> = None;
+    loop {
+        let sent = Instant::now();
+        // A renewal that cannot finish before leadership lapses is given up on.
+        let budget = leadership.expires().map_or(config.renew_every(), |at| at.saturating_duration_since(sent));
+        match tokio::time::timeout(budget.max(Duration::from_millis(100)), try_hold(&api, &config, &mut observed)).await
+        {
+            Ok(Ok(true)) => leadership.set(Some(sent)),
+            Ok(Ok(false)) => leadership.set(None),
+            Ok(Err(error)) => warn!(%error, lease = %config.lease_name, "could not renew the leader Lease"),
+            Err(_) => warn!(lease = %config.lease_name, "renewing the leader Lease timed out"),
+        }
+        publish(&leadership, &leading, &config);
+        let next = sent
+            + if leadership.holds() { config.renew_every() } else { config.renew_every().min(Duration::from_secs(2)) };
+        // Step down the moment leadership lapses, even if that comes before the next attempt.
+        match leadership.expires().filter(|at| *at < next) {
+            Some(lapse) => {
+                tokio::time::sleep_until(lapse).await;
+                publish(&leadership, &leading, &config);
+                tokio::time::sleep_until(next).await;
+            }
+            None => tokio::time::sleep_until(next).await,
+        }
+    }
+}
+
+fn publish(leadership: &Leadership, leading: &watch::Sender<bool>, config: &Config) {
+    let leads = leadership.holds();
+    if *leading.borrow() != leads {
+        info!(identity = %config.identity, leads, "leadership changed");
+        leading.send_replace(leads);
+    }
+}
+
+/// Take or renew the Lease if it is free, ours, or expired by this replica's own observation.
+/// Writes use the Lease's resourceVersion (a replace, not an apply): compare-and-swap is what
+/// makes one holder.
+async fn try_hold(api: &Api<Lease>, config: &Config, observed: &mut Option<Observed>) -> kube::Result<bool> {
     let now = jiff::Timestamp::now();
     let Some(mut lease) = api.get_opt(&config.lease_name).await? else {
         let lease = Lease {
@@ -67,17 +142,27 @@ async fn try_hold(api: &Api<Lease>, config: &Config) -> kube::Result<bool> {
         };
         return conflict_is_false(api.create(&PostParams::default(), &lease).await);
     };
+    let rv = lease.metadata.resource_version.clone();
+    if observed.as_ref().is_none_or(|o| o.resource_version != rv) {
+        *observed = Some(Observed { resource_version: rv, at: Instant::now() });
+    }
     let current = lease.spec.clone().unwrap_or_default();
     let ours = current.holder_identity.as_deref() == Some(config.identity.as_str());
-    let duration = jiff::SignedDuration::from_secs(i64::from(current.lease_duration_seconds.unwrap_or(0)));
-    let expired = current.renew_time.as_ref().is_none_or(|t| t.0 + duration < now);
-    if !ours && !expired && current.holder_identity.is_some() {
+    let duration = Duration::from_secs(u64::try_from(current.lease_duration_seconds.unwrap_or(0)).unwrap_or(0));
+    let unchanged_for = observed.as_ref().map_or(Duration::ZERO, |o| o.at.elapsed());
+    let free = current.holder_identity.is_none();
+    if !ours && !free && unchanged_for <= duration {
         return Ok(false);
     }
     let acquired = if ours { current.acquire_time.map_or(now, |t| t.0) } else { now };
     let transitions = current.lease_transitions.unwrap_or(0) + i32::from(!ours);
     lease.spec = Some(spec(config, acquired, now, transitions));
-    conflict_is_false(api.replace(&config.lease_name, &PostParams::default(), &lease).await)
+    let held = conflict_is_false(api.replace(&config.lease_name, &PostParams::default(), &lease).await)?;
+    if held {
+        // Our own write is a change we need not wait out.
+        *observed = None;
+    }
+    Ok(held)
 }
 
 fn spec(config: &Config, acquired: jiff::Timestamp, renewed: jiff::Timestamp, transitions: i32) -> LeaseSpec {
@@ -142,5 +227,31 @@ where
             () = work() => return,
             _ = leading.wait_for(|l| !*l) => warn!("lost leadership: stopped reconciling"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            namespace: "ns".into(),
+            lease_name: "l".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(15),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn leadership_lapses_a_third_of_a_lease_before_a_standby_may_take_over() {
+        let leadership = Leadership::new(&config());
+        assert!(!leadership.holds(), "never renewed");
+        leadership.set(Some(Instant::now()));
+        assert!(leadership.holds());
+        tokio::time::advance(Duration::from_secs(9)).await;
+        assert!(leadership.holds(), "9s after the renewal was sent");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!leadership.holds(), "10s: two thirds of the 15s lease");
     }
 }

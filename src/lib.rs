@@ -6,6 +6,7 @@ pub mod api;
 pub mod auth;
 pub mod bundle;
 pub mod cli;
+pub mod client;
 pub mod crypto;
 pub mod http;
 pub mod keyring;

@@ -8,7 +8,6 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
-use kube::client::ClientBuilder;
 use mltenant_operator::auth::Authorizer;
 use mltenant_operator::keyring::{self, KeyRing};
 use mltenant_operator::metrics::Metrics;
@@ -123,19 +122,6 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let keys = Arc::new(KeyRing::default());
     let metrics = Arc::new(Metrics::new(keys.clone()));
     let kube_config = kube::Config::infer().await.context("no Kubernetes configuration (KUBECONFIG or in-cluster)")?;
-    // Lease renewals and the reviews of HTTP callers go through their own client:
-    // mltenant_kube_requests_total is about what reconciling costs.
-    let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
-    let counted = metrics.clone();
-    let client = ClientBuilder::try_from(kube_config)
-        .context("building the Kubernetes client")?
-        .with_layer(&tower::util::MapRequestLayer::new(move |req: ::http::Request<kube::client::Body>| {
-            counted.kube_request(req.method());
-            req
-        }))
-        .build();
-
-    let readiness = Arc::new(reconcile::Readiness::default());
     // The pod name (downward API) names this replica in the Lease and in Events.
     let pod_name = std::env::var("POD_NAME").ok();
     let identity = pod_name.clone().unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
@@ -145,8 +131,17 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         identity,
         lease_duration: args.lease_duration,
     };
+    let leadership = Arc::new(leader::Leadership::new(&lease_config));
+    // Lease renewals and the reviews of HTTP callers go through their own client:
+    // mltenant_kube_requests_total is about what reconciling costs, and the Lease must be
+    // writable while not leading.
+    let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
+    let client = mltenant_operator::client::build(kube_config, leadership.clone(), metrics.clone())
+        .context("building the Kubernetes client")?;
+
+    let readiness = Arc::new(reconcile::Readiness::default());
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    let election = leader::run(lease_client.clone(), lease_config.clone(), leading_tx);
+    let election = leader::run(lease_client.clone(), lease_config.clone(), leadership, leading_tx);
     let key_config = keyring::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
     let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
     let served = http::Served {

@@ -26,6 +26,7 @@ pub struct Metrics {
     reconcile_duration: HistogramVec,
     kube_requests: IntCounterVec,
     decryption_failures: IntCounterVec,
+    rejected_writes: IntCounterVec,
     leader: IntGauge,
     key_renew_period: IntGauge,
     sources: Arc<RwLock<Option<Sources>>>,
@@ -63,6 +64,14 @@ impl Metrics {
             &["tenant", "bundle", "reason"],
         )
         .expect("valid metric");
+        let rejected_writes = IntCounterVec::new(
+            Opts::new(
+                "mltenant_rejected_writes_total",
+                "Requests about a tenant's namespaces, Secrets, Roles and RoleBindings the API server refused, by kind and closed-set reason.",
+            ),
+            &["tenant", "kind", "reason"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new("mltenant_leader", "1 while this replica holds the leader Lease and reconciles.")
             .expect("valid metric");
         // The sealing-key alert's threshold depends on it (keys live two renew periods).
@@ -77,6 +86,7 @@ impl Metrics {
             Box::new(reconcile_duration.clone()),
             Box::new(kube_requests.clone()),
             Box::new(decryption_failures.clone()),
+            Box::new(rejected_writes.clone()),
             Box::new(leader.clone()),
             Box::new(key_renew_period.clone()),
             Box::new(StateGauges::new(sources.clone(), keys)),
@@ -89,6 +99,7 @@ impl Metrics {
             reconcile_duration,
             kube_requests,
             decryption_failures,
+            rejected_writes,
             leader,
             key_renew_period,
             sources,
@@ -118,7 +129,14 @@ impl Metrics {
     #[must_use = "the gauges follow the caches only while the guard lives"]
     pub fn watch(&self, tenants: Store<MLTenant>, bundles: Store<SealedBundle>, reports_on: Selector) -> Watching {
         *write(&self.sources) = Some(Sources { tenants, bundles, reports_on });
-        Watching { sources: self.sources.clone(), failures: self.decryption_failures.clone() }
+        Watching {
+            sources: self.sources.clone(),
+            failures: [self.decryption_failures.clone(), self.rejected_writes.clone()],
+        }
+    }
+
+    pub fn rejected_write(&self, tenant: &str, kind: &str, reason: &str) {
+        self.rejected_writes.with_label_values(&[tenant, kind, reason]).inc();
     }
 
     pub fn decryption_failed(&self, tenant: &str, bundle: &str, reason: &str) {
@@ -166,35 +184,47 @@ impl Metrics {
         let sources = read(&self.sources);
         let Some(src) = sources.as_ref() else {
             self.decryption_failures.reset();
+            self.rejected_writes.reset();
             return;
         };
         let tenants = src.tenants.state();
-        let referenced = |tenant: &str, bundle: &str| {
-            tenants.iter().any(|t| t.name_any() == tenant && referenced_bundles(t).contains(bundle))
-        };
-        for family in self.decryption_failures.collect() {
-            for metric in family.get_metric() {
-                let value = |name: &str| metric.get_label().iter().find(|l| l.name() == name).map_or("", |l| l.value());
-                let (tenant, bundle, reason) = (value("tenant"), value("bundle"), value("reason"));
-                if !referenced(tenant, bundle) {
-                    let _ = self.decryption_failures.remove_label_values(&[tenant, bundle, reason]);
-                }
+        let exists = |tenant: &str| tenants.iter().find(|t| t.name_any() == tenant);
+        for series in label_values(&self.decryption_failures, &["tenant", "bundle", "reason"]) {
+            if exists(&series[0]).is_none_or(|t| !referenced_bundles(t).contains(series[1].as_str())) {
+                let _ = self.decryption_failures.remove_label_values(&series);
+            }
+        }
+        for series in label_values(&self.rejected_writes, &["tenant", "kind", "reason"]) {
+            if exists(&series[0]).is_none() {
+                let _ = self.rejected_writes.remove_label_values(&series);
             }
         }
     }
+}
+
+/// The label values (in the order of `names`) of every series `counters` holds.
+fn label_values(counters: &IntCounterVec, names: &[&str]) -> Vec<Vec<String>> {
+    let families = counters.collect();
+    let metrics = families.iter().flat_map(|f| f.get_metric());
+    metrics
+        .map(|m| {
+            let value = |name: &&str| m.get_label().iter().find(|l| l.name() == *name).map_or("", |l| l.value());
+            names.iter().map(|n| value(n).to_owned()).collect()
+        })
+        .collect()
 }
 
 /// Keeps the scrape-time gauges on one term's caches; dropping it (the controllers stopped)
 /// empties them and the failure counter.
 pub struct Watching {
     sources: Arc<RwLock<Option<Sources>>>,
-    failures: IntCounterVec,
+    failures: [IntCounterVec; 2],
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         *write(&self.sources) = None;
-        self.failures.reset();
+        self.failures.iter().for_each(IntCounterVec::reset);
     }
 }
 

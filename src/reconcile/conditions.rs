@@ -18,6 +18,9 @@ impl Observed {
     }
 }
 
+/// Characters of a condition message kept.
+const MAX_MESSAGE: usize = 8192;
+
 /// Turn `observed` into API conditions, keeping `previous` transition times where the status is
 /// unchanged.
 pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i64>, now: &Time) -> Vec<Condition> {
@@ -33,7 +36,9 @@ pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i
                 type_: o.type_.to_owned(),
                 status: status.to_owned(),
                 reason: o.reason.clone(),
-                message: o.message.clone(),
+                // The API server caps a condition message at 32 KiB; one naming a thousand
+                // failing Secrets must not make the whole status write fail.
+                message: crate::text::shorten(&o.message, MAX_MESSAGE),
                 observed_generation: generation,
                 last_transition_time: last,
             }
@@ -56,6 +61,13 @@ mod tests {
         assert_eq!(again[0].last_transition_time, at(10));
         assert_eq!(again[0].message, "b");
         assert_eq!(again[0].observed_generation, Some(2));
+    }
+
+    #[test]
+    fn long_messages_are_shortened() {
+        let long = "é".repeat(MAX_MESSAGE + 1);
+        let merged = merge(&[], &[Observed::new("Ready", false, "X", long)], None, &at(1));
+        assert_eq!(merged[0].message.chars().count(), MAX_MESSAGE);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod bundle;
 pub mod conditions;
+pub mod rejected;
 pub mod tenant;
 
 use std::sync::Arc;
@@ -37,6 +38,9 @@ pub enum Error {
     /// quote data.
     #[error("the reconcile panicked (a bug; reported, other objects are unaffected)")]
     Panic,
+    /// Some child objects were refused; the rest was reconciled and the status written.
+    #[error("{count} request(s) refused, first: {first}")]
+    Partial { count: usize, first: String },
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube_api",
             Error::Panic => "panic",
+            Error::Partial { .. } => "partial",
         }
     }
 }
@@ -87,9 +92,19 @@ pub struct Context {
     synced: Vec<Arc<AtomicBool>>,
     /// Serialises "nobody holds this namespace, take it" decisions across tenants.
     pub namespace_claims: Mutex<()>,
+    /// Consecutive failed reconciles per object, for the backoff.
+    failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Context {
+    /// Report a refused request about one child of `tenant`: an Event on the tenant about that
+    /// object, the metric, a log line. The caller records it in the status and goes on.
+    pub async fn rejected(&self, tenant: &MLTenant, rejected: &rejected::Rejected) {
+        warn!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, reason = rejected.reason, message = %rejected.message, "request refused");
+        self.metrics.rejected_write(&tenant.name_any(), rejected.kind, rejected.reason);
+        self.event(tenant, None, EventType::Warning, "WriteRejected", &rejected.to_string()).await;
+    }
+
     /// Whether this installation reports `bundle`'s status (`--bundle-selector`).
     pub fn reports_on(&self, bundle: &SealedBundle) -> bool {
         use kube::core::SelectorExt as _;
@@ -129,7 +144,28 @@ impl Context {
 fn error_policy(controller: &str, name: &str, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(controller, name, %error, "reconcile failed");
     ctx.metrics.reconcile_failed(controller, error);
-    Action::requeue(Duration::from_secs(5))
+    let attempt = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(format!("{controller}/{name}")).or_default();
+        *count = count.saturating_add(1);
+        *count
+    };
+    Action::requeue(backoff(attempt, jitter()))
+}
+
+/// First retry after about a second, doubling per consecutive failure of the same object, capped
+/// at five minutes; `jitter` (0..1) spreads retries of many objects failing together over ±25%.
+fn backoff(attempt: u32, jitter: f64) -> Duration {
+    const FIRST: Duration = Duration::from_secs(1);
+    const CAP: Duration = Duration::from_secs(300);
+    let exponential = FIRST.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(CAP);
+    exponential.mul_f64(0.75 + jitter / 2.0)
+}
+
+fn jitter() -> f64 {
+    let mut byte = [0u8; 2];
+    let _ = aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut byte);
+    f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
 }
 
 /// Run one reconcile, timed and counted, with a panic turned into [`Error::Panic`] plus a
@@ -145,6 +181,10 @@ where
 {
     let metrics = ctx.metrics.clone();
     let result = metrics.time_reconcile(controller, catching(reconcile)).await;
+    if result.is_ok() {
+        let mut failures = ctx.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        failures.remove(&format!("{controller}/{}", obj.meta().name.as_deref().unwrap_or_default()));
+    }
     if matches!(result, Err(Error::Panic)) {
         let note = "the operator hit a bug reconciling this object; other objects are unaffected, it is retried";
         ctx.event(&*obj, None, EventType::Warning, "Panic", note).await;
@@ -294,6 +334,7 @@ pub async fn run(
         keys,
         synced,
         namespace_claims: Mutex::new(()),
+        failures: std::sync::Mutex::default(),
     });
     info!("starting the tenant and bundle controllers");
     let tenants = tenant_controller
@@ -339,5 +380,16 @@ mod tests {
         assert!(matches!(catching(panicking).await, Err(Error::Panic)));
         assert!(catching(async { Ok(Action::await_change()) }).await.is_ok());
         assert_eq!(Error::Panic.metric_label(), "panic");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        assert_eq!(backoff(1, 0.5), Duration::from_secs(1));
+        assert_eq!(backoff(2, 0.5), Duration::from_secs(2));
+        assert_eq!(backoff(4, 0.5), Duration::from_secs(8));
+        assert_eq!(backoff(30, 0.5), Duration::from_secs(300));
+        assert_eq!(backoff(1, 0.0), Duration::from_millis(750));
+        assert_eq!(backoff(1, 1.0), Duration::from_millis(1250));
+        assert!((0..100).map(|_| jitter()).all(|j| (0.0..=1.0).contains(&j)));
     }
 }

@@ -137,6 +137,13 @@ impl Operator {
         self.port
     }
 
+    /// Freeze (SIGSTOP) or thaw (SIGCONT) the operator, as a stuck node or a long pause would.
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the operator is still running").to_string();
+        let sent = Command::new("kill").args([&format!("-{signal}"), &pid]).status().await.expect("run kill");
+        assert!(sent.success(), "kill -{signal} {pid} failed");
+    }
+
     /// POST `body` to `path` on the operator's HTTP server as the cluster admin: (status, body).
     pub async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
         self.post_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), path, body).await

@@ -107,3 +107,76 @@ async fn a_standby_exits_on_sigterm_and_leaves_the_lease_alone() {
     assert!(status.success(), "a replica that lost leadership exited with {status} on SIGTERM");
     assert_eq!(lease_holder(&client, &run).await.as_deref(), Some("someone-else"));
 }
+
+/// Series of `metric` in `text` that name `tenant`.
+fn series_of(text: &str, metric: &str, tenant: &str) -> usize {
+    let label = format!("tenant=\"{tenant}\"");
+    text.lines().filter(|l| l.starts_with(metric) && l.contains(&label)).count()
+}
+
+/// A leader frozen beyond its lease (SIGSTOP) loses it to the standby and, thawed, sends no
+/// write at all, even with work queued while it was frozen; its tenant series go with its
+/// term and come back, current, when it leads again.
+#[tokio::test]
+async fn a_frozen_leader_writes_nothing_when_it_wakes_and_metrics_follow_the_term() {
+    let client = admin().await;
+    let run = unique("frozen");
+    let args = ["--lease-duration", "3s", "--resync-period", "1s"];
+    let (frozen, standby) = leader_and_standby(&run, &args).await;
+    let kept = unique("kept");
+    let gone = unique("gone");
+    for name in [&kept, &gone] {
+        create_tenant(&client, &tenant(name, &run, &["dev"])).await;
+        wait_condition(&client, name, "Ready", "True", None).await;
+    }
+    let metrics = frozen.metrics().await;
+    assert_eq!(series_of(&metrics, "mltenant_tenant_condition", &gone), 5, "the leader exports the tenant");
+    let writes_before = frozen.writes().await;
+    assert!(writes_before > 0.0, "the leader's writes are counted");
+
+    frozen.signal("STOP").await;
+    wait_for("the standby to take over", TIMEOUT, || async {
+        (standby.metric("mltenant_leader", &[]).await == 1.0).then_some(())
+    })
+    .await;
+    // Work the frozen replica will find queued when it wakes: a spec change and a deletion.
+    update_spec(&client, &kept, |s| {
+        s.environments.push(mltenant_operator::api::EnvironmentSpec {
+            name: "qa".into(),
+            namespace: None,
+            labels: None,
+        })
+    })
+    .await;
+    delete_tenant(&client, &gone).await;
+    wait_tenant_gone(&client, &gone).await;
+    wait_condition(&client, &kept, "Ready", "True", None).await;
+
+    frozen.signal("CONT").await;
+    wait_for("the thawed replica to step down", TIMEOUT, || async {
+        (frozen.metric("mltenant_leader", &[]).await == 0.0).then_some(())
+    })
+    .await;
+    // Its watches catch up and its resync timers fire: give it a few renewal periods of
+    // activity, then count.
+    let thawed = Instant::now();
+    wait_for("the thawed replica to have run a few renewals", TIMEOUT, || async {
+        (thawed.elapsed() > Duration::from_secs(4)).then_some(())
+    })
+    .await;
+    assert_eq!(frozen.writes().await, writes_before, "the thawed replica wrote after losing its lease");
+    let metrics = frozen.metrics().await;
+    assert_eq!(metrics.lines().filter(|l| l.starts_with("mltenant_tenant_condition{")).count(), 0, "{metrics}");
+    assert!(metrics.contains("mltenant_sealing_key_expiration_timestamp_seconds"), "its own key metrics stay");
+
+    // It leads again once the other replica is gone: its series are this term's.
+    standby.kill().await;
+    wait_for("the thawed replica to lead again", TIMEOUT, || async {
+        let text = frozen.metrics().await;
+        (frozen.metric("mltenant_leader", &[]).await == 1.0 && series_of(&text, "mltenant_tenant_condition", &kept) > 0)
+            .then_some(text)
+    })
+    .await;
+    let metrics = frozen.metrics().await;
+    assert_eq!(series_of(&metrics, "mltenant_tenant_condition", &gone), 0, "a deleted tenant's series came back");
+}

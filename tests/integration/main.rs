@@ -9,6 +9,7 @@ mod harness;
 mod kubectl;
 mod kubeseal;
 mod leader;
+mod locality;
 mod monitoring;
 mod sealing_keys;
 mod secrets;

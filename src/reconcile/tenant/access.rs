@@ -15,7 +15,8 @@ use super::ownership::{self, Claim};
 use super::secrets::Wanted;
 use crate::api::{MLTenant, SecretReader};
 use crate::labels;
-use crate::reconcile::{Context, Result, apply};
+use crate::reconcile::rejected::Rejected;
+use crate::reconcile::{Context, apply};
 
 /// The Role and RoleBinding for one reader in one namespace, named after the reader.
 #[derive(Clone, Debug, PartialEq)]
@@ -82,89 +83,109 @@ pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&Wanted]) -> Vec
     grants
 }
 
-/// What `sync` did: how many grants exist, and the ones refused because the name is taken.
+/// What `sync` did: how many grants exist, the ones refused because the name is taken, and the
+/// requests the API server refused (grants or revocations).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Granted {
     pub grants: usize,
     pub conflicts: Vec<String>,
+    pub rejected: Vec<Rejected>,
 }
 
 /// Apply every wanted grant and delete the ones no longer wanted. A Role or RoleBinding of the
 /// same name that is not ours is never taken over: that grant is reported as a conflict.
-pub async fn sync(
-    tenant: &MLTenant,
-    environments: &[&Environment],
-    present: &[&Wanted],
-    ctx: &Context,
-) -> Result<Granted> {
+pub async fn sync(tenant: &MLTenant, environments: &[&Environment], present: &[&Wanted], ctx: &Context) -> Granted {
     let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
     let mut granted = Granted::default();
     let mut keep = BTreeSet::new();
     for grant in &grants {
-        let namespace = grant.role.namespace().unwrap_or_default();
-        let name = grant.role.name_any();
-        keep.insert((namespace.clone(), name.clone()));
-        let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name).await?;
-        let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name).await?;
-        let claims = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)]
-            .map(|meta| meta.map_or(Claim::Absent, |m| ownership::claim(m, tenant)));
-        if let Some(Claim::Foreign(why)) = claims.iter().find(|c| matches!(c, Claim::Foreign(_))) {
-            granted.conflicts.push(format!("Role/RoleBinding {namespace}/{name} already exists and {why}"));
-            continue;
-        }
-        let [role_ours, binding_ours] = claims.map(|c| c == Claim::Ours);
-        if live_role.as_deref().is_none_or(|live| {
-            live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata)
-        }) {
-            let api = Api::<Role>::namespaced(ctx.client.clone(), &namespace);
-            ownership::apply(&api, &name, &grant.role, role_ours).await?;
-        }
-        let binding_differs = |live: &RoleBinding| {
-            live.subjects != grant.binding.subjects
-                || live.role_ref != grant.binding.role_ref
-                || apply::metadata_differs(&live.metadata, &grant.binding.metadata)
-        };
-        if live_binding.as_deref().is_none_or(binding_differs) {
-            let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &namespace);
-            if let Some(live) = live_binding.as_deref().filter(|live| live.role_ref != grant.binding.role_ref) {
-                // roleRef is immutable.
-                ownership::delete(ctx, live).await?;
+        let key = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
+        keep.insert(key.clone());
+        match sync_one(tenant, grant, ctx).await {
+            Ok(Claim::Foreign(why)) => {
+                granted.conflicts.push(format!("Role/RoleBinding {}/{} already exists and {why}", key.0, key.1));
             }
-            ownership::apply(&api, &name, &grant.binding, binding_ours).await?;
+            Ok(_) => granted.grants += 1,
+            Err(error) => {
+                let rejected = Rejected::new("Role", format!("{}/{}", key.0, key.1), &error);
+                ctx.rejected(tenant, &rejected).await;
+                granted.rejected.push(rejected);
+            }
         }
-        granted.grants += 1;
     }
-    revoke_except(tenant, &keep, ctx).await?;
-    Ok(granted)
+    granted.rejected.extend(revoke_except(tenant, &keep, ctx).await);
+    granted
+}
+
+/// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned).
+async fn sync_one(tenant: &MLTenant, grant: &Grant, ctx: &Context) -> kube::Result<Claim> {
+    let namespace = grant.role.namespace().unwrap_or_default();
+    let name = grant.role.name_any();
+    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name).await?;
+    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name).await?;
+    let claims = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)]
+        .map(|meta| meta.map_or(Claim::Absent, |m| ownership::claim(m, tenant)));
+    if let Some(foreign) = claims.iter().find(|c| matches!(c, Claim::Foreign(_))) {
+        return Ok(foreign.clone());
+    }
+    let [role_ours, binding_ours] = claims.map(|c| c == Claim::Ours);
+    if live_role.as_deref().is_none_or(|live| {
+        live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata)
+    }) {
+        let api = Api::<Role>::namespaced(ctx.client.clone(), &namespace);
+        ownership::apply(&api, &name, &grant.role, role_ours).await?;
+    }
+    let binding_differs = |live: &RoleBinding| {
+        live.subjects != grant.binding.subjects
+            || live.role_ref != grant.binding.role_ref
+            || apply::metadata_differs(&live.metadata, &grant.binding.metadata)
+    };
+    if live_binding.as_deref().is_none_or(binding_differs) {
+        let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &namespace);
+        if let Some(live) = live_binding.as_deref().filter(|live| live.role_ref != grant.binding.role_ref) {
+            // roleRef is immutable.
+            ownership::delete(ctx, live).await?;
+        }
+        ownership::apply(&api, &name, &grant.binding, binding_ours).await?;
+    }
+    Ok(Claim::Ours)
 }
 
 /// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name): only those that
-/// are ours, never in a protected namespace.
-pub async fn revoke_except(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Result<()> {
-    delete_unwanted(tenant, &ctx.role_bindings, keep, ctx).await?;
-    delete_unwanted(tenant, &ctx.roles, keep, ctx).await
+/// are ours, never in a protected namespace. Returns the deletions the API server refused.
+pub async fn revoke_except(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Vec<Rejected> {
+    let mut rejected = delete_unwanted(tenant, "RoleBinding", &ctx.role_bindings, keep, ctx).await;
+    rejected.extend(delete_unwanted(tenant, "Role", &ctx.roles, keep, ctx).await);
+    rejected
 }
 
 async fn delete_unwanted<K>(
     tenant: &MLTenant,
+    kind: &'static str,
     store: &Store<K>,
     keep: &BTreeSet<(String, String)>,
     ctx: &Context,
-) -> Result<()>
+) -> Vec<Rejected>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
+    let mut refused = Vec::new();
     for obj in store.state() {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
         let ours = ownership::claim(obj.meta(), tenant) == Claim::Ours && !ctx.config.protected.contains(&key.0);
-        if ours && !keep.contains(&key) {
-            ownership::delete(ctx, &*obj).await?;
+        if ours
+            && !keep.contains(&key)
+            && let Err(error) = ownership::delete(ctx, &*obj).await
+        {
+            let rejected = Rejected::new(kind, format!("{}/{}", key.0, key.1), &error);
+            ctx.rejected(tenant, &rejected).await;
+            refused.push(rejected);
         }
     }
-    Ok(())
+    refused
 }
 
 #[cfg(test)]

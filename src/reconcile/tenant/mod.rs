@@ -19,9 +19,11 @@ use serde_json::json;
 
 use crate::api::MLTenant;
 use crate::labels::{self, FIELD_MANAGER};
-use crate::reconcile::{Context, Result};
+use crate::reconcile::rejected::Rejected;
+use crate::reconcile::{Context, Error, Result};
 use environments::Environment;
 use namespaces::NamespaceState;
+use secrets::Distribution;
 
 /// How soon to look again while something is in flight (a namespace terminating).
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
@@ -40,53 +42,83 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, "InvalidSpec", &message).await;
-            status::write(tenant, status::build(tenant, &status::invalid(&message), &[], &[], &now), ctx).await?;
+            let observed = status::invalid(&message);
+            status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
     };
 
+    // Each step goes on past a child the API server refuses: that child is reported (status,
+    // Event, metric) and the tenant retried with backoff once its status is written.
     let mut outcomes: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
     for env in planned {
-        let state = namespaces::ensure(tenant, &env, ctx).await?;
+        let state = namespaces::ensure_reported(tenant, &env, ctx).await;
         outcomes.push((env, state));
     }
 
     // Environments removed from spec: apply the deletion policy to their namespaces.
     let wanted: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
+    let mut unreleased = Vec::new();
     for ns in namespaces::labelled_for(tenant, ctx) {
-        if !wanted.contains(ns.name_any().as_str()) {
-            namespaces::remove(tenant, &ns, policy, ctx).await?;
+        if !wanted.contains(ns.name_any().as_str())
+            && let Err(rejected) = namespaces::remove_reported(tenant, &ns, policy, ctx).await
+        {
+            unreleased.push(rejected);
         }
     }
 
     let ready: Vec<&Environment> =
         outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
-    let distributed = secrets::sync(tenant, &ready, ctx).await?;
-    let present: Vec<&secrets::Wanted> = distributed.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
-    let granted = access::sync(tenant, &ready, &present, ctx).await?;
+    let distributed = secrets::sync(tenant, &ready, ctx).await;
+    let present: Vec<&secrets::Wanted> = distributed.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
+    let granted = access::sync(tenant, &ready, &present, ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
     let pending =
         outcomes.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
-            || distributed.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
-    let observed = status::observe(&outcomes, &distributed, &granted, now.0);
+            || distributed.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+    let observed = status::observe(&outcomes, &unreleased, &distributed, &granted, now.0);
     status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
+
+    let refused: Vec<&Rejected> = outcomes
+        .iter()
+        .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r) } else { None })
+        .chain(&unreleased)
+        .chain(distributed.outcomes.iter().filter_map(|o| match &o.result {
+            Err(secrets::Unsynced::Rejected(r)) => Some(r),
+            _ => None,
+        }))
+        .chain(&distributed.unrevoked)
+        .chain(&granted.rejected)
+        .collect();
+    partial(&refused)?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
 }
 
+/// A reconcile that had requests refused fails (after doing everything else), so the
+/// controller retries it with backoff.
+fn partial(refused: &[&Rejected]) -> Result<()> {
+    match refused.first() {
+        None => Ok(()),
+        Some(first) => Err(Error::Partial { count: refused.len(), first: first.to_string() }),
+    }
+}
+
 /// Apply the deletion policy to every namespace of the tenant, then let the object go.
-/// Tolerates `apply` never having run.
+/// Tolerates `apply` never having run. The finalizer stays until every revocation succeeded.
 async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
     // Credentials and the access to them are revoked whatever the deletion policy.
-    access::revoke_except(tenant, &BTreeSet::new(), ctx).await?;
+    let mut refused = access::revoke_except(tenant, &BTreeSet::new(), ctx).await;
     for secret in secrets::distributed(tenant, ctx) {
-        secrets::delete(tenant, &secret, ctx).await?;
+        if let Err(rejected) = secrets::delete(tenant, &secret, ctx).await {
+            refused.push(rejected);
+        }
     }
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut ours: Vec<Arc<Namespace>> = namespaces::labelled_for(tenant, ctx);
@@ -96,6 +128,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         let api: Api<Namespace> = Api::all(ctx.client.clone());
         for env in planned {
             if ours.iter().all(|ns| ns.name_any() != env.namespace)
+                && !ctx.config.protected.contains(&env.namespace)
                 && let Some(ns) = api.get_opt(&env.namespace).await?
                 && matches!(namespaces::holder(Some(&ns), tenant), namespaces::Holder::Us { .. })
             {
@@ -106,14 +139,17 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     let mut pending = Vec::new();
     for ns in &ours {
-        if namespaces::remove(tenant, ns, policy, ctx).await? {
-            pending.push(ns.name_any());
+        match namespaces::remove_reported(tenant, ns, policy, ctx).await {
+            Ok(true) => pending.push(ns.name_any()),
+            Ok(false) => {}
+            Err(rejected) => refused.push(rejected),
         }
     }
+    partial(&refused.iter().collect::<Vec<_>>())?;
     if !pending.is_empty() {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
-        status::write(tenant, status::build(tenant, &observed, &[], &[], &now), ctx).await?;
+        status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
     set_finalizer(tenant, ctx, false).await?;

@@ -13,7 +13,8 @@ use kube::{Api, Resource, ResourceExt};
 use super::environments::Environment;
 use crate::api::{DeletionPolicy, MLTenant};
 use crate::labels;
-use crate::reconcile::{Context, Result, apply};
+use crate::reconcile::rejected::Rejected;
+use crate::reconcile::{Context, apply};
 
 /// Who holds a namespace, from the point of view of one tenant.
 #[derive(Debug, PartialEq, Eq)]
@@ -126,6 +127,8 @@ pub enum NamespaceState {
     Protected(String),
     Conflict(String),
     Terminating(String),
+    /// The API server refused a request about it.
+    Rejected(Rejected),
 }
 
 impl NamespaceState {
@@ -136,6 +139,7 @@ impl NamespaceState {
             NamespaceState::Protected(_) => Some("ProtectedNamespace"),
             NamespaceState::Conflict(_) => Some("NamespaceConflict"),
             NamespaceState::Terminating(_) => Some("Terminating"),
+            NamespaceState::Rejected(_) => Some("NamespaceRejected"),
         }
     }
 }
@@ -147,7 +151,7 @@ fn consents(ns: &Namespace, tenant: &MLTenant) -> bool {
 
 /// Make `env`'s namespace exist, labelled and owned by `tenant`, unless it is protected or
 /// someone else holds it.
-pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> Result<NamespaceState> {
+pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube::Result<NamespaceState> {
     let name = &env.namespace;
     if ctx.config.protected.contains(name) {
         let message = format!(
@@ -231,10 +235,39 @@ pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Name
     state.filter(|ns| labelled(ns) && ours(ns, tenant) && !ctx.config.protected.contains(&ns.name_any())).collect()
 }
 
+/// [`ensure`], with a refusal of the API server reported and turned into the environment's state.
+pub async fn ensure_reported(tenant: &MLTenant, env: &Environment, ctx: &Context) -> NamespaceState {
+    match ensure(tenant, env, ctx).await {
+        Ok(state) => state,
+        Err(error) => {
+            let rejected = Rejected::new("Namespace", &env.namespace, &error);
+            ctx.rejected(tenant, &rejected).await;
+            NamespaceState::Rejected(rejected)
+        }
+    }
+}
+
+/// [`remove`], with a refusal of the API server reported and returned.
+pub async fn remove_reported(
+    tenant: &MLTenant,
+    ns: &Namespace,
+    policy: DeletionPolicy,
+    ctx: &Context,
+) -> Result<bool, Rejected> {
+    match remove(tenant, ns, policy, ctx).await {
+        Ok(pending) => Ok(pending),
+        Err(error) => {
+            let rejected = Rejected::new("Namespace", ns.name_any(), &error);
+            ctx.rejected(tenant, &rejected).await;
+            Err(rejected)
+        }
+    }
+}
+
 /// Let go of `ns` according to `policy`: under `Delete` a namespace this tenant created is
 /// deleted, anything else is released (our labels and ownerReference removed, annotated).
 /// Returns whether the namespace is (still) being deleted.
-pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, ctx: &Context) -> Result<bool> {
+pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, ctx: &Context) -> kube::Result<bool> {
     let api: Api<Namespace> = Api::all(ctx.client.clone());
     let name = ns.name_any();
     let created = created_by(ns, tenant);

@@ -20,7 +20,8 @@ use super::ownership::{self, Claim};
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
 use crate::bundle::{self, Failure};
 use crate::labels;
-use crate::reconcile::{Context, Result, apply};
+use crate::reconcile::rejected::Rejected;
+use crate::reconcile::{Context, apply};
 
 /// One Secret the tenant wants in one environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub enum Unsynced {
         "Secret {namespace}/{name} already exists and {why}: it is left untouched (rename spec.secrets[].name or remove that Secret)"
     )]
     Conflict { namespace: String, name: String, why: &'static str },
+    /// The API server refused a request about it.
+    #[error(transparent)]
+    Rejected(Rejected),
 }
 
 impl Unsynced {
@@ -65,6 +69,7 @@ impl Unsynced {
         match self {
             Unsynced::Bundle(failure) => failure.reason(),
             Unsynced::Conflict { .. } => "SecretConflict",
+            Unsynced::Rejected(_) => "SecretRejected",
         }
     }
 }
@@ -127,24 +132,34 @@ pub fn differs(live: &Secret, desired: &Secret) -> bool {
         || apply::metadata_differs(&live.metadata, &desired.metadata)
 }
 
+/// What `sync` did: one outcome per wanted Secret, and the revocations the API server refused.
+#[derive(Debug, Default)]
+pub struct Distribution {
+    pub outcomes: Vec<Outcome>,
+    pub unrevoked: Vec<Rejected>,
+}
+
 /// Bring every wanted Secret of the ready environments up to date and delete the ones no
-/// longer wanted.
-pub async fn sync(tenant: &MLTenant, environments: &[&Environment], ctx: &Context) -> Result<Vec<Outcome>> {
-    let mut outcomes = Vec::new();
+/// longer wanted. A refused request is reported on its Secret; the others go on.
+pub async fn sync(tenant: &MLTenant, environments: &[&Environment], ctx: &Context) -> Distribution {
+    let mut done = Distribution::default();
     for env in environments {
         for wanted in wanted(tenant, env) {
-            outcomes.push(sync_one(tenant, wanted, ctx).await?);
+            done.outcomes.push(sync_one(tenant, wanted, ctx).await);
         }
     }
     let keep: BTreeSet<(&str, &str)> =
-        outcomes.iter().map(|o| (o.wanted.namespace.as_str(), o.wanted.secret.as_str())).collect();
-    for secret in distributed(tenant, ctx) {
-        let namespace = secret.namespace().unwrap_or_default();
-        if !keep.contains(&(namespace.as_str(), secret.name_any().as_str())) {
-            delete(tenant, &secret, ctx).await?;
+        done.outcomes.iter().map(|o| (o.wanted.namespace.as_str(), o.wanted.secret.as_str())).collect();
+    let unwanted = distributed(tenant, ctx).into_iter().filter(|s| {
+        let namespace = s.namespace().unwrap_or_default();
+        !keep.contains(&(namespace.as_str(), s.name_any().as_str()))
+    });
+    for secret in unwanted.collect::<Vec<_>>() {
+        if let Err(rejected) = delete(tenant, &secret, ctx).await {
+            done.unrevoked.push(rejected);
         }
     }
-    Ok(outcomes)
+    done
 }
 
 /// The Secrets distributed for `tenant`: in the label-selected cache, ours (labels and
@@ -157,24 +172,36 @@ pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
     ctx.secrets.state().into_iter().filter(|s| ours(s)).collect()
 }
 
-/// Revoke: delete a distributed Secret (one of [`distributed`]).
-pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> Result<()> {
-    ownership::delete(ctx, secret).await?;
+/// Revoke: delete a distributed Secret (one of [`distributed`]); a refusal is reported.
+pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::result::Result<(), Rejected> {
     let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+    if let Err(error) = ownership::delete(ctx, secret).await {
+        let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
+        ctx.rejected(tenant, &rejected).await;
+        return Err(rejected);
+    }
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
     ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, "SecretRemoved", &note).await;
     Ok(())
 }
 
-async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Result<Outcome> {
+async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Outcome {
     let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
-    let live = ownership::live(ctx, &ctx.secrets, namespace, name).await?;
+    let refused = async |error: kube::Error, present: bool| {
+        let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
+        ctx.rejected(tenant, &rejected).await;
+        Outcome { wanted: wanted.clone(), result: Err(Unsynced::Rejected(rejected)), present }
+    };
+    let live = match ownership::live(ctx, &ctx.secrets, namespace, name).await {
+        Ok(live) => live,
+        Err(error) => return refused(error, false).await,
+    };
     let claim = live.as_deref().map_or(Claim::Absent, |s| ownership::claim(&s.metadata, tenant));
     let related = Some(reference(namespace, name));
     if let Claim::Foreign(why) = claim {
         let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
         ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
-        return Ok(Outcome { wanted, result: Err(conflict), present: false });
+        return Outcome { wanted, result: Err(conflict), present: false };
     }
     let ours = claim == Claim::Ours;
     let (bundle, opened) = match open(tenant, &wanted, ctx).await {
@@ -183,19 +210,23 @@ async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Result<Ou
             ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
             let note = format!("Secret {namespace}/{name} not updated: {failure}");
             ctx.event(tenant, related, EventType::Warning, failure.reason(), &note).await;
-            return Ok(Outcome { wanted, result: Err(failure.into()), present: ours });
+            return Outcome { wanted, result: Err(failure.into()), present: ours };
         }
     };
     let desired = desired(tenant, &wanted, &bundle, &opened);
     let synced = Synced { source_hash: bundle::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() };
     if live.as_deref().is_some_and(|live| !differs(live, &desired)) {
-        return Ok(Outcome { wanted, result: Ok(synced), present: true });
+        return Outcome { wanted, result: Ok(synced), present: true };
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut still_there = ours;
     if let Some(live) = live.as_deref().filter(|live| live.type_ != desired.type_) {
         // A Secret's type is immutable: replace it. The payload was checked against the new
         // type already, so the apply right after cannot be refused for it.
-        ownership::delete(ctx, live).await?;
+        if let Err(error) = ownership::delete(ctx, live).await {
+            return refused(error, true).await;
+        }
+        still_there = false;
     }
     match ownership::apply(&api, name, &desired, ours).await {
         Ok(_) => {}
@@ -204,14 +235,14 @@ async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Result<Ou
             let why = "was created by someone else meanwhile";
             let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
             ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
-            return Ok(Outcome { wanted, result: Err(conflict), present: false });
+            return Outcome { wanted, result: Err(conflict), present: false };
         }
-        Err(error) => return Err(error.into()),
+        Err(error) => return refused(error, still_there).await,
     }
     let verb = if live.is_some() { "updated" } else { "created" };
     let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
     ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
-    Ok(Outcome { wanted, result: Ok(synced), present: true })
+    Outcome { wanted, result: Ok(synced), present: true }
 }
 
 /// The bundle `wanted` names, opened for this tenant and environment.

@@ -6,9 +6,10 @@ use kube::{Api, ResourceExt};
 use super::access::Granted;
 use super::environments::Environment;
 use super::namespaces::NamespaceState;
-use super::secrets::{self, Outcome, Unsynced};
+use super::secrets::{self, Distribution, Outcome, Unsynced};
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
 use crate::reconcile::conditions::{self, Observed};
+use crate::reconcile::rejected::Rejected;
 use crate::reconcile::{Context, Result, apply};
 
 pub const READY: &str = "Ready";
@@ -23,11 +24,14 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 /// Conditions for a tenant whose environments were all worked on.
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
-    secrets: &[Outcome],
+    unreleased: &[Rejected],
+    distributed: &Distribution,
     granted: &Granted,
     now: jiff::Timestamp,
 ) -> Vec<Observed> {
-    let access = if granted.conflicts.is_empty() {
+    let access = if !granted.rejected.is_empty() {
+        Observed::new(ACCESS_GRANTED, false, "AccessRejected", joined(&granted.rejected))
+    } else if granted.conflicts.is_empty() {
         Observed::new(
             ACCESS_GRANTED,
             true,
@@ -38,12 +42,25 @@ pub fn observe(
         let message = format!("{}: left untouched, those readers get nothing there", granted.conflicts.join("; "));
         Observed::new(ACCESS_GRANTED, false, "AccessConflict", message)
     };
-    let mut conditions = with_ready(vec![observe_namespaces(namespaces), observe_secrets(secrets), access]);
-    conditions.push(observe_expiry(secrets, now));
+    let mut conditions = with_ready(vec![
+        observe_namespaces(namespaces, unreleased),
+        observe_secrets(&distributed.outcomes, &distributed.unrevoked),
+        access,
+    ]);
+    conditions.push(observe_expiry(&distributed.outcomes, now));
     conditions
 }
 
-fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
+fn joined(refused: &[Rejected]) -> String {
+    refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], unreleased: &[Rejected]) -> Observed {
+    let rejected: Vec<Rejected> = outcomes
+        .iter()
+        .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r.clone()) } else { None })
+        .chain(unreleased.iter().cloned())
+        .collect();
     let problem = |pick: fn(&NamespaceState) -> Option<&String>| -> Vec<&str> {
         outcomes.iter().filter_map(|(_, s)| pick(s)).map(String::as_str).collect()
     };
@@ -52,6 +69,8 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
     let terminating = problem(|s| if let NamespaceState::Terminating(m) = s { Some(m) } else { None });
     if !protected.is_empty() {
         Observed::new(NAMESPACES_READY, false, "ProtectedNamespace", protected.join("; "))
+    } else if !rejected.is_empty() {
+        Observed::new(NAMESPACES_READY, false, "NamespaceRejected", joined(&rejected))
     } else if !conflicts.is_empty() {
         Observed::new(NAMESPACES_READY, false, "NamespaceConflict", conflicts.join("; "))
     } else if !terminating.is_empty() {
@@ -62,10 +81,16 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)]) -> Observed {
     }
 }
 
-fn observe_secrets(outcomes: &[Outcome]) -> Observed {
+fn observe_secrets(outcomes: &[Outcome], unrevoked: &[Rejected]) -> Observed {
     let failures: Vec<(&Outcome, &Unsynced)> =
         outcomes.iter().filter_map(|o| o.result.as_ref().err().map(|f| (o, f))).collect();
     match failures.first() {
+        None if !unrevoked.is_empty() => Observed::new(
+            SECRETS_SYNCED,
+            false,
+            "RevocationFailed",
+            format!("Secrets no longer wanted are still there: {}", joined(unrevoked)),
+        ),
         None => Observed::new(SECRETS_SYNCED, true, "Synced", format!("{} Secrets synced", outcomes.len())),
         Some((_, first)) => {
             let messages: Vec<String> =
@@ -132,7 +157,7 @@ pub fn build(
     tenant: &MLTenant,
     observed: &[Observed],
     outcomes: &[(Environment, NamespaceState)],
-    secrets: &[Outcome],
+    distributed: &Distribution,
     now: &Time,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -148,7 +173,7 @@ pub fn build(
                 namespace: env.namespace.clone(),
                 ready: *state == NamespaceState::Ready,
                 reason: state.reason().map(str::to_owned),
-                secrets: secrets::statuses(secrets, &env.name),
+                secrets: secrets::statuses(&distributed.outcomes, &env.name),
             })
             .collect(),
     }
@@ -190,17 +215,24 @@ mod tests {
         Ok(Synced { source_hash: "sha256:x".into(), expires_at })
     }
 
+    fn observed(
+        namespaces: &[(Environment, NamespaceState)],
+        outcomes: Vec<Outcome>,
+        granted: &Granted,
+    ) -> Vec<Observed> {
+        observe(namespaces, &[], &Distribution { outcomes, unrevoked: vec![] }, granted, now())
+    }
+
     fn find<'a>(c: &'a [Observed], type_: &str) -> &'a Observed {
         c.iter().find(|o| o.type_ == type_).unwrap()
     }
 
     #[test]
     fn all_ready() {
-        let c = observe(
+        let c = observed(
             &[(env("a"), NamespaceState::Ready), (env("b"), NamespaceState::Ready)],
-            &[],
+            vec![],
             &Granted::default(),
-            now(),
         );
         assert_eq!((c[0].type_, c[0].ok, c[0].reason.as_str()), (READY, true, "Ready"));
         assert_eq!((c[1].type_, c[1].ok, c[1].message.as_str()), (NAMESPACES_READY, true, "namespaces ready: a, b"));
@@ -208,14 +240,13 @@ mod tests {
 
     #[test]
     fn conflict_wins_over_terminating_and_drives_ready() {
-        let c = observe(
+        let c = observed(
             &[
                 (env("a"), NamespaceState::Terminating("a is terminating".into())),
                 (env("b"), NamespaceState::Conflict("b belongs to MLTenant x".into())),
             ],
-            &[],
+            vec![],
             &Granted::default(),
-            now(),
         );
         assert_eq!(
             (c[0].ok, c[0].reason.as_str(), c[0].message.as_str()),
@@ -231,11 +262,10 @@ mod tests {
             key: "AWS_SECRET_ACCESS_KEY".into(),
             error: crate::crypto::OpenError::NoKeyCouldDecrypt,
         };
-        let c = observe(
+        let c = observed(
             &[(env("t-dev"), NamespaceState::Ready)],
-            &[outcome("ok", synced(None)), outcome("ml", Err(failure.into()))],
+            vec![outcome("ok", synced(None)), outcome("ml", Err(failure.into()))],
             &Granted::default(),
-            now(),
         );
         let secrets = find(&c, SECRETS_SYNCED);
         assert_eq!((secrets.ok, secrets.reason.as_str()), (false, "DecryptionFailed"));
@@ -249,12 +279,12 @@ mod tests {
 
     #[test]
     fn protected_wins_over_conflicts_and_a_secret_conflict_has_its_reason() {
-        let c = observe(
+        let c = observed(
             &[
                 (env("a"), NamespaceState::Conflict("a belongs to MLTenant x".into())),
                 (env("kube-system"), NamespaceState::Protected("namespace kube-system is protected".into())),
             ],
-            &[outcome(
+            vec![outcome(
                 "ml",
                 Err(Unsynced::Conflict {
                     namespace: "t-dev".into(),
@@ -267,8 +297,8 @@ mod tests {
                 conflicts: vec![
                     "Role/RoleBinding t-dev/r already exists and it is not managed by mltenant-operator".into(),
                 ],
+                rejected: vec![],
             },
-            now(),
         );
         assert_eq!((c[0].ok, c[0].reason.as_str()), (false, "ProtectedNamespace"));
         assert_eq!(find(&c, SECRETS_SYNCED).reason, "SecretConflict");
@@ -279,13 +309,13 @@ mod tests {
     #[test]
     fn expiry_warns_without_affecting_ready() {
         let expiring = |days| {
-            find(&observe(&[], &[outcome("s", synced(days))], &Granted::default(), now()), CREDENTIALS_EXPIRING).clone()
+            find(&observed(&[], vec![outcome("s", synced(days))], &Granted::default()), CREDENTIALS_EXPIRING).clone()
         };
         assert_eq!((expiring(None).ok, expiring(None).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(30)).ok, expiring(Some(30)).reason), (false, "NotExpiring".to_string()));
         assert_eq!((expiring(Some(13)).ok, expiring(Some(13)).reason), (true, "ExpiresSoon".to_string()));
         assert_eq!((expiring(Some(-1)).ok, expiring(Some(-1)).reason), (true, "Expired".to_string()));
-        let c = observe(&[], &[outcome("s", synced(Some(-1)))], &Granted::default(), now());
+        let c = observed(&[], vec![outcome("s", synced(Some(-1)))], &Granted::default());
         assert!(c[0].ok, "an expired credential is a warning, not a failure: {:?}", c[0]);
     }
 
