@@ -175,8 +175,12 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
     let _claim = ctx.namespace_claims.lock().await;
     let live = api.get_opt(&env.namespace).await?;
     let (origin, event) = match holder(live.as_ref(), tenant) {
+        // Creating what the tenant never had is reported by its status; an Event per new object
+        // would double the writes of a first converge. Recreating what someone deleted is news.
         Holder::Nobody => {
-            (labels::ORIGIN_CREATED.to_owned(), Some(("NamespaceCreated", format!("created namespace {name}"))))
+            let event = super::status::had_environment(tenant, &env.name)
+                .then(|| ("NamespaceRestored", format!("recreated namespace {name}, which was deleted")));
+            (labels::ORIGIN_CREATED.to_owned(), event)
         }
         Holder::Us { origin } => {
             let event =

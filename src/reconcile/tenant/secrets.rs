@@ -239,9 +239,16 @@ async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Outcome {
         }
         Err(error) => return refused(error, still_there).await,
     }
-    let verb = if live.is_some() { "updated" } else { "created" };
-    let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
-    ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
+    // A first write is reported by the status alone (see namespaces::ensure); an update (a
+    // re-sealed bundle, reverted drift) or the return of a deleted Secret gets an Event.
+    let verb = match live {
+        Some(_) => Some("updated"),
+        None => super::status::had_secret(tenant, &wanted.environment, name).then_some("recreated"),
+    };
+    if let Some(verb) = verb {
+        let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
+        ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
+    }
     Outcome { wanted, result: Ok(synced), present: true }
 }
 

@@ -179,6 +179,21 @@ pub fn build(
     }
 }
 
+/// Whether the tenant's last status had environment `name` ready, or terminating (so a missing
+/// namespace was deleted, not never created).
+pub fn had_environment(tenant: &MLTenant, name: &str) -> bool {
+    environment(tenant, name).is_some_and(|e| e.ready || e.reason.as_deref() == Some("Terminating"))
+}
+
+/// Whether the tenant's last status had Secret `secret` synced in environment `environment`.
+pub fn had_secret(tenant: &MLTenant, environment_name: &str, secret: &str) -> bool {
+    environment(tenant, environment_name).is_some_and(|e| e.secrets.iter().any(|s| s.name == secret && s.synced))
+}
+
+fn environment<'a>(tenant: &'a MLTenant, name: &str) -> Option<&'a EnvironmentStatus> {
+    tenant.status.as_ref()?.environments.iter().find(|e| e.name == name)
+}
+
 /// Write `status` through `/status`, unless it is what the object already has.
 pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> Result<()> {
     if tenant.status.as_ref() == Some(&status) {
