@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod conditions;
 pub mod rejected;
 pub mod tenant;
+pub mod trim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,12 +246,20 @@ fn cached<K>(
     readiness: &Readiness,
 ) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static, Arc<AtomicBool>)
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + trim::Trim
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let synced = readiness.track();
     let flag = synced.clone();
     let (store, writer) = reflector::store();
-    let events = reflector::reflector(writer, watcher(api, config)).default_backoff().inspect_ok(move |event| {
+    let trimmed = watcher(api, config).modify(trim::Trim::trim);
+    let events = reflector::reflector(writer, trimmed).default_backoff().inspect_ok(move |event| {
         if matches!(event, watcher::Event::InitDone) {
             flag.store(true, Ordering::Release);
         }
@@ -287,7 +296,7 @@ pub async fn run(
     let flag = bundles_synced.clone();
     let bundle_watch = reflector::reflector(
         bundle_writer,
-        watcher(Api::<SealedBundle>::all(client.clone()), watcher::Config::default()),
+        watcher(Api::<SealedBundle>::all(client.clone()), watcher::Config::default()).modify(trim::Trim::trim),
     )
     .default_backoff()
     .for_each(move |event| {

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::api::MLTenant;
 use crate::labels::{self, FIELD_MANAGER};
 use crate::reconcile::Context;
+use crate::reconcile::trim::Trim;
 
 /// Who holds a child name, from one tenant's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,12 +51,17 @@ pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
 /// GET. Deciding on the cache alone would let an apply merge into a user's own object.
 pub async fn live<K>(ctx: &Context, store: &Store<K>, namespace: &str, name: &str) -> kube::Result<Option<Arc<K>>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
 {
     if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
         return Ok(Some(cached));
     }
-    Ok(Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?.map(Arc::new))
+    let read = Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
+    // Decided on like a cached object, so trimmed like one.
+    Ok(read.map(|mut obj| {
+        obj.trim();
+        Arc::new(obj)
+    }))
 }
 
 /// Server-side apply `desired` as the one field manager. Only an object that is ours is applied

@@ -21,6 +21,7 @@ use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
 use crate::bundle::{self, Failure};
 use crate::labels;
 use crate::reconcile::rejected::Rejected;
+use crate::reconcile::trim::digest;
 use crate::reconcile::{Context, apply};
 
 /// One Secret the tenant wants in one environment.
@@ -119,13 +120,14 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
     }
 }
 
-/// Whether applying `desired` would change `live`. Keys someone else added to the data are
-/// tolerated (server-side apply cannot remove fields it does not own); ours must match.
+/// Whether applying `desired` would change `live` (trimmed: its values are digests). Keys
+/// someone else added to the data are tolerated (server-side apply cannot remove fields it does
+/// not own); ours must match.
 pub fn differs(live: &Secret, desired: &Secret) -> bool {
     let live_data = live.data.as_ref();
     let want = desired.data.iter().flatten();
     live.type_ != desired.type_
-        || !want.clone().all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(v))
+        || !want.clone().all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&digest(&v.0)))
         || !apply::owned_fields(&live.metadata, &["f:data"])
             .iter()
             .all(|k| desired.data.iter().flatten().any(|(d, _)| d == k))
@@ -312,4 +314,35 @@ pub fn referenced_bundles(tenant: &MLTenant) -> BTreeSet<&str> {
                 .chain(s.environment_bundles.iter().flat_map(|m| m.values().map(String::as_str)))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::trim::Trim as _;
+
+    fn secret(type_: &str, data: &[(&str, &[u8])]) -> Secret {
+        Secret {
+            type_: Some(type_.into()),
+            data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_trimmed_live_secret_is_compared_by_digest() {
+        let desired = secret("Opaque", &[("K", b"v")]);
+        let mut live = desired.clone();
+        live.trim();
+        assert!(!differs(&live, &desired), "same values");
+        let mut changed = secret("Opaque", &[("K", b"other")]);
+        changed.trim();
+        assert!(differs(&changed, &desired), "another value");
+        let mut retyped = secret("kubernetes.io/basic-auth", &[("K", b"v")]);
+        retyped.trim();
+        assert!(differs(&retyped, &desired), "another type");
+        let mut extra = secret("Opaque", &[("K", b"v"), ("theirs", b"x")]);
+        extra.trim();
+        assert!(!differs(&extra, &desired), "a key someone else added is tolerated");
+    }
 }

@@ -1,0 +1,115 @@
+//! What the operator keeps in memory of each object it watches or reads: only what its
+//! decisions look at. Other managers' `managedFields` entries and `kubectl`'s last-applied copy
+//! (for a SealedBundle, a second copy of every ciphertext) are dropped, and a Secret's values
+//! are kept as SHA-256 digests: enough to tell whether a Secret holds what the operator would
+//! write, without a plaintext copy of every distributed credential in the caches.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::api::{MLTenant, SealedBundle};
+use crate::labels::FIELD_MANAGER;
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// An object the operator caches, reduced to what it uses.
+pub trait Trim {
+    fn trim(&mut self);
+}
+
+/// Keep only the operator's own server-side-apply entry of `managedFields` (what
+/// `apply::owned_fields` reads) and drop the last-applied annotation.
+fn ours_only(meta: &mut ObjectMeta) {
+    if let Some(fields) = meta.managed_fields.as_mut() {
+        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
+    }
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Neither field ownership nor the last-applied copy matter for objects the operator only reads
+/// (and writes only the status or the finalizer of, without comparing fields).
+fn none_of_it(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The SHA-256 of a Secret value, as the trimmed Secret holds it.
+pub fn digest(value: &[u8]) -> ByteString {
+    ByteString(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value).as_ref().to_vec())
+}
+
+impl Trim for Secret {
+    fn trim(&mut self) {
+        ours_only(&mut self.metadata);
+        for value in self.data.iter_mut().flat_map(|d| d.values_mut()) {
+            *value = digest(&value.0);
+        }
+        self.string_data = None;
+    }
+}
+
+impl Trim for Namespace {
+    fn trim(&mut self) {
+        ours_only(&mut self.metadata);
+    }
+}
+
+impl Trim for Role {
+    fn trim(&mut self) {
+        ours_only(&mut self.metadata);
+    }
+}
+
+impl Trim for RoleBinding {
+    fn trim(&mut self) {
+        ours_only(&mut self.metadata);
+    }
+}
+
+impl Trim for MLTenant {
+    fn trim(&mut self) {
+        none_of_it(&mut self.metadata);
+    }
+}
+
+impl Trim for SealedBundle {
+    fn trim(&mut self) {
+        none_of_it(&mut self.metadata);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    use super::*;
+
+    #[test]
+    fn a_trimmed_secret_holds_digests_and_our_field_ownership_only() {
+        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(operation.into()),
+            ..Default::default()
+        };
+        let mut secret = Secret {
+            metadata: ObjectMeta {
+                managed_fields: Some(vec![entry(FIELD_MANAGER, "Apply"), entry("kubectl-edit", "Update")]),
+                annotations: Some([(LAST_APPLIED.to_string(), "{...}".to_string())].into()),
+                ..Default::default()
+            },
+            data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
+            ..Default::default()
+        };
+        secret.trim();
+        assert_eq!(secret.data.as_ref().unwrap()["password"], digest(b"hunter2"));
+        assert_ne!(secret.data.unwrap()["password"].0, b"hunter2");
+        assert_eq!(secret.metadata.managed_fields.unwrap().len(), 1);
+        assert!(secret.metadata.annotations.unwrap().is_empty());
+    }
+}
