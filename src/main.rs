@@ -70,6 +70,9 @@ struct ControllerArgs {
     /// How long the leader's Lease is valid without renewal (failover time).
     #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
     lease_duration: Duration,
+    /// Reconciles run at once, per controller (tenants, bundles).
+    #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 16)]
+    concurrency: u16,
     /// Serve /metrics only to callers whose token passes a TokenReview and who may `get` the
     /// non-resource URL /metrics (as kube-rbac-proxy does).
     #[arg(long, env = "MLTENANT_METRICS_AUTH")]
@@ -158,6 +161,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         bundle_selector: args.bundle_selector.unwrap_or_default(),
         instance: pod_name,
         protected: Protected::new(&args.namespace, args.protected_namespaces),
+        concurrency: args.concurrency,
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);

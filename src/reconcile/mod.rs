@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod bundle;
 pub mod conditions;
+pub mod index;
 pub mod rejected;
 pub mod tenant;
 pub mod trim;
@@ -16,7 +17,7 @@ use futures::{FutureExt as _, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::Selector;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -28,6 +29,7 @@ use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
 use crate::labels;
 use crate::metrics::Metrics;
+use index::Cached;
 
 /// Errors of one reconcile. Each maps to a metric label; none carries secret material.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,9 @@ pub struct Config {
     pub instance: Option<String>,
     /// Namespaces never touched, whatever a spec says.
     pub protected: tenant::environments::Protected,
+    /// Reconciles run at once per controller: enough to keep the API server busy, few enough
+    /// that a backlog (every tenant at start-up) does not flood it into refusing requests.
+    pub concurrency: u16,
 }
 
 /// What every reconcile shares.
@@ -79,25 +84,37 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     /// Namespaces labelled as managed by this operator (a label-selected watch).
-    pub namespaces: Store<Namespace>,
+    pub namespaces: Cached<Namespace>,
     /// Secrets distributed to tenants (a label-selected watch: no other Secret is cached).
-    pub secrets: Store<Secret>,
+    pub secrets: Cached<Secret>,
     /// Every SealedBundle (one cache for distribution and for bundle status).
     pub bundles: Store<SealedBundle>,
     /// Roles and RoleBindings granting `secretReaders` access (label-selected watches).
-    pub roles: Store<Role>,
-    pub role_bindings: Store<RoleBinding>,
+    pub roles: Cached<Role>,
+    pub role_bindings: Cached<RoleBinding>,
     /// The sealing keys and what they opened.
     pub keys: Arc<KeyRing>,
     /// Raised once each cache above holds its initial list.
     synced: Vec<Arc<AtomicBool>>,
-    /// Serialises "nobody holds this namespace, take it" decisions across tenants.
-    pub namespace_claims: Mutex<()>,
+    /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
+    /// stripe of namespace names, so claims of different namespaces run in parallel.
+    namespace_claims: Vec<Mutex<()>>,
     /// Consecutive failed reconciles per object, for the backoff.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
+/// Locks for namespace claims; two names share one with probability 1/64.
+const NAMESPACE_CLAIM_STRIPES: usize = 64;
+
 impl Context {
+    /// Hold this while deciding whether `namespace` may be taken and taking it.
+    pub async fn claim(&self, namespace: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        namespace.hash(&mut hasher);
+        self.namespace_claims[hasher.finish() as usize % NAMESPACE_CLAIM_STRIPES].lock().await
+    }
+
     /// Report a refused request about one child of `tenant`: an Event on the tenant about that
     /// object, the metric, a log line. The caller records it in the status and goes on.
     pub async fn rejected(&self, tenant: &MLTenant, rejected: &rejected::Rejected) {
@@ -237,14 +254,14 @@ fn selected(selector: Option<&str>) -> watcher::Config {
     selector.map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s))
 }
 
-/// A watch of `api` kept in a cache, and its readiness flag (tracked by `readiness`), raised
-/// once the initial list is in. Watched on the stream: `Store::wait_until_ready` wakes only one
-/// waiter, and the controller is one.
+/// A watch of `api` kept in a cache indexed by tenant, and its readiness flag (tracked by
+/// `readiness`), raised once the initial list is in. Watched on the stream:
+/// `Store::wait_until_ready` wakes only one waiter, and the controller is one.
 fn cached<K>(
     api: Api<K>,
     config: watcher::Config,
     readiness: &Readiness,
-) -> (Store<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static, Arc<AtomicBool>)
+) -> (Cached<K>, impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static, Arc<AtomicBool>)
 where
     K: Resource<DynamicType = ()>
         + trim::Trim
@@ -258,13 +275,16 @@ where
     let synced = readiness.track();
     let flag = synced.clone();
     let (store, writer) = reflector::store();
+    let cached = Cached::new(store);
+    let mut index = cached.observer();
     let trimmed = watcher(api, config).modify(trim::Trim::trim);
     let events = reflector::reflector(writer, trimmed).default_backoff().inspect_ok(move |event| {
+        index(event);
         if matches!(event, watcher::Event::InitDone) {
             flag.store(true, Ordering::Release);
         }
     });
-    (store, events, synced)
+    (cached, events, synced)
 }
 
 /// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
@@ -278,6 +298,7 @@ pub async fn run(
 ) {
     let tenant_watch = selected(config.tenant_selector.as_deref());
     let (tenants, tenant_events, _) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, &readiness);
+    let tenants = tenants.store;
     let managed = watcher::Config::default().labels(&labels::managed_selector());
     let (namespaces, namespace_events, namespaces_synced) =
         cached(Api::<Namespace>::all(client.clone()), managed, &readiness);
@@ -323,9 +344,11 @@ pub async fn run(
                 .map(|t| ObjectRef::from_obj(&*t))
                 .collect::<Vec<_>>()
         })
+        .with_config(controller::Config::default().concurrency(config.concurrency))
         .reconcile_all_on(keys.changes())
         .graceful_shutdown_on(shutdown.clone());
     let bundle_controller = Controller::for_shared_stream(bundle_triggers, bundles.clone())
+        .with_config(controller::Config::default().concurrency(config.concurrency))
         .reconcile_all_on(keys.changes())
         .graceful_shutdown_on(shutdown);
 
@@ -342,7 +365,7 @@ pub async fn run(
         role_bindings,
         keys,
         synced,
-        namespace_claims: Mutex::new(()),
+        namespace_claims: (0..NAMESPACE_CLAIM_STRIPES).map(|_| Mutex::new(())).collect(),
         failures: std::sync::Mutex::default(),
     });
     info!("starting the tenant and bundle controllers");

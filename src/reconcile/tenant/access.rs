@@ -6,7 +6,6 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::runtime::reflector::Store;
 use kube::{Api, Resource, ResourceExt};
 
 use super::environments::Environment;
@@ -15,6 +14,7 @@ use super::ownership::{self, Claim};
 use super::secrets::Wanted;
 use crate::api::{MLTenant, SecretReader};
 use crate::labels;
+use crate::reconcile::index::Cached;
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::{Context, apply};
 
@@ -94,14 +94,21 @@ pub struct Granted {
 
 /// Apply every wanted grant and delete the ones no longer wanted. A Role or RoleBinding of the
 /// same name that is not ours is never taken over: that grant is reported as a conflict.
-pub async fn sync(tenant: &MLTenant, environments: &[&Environment], present: &[&Wanted], ctx: &Context) -> Granted {
+/// `fresh`: the namespaces this reconcile created (see `ownership::live`).
+pub async fn sync(
+    tenant: &MLTenant,
+    environments: &[&Environment],
+    present: &[&Wanted],
+    fresh: &BTreeSet<String>,
+    ctx: &Context,
+) -> Granted {
     let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
     let mut granted = Granted::default();
     let mut keep = BTreeSet::new();
     for grant in &grants {
         let key = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
         keep.insert(key.clone());
-        match sync_one(tenant, grant, ctx).await {
+        match sync_one(tenant, grant, fresh.contains(&key.0), ctx).await {
             Ok(Claim::Foreign(why)) => {
                 granted.conflicts.push(format!("Role/RoleBinding {}/{} already exists and {why}", key.0, key.1));
             }
@@ -118,11 +125,11 @@ pub async fn sync(tenant: &MLTenant, environments: &[&Environment], present: &[&
 }
 
 /// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned).
-async fn sync_one(tenant: &MLTenant, grant: &Grant, ctx: &Context) -> kube::Result<Claim> {
+async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: bool, ctx: &Context) -> kube::Result<Claim> {
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
-    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name).await?;
-    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name).await?;
+    let live_role = ownership::live(ctx, &ctx.roles.store, &namespace, &name, fresh).await?;
+    let live_binding = ownership::live(ctx, &ctx.role_bindings.store, &namespace, &name, fresh).await?;
     let claims = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)]
         .map(|meta| meta.map_or(Claim::Absent, |m| ownership::claim(m, tenant)));
     if let Some(foreign) = claims.iter().find(|c| matches!(c, Claim::Foreign(_))) {
@@ -162,7 +169,7 @@ pub async fn revoke_except(tenant: &MLTenant, keep: &BTreeSet<(String, String)>,
 async fn delete_unwanted<K>(
     tenant: &MLTenant,
     kind: &'static str,
-    store: &Store<K>,
+    cached: &Cached<K>,
     keep: &BTreeSet<(String, String)>,
     ctx: &Context,
 ) -> Vec<Rejected>
@@ -173,7 +180,7 @@ where
         + std::fmt::Debug,
 {
     let mut refused = Vec::new();
-    for obj in store.state() {
+    for obj in cached.of(&tenant.name_any()) {
         let key = (obj.namespace().unwrap_or_default(), obj.name_any());
         let ours = ownership::claim(obj.meta(), tenant) == Claim::Ours && !ctx.config.protected.contains(&key.0);
         if ours

@@ -52,8 +52,12 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written.
     let mut outcomes: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
+    let mut fresh = BTreeSet::new();
     for env in planned {
-        let state = namespaces::ensure_reported(tenant, &env, ctx).await;
+        let (state, created) = namespaces::ensure_reported(tenant, &env, ctx).await;
+        if created {
+            fresh.insert(env.namespace.clone());
+        }
         outcomes.push((env, state));
     }
 
@@ -71,9 +75,9 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     let ready: Vec<&Environment> =
         outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
-    let distributed = secrets::sync(tenant, &ready, ctx).await;
+    let distributed = secrets::sync(tenant, &ready, &fresh, ctx).await;
     let present: Vec<&secrets::Wanted> = distributed.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
-    let granted = access::sync(tenant, &ready, &present, ctx).await;
+    let granted = access::sync(tenant, &ready, &present, &fresh, ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
@@ -159,16 +163,19 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 /// Add or drop our finalizer with server-side apply: `finalizers` is a set, so other
 /// controllers' finalizers are untouched and we own only our entry.
 ///
-/// Decided on a fresh read, not the cache: after our own removal the tenant is gone, and an
-/// apply to a tenant that no longer exists would try to create it.
+/// Dropping it is decided on a fresh read, not the cache: the cached tenant may be a stale
+/// copy of one already gone. Adding needs no read: an apply to a tenant deleted meanwhile
+/// cannot create it (the patch has no `spec`, which the schema requires), it only fails.
 async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<()> {
     if has_finalizer(tenant) == present {
         return Ok(());
     }
     let api: Api<MLTenant> = Api::all(ctx.client.clone());
-    match api.get_opt(&tenant.name_any()).await? {
-        Some(live) if live.uid() == tenant.uid() && has_finalizer(&live) != present => {}
-        _ => return Ok(()),
+    if !present {
+        match api.get_opt(&tenant.name_any()).await? {
+            Some(live) if live.uid() == tenant.uid() && has_finalizer(&live) => {}
+            _ => return Ok(()),
+        }
     }
     let finalizers: Vec<&str> = if present { vec![labels::FINALIZER] } else { vec![] };
     let patch = json!({

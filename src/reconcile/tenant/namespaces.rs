@@ -151,7 +151,8 @@ fn consents(ns: &Namespace, tenant: &MLTenant) -> bool {
 
 /// Make `env`'s namespace exist, labelled and owned by `tenant`, unless it is protected or
 /// someone else holds it.
-pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube::Result<NamespaceState> {
+/// Also says whether it created the namespace just now.
+pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube::Result<(NamespaceState, bool)> {
     let name = &env.namespace;
     if ctx.config.protected.contains(name) {
         let message = format!(
@@ -159,21 +160,22 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
             ctx.config.protected.list()
         );
         ctx.event(tenant, Some(reference(name)), EventType::Warning, "ProtectedNamespace", &message).await;
-        return Ok(NamespaceState::Protected(message));
+        return Ok((NamespaceState::Protected(message), false));
     }
-    let cached = ctx.namespaces.get(&ObjectRef::new(&env.namespace));
+    let cached = ctx.namespaces.store.get(&ObjectRef::new(&env.namespace));
     if let Some(ns) = cached.as_deref()
         && let Holder::Us { origin } = holder(Some(ns), tenant)
         && !apply::metadata_differs(&ns.metadata, &desired(tenant, env, &origin).metadata)
     {
-        return Ok(NamespaceState::Ready);
+        return Ok((NamespaceState::Ready, false));
     }
 
     // A write may be needed. Decide on the live object, under the claim lock, so that two
     // tenants reconciled at once cannot both take a namespace that nobody holds yet.
     let api: Api<Namespace> = Api::all(ctx.client.clone());
-    let _claim = ctx.namespace_claims.lock().await;
+    let _claim = ctx.claim(&env.namespace).await;
     let live = api.get_opt(&env.namespace).await?;
+    let created = live.is_none();
     let (origin, event) = match holder(live.as_ref(), tenant) {
         // Creating what the tenant never had is reported by its status; an Event per new object
         // would double the writes of a first converge. Recreating what someone deleted is news.
@@ -210,43 +212,40 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
                 )
             };
             ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
-            return Ok(NamespaceState::Conflict(message));
+            return Ok((NamespaceState::Conflict(message), false));
         }
         Holder::Tenant(holder) => {
             let message = format!("namespace {name} belongs to MLTenant {holder}");
             ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
-            return Ok(NamespaceState::Conflict(message));
+            return Ok((NamespaceState::Conflict(message), false));
         }
         Holder::Terminating => {
-            return Ok(NamespaceState::Terminating(format!(
-                "namespace {name} is terminating; it is recreated once gone"
-            )));
+            let message = format!("namespace {name} is terminating; it is recreated once gone");
+            return Ok((NamespaceState::Terminating(message), false));
         }
     };
     apply::apply(&api, name, &desired(tenant, env, &origin)).await?;
     if let Some((reason, message)) = event {
         ctx.event(tenant, Some(reference(name)), EventType::Normal, reason, &message).await;
     }
-    Ok(NamespaceState::Ready)
+    Ok((NamespaceState::Ready, created))
 }
 
 /// Namespaces currently labelled for `tenant`, except protected ones: a protected namespace
 /// someone labelled by hand is never released or deleted (both are writes).
 pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Namespace>> {
-    let name = tenant.name_any();
-    let labelled = |ns: &Namespace| ns.labels().get(labels::TENANT) == Some(&name);
-    let state = ctx.namespaces.state().into_iter();
-    state.filter(|ns| labelled(ns) && ours(ns, tenant) && !ctx.config.protected.contains(&ns.name_any())).collect()
+    let labelled = ctx.namespaces.of(&tenant.name_any()).into_iter();
+    labelled.filter(|ns| ours(ns, tenant) && !ctx.config.protected.contains(&ns.name_any())).collect()
 }
 
 /// [`ensure`], with a refusal of the API server reported and turned into the environment's state.
-pub async fn ensure_reported(tenant: &MLTenant, env: &Environment, ctx: &Context) -> NamespaceState {
+pub async fn ensure_reported(tenant: &MLTenant, env: &Environment, ctx: &Context) -> (NamespaceState, bool) {
     match ensure(tenant, env, ctx).await {
-        Ok(state) => state,
+        Ok(ensured) => ensured,
         Err(error) => {
             let rejected = Rejected::new("Namespace", &env.namespace, &error);
             ctx.rejected(tenant, &rejected).await;
-            NamespaceState::Rejected(rejected)
+            (NamespaceState::Rejected(rejected), false)
         }
     }
 }

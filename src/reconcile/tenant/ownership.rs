@@ -48,13 +48,25 @@ pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
 
 /// The live object `name` in `namespace`: from the label-selected cache, or, when the cache has
 /// nothing (a new name, or an object without our labels, which the cache never sees), from one
-/// GET. Deciding on the cache alone would let an apply merge into a user's own object.
-pub async fn live<K>(ctx: &Context, store: &Store<K>, namespace: &str, name: &str) -> kube::Result<Option<Arc<K>>>
+/// GET. Deciding on the cache alone would let an apply merge into a user's own object. In a
+/// namespace this reconcile has just created (`fresh`) nothing can exist yet but what a
+/// cluster-wide writer raced in within milliseconds, so no GET is spent there (a first converge
+/// would otherwise read every object it writes).
+pub async fn live<K>(
+    ctx: &Context,
+    store: &Store<K>,
+    namespace: &str,
+    name: &str,
+    fresh: bool,
+) -> kube::Result<Option<Arc<K>>>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
 {
     if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
         return Ok(Some(cached));
+    }
+    if fresh {
+        return Ok(None);
     }
     let read = Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
     // Decided on like a cached object, so trimmed like one.

@@ -143,11 +143,18 @@ pub struct Distribution {
 
 /// Bring every wanted Secret of the ready environments up to date and delete the ones no
 /// longer wanted. A refused request is reported on its Secret; the others go on.
-pub async fn sync(tenant: &MLTenant, environments: &[&Environment], ctx: &Context) -> Distribution {
+/// `fresh`: the namespaces this reconcile created (see `ownership::live`).
+pub async fn sync(
+    tenant: &MLTenant,
+    environments: &[&Environment],
+    fresh: &BTreeSet<String>,
+    ctx: &Context,
+) -> Distribution {
     let mut done = Distribution::default();
     for env in environments {
         for wanted in wanted(tenant, env) {
-            done.outcomes.push(sync_one(tenant, wanted, ctx).await);
+            let fresh = fresh.contains(&wanted.namespace);
+            done.outcomes.push(sync_one(tenant, wanted, fresh, ctx).await);
         }
     }
     let keep: BTreeSet<(&str, &str)> =
@@ -171,7 +178,7 @@ pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
         ownership::claim(&s.metadata, tenant) == Claim::Ours
             && !ctx.config.protected.contains(&s.namespace().unwrap_or_default())
     };
-    ctx.secrets.state().into_iter().filter(|s| ours(s)).collect()
+    ctx.secrets.of(&tenant.name_any()).into_iter().filter(|s| ours(s)).collect()
 }
 
 /// Revoke: delete a distributed Secret (one of [`distributed`]); a refusal is reported.
@@ -187,14 +194,14 @@ pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::r
     Ok(())
 }
 
-async fn sync_one(tenant: &MLTenant, wanted: Wanted, ctx: &Context) -> Outcome {
+async fn sync_one(tenant: &MLTenant, wanted: Wanted, fresh: bool, ctx: &Context) -> Outcome {
     let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
     let refused = async |error: kube::Error, present: bool| {
         let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
         ctx.rejected(tenant, &rejected).await;
         Outcome { wanted: wanted.clone(), result: Err(Unsynced::Rejected(rejected)), present }
     };
-    let live = match ownership::live(ctx, &ctx.secrets, namespace, name).await {
+    let live = match ownership::live(ctx, &ctx.secrets.store, namespace, name, fresh).await {
         Ok(live) => live,
         Err(error) => return refused(error, false).await,
     };
