@@ -1,4 +1,3 @@
-#![forbid(unsafe_code)]
 //! mltenant-operator: per-team environment namespaces and sealed credentials from one
 //! `MLTenant` object.
 
