@@ -220,7 +220,8 @@ fn desired_for(
         let wanted = secrets::wanted(tenant, env);
         let mut here = Vec::new();
         for w in &wanted {
-            let bundle = bundles.get(&w.bundle).with_context(|| format!("no SealedBundle {} in the manifests", w.bundle))?;
+            let bundle =
+                bundles.get(&w.bundle).with_context(|| format!("no SealedBundle {} in the manifests", w.bundle))?;
             let label = bundle::consumer_label(bundle, &tenant.name_any(), tenant.labels(), &w.environment)?;
             let opened = bundle::open(bundle, &label, keys, cache)?;
             here.push(secrets::desired(tenant, w, bundle, &opened));
@@ -259,20 +260,23 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
     // request waits for one of `concurrency` permits.
     let start = Instant::now();
     let Desired { namespaces, secrets, roles, bindings } = desired;
-    let tasks = namespaces.into_iter().zip(secrets).zip(roles).zip(bindings).map(|(((ns, secrets), roles), bindings)| {
-        let client = writer.clone();
-        let permits = permits.clone();
-        async move {
-            let name = ns.name_any();
-            write(Api::<Namespace>::all(client.clone()), ns, &permits).await?;
-            let secrets = secrets.into_iter().map(|s| write(Api::namespaced(client.clone(), &name), s, &permits).boxed());
-            let roles = roles.into_iter().map(|r| write(Api::namespaced(client.clone(), &name), r, &permits).boxed());
-            let bindings =
-                bindings.into_iter().map(|b| write(Api::namespaced(client.clone(), &name), b, &permits).boxed());
-            future::try_join_all(secrets.chain(roles).chain(bindings)).await?;
-            anyhow::Ok(())
-        }
-    });
+    let tasks =
+        namespaces.into_iter().zip(secrets).zip(roles).zip(bindings).map(|(((ns, secrets), roles), bindings)| {
+            let client = writer.clone();
+            let permits = permits.clone();
+            async move {
+                let name = ns.name_any();
+                write(Api::<Namespace>::all(client.clone()), ns, &permits).await?;
+                let secrets =
+                    secrets.into_iter().map(|s| write(Api::namespaced(client.clone(), &name), s, &permits).boxed());
+                let roles =
+                    roles.into_iter().map(|r| write(Api::namespaced(client.clone(), &name), r, &permits).boxed());
+                let bindings =
+                    bindings.into_iter().map(|b| write(Api::namespaced(client.clone(), &name), b, &permits).boxed());
+                future::try_join_all(secrets.chain(roles).chain(bindings)).await?;
+                anyhow::Ok(())
+            }
+        });
     for result in future::try_join_all(tasks.map(tokio::spawn)).await? {
         result?;
     }
@@ -347,7 +351,9 @@ async fn follow<K>(
 where
     K: Resource + Clone,
 {
-    let key = |o: &K| format!("{}/{}", o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
+    let key = |o: &K| {
+        format!("{}/{}", o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default())
+    };
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.try_next().await? {
         let mut tally = tally.lock().expect("not poisoned");
@@ -475,7 +481,10 @@ async fn unrelated(args: UnrelatedArgs) -> anyhow::Result<()> {
     let namespaces: Vec<String> = (0..args.namespaces.max(1)).map(|i| format!("{}-{i:03}", args.prefix)).collect();
     let ns_api: Api<Namespace> = Api::all(client.clone());
     for name in &namespaces {
-        let ns = Namespace { metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta { name: Some(name.clone()), ..Default::default() },
+            ..Default::default()
+        };
         ns_api.patch(name, &PatchParams::apply("bench"), &Patch::Apply(&ns)).await?;
     }
     let start = Instant::now();
@@ -494,7 +503,12 @@ async fn unrelated(args: UnrelatedArgs) -> anyhow::Result<()> {
         };
         tokio::spawn(async move {
             match limited(&permits, api.create(&PostParams::default(), &secret)).await {
-                Err(e) if e.downcast_ref::<kube::Error>().is_some_and(|k| matches!(k, kube::Error::Api(s) if s.code == 409)) => Ok(()),
+                Err(e)
+                    if e.downcast_ref::<kube::Error>()
+                        .is_some_and(|k| matches!(k, kube::Error::Api(s) if s.code == 409)) =>
+                {
+                    Ok(())
+                }
                 other => other.map(drop),
             }
         })
@@ -502,7 +516,10 @@ async fn unrelated(args: UnrelatedArgs) -> anyhow::Result<()> {
     for result in future::join_all(tasks).await {
         result??;
     }
-    println!("{}", json!({"created": args.count, "namespaces": namespaces.len(), "seconds": start.elapsed().as_secs_f64()}));
+    println!(
+        "{}",
+        json!({"created": args.count, "namespaces": namespaces.len(), "seconds": start.elapsed().as_secs_f64()})
+    );
     Ok(())
 }
 

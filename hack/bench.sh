@@ -20,6 +20,9 @@
 #                   BENCH_SS_DEFAULTS_BUDGET seconds and projected if unfinished), then QPS unlimited
 #   unrelated       peak RSS of a restart on the converged fleets without and with
 #                   BENCH_UNRELATED_SECRETS (50000) unrelated Secrets, ours and sealed-secrets'
+#   profile         (not in the default set) a backlog converge of its own fleet with the operator
+#                   under `perf record`: where its CPU goes (hack/bench-profile.py), a flame graph
+#                   when inferno is installed (cargo install inferno)
 # Each fleet has its own names (floor-*, live-*, backlog-*, ss-*); a fleet that is done is
 # released (its Secrets and RBAC deleted, namespaces unlabelled) so the next run's caches do
 # not hold it. Timed parts never include kubectl apply of a backlog.
@@ -177,11 +180,11 @@ T
 }
 apply_fleet() { kubectl apply --server-side --field-manager bench -f "$RUN/$1" >/dev/null; }
 
-# converge NAME MODE: the operator's cold converge of fleet NAME, MODE backlog (everything
-# applied before it starts; the clock starts when it is started) or live (applied while it
-# runs; the clock starts with the apply). Leaves the operator running ($op).
+# converge NAME MODE [BINARY]: the operator's cold converge of fleet NAME, MODE backlog
+# (everything applied before it starts; the clock starts when it is started) or live (applied
+# while it runs; the clock starts with the apply). Leaves the operator running ($op).
 converge() {
-  local name=$1 mode=$2 waiter start applied=
+  local name=$1 mode=$2 bin=${3:-$MLTENANT} waiter start applied=
   rm -f "$RUN/$name.listed" "$RUN/operator.pid"
   "$FLEET" wait --tenants "$FLEET_LABEL=$name" --tenants-ready "$N" \
     --secrets "$CHILDREN" --secrets-count $((6 * N)) --namespace-prefix "$name-" \
@@ -195,7 +198,7 @@ converge() {
   apiserver_metrics "$RUN/$name.apiserver.before"
   save "$name" $(controlplane_cpu | sed 's/=/_before=/g')
   start=$(now)
-  start_operator "$MLTENANT" "$RUN/operator-$name.log" --resync-period "$RESYNC"
+  start_operator "$bin" "$RUN/operator-$name.log" --resync-period "$RESYNC"
   op=$OPERATOR_PID
   echo "$op" >"$RUN/operator.pid"
   if [ "$mode" = live ]; then
@@ -308,6 +311,33 @@ if has backlog; then
     kubectl delete secret bench-rotation -n mltenant-system >/dev/null
   fi
   stop "$op"; op=
+fi
+
+# --- Where the operator's CPU goes during a backlog converge. ---
+if has profile; then
+  need perf linux-perf
+  fleet profile
+  # perf runs the operator (so its first instruction is sampled); DWARF call graphs, as the
+  # release build keeps symbols but no frame pointers.
+  cat >"$RUN/perf-mltenant" <<SH
+#!/bin/sh
+exec perf record -q -F 199 --call-graph dwarf,16384 -o "$RUN/perf.data" -- "$MLTENANT" "\$@"
+SH
+  chmod +x "$RUN/perf-mltenant"
+  converge profile backlog "$RUN/perf-mltenant"
+  # $op is perf: stop the operator under it, then perf writes its data and exits.
+  stop "$(cat "/proc/$op/task/$op/children")"
+  wait "$op" 2>/dev/null || true
+  op=
+  perf script -i "$RUN/perf.data" -F comm,tid,period,ip,sym,dso 2>/dev/null >"$RUN/perf.script"
+  python3 "$HACK_DIR/bench-profile.py" "$RUN/perf.script" "$RUN/profile.folded" >"$RUN/profile.txt"
+  cat "$RUN/profile.txt" >&2
+  if command -v inferno-flamegraph >/dev/null; then
+    inferno-flamegraph --title "mltenant-operator: backlog converge of $N tenants" <"$RUN/profile.folded" >"$OUT/flamegraph.svg"
+    log "flame graph: $OUT/flamegraph.svg"
+  fi
+  cp "$RUN/profile.txt" "$OUT/profile.txt"
+  release --tenants "$FLEET_LABEL=profile"
 fi
 
 # --- The peer: the sealed-secrets controller, in-cluster only. ---
