@@ -269,11 +269,19 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
                 write(Api::<Namespace>::all(client.clone()), ns, &permits).await?;
                 let secrets =
                     secrets.into_iter().map(|s| write(Api::namespaced(client.clone(), &name), s, &permits).boxed());
-                let roles =
-                    roles.into_iter().map(|r| write(Api::namespaced(client.clone(), &name), r, &permits).boxed());
-                let bindings =
-                    bindings.into_iter().map(|b| write(Api::namespaced(client.clone(), &name), b, &permits).boxed());
-                future::try_join_all(secrets.chain(roles).chain(bindings)).await?;
+                // A RoleBinding is refused while its Role is missing (the API server's escalation
+                // check resolves the Role), so each grant is its Role, then its binding.
+                let grants = roles.into_iter().zip(bindings).map(|(role, binding)| {
+                    let (roles_api, bindings_api) =
+                        (Api::namespaced(client.clone(), &name), Api::namespaced(client.clone(), &name));
+                    let permits = &permits;
+                    async move {
+                        write(roles_api, role, permits).await?;
+                        write(bindings_api, binding, permits).await
+                    }
+                    .boxed()
+                });
+                future::try_join_all(secrets.chain(grants)).await?;
                 anyhow::Ok(())
             }
         });

@@ -17,7 +17,8 @@ from collections import Counter
 
 # (category, pattern on the symbol), in the order they are tried on each frame.
 PURPOSE = [
-    ("RSA-4096 OAEP decryption (aws-lc)", r"RSA|rsa_|bn_|BN_|bignum|mont|OaepPrivate|crypto::format::open"),
+    ("RSA-4096 OAEP decryption (aws-lc)", r"RSA|rsa_|rsaz|bn_|BN_|bignum|mont|Oaep|crypto::format::open"),
+    ("entropy source start-up (aws-lc jitterentropy)", r"jent_"),
     ("AES-GCM, SHA-256, other crypto", r"aes|gcm|GHASH|ghash|sha256|SHA256|digest|aws_lc"),
     ("TLS (rustls)", r"rustls"),
     ("JSON/YAML (serde)", r"serde_json|serde_yaml|serde::|serde_path|json"),
@@ -31,9 +32,9 @@ PURPOSE = [
 LEAF = [
     ("allocator (malloc/free)", r"malloc|free|realloc|calloc|_int_|tcache|arena|sdallocx|cfree"),
     ("memcpy/memmove/memset", r"mem(cpy|move|set|cmp)|__memcpy|__memmove"),
-    ("kernel", r"\[kernel|^0x0*$|entry_SYSCALL|syscall"),
+    ("kernel (syscalls, network, scheduling)", r"^\[k\] "),
 ] + PURPOSE
-SKIP = re.compile(r"malloc|free|realloc|calloc|_int_|tcache|mem(cpy|move|set|cmp)|\[unknown\]|^_start$|__libc|clone3?$|start_thread")
+SKIP = re.compile(r"^\[k\] |malloc|free|realloc|calloc|_int_|tcache|mem(cpy|move|set|cmp)|\[unknown\]|^_start$|__libc|clone3?$|start_thread")
 
 
 def samples(path):
@@ -54,6 +55,8 @@ def samples(path):
             if m:
                 sym, dso = m.groups()
                 sym = re.sub(r"\+0x[0-9a-f]+$", "", sym)
+                if "kernel.kallsyms" in dso:
+                    sym = "[k] " + sym
                 stack.append(sym if sym != "[unknown]" else f"[{dso.rsplit('/', 1)[-1]}]")
     if stack:
         yield weight, stack

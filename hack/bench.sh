@@ -54,6 +54,8 @@ rm -rf "$RUN"
 mkdir -p "$RUN"
 
 now() { date +%s.%N; }
+# json_get FILE KEY: one field of a JSON object, as JSON.
+json_get() { python3 -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))[sys.argv[2]]))' "$1" "$2"; }
 minus() { python3 -c "print(f'{$1 - $2:.3f}')"; }
 # save NAME KEY=VALUE...: one scenario's results, as $RUN/NAME.json (numbers stay numbers).
 save() {
@@ -212,7 +214,8 @@ converge() {
   cpu_op=$(cpu_seconds "$op") peak=$(peak_kib "$op")
   save "$name" $(controlplane_cpu | sed 's/=/_after=/g')
   apiserver_metrics "$RUN/$name.apiserver.after"
-  read -r tenants_at secrets_at < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["tenants_ready_at"], d["secrets_at"])' "$RUN/$name.wait")
+  local tenants_at secrets_at
+  tenants_at=$(json_get "$RUN/$name.wait" tenants_ready_at) secrets_at=$(json_get "$RUN/$name.wait" secrets_at)
   sleep 3 # late status writes still count as the converge's
   save "$name" mode="\"$mode\"" converge_s="$(python3 -c "print(f'{max($tenants_at, $secrets_at) - $start:.2f}')")" \
     secrets_s="$(minus "$secrets_at" "$start")" ready_s="$(minus "$tenants_at" "$start")" ${applied:+apply_s=$applied} \
@@ -235,7 +238,7 @@ if has floor; then
   "$FLEET" floor --tenants "$FLEET_LABEL=floor" --manifests "$RUN/floor" --concurrency "$CONCURRENCY" \
     --writer-kubeconfig "$MLTENANT_TEST_OPERATOR_KUBECONFIG" >"$RUN/floor.out"
   save floor $(controlplane_cpu | sed 's/=/_after=/g') \
-    $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"objects={d[\"objects\"]} seconds={d[\"seconds\"]:.3f} decryptions={d[\"decryptions\"]} concurrency={d[\"concurrency\"]}")' "$RUN/floor.out")
+    $(for k in objects seconds decryptions concurrency; do echo "$k=$(json_get "$RUN/floor.out" $k)"; done)
   apiserver_metrics "$RUN/floor.apiserver.after"
   cat "$RUN/floor.out" >&2
   release --tenants "$FLEET_LABEL=floor"
@@ -283,7 +286,7 @@ if has backlog; then
     kubectl apply --server-side --field-manager bench -f "$RUN/backlog/ghcr-backlog.yaml" >/dev/null
     wait_pid "$waiter" "$TIMEOUT" reseal "$op"
     sleep 2
-    save reseal secrets=$((3 * N)) seconds="$(minus "$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["secrets_at"])' "$RUN/reseal.wait")" "$start")" \
+    save reseal secrets=$((3 * N)) seconds="$(minus "$(json_get "$RUN/reseal.wait" secrets_at)" "$start")" \
       writes=$(( $(writes) - w0 )) decryptions=$(( $(metric mltenant_decryptions_total) - d0 ))
   fi
   if has rotation; then
@@ -400,12 +403,15 @@ ss_converge() {
   ss=$SS_PID
   echo "$ss" >"$RUN/ss.pid"
   wait_pid "$waiter" $((budget + 60)) "sealed-secrets $name" "$ss"
+  local got at timed_out elapsed
+  got=$(json_get "$RUN/ss-$name.wait" secrets) timed_out=$(json_get "$RUN/ss-$name.wait" timed_out)
+  at=$(json_get "$RUN/ss-$name.wait" secrets_at)
+  [ "$at" != null ] || at=$(json_get "$RUN/ss-$name.wait" now)
+  elapsed=$(minus "$at" "$start")
+  # Unfinished within the budget: the time all 6N would take at the rate it reached.
   save "ss-$name" $(controlplane_cpu | sed 's/=/_after=/g') cpu_s="$(cpu_seconds "$ss")" peak_rss_kib="$(peak_kib "$ss")" \
-    unsealed="$(ss_unsealed)" args="\"$*\"" \
-    $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); s=float(sys.argv[2]); n=int(sys.argv[3])
-at = d["secrets_at"] or d["now"]
-print(f"secrets={d[\"secrets\"]} elapsed_s={at - s:.2f} finished={str(not d[\"timed_out\"]).lower()}",
-      f"converge_s={(at - s) * n / max(d[\"secrets\"], 1):.1f}")' "$RUN/ss-$name.wait" "$start" $((6 * N)))
+    unsealed="$(ss_unsealed)" args="\"$*\"" secrets="$got" elapsed_s="$elapsed" finished="$([ "$timed_out" = false ] && echo true || echo false)" \
+    converge_s="$(python3 -c "print(round($elapsed * $((6 * N)) / max($got, 1), 1))")"
   apiserver_metrics "$RUN/ss-$name.apiserver.after"
   stop "$ss"; ss=
 }
@@ -486,7 +492,7 @@ if has unrelated; then
   idle_restart restart-plain
   log "unrelated: creating $UNRELATED unrelated Secrets"
   "$FLEET" unrelated --count "$UNRELATED" >"$RUN/unrelated.out"
-  save restart-unrelated unrelated_secrets="$UNRELATED" create_s="$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["seconds"], 1))' "$RUN/unrelated.out")"
+  save restart-unrelated unrelated_secrets="$UNRELATED" create_s="$(json_get "$RUN/unrelated.out" seconds)"
   log "unrelated: restarts on the converged fleets, with $UNRELATED unrelated Secrets"
   idle_restart restart-unrelated
 fi
