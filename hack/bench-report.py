@@ -103,7 +103,7 @@ def main():
 
     if s["floor"]:
         f = s["floor"]
-        row("raw write floor (concurrent SSA, no reads)", f["seconds"], writes=f["objects"],
+        row("raw write floor (concurrent SSA, no reads)", round(f["seconds"], 2), writes=f["objects"],
             note=f"{f['objects']} objects, {f['concurrency']} in flight")
     if rsa:
         row("RSA floor (decryptions x one decryption / cores)", rsa["seconds"], decryptions=rsa["decryptions"],
