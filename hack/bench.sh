@@ -10,6 +10,9 @@
 #   floor           the raw write floor: benches/fleet.rs writes the fleet's objects, built by the
 #                   operator's own builders, with concurrent server-side apply and no reads
 #   live            the operator running, the manifests applied while it runs
+#   profile         (not in the default set) a backlog converge of its own fleet with the operator
+#                   under `perf record`: where its CPU goes (hack/bench-profile.py), a flame graph
+#                   when inferno is installed (cargo install inferno)
 #   backlog         every MLTenant and SealedBundle present before the operator starts (failover,
 #                   upgrade); then, while it runs:
 #     resync        one full resync (expect 0 writes, 0 decryptions) and the steady CPU
@@ -20,9 +23,6 @@
 #                   BENCH_SS_DEFAULTS_BUDGET seconds and projected if unfinished), then QPS unlimited
 #   unrelated       peak RSS of a restart on the converged fleets without and with
 #                   BENCH_UNRELATED_SECRETS (50000) unrelated Secrets, ours and sealed-secrets'
-#   profile         (not in the default set) a backlog converge of its own fleet with the operator
-#                   under `perf record`: where its CPU goes (hack/bench-profile.py), a flame graph
-#                   when inferno is installed (cargo install inferno)
 # Each fleet has its own names (floor-*, live-*, backlog-*, ss-*); a fleet that is done is
 # released (its Secrets and RBAC deleted, namespaces unlabelled) so the next run's caches do
 # not hold it. Timed parts never include kubectl apply of a backlog.
