@@ -2,6 +2,11 @@
 //! (`mltenant_kube_requests_total`), no write leaves a replica that does not hold the leader
 //! Lease right now, and a 429 from the API server (Priority and Fairness, a rate limit) makes
 //! every following request wait the `Retry-After` it asked for.
+//!
+//! kube's own retry of 429/503 answers is turned off for this client: it re-sends a request from
+//! inside the stack, past this guard, so a write refused while leading could be re-sent after
+//! the lease lapsed, and the re-sends would go uncounted. A refused request fails instead; the
+//! reconcile reports it on its object and is retried with backoff.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -23,7 +28,12 @@ const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
 /// Build the client for `config` with the guard below.
-pub fn build(config: kube::Config, leadership: Arc<Leadership>, metrics: Arc<Metrics>) -> kube::Result<kube::Client> {
+pub fn build(
+    mut config: kube::Config,
+    leadership: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+) -> kube::Result<kube::Client> {
+    config.default_retry = false;
     let layer = GuardLayer { leadership, metrics, pause_until: Arc::default() };
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }

@@ -101,6 +101,8 @@ pub struct Context {
     namespace_claims: Vec<Mutex<()>>,
     /// Consecutive failed reconciles per object, for the backoff.
     failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
+    written: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
 }
 
 /// Locks for namespace claims; two names share one with probability 1/64.
@@ -113,6 +115,20 @@ impl Context {
         let mut hasher = std::hash::DefaultHasher::new();
         namespace.hash(&mut hasher);
         self.namespace_claims[hasher.finish() as usize % NAMESPACE_CLAIM_STRIPES].lock().await
+    }
+
+    /// The fingerprint of the status this replica last wrote for the tenant `uid`.
+    pub fn written_status(&self, uid: &str) -> Option<[u8; 32]> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).copied()
+    }
+
+    pub fn wrote_status(&self, uid: String, fingerprint: [u8; 32]) {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid, fingerprint);
+    }
+
+    /// The tenant `uid` is gone: nothing of it stays in memory.
+    pub fn forget(&self, uid: &str) {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
     }
 
     /// Report a refused request about one child of `tenant`: an Event on the tenant about that
@@ -367,6 +383,7 @@ pub async fn run(
         synced,
         namespace_claims: (0..NAMESPACE_CLAIM_STRIPES).map(|_| Mutex::new(())).collect(),
         failures: std::sync::Mutex::default(),
+        written: std::sync::Mutex::default(),
     });
     info!("starting the tenant and bundle controllers");
     let tenants = tenant_controller

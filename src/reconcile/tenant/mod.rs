@@ -157,6 +157,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(PENDING_RECHECK));
     }
     set_finalizer(tenant, ctx, false).await?;
+    ctx.forget(&tenant.uid().unwrap_or_default());
     Ok(Action::await_change())
 }
 

@@ -195,12 +195,33 @@ fn environment<'a>(tenant: &'a MLTenant, name: &str) -> Option<&'a EnvironmentSt
 }
 
 /// Write `status` through `/status`, unless it is what the object already has.
+///
+/// Also not when this replica wrote the same status already and the cache has not caught up:
+/// the writes of a reconcile trigger the next one (through the children's watches) before the
+/// tenant's own watch delivers the new status, and that reconcile must not write it again.
 pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> Result<()> {
     if tenant.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let uid = tenant.uid().unwrap_or_default();
+    let fingerprint = fingerprint(&status);
+    if ctx.written_status(&uid) == Some(fingerprint) {
+        return Ok(());
+    }
     apply::apply_status(&Api::<MLTenant>::all(ctx.client.clone()), &tenant.name_any(), &status).await?;
+    ctx.wrote_status(uid, fingerprint);
     Ok(())
+}
+
+/// What a status says, without the transition times (a stale copy of the tenant merges its
+/// conditions with no previous ones, so its times are new even when nothing changed).
+fn fingerprint(status: &MLTenantStatus) -> [u8; 32] {
+    let mut timeless = status.clone();
+    for condition in &mut timeless.conditions {
+        condition.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
+    }
+    let json = serde_json::to_vec(&timeless).expect("a status always serializes");
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref().try_into().expect("32 bytes")
 }
 
 #[cfg(test)]
