@@ -280,6 +280,27 @@ SH
   release --tenants "$FLEET_LABEL=profile"
 fi
 
+# --- Where the operator's memory goes at its peak: a backlog converge under heaptrack (Debian's
+# heaptrack; not in the default set). ---
+if has heap; then
+  need heaptrack heaptrack
+  fleet heap
+  cat >"$RUN/heaptrack-mltenant" <<SH
+#!/bin/sh
+exec heaptrack -o "$RUN/heaptrack" "$MLTENANT" "\$@"
+SH
+  chmod +x "$RUN/heaptrack-mltenant"
+  converge heap backlog "$RUN/heaptrack-mltenant"
+  stop "$(cat "/proc/$op/task/$op/children")"
+  wait "$op" 2>/dev/null || true
+  op=
+  heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
+    --peak-limit 25 --sub-peak-limit 4 "$RUN"/heaptrack.*[zg][sz]* >"$RUN/heap.txt" 2>/dev/null || true
+  grep -E "^PEAK MEMORY|peak memory consumed" "$RUN/heap.txt" >&2 || true
+  cp "$RUN/heap.txt" "$OUT/heap.txt"
+  release --tenants "$FLEET_LABEL=heap"
+fi
+
 # --- The operator started on the whole backlog, then resync, re-seal, rotation. ---
 if has backlog; then
   fleet backlog

@@ -27,6 +27,9 @@ pub const ADOPTABLE_BY: &str = "mltenant.io/adoptable-by";
 /// Left on a namespace the operator let go of under `deletionPolicy: Retain`.
 pub const RELEASED_FROM: &str = "mltenant.io/released-from";
 
+/// On everything the operator applies: a digest of what it set (see `apply::stamped`).
+pub const APPLIED: &str = "mltenant.io/applied";
+
 /// On distributed Secrets: the SealedBundle they come from, a hash of its ciphertext (never of
 /// the plaintext) and when the credentials expire.
 pub const BUNDLE: &str = "mltenant.io/bundle";

@@ -1,14 +1,16 @@
 //! Server-side apply with the one field manager, and the check that keeps a resync of a
-//! converged object free of writes.
+//! converged object free of writes: desired objects are stamped with a digest of what the
+//! operator sets, and a live object carrying the desired labels, annotations (the stamp among
+//! them) and ownerReferences needs no apply.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::labels::FIELD_MANAGER;
+use crate::labels::{APPLIED, FIELD_MANAGER};
 
 /// Apply `desired` (a complete statement of the fields the operator owns on that object).
 /// `force` takes over fields last written by someone editing the object by hand: the operator
@@ -33,67 +35,40 @@ where
     api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await
 }
 
-/// Whether applying `desired` would change `live`'s metadata: a desired label, annotation or
-/// ownerReference is missing or different, or the operator still owns a label, annotation or
-/// ownerReference it no longer wants (server-side apply would remove it).
+/// `desired` with the annotation `mltenant.io/applied`: a digest of everything the operator sets
+/// on the object except a Secret's values (those are covered by `mltenant.io/source-hash`, and a
+/// digest of plaintext must not be published). Any change to what the operator would apply
+/// changes it, so comparing it spares keeping every object's `managedFields` in memory.
+pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
+    let mut value = serde_json::to_value(&desired).expect("an object always serializes");
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("data");
+        fields.remove("stringData");
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.to_string().as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    desired.meta_mut().annotations.get_or_insert_default().insert(APPLIED.to_owned(), format!("sha256:{hex}"));
+    desired
+}
+
+/// Whether applying `desired` (stamped) would change `live`'s metadata: a desired label,
+/// annotation or ownerReference is missing or different. What the operator set earlier but no
+/// longer wants needs no separate check: it changed the stamp, which is a desired annotation.
 pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
     let contains = |live: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
         want.iter().flatten().all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
     };
-    if !contains(&live.labels, &desired.labels) || !contains(&live.annotations, &desired.annotations) {
-        return true;
-    }
     let live_refs = live.owner_references.as_deref().unwrap_or_default();
     let want_refs = desired.owner_references.as_deref().unwrap_or_default();
-    if !want_refs.iter().all(|w| live_refs.contains(w)) {
-        return true;
-    }
-    let keys = |m: &Option<BTreeMap<String, String>>| -> BTreeSet<String> {
-        m.iter().flatten().map(|(k, _)| k.clone()).collect()
-    };
-    let want_uids: BTreeSet<String> = want_refs.iter().map(|r| r.uid.clone()).collect();
-    !owned_fields(live, &["f:metadata", "f:labels"]).is_subset(&keys(&desired.labels))
-        || !owned_fields(live, &["f:metadata", "f:annotations"]).is_subset(&keys(&desired.annotations))
-        || !owned_fields(live, &["f:metadata", "f:ownerReferences"]).is_subset(&want_uids)
-}
-
-/// The names of the fields under `path` that the operator's field manager owns through
-/// server-side apply, read from `managedFields`: map keys (`f:<key>`) as `<key>`, list items
-/// keyed by uid (`k:{"uid":...}`) as the uid.
-pub fn owned_fields(meta: &ObjectMeta, path: &[&str]) -> BTreeSet<String> {
-    let entries = meta
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
-    let mut owned = BTreeSet::new();
-    for entry in entries {
-        let Some(mut node) = entry.fields_v1.as_ref().map(|f| &f.0) else { continue };
-        for step in path {
-            node = &node[*step];
-        }
-        for key in node.as_object().into_iter().flat_map(|o| o.keys()) {
-            if let Some(field) = key.strip_prefix("f:") {
-                owned.insert(field.to_owned());
-            } else if let Some(uid) = owner_uid(key) {
-                owned.insert(uid);
-            }
-        }
-    }
-    owned
-}
-
-/// `k:{"uid":"..."}` is how managedFields keys an ownerReference.
-fn owner_uid(key: &str) -> Option<String> {
-    let json = key.strip_prefix("k:")?;
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
-    value["uid"].as_str().map(str::to_owned)
+    !contains(&live.labels, &desired.labels)
+        || !contains(&live.annotations, &desired.annotations)
+        || !want_refs.iter().all(|w| live_refs.contains(w))
 }
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, OwnerReference};
-    use serde_json::json;
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
     use super::*;
 
@@ -101,68 +76,53 @@ mod tests {
         Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
-    fn owner(uid: &str) -> OwnerReference {
-        OwnerReference {
-            uid: uid.into(),
-            name: "t".into(),
-            kind: "MLTenant".into(),
-            api_version: "v".into(),
+    fn namespace(labels: &[(&str, &str)], owner: Option<&str>) -> Namespace {
+        Namespace {
+            metadata: ObjectMeta {
+                name: Some("ns".into()),
+                labels: map(labels),
+                owner_references: owner.map(|uid| vec![OwnerReference { uid: uid.into(), ..Default::default() }]),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
 
-    fn managed(fields: serde_json::Value) -> Option<Vec<ManagedFieldsEntry>> {
-        Some(vec![ManagedFieldsEntry {
-            manager: Some(FIELD_MANAGER.into()),
-            operation: Some("Apply".into()),
-            fields_v1: Some(FieldsV1(fields)),
-            ..Default::default()
-        }])
-    }
-
     #[test]
     fn converged_metadata_needs_no_apply() {
-        let desired =
-            ObjectMeta { labels: map(&[("a", "1")]), owner_references: Some(vec![owner("u1")]), ..Default::default() };
-        let live = ObjectMeta {
-            labels: map(&[("a", "1"), ("someone-else", "x")]),
-            owner_references: Some(vec![owner("u1")]),
-            managed_fields: managed(
-                json!({"f:metadata": {"f:labels": {"f:a": {}}, "f:ownerReferences": {"k:{\"uid\":\"u1\"}": {}}}}),
-            ),
-            ..Default::default()
-        };
-        assert!(!metadata_differs(&live, &desired));
+        let desired = stamped(namespace(&[("a", "1")], Some("u1")));
+        let mut live = desired.clone();
+        live.metadata.labels.as_mut().unwrap().insert("someone-else".into(), "x".into());
+        assert!(!metadata_differs(&live.metadata, &desired.metadata));
     }
 
     #[test]
-    fn missing_or_changed_label_needs_apply() {
-        let desired = ObjectMeta { labels: map(&[("a", "1")]), ..Default::default() };
-        assert!(metadata_differs(&ObjectMeta::default(), &desired));
-        assert!(metadata_differs(&ObjectMeta { labels: map(&[("a", "2")]), ..Default::default() }, &desired));
+    fn a_missing_or_changed_label_needs_apply() {
+        let desired = stamped(namespace(&[("a", "1")], None));
+        let mut changed = desired.clone();
+        changed.metadata.labels = map(&[("a", "2")]);
+        assert!(metadata_differs(&changed.metadata, &desired.metadata));
+        assert!(metadata_differs(&ObjectMeta::default(), &desired.metadata));
     }
 
     #[test]
-    fn owned_label_no_longer_wanted_needs_apply() {
-        let desired = ObjectMeta { labels: map(&[("a", "1")]), ..Default::default() };
-        let live = ObjectMeta {
-            labels: map(&[("a", "1"), ("old", "x")]),
-            managed_fields: managed(json!({"f:metadata": {"f:labels": {"f:a": {}, "f:old": {}}}})),
-            ..Default::default()
-        };
-        assert!(metadata_differs(&live, &desired));
+    fn what_is_no_longer_wanted_changes_the_stamp() {
+        let live = stamped(namespace(&[("a", "1"), ("old", "x")], Some("old-owner")));
+        assert!(metadata_differs(&live.metadata, &stamped(namespace(&[("a", "1")], Some("old-owner"))).metadata));
+        assert!(metadata_differs(&live.metadata, &stamped(namespace(&[("a", "1"), ("old", "x")], None)).metadata));
     }
 
     #[test]
-    fn stale_owner_reference_needs_apply() {
-        let desired = ObjectMeta { owner_references: Some(vec![owner("new")]), ..Default::default() };
-        let live = ObjectMeta {
-            owner_references: Some(vec![owner("new"), owner("old")]),
-            managed_fields: managed(
-                json!({"f:metadata": {"f:ownerReferences": {"k:{\"uid\":\"old\"}": {}, "k:{\"uid\":\"new\"}": {}}}}),
-            ),
+    fn the_stamp_never_covers_secret_values() {
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = |value: &[u8]| Secret {
+            data: Some([("K".to_string(), ByteString(value.to_vec()))].into()),
             ..Default::default()
         };
-        assert!(metadata_differs(&live, &desired));
+        let a = stamped(secret(b"one")).metadata.annotations.unwrap()[APPLIED].clone();
+        let b = stamped(secret(b"two")).metadata.annotations.unwrap()[APPLIED].clone();
+        assert_eq!(a, b, "values are covered by the source hash, never digested into an annotation");
+        assert!(a.starts_with("sha256:"));
     }
 }

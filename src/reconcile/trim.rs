@@ -1,8 +1,9 @@
 //! What the operator keeps in memory of each object it watches or reads: only what its
-//! decisions look at. Other managers' `managedFields` entries and `kubectl`'s last-applied copy
-//! (for a SealedBundle, a second copy of every ciphertext) are dropped, and a Secret's values
-//! are kept as SHA-256 digests: enough to tell whether a Secret holds what the operator would
-//! write, without a plaintext copy of every distributed credential in the caches.
+//! decisions look at. `managedFields` (its own entry alone was most of a cached object; the
+//! `mltenant.io/applied` stamp replaces it, see `apply::stamped`) and `kubectl`'s last-applied
+//! copy (for a SealedBundle, a second copy of every ciphertext) are dropped, and a Secret's
+//! values are kept as SHA-256 digests: enough to tell whether a Secret holds what the operator
+//! would write, without a plaintext copy of every distributed credential in the caches.
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -10,7 +11,6 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::{MLTenant, SealedBundle};
-use crate::labels::FIELD_MANAGER;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -19,20 +19,8 @@ pub trait Trim {
     fn trim(&mut self);
 }
 
-/// Keep only the operator's own server-side-apply entry of `managedFields` (what
-/// `apply::owned_fields` reads) and drop the last-applied annotation.
-fn ours_only(meta: &mut ObjectMeta) {
-    if let Some(fields) = meta.managed_fields.as_mut() {
-        fields.retain(|m| m.manager.as_deref() == Some(FIELD_MANAGER) && m.operation.as_deref() == Some("Apply"));
-    }
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
-    }
-}
-
-/// Neither field ownership nor the last-applied copy matter for objects the operator only reads
-/// (and writes only the status or the finalizer of, without comparing fields).
-fn none_of_it(meta: &mut ObjectMeta) {
+/// Drop field ownership and the last-applied copy: no decision reads them.
+fn slim(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
@@ -46,7 +34,7 @@ pub fn digest(value: &[u8]) -> ByteString {
 
 impl Trim for Secret {
     fn trim(&mut self) {
-        ours_only(&mut self.metadata);
+        slim(&mut self.metadata);
         for value in self.data.iter_mut().flat_map(|d| d.values_mut()) {
             *value = digest(&value.0);
         }
@@ -56,31 +44,31 @@ impl Trim for Secret {
 
 impl Trim for Namespace {
     fn trim(&mut self) {
-        ours_only(&mut self.metadata);
+        slim(&mut self.metadata);
     }
 }
 
 impl Trim for Role {
     fn trim(&mut self) {
-        ours_only(&mut self.metadata);
+        slim(&mut self.metadata);
     }
 }
 
 impl Trim for RoleBinding {
     fn trim(&mut self) {
-        ours_only(&mut self.metadata);
+        slim(&mut self.metadata);
     }
 }
 
 impl Trim for MLTenant {
     fn trim(&mut self) {
-        none_of_it(&mut self.metadata);
+        slim(&mut self.metadata);
     }
 }
 
 impl Trim for SealedBundle {
     fn trim(&mut self) {
-        none_of_it(&mut self.metadata);
+        slim(&mut self.metadata);
     }
 }
 
@@ -91,7 +79,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_trimmed_secret_holds_digests_and_our_field_ownership_only() {
+    fn a_trimmed_secret_holds_digests_and_no_field_ownership() {
         let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
             manager: Some(manager.into()),
             operation: Some(operation.into()),
@@ -99,7 +87,7 @@ mod tests {
         };
         let mut secret = Secret {
             metadata: ObjectMeta {
-                managed_fields: Some(vec![entry(FIELD_MANAGER, "Apply"), entry("kubectl-edit", "Update")]),
+                managed_fields: Some(vec![entry("mltenant-operator", "Apply"), entry("kubectl-edit", "Update")]),
                 annotations: Some([(LAST_APPLIED.to_string(), "{...}".to_string())].into()),
                 ..Default::default()
             },
@@ -109,7 +97,7 @@ mod tests {
         secret.trim();
         assert_eq!(secret.data.as_ref().unwrap()["password"], digest(b"hunter2"));
         assert_ne!(secret.data.unwrap()["password"].0, b"hunter2");
-        assert_eq!(secret.metadata.managed_fields.unwrap().len(), 1);
+        assert_eq!(secret.metadata.managed_fields, None);
         assert!(secret.metadata.annotations.unwrap().is_empty());
     }
 }

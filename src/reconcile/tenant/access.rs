@@ -78,7 +78,7 @@ pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&Wanted]) -> Vec
                 ..Default::default()
             }]),
         };
-        grants.push(Grant { role, binding });
+        grants.push(Grant { role: apply::stamped(role), binding: apply::stamped(binding) });
     }
     grants
 }

@@ -83,7 +83,7 @@ pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
 /// is removed without the operator, which would break `Retain` and adoption.
 pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace {
     let deletes_it = tenant.spec.deletion_policy == Some(DeletionPolicy::Delete) && origin == labels::ORIGIN_CREATED;
-    Namespace {
+    apply::stamped(Namespace {
         metadata: ObjectMeta {
             name: Some(env.namespace.clone()),
             labels: Some(env.labels.clone()),
@@ -95,7 +95,7 @@ pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace 
             ..Default::default()
         },
         ..Default::default()
-    }
+    })
 }
 
 /// What a namespace let go of under `Retain` keeps from us: only a note of where it came from.

@@ -105,7 +105,7 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
     if let Some(expires) = &bundle.spec.expires_at {
         annotations.insert(labels::EXPIRES_AT.to_owned(), expires.0.to_string());
     }
-    Secret {
+    apply::stamped(Secret {
         metadata: ObjectMeta {
             name: Some(wanted.secret.clone()),
             namespace: Some(wanted.namespace.clone()),
@@ -117,20 +117,18 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
         type_: Some(bundle::payload::secret_type(bundle).to_owned()),
         data: Some(opened.data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect()),
         ..Default::default()
-    }
+    })
 }
 
 /// Whether applying `desired` would change `live` (trimmed: its values are digests). Keys
 /// someone else added to the data are tolerated (server-side apply cannot remove fields it does
-/// not own); ours must match.
+/// not own); ours must match. A key the bundle no longer has changed its ciphertexts, so the
+/// `source-hash` annotation (hence the stamp) tells.
 pub fn differs(live: &Secret, desired: &Secret) -> bool {
     let live_data = live.data.as_ref();
-    let want = desired.data.iter().flatten();
+    let mut want = desired.data.iter().flatten();
     live.type_ != desired.type_
-        || !want.clone().all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&digest(&v.0)))
-        || !apply::owned_fields(&live.metadata, &["f:data"])
-            .iter()
-            .all(|k| desired.data.iter().flatten().any(|(d, _)| d == k))
+        || !want.all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&digest(&v.0)))
         || apply::metadata_differs(&live.metadata, &desired.metadata)
 }
 
@@ -329,11 +327,11 @@ mod tests {
     use crate::reconcile::trim::Trim as _;
 
     fn secret(type_: &str, data: &[(&str, &[u8])]) -> Secret {
-        Secret {
+        apply::stamped(Secret {
             type_: Some(type_.into()),
             data: Some(data.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect()),
             ..Default::default()
-        }
+        })
     }
 
     #[test]
