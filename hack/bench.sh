@@ -291,7 +291,8 @@ exec heaptrack -o "$RUN/heaptrack" "$MLTENANT" "\$@"
 SH
   chmod +x "$RUN/heaptrack-mltenant"
   converge heap backlog "$RUN/heaptrack-mltenant"
-  stop "$(cat "/proc/$op/task/$op/children")"
+  # $op is heaptrack's script: stop the operator it runs (beside heaptrack's own interpreter).
+  stop "$(pgrep -P "$op" -x mltenant)"
   wait "$op" 2>/dev/null || true
   op=
   heaptrack_print --print-peaks 1 --print-allocators 0 --print-temporary 0 --print-leaks 0 \
