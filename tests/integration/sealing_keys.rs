@@ -2,35 +2,12 @@
 //! created even by replicas starting together, and a new one appears every renew period.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::{Api, Client};
 use mltenant_operator::crypto::Certificate;
 use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
-use serde_json::json;
 
 use crate::harness::*;
-
-/// A fresh operator namespace, so this test's keys are its own, with the operator's
-/// namespaced RBAC (the leader-election Lease) as deploy/rbac.yaml grants it in mltenant-system.
-async fn key_namespace(client: &Client) -> String {
-    let name = unique("keys");
-    create_namespace(client, &name, &[]).await;
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "leader-election"},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}],
-    }))
-    .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "leader-election"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"},
-        "subjects": [{"kind": "ServiceAccount", "name": "mltenant-operator", "namespace": "mltenant-system"}],
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(client.clone(), &name).create(&PostParams::default(), &role).await.unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), &name).create(&PostParams::default(), &binding).await.unwrap();
-    name
-}
 
 async fn key_secrets(client: &Client, namespace: &str) -> Vec<Secret> {
     let lp = ListParams::default().labels(&format!("{SEALING_KEY}={ACTIVE}"));

@@ -1,31 +1,42 @@
-//! Test harness: clients for the local control plane started by `hack/test-integration.sh`,
-//! unique names so tests run in parallel, an operator child process per test running as the
-//! operator's ServiceAccount identity, and waiting with a clear failure message.
+//! Test harness: clients for the local control plane started by `hack/test-integration.sh`
+//! (or `hack/test-faults.sh`, `hack/soak.sh`), unique names so tests run in parallel, an
+//! operator child process per test running as the operator's ServiceAccount identity, logs per
+//! test printed only on failure, and waiting with a clear failure message.
+
+mod cleanup;
+pub mod logs;
+pub mod operator;
+mod prometheus;
+mod quiet;
+
+pub use cleanup::*;
+pub use operator::Operator;
+pub use prometheus::{ALERT_RULES, Prometheus};
+pub use quiet::*;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
-use mltenant_operator::cli::operator;
 use mltenant_operator::crypto::{self, Certificate};
 use secrecy::ExposeSecret as _;
-use tokio::process::{Child, Command};
+use serde_json::json;
 
 /// Label put on every tenant of one test; that test's operator only handles tenants with it.
 pub const TEST_LABEL: &str = "mltenant.io/test-run";
 
-fn kubeconfig_path(var: &str) -> PathBuf {
+pub fn kubeconfig_path(var: &str) -> PathBuf {
     std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         panic!("{var} is not set: run the integration tests with `make test` (hack/test-integration.sh)")
     })
@@ -71,128 +82,6 @@ where
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// One test's operator: a `mltenant controller` child process handling only the tenants (and
-/// reporting only on the SealedBundles) labelled with this test's run id.
-pub struct Operator {
-    child: Child,
-    pub run_id: String,
-    port: u16,
-}
-
-impl Operator {
-    pub async fn start(run_id: &str) -> Self {
-        Self::start_with(run_id, &[]).await
-    }
-
-    pub async fn start_with(run_id: &str, extra_args: &[&str]) -> Self {
-        Self::start_on("127.0.0.1", run_id, extra_args).await
-    }
-
-    /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
-    pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_mltenant"))
-            .args(["controller", "--http-addr", &format!("{host}:{port}")])
-            .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
-            .args(["--bundle-selector", &format!("{TEST_LABEL}={run_id}")])
-            .args(["--lease-name", run_id])
-            .args(extra_args)
-            .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_OPERATOR_KUBECONFIG"))
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the operator");
-        let op = Operator { child, run_id: run_id.to_owned(), port };
-        wait_for("the operator's /readyz", TIMEOUT, || async {
-            http_get(op.port, "/readyz").await.filter(|(status, _)| *status == 200)
-        })
-        .await;
-        op
-    }
-
-    /// Stop the operator abruptly (SIGKILL), as a crash would.
-    pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill the operator");
-    }
-
-    /// Stop the operator as Kubernetes does (SIGTERM) and wait for it to exit, failing the test
-    /// if it takes longer than `timeout` (Kubernetes would SIGKILL it after the grace period).
-    pub async fn terminate(mut self, timeout: Duration) -> ExitStatus {
-        let pid = self.child.id().expect("the operator is still running").to_string();
-        let kill = Command::new("kill").args(["-TERM", &pid]).status().await.expect("run kill");
-        assert!(kill.success(), "kill -TERM {pid} failed");
-        tokio::time::timeout(timeout, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("the operator did not exit within {timeout:?} of SIGTERM"))
-            .expect("wait for the operator")
-    }
-
-    pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.1
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// POST `body` to `path` on the operator's HTTP server as the cluster admin: (status, body).
-    pub async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
-        self.post_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), path, body).await
-    }
-
-    /// POST `body` to `path` with `token` as bearer token (or none): (status, body).
-    pub async fn post_as(&self, token: Option<&str>, path: &str, body: &[u8]) -> (u16, String) {
-        let base = format!("http://127.0.0.1:{}", self.port);
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let header = auth.as_deref().map(|a| ("Authorization", a));
-        operator::direct(&base, "POST", path, header, body).await.expect("the operator answers")
-    }
-
-    /// GET `path` with `token` as bearer token: (status, body).
-    pub async fn get_as(&self, token: &str, path: &str) -> (u16, String) {
-        let base = format!("http://127.0.0.1:{}", self.port);
-        let auth = format!("Bearer {token}");
-        operator::direct(&base, "GET", path, Some(("Authorization", &auth)), b"").await.expect("the operator answers")
-    }
-
-    /// GET `path` from the operator's HTTP server: (status, body).
-    pub async fn get(&self, path: &str) -> (u16, String) {
-        http_get(self.port, path).await.unwrap_or_else(|| panic!("the operator does not answer GET {path}"))
-    }
-
-    /// Sum of every sample of `name` whose labels include all of `labels`.
-    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        parse_metric(&self.metrics().await, name, labels)
-    }
-
-    /// Write requests (anything but GET) the operator sent to the API server so far.
-    pub async fn writes(&self) -> f64 {
-        let text = self.metrics().await;
-        ["POST", "PUT", "PATCH", "DELETE"]
-            .iter()
-            .map(|m| parse_metric(&text, "mltenant_kube_requests_total", &[("method", m)]))
-            .sum()
-    }
-}
-
-fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    operator::direct(&format!("http://127.0.0.1:{port}"), "GET", path, None, b"").await.ok()
-}
 
 /// The bearer token of the kubeconfig `var` points at (the local control plane uses static
 /// tokens).
@@ -351,6 +240,27 @@ pub async fn get_secret(client: &Client, namespace: &str, name: &str) -> Option<
     Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await.expect("get secret")
 }
 
+/// A fresh operator namespace, so this test's keys are its own, with the operator's
+/// namespaced RBAC (the leader-election Lease) as deploy/rbac.yaml grants it in mltenant-system.
+pub async fn key_namespace(client: &Client) -> String {
+    let name = unique("keys");
+    create_namespace(client, &name, &[]).await;
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "leader-election"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}],
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "leader-election"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"},
+        "subjects": [{"kind": "ServiceAccount", "name": "mltenant-operator", "namespace": "mltenant-system"}],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), &name).create(&PostParams::default(), &role).await.unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &name).create(&PostParams::default(), &binding).await.unwrap();
+    name
+}
+
 pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
     let mut ns = Namespace::default();
     ns.metadata.name = Some(name.to_owned());
@@ -395,138 +305,6 @@ pub fn bundle(
 
 pub async fn create_bundle(client: &Client, b: &SealedBundle) {
     Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), b).await.expect("create SealedBundle");
-}
-
-/// A real Prometheus server (the Debian package's, `hack/prometheus.sh`) on loopback, scraping
-/// one test operator every second and evaluating the chart's alert rules file, unchanged, every
-/// second. Its data directory and log are its own; the log is printed when the test fails.
-pub struct Prometheus {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-/// The rule file the chart ships (also the PrometheusRule's spec).
-pub const ALERT_RULES: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/charts/mltenant-operator/files/prometheus-rules.yaml");
-
-impl Prometheus {
-    /// Start Prometheus scraping `op` as job `mltenant-operator` (the job the rules and the
-    /// dashboard select) and wait until it is ready.
-    pub async fn start(op: &Operator) -> Self {
-        let binary = std::env::var_os("MLTENANT_TEST_PROMETHEUS").unwrap_or_else(|| {
-            panic!("MLTENANT_TEST_PROMETHEUS is not set: run the integration tests with hack/test-integration.sh")
-        });
-        let dir = std::env::temp_dir().join(unique("mltenant-prometheus"));
-        std::fs::create_dir_all(dir.join("data")).expect("create the Prometheus directory");
-        let config = format!(
-            "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [{ALERT_RULES:?}]\n\
-             scrape_configs:\n\
-             - job_name: mltenant-operator\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
-            op.port()
-        );
-        std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
-        let log = std::fs::File::create(dir.join("prometheus.log")).expect("create the Prometheus log");
-        let port = free_port();
-        let child = Command::new(binary)
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log handle"))
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prometheus");
-        let prometheus = Prometheus { child, port, dir };
-        wait_for("Prometheus /-/ready", TIMEOUT, || async {
-            http_get(prometheus.port, "/-/ready").await.filter(|(status, _)| *status == 200)
-        })
-        .await;
-        prometheus
-    }
-
-    /// GET an API path; the `data` of a successful answer.
-    pub async fn api(&self, path_and_query: &str) -> serde_json::Value {
-        let (status, body) = http_get(self.port, path_and_query)
-            .await
-            .unwrap_or_else(|| panic!("Prometheus does not answer GET {path_and_query}"));
-        let answer: serde_json::Value =
-            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path_and_query}: {e}: {body}"));
-        assert!(status == 200 && answer["status"] == "success", "GET {path_and_query}: {status} {body}");
-        answer["data"].clone()
-    }
-
-    /// An instant query: the result vector (or scalar) now.
-    pub async fn query(&self, promql: &str) -> Vec<serde_json::Value> {
-        let data = self.api(&format!("/api/v1/query?query={}", url_encode(promql))).await;
-        match &data["result"] {
-            serde_json::Value::Array(series) => series.clone(),
-            scalar => vec![serde_json::json!({"metric": {}, "value": scalar})],
-        }
-    }
-
-    /// A range query over the last `seconds` with a one-second step: the result matrix.
-    pub async fn query_range(&self, promql: &str, seconds: u64) -> Vec<serde_json::Value> {
-        let end = jiff::Timestamp::now().as_second();
-        let start = end - i64::try_from(seconds).expect("a short range");
-        let path = format!("/api/v1/query_range?query={}&start={start}&end={end}&step=1", url_encode(promql));
-        self.api(&path).await["result"].as_array().cloned().unwrap_or_default()
-    }
-
-    /// The active alerts (pending or firing), each as (alertname, state, labels).
-    pub async fn alerts(&self) -> Vec<(String, String, serde_json::Value)> {
-        let data = self.api("/api/v1/alerts").await;
-        data["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                let name = a["labels"]["alertname"].as_str().unwrap_or_default().to_owned();
-                (name, a["state"].as_str().unwrap_or_default().to_owned(), a["labels"].clone())
-            })
-            .collect()
-    }
-
-    /// Every alerting rule, as (name, health, lastError, lastEvaluation).
-    pub async fn rules(&self) -> Vec<(String, String, String, jiff::Timestamp)> {
-        let data = self.api("/api/v1/rules").await;
-        let mut rules = Vec::new();
-        for group in data["groups"].as_array().into_iter().flatten() {
-            for rule in group["rules"].as_array().into_iter().flatten() {
-                let text = |k: &str| rule[k].as_str().unwrap_or_default().to_owned();
-                let evaluated = text("lastEvaluation").parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-                rules.push((text("name"), text("health"), text("lastError"), evaluated));
-            }
-        }
-        rules
-    }
-
-    /// Wait until every rule has been evaluated after `since` (so its result reflects what
-    /// Prometheus had scraped by then).
-    pub async fn wait_rules_evaluated_after(&self, since: jiff::Timestamp) {
-        wait_for("every alert rule to be evaluated again", TIMEOUT, || async {
-            let rules = self.rules().await;
-            (!rules.is_empty() && rules.iter().all(|(_, _, _, at)| *at > since)).then_some(())
-        })
-        .await;
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!("--- Prometheus log ({}), last lines:", self.dir.display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// Percent-encode a query parameter.
