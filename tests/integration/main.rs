@@ -6,7 +6,7 @@ mod chart;
 mod cli;
 mod controlplane;
 // Shared with the fault suite and the soak (`#[path]`), each of which uses a part of it.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod harness;
 mod kubectl;
 mod kubeseal;

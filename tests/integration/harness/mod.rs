@@ -25,11 +25,12 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
 use mltenant_operator::crypto::{self, Certificate};
+use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
@@ -259,6 +260,12 @@ pub async fn key_namespace(client: &Client) -> String {
     Api::<Role>::namespaced(client.clone(), &name).create(&PostParams::default(), &role).await.unwrap();
     Api::<RoleBinding>::namespaced(client.clone(), &name).create(&PostParams::default(), &binding).await.unwrap();
     name
+}
+
+/// The sealing-key Secrets in `namespace`.
+pub async fn sealing_keys(client: &Client, namespace: &str) -> Vec<Secret> {
+    let lp = ListParams::default().labels(&format!("{SEALING_KEY}={ACTIVE}"));
+    Api::<Secret>::namespaced(client.clone(), namespace).list(&lp).await.unwrap().items
 }
 
 pub async fn create_namespace(client: &Client, name: &str, labels: &[(&str, &str)]) {
