@@ -42,12 +42,15 @@ pub struct Member {
     pub reader: bool,
     /// The current version of its own bundle's values.
     pub version: u32,
+    /// Environments removed from the spec (never added again: a released namespace would be
+    /// someone else's to the operator).
+    pub retired: Vec<String>,
 }
 
 impl Member {
     pub fn new(environments: &[&str]) -> Self {
         let environments = environments.iter().map(|e| (*e).to_owned()).collect();
-        Member { environments, delete_policy: false, shared: false, reader: false, version: 1 }
+        Member { environments, delete_policy: false, shared: false, reader: false, version: 1, retired: Vec::new() }
     }
 }
 
@@ -80,6 +83,9 @@ pub struct Fleet {
     shared_version: u32,
     /// Per bundle: source hash -> version, for every version ever written.
     versions: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Secrets (`Secret ns/name`) someone edited by hand, and when: until the operator reverts
+    /// the edit their content is not what their source hash says, and that is not its doing.
+    pub tampered: BTreeMap<String, Instant>,
     next: usize,
 }
 
@@ -153,6 +159,7 @@ impl Fleet {
             gone: BTreeMap::new(),
             shared_version: 1,
             versions: BTreeMap::new(),
+            tampered: BTreeMap::new(),
             next: 0,
         };
         let shared = fleet.sealed_bundle(&fleet.shared_bundle.clone(), BundleScope::Cluster, None, 1, &["token"]);
@@ -175,7 +182,9 @@ impl Fleet {
         let plain = values(name, version, keys);
         let refs: Vec<(&str, &[u8])> = plain.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
         let data = sealed(&self.cert, scope, tenant.unwrap_or(""), "", &refs);
-        let b = bundle(name, scope, tenant, None, data);
+        let mut b = bundle(name, scope, tenant, None, data);
+        // This run's operators report on it (bundle status is part of the load).
+        b.metadata.labels = Some([(TEST_LABEL.to_owned(), self.run_id.clone())].into());
         self.versions.entry(name.to_owned()).or_default().insert(sealing::source_hash(&b), version);
         b
     }
@@ -216,12 +225,17 @@ impl Fleet {
 
     /// Create `count` members like `template`, with their bundles, `parallel` at a time.
     pub async fn create_many(&mut self, count: usize, template: &Member, parallel: usize) -> Vec<String> {
+        self.create_all(vec![template.clone(); count], parallel).await
+    }
+
+    /// Create `members`, with their bundles, `parallel` at a time; their names.
+    pub async fn create_all(&mut self, members: Vec<Member>, parallel: usize) -> Vec<String> {
         let mut objects = Vec::new();
-        for _ in 0..count {
+        for member in members {
             let name = self.next_name();
-            self.members.insert(name.clone(), template.clone());
-            let b =
-                self.sealed_bundle(&platform_bundle(&name), BundleScope::Tenant, Some(&name), template.version, &KEYS);
+            let version = member.version;
+            self.members.insert(name.clone(), member);
+            let b = self.sealed_bundle(&platform_bundle(&name), BundleScope::Tenant, Some(&name), version, &KEYS);
             objects.push((name.clone(), b, self.manifest(&name)));
         }
         let client = self.client.clone();
@@ -361,9 +375,20 @@ impl Fleet {
                 f.unexpected.push(format!("namespace {} is still managed for {holder}/{env}", ns.name_any()));
             }
         }
-        // A deleted tenant's namespaces are released (no label, no tenant-uid annotation) or,
-        // under Delete, deleted.
+        // A removed environment's namespace is released or, under Delete, deleted.
+        for (name, m) in &self.members {
+            for ns in m.retired.iter().filter_map(|env| namespaces.get(&namespace(name, env))) {
+                if m.delete_policy && ns.metadata.deletion_timestamp.is_none() {
+                    f.unexpected.push(format!("namespace {} of a removed environment was not deleted", ns.name_any()));
+                }
+            }
+        }
+        // A deleted tenant is gone, and its namespaces released (no label, no tenant-uid
+        // annotation) or, under Delete, deleted.
         for (name, m) in &self.gone {
+            if snap.tenants.contains_key(name) {
+                f.unexpected.push(format!("MLTenant {name} still exists after its deletion"));
+            }
             for ns in m.environments.iter().filter_map(|env| namespaces.get(&namespace(name, env))) {
                 let held =
                     ns.labels().contains_key(labels::TENANT) || ns.annotations().contains_key(labels::TENANT_UID);
@@ -390,7 +415,7 @@ impl Fleet {
                     let current =
                         self.versions.get(bundle).and_then(|v| v.iter().find(|(_, n)| *n == version)).map(|(h, _)| h);
                     if s.annotations().get(labels::SOURCE_HASH) != current {
-                        f.pending.push(format!("{what} does not hold version {version} of {bundle} yet"));
+                        f.pending.push(format!("{what} does not hold the current version of {bundle} yet"));
                     }
                     let uid = snap.tenants.get(holder).and_then(|t| t.uid());
                     if s.owner_references().iter().map(|o| Some(&o.uid)).ne([uid.as_ref()]) {
@@ -422,7 +447,11 @@ impl Fleet {
         if have != want {
             // Key names only: the values are credentials, even fake ones.
             let names: Vec<&String> = have.keys().collect();
-            f.corrupt.push(format!("{what} does not hold version {version} of {bundle} (keys {names:?})"));
+            if self.tampered.contains_key(what) {
+                f.pending.push(format!("{what} was edited by hand and is not reverted yet"));
+            } else {
+                f.corrupt.push(format!("{what} does not hold version {version} of {bundle} (keys {names:?})"));
+            }
         }
     }
 
@@ -468,8 +497,14 @@ impl Fleet {
     }
 
     /// Wait until a snapshot is clean, failing the test after `timeout` with what is still
-    /// off; the time it took.
+    /// off (or at once on a corrupt Secret); the time it took.
     pub async fn wait_converged(&self, timeout: Duration) -> Duration {
+        self.converged_within(timeout).await.unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// How long until a snapshot was clean; what was off when not within `timeout`, or as
+    /// soon as a Secret is corrupt.
+    pub async fn converged_within(&self, timeout: Duration) -> Result<Duration, String> {
         let start = Instant::now();
         let mut last = String::new();
         while start.elapsed() < timeout {
@@ -477,16 +512,18 @@ impl Fleet {
                 Ok(snap) => {
                     let findings = self.check(&snap);
                     if findings.is_clean() {
-                        return start.elapsed();
+                        return Ok(start.elapsed());
                     }
-                    assert!(findings.corrupt.is_empty(), "corrupt Secrets: {}", findings.summary());
+                    if !findings.corrupt.is_empty() {
+                        return Err(format!("corrupt Secrets: {}", findings.summary()));
+                    }
                     last = findings.summary();
                 }
                 Err(error) => last = error,
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        panic!("the fleet did not converge within {timeout:?}; last seen: {last}");
+        Err(format!("the fleet did not converge within {timeout:?}; last seen: {last}"))
     }
 }
 
