@@ -72,6 +72,7 @@ impl Config {
 /// Replicas' flags: keys rotate every 2 minutes; a resync every 2 minutes bounds the quiet
 /// window at the end (a full resync must be seen to happen in it).
 const OPERATOR_ARGS: [&str; 4] = ["--key-renew-period", "2m", "--resync-period", "2m"];
+const RESYNC: Duration = Duration::from_secs(120);
 /// Whatever the soak waits for, it waits at most this long for one step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -227,7 +228,9 @@ async fn soak(c: Config) {
     println!("{out}");
     let path = harness::logs::log_dir().with_file_name("soak-report.txt");
     std::fs::write(&path, &out).expect("write the soak report");
-    println!("report written to {}", path.display());
+    let samples = path.with_file_name("soak-rss.csv");
+    std::fs::write(&samples, report::rss_csv(&replicas.ended)).expect("write the RSS samples");
+    println!("report written to {}, RSS samples to {}", path.display(), samples.display());
     assert!(tracker.violations.is_empty(), "{} invariant violations (see above)", tracker.violations.len());
 }
 
@@ -253,8 +256,9 @@ struct AtRest {
     window: Duration,
 }
 
-/// Watch the leader over a full resync (every member reconciled once more) with no churn:
-/// writes other than sealing-key creations, and decryptions, must be zero.
+/// Watch the leader over a full resync with no churn: at least one resync period (every
+/// member's periodic resync falls into it) and as many reconciles as members; writes other
+/// than sealing-key creations, and decryptions, must be zero.
 async fn writes_at_rest(replicas: &Replicas, fleet: &Fleet, client: &kube::Client) -> Result<AtRest, String> {
     let leader = &replicas.live[replicas.leader().await.map_err(|n| format!("{n} leaders"))?].op;
     let start = Instant::now();
@@ -263,9 +267,9 @@ async fn writes_at_rest(replicas: &Replicas, fleet: &Fleet, client: &kube::Clien
     let reconciles = leader.successful_reconciles("tenant").await;
     assert!(writes > 0.0, "the replicas counted no write at all: the write counter does not count");
     let wanted = reconciles + fleet.members.len() as f64 + 2.0;
-    while leader.successful_reconciles("tenant").await < wanted {
-        if start.elapsed() > STEP_TIMEOUT {
-            return Err(format!("fewer than {} tenant reconciles in {STEP_TIMEOUT:?}", fleet.members.len()));
+    while start.elapsed() < RESYNC + Duration::from_secs(10) || leader.successful_reconciles("tenant").await < wanted {
+        if start.elapsed() > RESYNC + STEP_TIMEOUT {
+            return Err(format!("fewer than {} tenant reconciles in {:?}", fleet.members.len(), start.elapsed()));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

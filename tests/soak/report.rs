@@ -57,3 +57,14 @@ pub fn rss_lines(replicas: &[Ended], out: &mut String) {
         );
     }
 }
+
+/// Every RSS sample: `replica,minute,rss_kib,leading`.
+pub fn rss_csv(replicas: &[Ended]) -> String {
+    let mut out = String::from("replica,minute,rss_kib,leading\n");
+    for r in replicas {
+        for s in &r.samples {
+            let _ = writeln!(out, "{},{:.3},{},{}", r.id, s.minute, s.rss_kib, s.leading);
+        }
+    }
+    out
+}
