@@ -7,6 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-faults
+# The throttling test needs API Priority and Fairness, whatever the environment says.
 env_file=$(CONTROLPLANE_APF=true "$HACK_DIR/controlplane-up.sh" "$STATE")
 trap '"$HACK_DIR/controlplane-down.sh" "$STATE"' EXIT
 # shellcheck disable=SC1090
