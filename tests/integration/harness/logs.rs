@@ -54,7 +54,10 @@ pub fn register(what: &str, path: &Path) {
         }));
     });
     let mut logs = LOGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    logs.entry(test_name()).or_default().push((what.to_owned(), path.to_owned()));
+    let registered = logs.entry(test_name()).or_default();
+    if registered.iter().all(|(_, p)| p != path) {
+        registered.push((what.to_owned(), path.to_owned()));
+    }
 }
 
 /// Print the tail of every log `test` registered, once.
