@@ -333,7 +333,7 @@ impl Fleet {
     pub fn check(&self, snap: &Snapshot) -> Findings {
         let mut f = Findings::default();
         let namespaces: BTreeMap<String, &Namespace> = snap.namespaces.iter().map(|ns| (ns.name_any(), ns)).collect();
-        // (namespace, name) -> (tenant it should belong to, the Secret names it should hold).
+        // (namespace, Secret) -> (its tenant, bundle, current version); namespace -> (tenant, Secrets granted).
         let mut wanted_secrets: BTreeMap<(String, String), (String, String, u32)> = BTreeMap::new();
         let mut wanted_grants: BTreeMap<String, (String, BTreeSet<String>)> = BTreeMap::new();
         for (name, m) in &self.members {
@@ -362,8 +362,15 @@ impl Fleet {
                 }
             }
         }
+        self.judge_namespaces(snap, &namespaces, &mut f);
+        self.judge_secrets(snap, &namespaces, &wanted_secrets, &mut f);
+        self.judge_grants(snap, &namespaces, &wanted_grants, &mut f);
+        f
+    }
 
-        // Namespaces: one per wanted environment, nothing left labelled for others.
+    /// Namespaces: one per wanted environment, nothing left labelled for others, removed
+    /// environments' and deleted tenants' namespaces let go.
+    fn judge_namespaces(&self, snap: &Snapshot, namespaces: &BTreeMap<String, &Namespace>, f: &mut Findings) {
         for ns in &snap.namespaces {
             let Some(holder) = ns.labels().get(labels::TENANT).filter(|t| self.ours(t)) else { continue };
             let env = ns.labels().get(labels::ENVIRONMENT).cloned().unwrap_or_default();
@@ -398,15 +405,24 @@ impl Fleet {
                 }
             }
         }
+    }
 
-        // Secrets: exactly the wanted ones, each holding what its source hash says.
+    /// Secrets: exactly the wanted ones, owned by their MLTenant, inside its managed
+    /// namespaces, each holding what its source hash says.
+    fn judge_secrets(
+        &self,
+        snap: &Snapshot,
+        namespaces: &BTreeMap<String, &Namespace>,
+        wanted_secrets: &BTreeMap<(String, String), (String, String, u32)>,
+        f: &mut Findings,
+    ) {
         let mut seen = BTreeSet::new();
         for s in &snap.secrets {
             let Some(holder) = s.labels().get(labels::TENANT).filter(|t| self.ours(t)) else { continue };
             let key = (s.namespace().unwrap_or_default(), s.name_any());
             let what = format!("Secret {}/{}", key.0, key.1);
-            self.judge_content(s, &what, &mut f);
-            if !managed_for(&namespaces, &key.0, holder) {
+            self.judge_content(s, &what, f);
+            if !managed_for(namespaces, &key.0, holder) {
                 f.unexpected.push(format!("{what} of {holder} is outside {holder}'s managed namespaces"));
             }
             match wanted_secrets.get(&key) {
@@ -428,10 +444,6 @@ impl Fleet {
         for key in wanted_secrets.keys().filter(|k| !seen.contains(*k)) {
             f.pending.push(format!("Secret {}/{} is missing", key.0, key.1));
         }
-
-        // Reader grants: a Role naming exactly the wanted Secrets, and its binding.
-        self.judge_grants(snap, &namespaces, &wanted_grants, &mut f);
-        f
     }
 
     /// A Secret's content against the version its source hash names.
@@ -455,6 +467,8 @@ impl Fleet {
         }
     }
 
+    /// Reader grants: a Role naming exactly the wanted Secrets and its RoleBinding per
+    /// environment of a tenant with a reader, nothing elsewhere.
     fn judge_grants(
         &self,
         snap: &Snapshot,
