@@ -38,9 +38,13 @@ pub fn rss_lines(replicas: &[Ended], out: &mut String) {
         let max = r.samples.iter().map(|s| s.rss_kib).max().unwrap_or(0);
         let describe = |leading: bool| {
             let points = phase(&r.samples, leading, 1.0);
-            match slope(&points) {
-                Some(s) => format!("{s:+.0} KiB/min over {} samples", points.len()),
-                None => "too short".to_owned(),
+            // The later half alone: whether the growth of a new leader levels off.
+            let later = &points[points.len() / 2..];
+            match (slope(&points), slope(later)) {
+                (Some(all), Some(late)) => {
+                    format!("{all:+.0} KiB/min over {} samples (later half {late:+.0})", points.len())
+                }
+                _ => "too short".to_owned(),
             }
         };
         let _ = writeln!(
