@@ -15,7 +15,7 @@ mod harness;
 
 mod controlplane;
 // Shared with the soak, which uses more of it.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 mod fleet;
 mod operator_crash;
 mod outage;

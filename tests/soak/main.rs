@@ -14,8 +14,8 @@
 #[path = "../integration/harness/mod.rs"]
 mod harness;
 
-#[allow(dead_code)]
-#[path = "../faults/fleet.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../faults/fleet/mod.rs"]
 mod fleet;
 
 mod churn;
