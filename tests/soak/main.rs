@@ -4,7 +4,7 @@
 //! created, edited and deleted, bundles re-sealed, managed objects deleted and edited by hand,
 //! a new sealing key every 2 minutes (`--key-renew-period 2m`), the leader replaced every 5
 //! minutes (SIGTERM and SIGKILL in turn). Every few seconds the fleet's invariants are checked
-//! (tests/faults/fleet.rs; a finding is a violation when it outlasts a grace period, a corrupt
+//! (tests/faults/fleet/; a finding is a violation when it outlasts a grace period, a corrupt
 //! Secret at once), the replicas' liveness and RSS sampled. At the end the fleet must converge,
 //! and a full resync with no churn must write nothing. The report goes to stdout and
 //! `target/soak-report.txt`; the exit code says whether anything was violated.
