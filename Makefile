@@ -3,11 +3,12 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools release-binary integration crds deploy toolchain controlplane bench
+.PHONY: test demo lint unit tools release-binary integration faults soak crds deploy toolchain controlplane bench
 
 ## Everything CI runs: formatting, lints, licences, unit tests, tool checks (helm, promtool, Lua),
-## the release binary the image ships, then integration tests on a real control plane.
-test: lint unit tools release-binary integration
+## the release binary the image ships, integration tests on a real control plane, then the
+## fault suite on a control plane of its own.
+test: lint unit tools release-binary integration faults
 
 toolchain:
 	@hack/toolchain.sh
@@ -22,6 +23,16 @@ unit: toolchain
 
 integration: toolchain
 	hack/test-integration.sh
+
+## kube-apiserver and etcd killed and restarted, the operator SIGKILLed, APF throttling: each
+## test asserts invariants; its own control plane, one test at a time (a few minutes).
+faults: toolchain
+	hack/test-faults.sh
+
+## Not part of `test`: 30 minutes of churn on 200 tenants with two replicas (SOAK_MINUTES,
+## SOAK_TENANTS), invariants checked every few seconds, RSS slope and writes at rest reported.
+soak: toolchain
+	hack/soak.sh
 
 ## Helm chart (lint --strict, schema, deploy/ current), alert rules (promtool check/test),
 ## dashboard JSON, Argo CD health checks under Lua 5.1.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stops what hack/controlplane-up.sh started (whole process groups) and removes its state.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$HACK_DIR/components.sh"
 
 STATE=${1:-$REPO_DIR/target/controlplane}
 [ -f "$STATE/pids" ] || exit 0
@@ -9,7 +10,7 @@ pids=$(tac "$STATE/pids" | awk '{print $2}')
 for pid in $pids; do kill -TERM -- "-$pid" 2>/dev/null || true; done
 for _ in $(seq 50); do
   left=0
-  for pid in $pids; do kill -0 "$pid" 2>/dev/null && left=1; done
+  for pid in $pids; do pid_alive "$pid" && left=1; done
   [ $left = 0 ] && break
   sleep 0.2
 done

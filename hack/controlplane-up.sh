@@ -5,12 +5,18 @@
 #
 #   hack/controlplane-up.sh [STATE_DIR]     (default: target/controlplane)
 #
-# Stop with hack/controlplane-down.sh. Prints the path of env.sh.
+# API Priority and Fairness is on, as in any real cluster (the fault suite's throttling test
+# needs it; measured: the integration suite takes as long with it as without);
+# CONTROLPLANE_APF=false turns it off. Stop with hack/controlplane-down.sh; kill or restart one
+# component with hack/controlplane-component.sh. Prints the path of env.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$HACK_DIR/components.sh"
 
 STATE=${1:-$REPO_DIR/target/controlplane}
 OPERATOR_NS=${OPERATOR_NAMESPACE:-mltenant-system}
 OPERATOR_SA=${OPERATOR_SERVICE_ACCOUNT:-mltenant-operator}
+APF=${CONTROLPLANE_APF:-true}
+case $APF in true | false) ;; *) die "CONTROLPLANE_APF must be true or false, not '$APF'" ;; esac
 
 need openssl openssl
 need curl curl
@@ -85,57 +91,25 @@ kubeconfig "$STATE/operator.kubeconfig" operator "$OPERATOR_TOKEN"
 kubeconfig "$STATE/kcm.kubeconfig" kube-controller-manager "$KCM_TOKEN"
 kubeconfig "$STATE/sealer.kubeconfig" platform-engineer "$SEALER_TOKEN"
 
-# start NAME CMD...: run in its own session so stopping kills the whole group.
-start() {
-  local name=$1; shift
-  setsid "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
-  echo "$name $!" >>"$STATE/pids"
-}
-fail() {
-  echo "error: $1 failed to start; last lines of $STATE/logs/$2.log:" >&2
-  tail -n 25 "$STATE/logs/$2.log" >&2
-  "$HACK_DIR/controlplane-down.sh" "$STATE" >/dev/null 2>&1 || true
-  exit 1
-}
-alive() { kill -0 "$(awk -v n="$1" '$1==n {print $2}' "$STATE/pids")" 2>/dev/null; }
-# wait_for NAME SECONDS CMD...: poll CMD until it succeeds, the component dies, or time runs out.
-wait_for() {
-  local name=$1 secs=$2; shift 2
-  for _ in $(seq $((secs * 5))); do
-    "$@" >/dev/null 2>&1 && return 0
-    alive "$name" || fail "$name" "$name"
-    sleep 0.2
-  done
-  fail "$name (not ready after ${secs}s)" "$name"
-}
-
-start etcd "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
-  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-  --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-  --initial-cluster "local=http://127.0.0.1:$PEER_PORT" \
-  --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
-wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
-
-start kube-apiserver "$BIN/kube-apiserver" \
-  --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
-  --cert-dir "$STATE/pki" --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
-  --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
-  --authorization-mode RBAC \
-  --service-account-issuer https://kubernetes.default.svc \
-  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
-  --service-cluster-ip-range 10.0.0.0/24 \
-  --enable-priority-and-fairness=false --profiling=false --v=1
-wait_for kube-apiserver 90 curl -fsS --cacert "$pki/ca.crt" -H "Authorization: Bearer $ADMIN_TOKEN" \
-  "https://127.0.0.1:$API_PORT/readyz"
-
-# Only the controllers whose behaviour the operator relies on: namespace deletion and
-# ownerReference cascading.
-start kube-controller-manager "$BIN/kube-controller-manager" \
-  --kubeconfig "$STATE/kcm.kubeconfig" --controllers namespace-controller,garbage-collector-controller \
-  --leader-elect=false --secure-port 0 --use-service-account-credentials=false --v=1
-sleep 1
-alive kube-controller-manager || fail kube-controller-manager kube-controller-manager
+# Everything the components' command lines need, so hack/controlplane-component.sh can restart
+# one exactly as it was started (hack/components.sh has the command lines).
+cat >"$STATE/config.env" <<CONF
+BIN=$BIN
+ETCD_PORT=$ETCD_PORT
+PEER_PORT=$PEER_PORT
+API_PORT=$API_PORT
+APF=$APF
+ADMIN_TOKEN=$ADMIN_TOKEN
+CONF
+chmod 600 "$STATE/config.env"
+load_config "$STATE"
+# A component that does not come up stops the others (its log tail is printed).
+trap '"$HACK_DIR/controlplane-down.sh" "$STATE" >/dev/null 2>&1 || true' EXIT
+for name in $COMPONENTS; do
+  component_start "$name"
+  component_wait_ready "$name" 90
+done
+trap - EXIT
 
 cat >"$STATE/env.sh" <<ENV
 export KUBECONFIG=$STATE/admin.kubeconfig
@@ -143,6 +117,7 @@ export MLTENANT_TEST_ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
 export MLTENANT_TEST_OPERATOR_KUBECONFIG=$STATE/operator.kubeconfig
 export MLTENANT_TEST_SEALER_KUBECONFIG=$STATE/sealer.kubeconfig
 export MLTENANT_TEST_BIN_DIR=$BIN
+export MLTENANT_TEST_CONTROLPLANE=$STATE
 export PATH=$BIN:\$PATH
 ENV
 log "control plane up: https://127.0.0.1:$API_PORT (state in $STATE)"

@@ -2,11 +2,12 @@
 //! ServiceAccount show `get` on exactly the granted Secrets in the tenant's namespaces, and
 //! nothing else.
 
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, ListParams};
 use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec, ServiceAccountRef};
 use mltenant_operator::crypto::Certificate;
+use mltenant_operator::labels;
 
 use crate::harness::*;
 
@@ -86,8 +87,16 @@ async fn readers_may_get_exactly_the_granted_secrets() {
         "the other reader keeps its grant"
     );
 
-    // Tenant deleted: every grant goes.
-    delete_tenant(&client, &name).await;
-    wait_tenant_gone(&client, &name).await;
+    // Tenant deleted: every grant goes. Roles and RoleBindings carry an ownerReference, so the
+    // garbage collector would remove them once the tenant is gone: held, the tenant stays, and
+    // the operator has to revoke them.
+    delete_held(&client, &name).await;
     assert!(!may(&client, ("argowf", "pull-only"), "get", &prod, Some("ghcr")).await);
+    for ns in [&dev, &prod] {
+        let lp = ListParams::default().labels(&format!("{}={name}", labels::TENANT));
+        assert!(Api::<Role>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items.is_empty(), "Roles in {ns}");
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), ns).list(&lp).await.unwrap();
+        assert!(bindings.items.is_empty(), "RoleBindings in {ns}");
+    }
+    release(&client, &name).await;
 }

@@ -2,40 +2,10 @@
 //! created even by replicas starting together, and a new one appears every renew period.
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
-use serde_json::json;
 
 use crate::harness::*;
-
-/// A fresh operator namespace, so this test's keys are its own, with the operator's
-/// namespaced RBAC (the leader-election Lease) as deploy/rbac.yaml grants it in mltenant-system.
-async fn key_namespace(client: &Client) -> String {
-    let name = unique("keys");
-    create_namespace(client, &name, &[]).await;
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "leader-election"},
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}],
-    }))
-    .unwrap();
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "leader-election"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"},
-        "subjects": [{"kind": "ServiceAccount", "name": "mltenant-operator", "namespace": "mltenant-system"}],
-    }))
-    .unwrap();
-    Api::<Role>::namespaced(client.clone(), &name).create(&PostParams::default(), &role).await.unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), &name).create(&PostParams::default(), &binding).await.unwrap();
-    name
-}
-
-async fn key_secrets(client: &Client, namespace: &str) -> Vec<Secret> {
-    let lp = ListParams::default().labels(&format!("{SEALING_KEY}={ACTIVE}"));
-    Api::<Secret>::namespaced(client.clone(), namespace).list(&lp).await.unwrap().items
-}
 
 fn tls_crt(secret: &Secret) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()["tls.crt"].0.clone()).unwrap()
@@ -49,7 +19,7 @@ async fn two_replicas_starting_together_create_exactly_one_key() {
     let (run_a, run_b) = (unique("run"), unique("run"));
     let (a, b) = tokio::join!(Operator::start_with(&run_a, &args), Operator::start_with(&run_b, &args));
 
-    let keys = key_secrets(&client, &ns).await;
+    let keys = sealing_keys(&client, &ns).await;
     assert_eq!(keys.len(), 1, "{:?}", keys.iter().map(|k| &k.metadata.name).collect::<Vec<_>>());
     assert_eq!(keys[0].type_.as_deref(), Some("kubernetes.io/tls"));
     let cert = Certificate::from_pem(&tls_crt(&keys[0])).expect("tls.crt is a certificate");
@@ -74,7 +44,7 @@ async fn a_new_key_every_renew_period_and_old_keys_are_kept() {
     let first = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
 
     let keys = wait_for("a second sealing key", TIMEOUT, || async {
-        let keys = key_secrets(&client, &ns).await;
+        let keys = sealing_keys(&client, &ns).await;
         (keys.len() >= 2).then_some(keys)
     })
     .await;
@@ -85,7 +55,7 @@ async fn a_new_key_every_renew_period_and_old_keys_are_kept() {
     // Keys keep coming every period: compare with the newest one at each look.
     wait_for("the newest key to be served", TIMEOUT, || async {
         let served = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
-        let newest = certificates(&key_secrets(&client, &ns).await).into_iter().max_by_key(|c| c.not_before())?;
+        let newest = certificates(&sealing_keys(&client, &ns).await).into_iter().max_by_key(|c| c.not_before())?;
         (served.fingerprint() != first.fingerprint() && served.fingerprint() == newest.fingerprint()).then_some(())
     })
     .await;

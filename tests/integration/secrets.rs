@@ -147,11 +147,17 @@ async fn bundles_become_secrets_in_every_environment() {
         f.op.metric(expiry, &[("tenant", &f.name), ("secret", "ml-platform")]).await,
         2.0 * expires.as_second() as f64
     );
-    delete_tenant(&f.client, &f.name).await;
-    wait_for("the Secrets to be revoked", TIMEOUT, || async {
-        secret(&f.client, &f.ns("dev"), "ml-platform").await.is_none().then_some(())
-    })
-    .await;
+    // Deleting the tenant revokes its Secrets. They carry an ownerReference, so the garbage
+    // collector would delete them once the tenant is gone: held, the tenant stays, and the
+    // operator has to.
+    delete_held(&f.client, &f.name).await;
+    let distributed = [(f.ns("dev"), "ml-platform"), (f.ns("production"), "ml-platform"), (f.ns("production"), "ghcr")];
+    for (namespace, name) in &distributed {
+        assert!(secret(&f.client, namespace, name).await.is_none(), "{namespace}/{name} outlived the cleanup");
+    }
+    let revoked: std::collections::BTreeSet<String> = distributed.iter().map(|(ns, n)| format!("{ns}/{n}")).collect();
+    assert_eq!(event_subjects(&f.client, &f.name, "SecretRemoved").await, revoked);
+    release(&f.client, &f.name).await;
     wait_for("the expiry series to disappear", TIMEOUT, || async {
         (!f.op.metrics().await.contains(&format!("tenant=\"{}\"", f.name))).then_some(())
     })
@@ -180,7 +186,8 @@ async fn resealing_propagates_and_drift_is_reverted() {
     api.delete("ml-platform", &DeleteParams::default()).await.unwrap();
     wait_value(&f.client, &f.ns("dev"), "ml-platform", "TOKEN", b"two").await;
 
-    // Removing the secret from spec revokes it everywhere.
+    // Removing the secret from spec revokes it everywhere (the tenant exists, so no garbage
+    // collector is involved: the operator deletes them, and says so).
     update_spec(&f.client, &f.name, |s| s.secrets = None).await;
     wait_for("ml-platform to be revoked", TIMEOUT, || async {
         let gone = secret(&f.client, &f.ns("dev"), "ml-platform").await.is_none()
@@ -188,6 +195,10 @@ async fn resealing_propagates_and_drift_is_reverted() {
         gone.then_some(())
     })
     .await;
+    let removed = event_subjects(&f.client, &f.name, "SecretRemoved").await;
+    for env in ["dev", "staging"] {
+        assert!(removed.contains(&format!("{}/ml-platform", f.ns(env))), "{removed:?}");
+    }
 }
 
 #[tokio::test]

@@ -2,7 +2,6 @@
 //! drift, removal and deletion policies, restarts, and a quiet steady state.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -38,6 +37,9 @@ async fn t_uid(client: &Client, name: &str) -> Option<String> {
     Api::<MLTenant>::all(client.clone()).get(name).await.unwrap().uid()
 }
 
+/// Operator arguments for tests that need it to look at a tenant again soon.
+const RESYNC_1S: &[&str] = &["--resync-period", "1s"];
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -48,8 +50,18 @@ async fn tenant_with_operator(
     envs: &[&str],
     edit: impl FnOnce(&mut MLTenant),
 ) -> (Client, Operator, MLTenant) {
+    tenant_with_operator_args(prefix, envs, &[], edit).await
+}
+
+/// Like `tenant_with_operator`, with extra operator arguments.
+async fn tenant_with_operator_args(
+    prefix: &str,
+    envs: &[&str],
+    args: &[&str],
+    edit: impl FnOnce(&mut MLTenant),
+) -> (Client, Operator, MLTenant) {
     let client = admin().await;
-    let op = Operator::start(&unique("run")).await;
+    let op = Operator::start_with(&unique("run"), args).await;
     let mut t = tenant(&unique(prefix), &op.run_id, envs);
     edit(&mut t);
     let created = create_tenant(&client, &t).await;
@@ -100,16 +112,26 @@ async fn adding_an_environment_creates_its_namespace() {
 
 #[tokio::test]
 async fn removing_an_environment_under_retain_releases_its_namespace() {
-    let (client, _op, t) = tenant_with_operator("rm-retain", &["dev", "staging"], |_| {}).await;
+    // Resyncs every second, so that the operator provably looks at the tenant again below.
+    let (client, op, t) = tenant_with_operator_args("rm-retain", &["dev", "staging"], RESYNC_1S, |_| {}).await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
     update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
     let staging = format!("{name}-staging");
     wait_namespace(&client, &staging, "released", |ns| released(ns, &name)).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
-    // Released means kept: give the garbage collector time to (wrongly) act on it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(get_namespace(&client, &staging).await.is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()));
+    assert!(event_subjects(&client, &name, "NamespaceReleased").await.contains(&staging));
+    // Released means kept. The garbage collector has nothing to act on (`released` checked
+    // that no ownerReference is left, and the tenant exists); what could still delete it is
+    // the operator, so let it reconcile the tenant again (+2: the reconcile in flight may have
+    // started before the release) and look.
+    let reconciles = op.successful_reconciles("tenant").await;
+    wait_for("two more reconciles of the tenant", TIMEOUT, || async {
+        (op.successful_reconciles("tenant").await >= reconciles + 2.0).then_some(())
+    })
+    .await;
+    let ns = get_namespace(&client, &staging).await.expect("the released namespace was deleted");
+    assert!(ns.metadata.deletion_timestamp.is_none() && released(&ns, &name), "{:?}", ns.metadata);
     assert_eq!(labelled_namespaces(&client, &name).await, set(&[&format!("{name}-dev")]));
 }
 
@@ -128,7 +150,9 @@ async fn removing_an_environment_under_delete_deletes_its_namespace() {
     update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
     wait_namespace_gone(&client, &format!("{name}-staging")).await;
     assert!(get_namespace(&client, &format!("{name}-dev")).await.is_some());
-    assert_eq!(events_for(&client, &name, "NamespaceDeleted").await.len(), 1);
+    // The tenant exists, so its ownerReference kept the garbage collector away: this was the
+    // operator, and it says so.
+    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&format!("{name}-staging")]));
 }
 
 #[tokio::test]
@@ -174,11 +198,14 @@ async fn adoption_needs_consent_from_both_sides_and_an_adopted_namespace_is_neve
     assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"), "foreign labels are kept");
     assert_eq!(ns.annotations().get(labels::ORIGIN).map(String::as_str), Some("adopted"));
 
-    // deletionPolicy Delete only deletes what the tenant created: an adopted namespace is released.
+    // deletionPolicy Delete only deletes what the tenant created: an adopted namespace is
+    // released (by the operator: the garbage collector never releases anything).
     delete_tenant(&client, &name).await;
     wait_tenant_gone(&client, &name).await;
     let ns = wait_namespace(&client, &dev, "released", |ns| released(ns, &name)).await;
     assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"));
+    assert!(event_subjects(&client, &name, "NamespaceReleased").await.contains(&dev));
+    assert!(event_subjects(&client, &name, "NamespaceDeleted").await.is_empty());
 }
 
 async fn label_namespace(client: &Client, name: &str, key: &str, value: &str) {
@@ -256,15 +283,18 @@ async fn deleting_a_tenant_under_retain_keeps_its_namespaces() {
     let (client, _op, t) = tenant_with_operator("del-retain", &["dev", "production"], |_| {}).await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
+    let marker = gc_marker(&client, &t).await;
     delete_tenant(&client, &name).await;
     wait_tenant_gone(&client, &name).await;
-    // Give the garbage collector time to act on any ownerReference left behind.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Once the garbage collector has taken the marker it has acted on the tenant's dependents:
+    // a namespace with an ownerReference left behind would be going too.
+    wait_collected(&client, &marker).await;
     for ns_name in [format!("{name}-dev"), name.clone()] {
         let ns = get_namespace(&client, &ns_name).await.unwrap_or_else(|| panic!("{ns_name} was deleted under Retain"));
         assert!(ns.metadata.deletion_timestamp.is_none(), "{ns_name} is terminating under Retain");
         assert!(released(&ns, &name), "{ns_name} not released: {:?}", ns.metadata);
     }
+    assert_eq!(event_subjects(&client, &name, "NamespaceReleased").await, set(&[&format!("{name}-dev"), &name]));
 }
 
 #[tokio::test]
@@ -275,10 +305,14 @@ async fn deleting_a_tenant_under_delete_removes_its_namespaces() {
     .await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
-    delete_tenant(&client, &name).await;
-    wait_namespace_gone(&client, &format!("{name}-dev")).await;
-    wait_namespace_gone(&client, &name).await;
-    wait_tenant_gone(&client, &name).await;
+    // Both namespaces carry an ownerReference to the tenant, so the garbage collector would
+    // delete them once the tenant is gone: held, the tenant stays, and the operator has to.
+    delete_held(&client, &name).await;
+    for ns in [format!("{name}-dev"), name.clone()] {
+        assert!(get_namespace(&client, &ns).await.is_none(), "{ns} still exists after the operator's cleanup");
+    }
+    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&format!("{name}-dev"), &name]));
+    release(&client, &name).await;
 }
 
 #[tokio::test]
@@ -319,20 +353,17 @@ async fn operator_restarted_mid_way_converges_without_duplicates_or_losses() {
 #[tokio::test]
 async fn resync_of_a_converged_tenant_makes_no_writes() {
     let client = admin().await;
-    let op = Operator::start_with(&unique("run"), &["--resync-period", "1s"]).await;
+    let op = Operator::start_with(&unique("run"), RESYNC_1S).await;
     let name = unique("quiet");
     create_tenant(&client, &tenant(&name, &op.run_id, &["dev", "staging", "production"])).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
-    // Let the watch events caused by our own writes settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_resyncs_write_nothing(&op, "tenant", 3).await;
 
+    // And the counter still counts on this operator: a change is written.
     let writes = op.writes().await;
-    let reconciles = op.metric("mltenant_reconcile_total", &[("result", "success")]).await;
-    wait_for("three more resyncs", TIMEOUT, || async {
-        (op.metric("mltenant_reconcile_total", &[("result", "success")]).await >= reconciles + 3.0).then_some(())
-    })
-    .await;
-    assert_eq!(op.writes().await, writes, "a converged tenant's resync wrote to the API server");
+    update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "staging")).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    assert!(op.writes().await > writes, "releasing a namespace was not counted as a write");
 }
 
 #[tokio::test]
@@ -352,19 +383,11 @@ async fn resync_of_converged_secrets_makes_no_writes_and_no_decryption() {
     }]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "SecretsSynced", "True", None).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let writes = op.writes().await;
+    wait_at_rest(&op, "tenant").await;
     let decryptions = op.metric("mltenant_decryptions_total", &[]).await;
-    assert!(decryptions >= 1.0);
-    let reconciles = op.metric("mltenant_reconcile_total", &[("controller", "tenant"), ("result", "success")]).await;
-    wait_for("three more resyncs", TIMEOUT, || async {
-        (op.metric("mltenant_reconcile_total", &[("controller", "tenant"), ("result", "success")]).await
-            >= reconciles + 3.0)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(op.writes().await, writes, "a converged resync wrote to the API server");
+    assert!(decryptions >= 1.0, "the decryption counter does not count");
+    assert_resyncs_write_nothing(&op, "tenant", 3).await;
     assert_eq!(op.metric("mltenant_decryptions_total", &[]).await, decryptions, "a converged resync decrypted");
 }
 
@@ -376,9 +399,12 @@ async fn foreground_deletion_of_a_tenant_under_retain_keeps_its_namespaces() {
     let (client, _op, t) = tenant_with_operator("fg-retain", &["dev"], |_| {}).await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
+    let marker = gc_marker(&client, &t).await;
     Api::<MLTenant>::all(client.clone()).delete(&name, &DeleteParams::foreground()).await.unwrap();
     wait_tenant_gone(&client, &name).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Foreground: the collector deletes the dependents first; the marker blocks the owner's
+    // deletion, so it is gone by now, and so would be a namespace with an ownerReference.
+    wait_collected(&client, &marker).await;
     let dev = format!("{name}-dev");
     let ns = get_namespace(&client, &dev).await.unwrap_or_else(|| panic!("{dev} was deleted under Retain"));
     assert!(ns.metadata.deletion_timestamp.is_none(), "{dev} is terminating under Retain");
@@ -411,6 +437,8 @@ async fn a_tenant_stuck_in_deletion_explains_why() {
     .await;
     assert!(message.contains(&dev), "{message}");
     assert!(api.get_opt(&name).await.unwrap().is_some(), "the finalizer holds the tenant while {dev} terminates");
+
+    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&dev]));
 
     let release = json!({"metadata": {"finalizers": null}});
     configmaps.patch("blocker", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();

@@ -1,0 +1,215 @@
+//! One test's operator: a `mltenant controller` child process running as the operator's
+//! ServiceAccount identity, handling only the tenants (and reporting only on the
+//! SealedBundles) labelled with the test's run id, logging to its own file.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use mltenant_operator::cli::operator;
+use tokio::process::{Child, Command};
+
+use super::{TEST_LABEL, TIMEOUT, kubeconfig_path, logs, token_of, wait_for};
+
+pub struct Operator {
+    child: Child,
+    pub run_id: String,
+    port: u16,
+    log: PathBuf,
+}
+
+/// The binary under test: the test build's, or the one `MLTENANT_TEST_OPERATOR_BIN` names
+/// (the soak runs the release build the image ships).
+fn binary() -> PathBuf {
+    std::env::var_os("MLTENANT_TEST_OPERATOR_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mltenant")), Into::into)
+}
+
+impl Operator {
+    pub async fn start(run_id: &str) -> Self {
+        Self::start_with(run_id, &[]).await
+    }
+
+    pub async fn start_with(run_id: &str, extra_args: &[&str]) -> Self {
+        Self::start_on("127.0.0.1", run_id, extra_args).await
+    }
+
+    /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
+    pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+        let op = Self::spawn_on(host, run_id, extra_args);
+        op.wait_ready(TIMEOUT).await;
+        op
+    }
+
+    /// Start the process and return at once, before it is ready (to crash it while it starts).
+    pub fn spawn(run_id: &str, extra_args: &[&str]) -> Self {
+        Self::spawn_on("127.0.0.1", run_id, extra_args)
+    }
+
+    fn spawn_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+        let port = free_port();
+        let (log, path) = logs::create("operator");
+        let child = Command::new(binary())
+            .args(["controller", "--http-addr", &format!("{host}:{port}")])
+            .args(["--tenant-selector", &format!("{TEST_LABEL}={run_id}")])
+            .args(["--bundle-selector", &format!("{TEST_LABEL}={run_id}")])
+            .args(["--lease-name", run_id])
+            .args(extra_args)
+            .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_OPERATOR_KUBECONFIG"))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            // Plain text: the file is read by people and searched by tests.
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the operator");
+        Operator { child, run_id: run_id.to_owned(), port, log: path }
+    }
+
+    /// Wait until `/readyz` answers 200, failing early if the process exits.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let pid = self.pid();
+        wait_for("the operator's /readyz", timeout, || async {
+            assert!(process_alive(pid), "the operator (pid {pid}) exited before it was ready");
+            http_get(self.port, "/readyz").await.filter(|(status, _)| *status == 200)
+        })
+        .await;
+    }
+
+    /// Stop the operator abruptly (SIGKILL), as a crash would, and reap it.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill the operator");
+    }
+
+    /// Stop the operator as Kubernetes does (SIGTERM) and wait for it to exit, failing the test
+    /// if it takes longer than `timeout` (Kubernetes would SIGKILL it after the grace period).
+    pub async fn terminate(mut self, timeout: Duration) -> ExitStatus {
+        self.signal("TERM").await;
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("the operator did not exit within {timeout:?} of SIGTERM"))
+            .expect("wait for the operator")
+    }
+
+    /// Send `signal` (a name `kill -s` takes: TERM, STOP, CONT, ...) to the process.
+    pub async fn signal(&self, signal: &str) {
+        let pid = self.pid().to_string();
+        let kill = Command::new("kill").args(["-s", signal, &pid]).status().await.expect("run kill");
+        assert!(kill.success(), "kill -s {signal} {pid} failed");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the operator has not been reaped")
+    }
+
+    /// Whether the process is still running (not exited, not killed).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Resident set size in KiB (`VmRSS`), None once the process is gone.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// This process's log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.1
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// POST `body` to `path` on the operator's HTTP server as the cluster admin: (status, body).
+    pub async fn post(&self, path: &str, body: &[u8]) -> (u16, String) {
+        self.post_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), path, body).await
+    }
+
+    /// POST `body` to `path` with `token` as bearer token (or none): (status, body).
+    pub async fn post_as(&self, token: Option<&str>, path: &str, body: &[u8]) -> (u16, String) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let header = auth.as_deref().map(|a| ("Authorization", a));
+        operator::direct(&base, "POST", path, header, body).await.expect("the operator answers")
+    }
+
+    /// GET `path` with `token` as bearer token: (status, body).
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, String) {
+        let base = format!("http://127.0.0.1:{}", self.port);
+        let auth = format!("Bearer {token}");
+        operator::direct(&base, "GET", path, Some(("Authorization", &auth)), b"").await.expect("the operator answers")
+    }
+
+    /// GET `path` from the operator's HTTP server: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.port, path).await.unwrap_or_else(|| panic!("the operator does not answer GET {path}"))
+    }
+
+    /// GET `path` if the operator answers at all (it may be stopped, or busy restarting).
+    pub async fn try_get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.port, path).await
+    }
+
+    /// Sum of every sample of `name` whose labels include all of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        parse_metric(&self.metrics().await, name, labels)
+    }
+
+    /// Write requests (anything but GET) the operator sent to the API server so far.
+    pub async fn writes(&self) -> f64 {
+        writes_in(&self.metrics().await)
+    }
+
+    /// Reconciles of `controller` that ended in `success`.
+    pub async fn successful_reconciles(&self, controller: &str) -> f64 {
+        self.metric("mltenant_reconcile_total", &[("controller", controller), ("result", "success")]).await
+    }
+}
+
+/// Write requests counted in a `/metrics` text.
+pub fn writes_in(metrics: &str) -> f64 {
+    ["POST", "PUT", "PATCH", "DELETE"]
+        .iter()
+        .map(|m| parse_metric(metrics, "mltenant_kube_requests_total", &[("method", m)]))
+        .sum()
+}
+
+pub fn parse_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn process_alive(pid: u32) -> bool {
+    // A zombie (exited, not yet reaped) still has /proc/<pid>; its state says so.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+}
+
+pub(super) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// GET `path` on loopback `port`; None when nothing answers within 10 s (a stopped or
+/// crashed process must not hang the test).
+pub(super) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let base = format!("http://127.0.0.1:{port}");
+    tokio::time::timeout(Duration::from_secs(10), operator::direct(&base, "GET", path, None, b"")).await.ok()?.ok()
+}
