@@ -1,187 +1,188 @@
 //! The operator's own Kubernetes client: every request is counted
-//! (`mltenant_kube_requests_total`), no write leaves a replica that does not hold the leader
-//! Lease right now, and a 429 from the API server (Priority and Fairness, a rate limit) makes
-//! every following request wait the `Retry-After` it asked for.
+//! (`mltenant_kube_requests_total`), and no write leaves a replica that does not hold the leader
+//! Lease right now.
 //!
-//! kube's own retry of 429/503 answers is turned off for this client: it re-sends a request from
-//! inside the stack, past this guard, so a write refused while leading could be re-sent after
-//! the lease lapsed, and the re-sends would go uncounted. A refused request fails instead; the
-//! reconcile reports it on its object and is retried with backoff.
+//! Answers of 429 (Priority and Fairness, a rate limit), 503 and 504 are retried with jittered
+//! exponential backoff, respecting the server's `Retry-After`, as kube's own client does; but
+//! the retry sits *above* the guard, so every attempt passes the leadership fence again and is
+//! counted. (kube's built-in retry, turned off here, re-sends from inside the stack, past any
+//! layer added to it: a write refused while leading could be re-sent after the Lease lapsed.)
 
-use std::future::Future as _;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use http::{Request, Response, StatusCode};
-use tokio::time::{Instant, Sleep};
-use tower::{BoxError, Layer, Service};
+use http::Request;
+use kube::client::Body;
+use kube::client::retry::RetryPolicy;
+use tower::buffer::Buffer;
+use tower::retry::Retry;
+use tower::{BoxError, Service};
 
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
 
-/// How long to hold back after a 429 without a usable `Retry-After`, and at most.
-const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(30);
+/// Retries of one request: the first after 100 ms or the server's `Retry-After`, doubling to
+/// at most 10 s between attempts, so a refused request fails within about a minute and its
+/// reconcile backs off instead (per object, see `reconcile::backoff`).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+const RETRIES: u32 = 8;
 
-/// Build the client for `config` with the guard below.
+/// Requests waiting for the guard (the retry layer needs a cloneable service below it).
+const QUEUE: usize = 1024;
+
+/// Build the client for `config`: kube's stack under [`stack`].
 pub fn build(
     mut config: kube::Config,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
 ) -> kube::Result<kube::Client> {
     config.default_retry = false;
-    let layer = GuardLayer { leadership, metrics, pause_until: Arc::default() };
+    let layer = tower::layer::layer_fn(|inner| stack(inner, leadership.clone(), metrics.clone()));
     Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&layer).build())
 }
 
-#[derive(Clone)]
-struct GuardLayer {
+type Guarded<R> = BoxFuture<'static, Result<R, BoxError>>;
+
+/// Retry over a queue (the retry layer needs a cloneable service below it) over the guard over
+/// `inner`.
+fn stack<S>(
+    inner: S,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
-    pause_until: Arc<Mutex<Option<Instant>>>,
-}
-
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard { inner, shared: self.clone(), pause: None }
-    }
-}
-
-pub struct Guard<S> {
-    inner: S,
-    shared: GuardLayer,
-    /// While paused by a 429: the wait before the service is ready again.
-    pause: Option<Pin<Box<Sleep>>>,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Guard<S>
+) -> Retry<RetryPolicy, Buffer<Request<Body>, Guarded<S::Response>>>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<Body>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    S::Response: Send + 'static,
 {
-    type Response = Response<ResBody>;
-    type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, BoxError>>;
+    let retry = RetryPolicy::new(RETRY_FIRST, RETRY_CAP, RETRIES, true).expect("valid retry bounds");
+    Retry::new(retry, Buffer::new(Guard { inner, leadership, metrics }, QUEUE))
+}
 
-    /// Not ready while a 429's `Retry-After` runs: every request queues behind it.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let until = *lock(&self.shared.pause_until);
-        if let Some(until) = until.filter(|u| *u > Instant::now()) {
-            let pause = self.pause.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
-            if pause.deadline() != until {
-                pause.as_mut().reset(until);
-            }
-            std::task::ready!(pause.as_mut().poll(cx));
-        }
-        self.pause = None;
+/// Counts every request and refuses a write unless this replica holds the Lease right now.
+pub struct Guard<S> {
+    inner: S,
+    leadership: Arc<Leadership>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ReqBody, Response> Service<Request<ReqBody>> for Guard<S>
+where
+    S: Service<Request<ReqBody>, Response = Response>,
+    Response: Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = request.method().clone();
-        if method != http::Method::GET && !self.shared.leadership.holds() {
+        if method != http::Method::GET && !self.leadership.holds() {
             let refused = BoxError::from(format!("{method} refused: this replica does not hold the leader Lease"));
             return std::future::ready(Err(refused)).boxed();
         }
-        self.shared.metrics.kube_request(&method);
-        let sent = self.inner.call(request);
-        let pause_until = self.shared.pause_until.clone();
-        async move {
-            let response = sent.await.map_err(Into::into)?;
-            if response.status() == StatusCode::TOO_MANY_REQUESTS {
-                let pause = retry_after(response.headers()).unwrap_or(DEFAULT_PAUSE).min(MAX_PAUSE);
-                let until = Instant::now() + pause;
-                let mut pause_until = lock(&pause_until);
-                *pause_until = Some(pause_until.map_or(until, |u| u.max(until)));
-            }
-            Ok(response)
-        }
-        .boxed()
+        self.metrics.kube_request(&method);
+        self.inner.call(request).map(|result| result.map_err(Into::into)).boxed()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// `Retry-After` in seconds (what the API server sends; HTTP dates are not used by it).
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{Response, StatusCode};
     use tower::ServiceExt as _;
 
     use super::*;
     use crate::keyring::KeyRing;
 
-    /// A guard over a stand-in API server answering every request with `status`.
-    type Api = tower::util::BoxService<Request<()>, Response<()>, BoxError>;
-
-    fn guard(leadership: Arc<Leadership>, status: u16) -> Guard<Api> {
-        let api = tower::service_fn(move |_: Request<()>| async move {
-            let mut response = Response::new(());
-            *response.status_mut() = StatusCode::from_u16(status).unwrap();
-            response.headers_mut().insert(http::header::RETRY_AFTER, "2".parse().unwrap());
-            Ok::<_, BoxError>(response)
-        });
-        let metrics = Arc::new(Metrics::new(Arc::new(KeyRing::default())));
-        GuardLayer { leadership, metrics, pause_until: Arc::default() }.layer(Api::new(api))
+    /// A stand-in API server answering with `statuses` in turn (the last one from then on),
+    /// each with `Retry-After: 2`; counts what reached it.
+    fn api(
+        statuses: &[u16],
+        seen: Arc<AtomicUsize>,
+    ) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError, Future: Send> + Send + 'static {
+        let statuses = Mutex::new(statuses.to_vec());
+        tower::service_fn(move |_: Request<Body>| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let mut statuses = statuses.lock().unwrap();
+            let status = if statuses.len() > 1 { statuses.remove(0) } else { statuses[0] };
+            async move {
+                let mut response = Response::new(());
+                *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                response.headers_mut().insert(http::header::RETRY_AFTER, "2".parse().unwrap());
+                Ok::<_, BoxError>(response)
+            }
+        })
     }
 
-    fn request(method: http::Method) -> Request<()> {
-        Request::builder().method(method).uri("/api/v1/namespaces").body(()).unwrap()
+    fn request(method: http::Method) -> Request<Body> {
+        Request::builder().method(method).uri("/api/v1/namespaces").body(Body::from(b"{}".to_vec())).unwrap()
     }
 
-    fn leadership() -> Arc<Leadership> {
+    fn leadership(lease: Duration) -> Arc<Leadership> {
         let config = crate::leader::Config {
             namespace: "ns".into(),
             lease_name: "l".into(),
             identity: "me".into(),
-            lease_duration: Duration::from_secs(15),
+            lease_duration: lease,
         };
         Arc::new(Leadership::new(&config))
     }
 
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(Arc::new(KeyRing::default())))
+    }
+
+    fn counted(metrics: &Metrics, method: &str) -> String {
+        let line = format!("mltenant_kube_requests_total{{method=\"{method}\"}}");
+        metrics.render().lines().find(|l| l.starts_with(&line)).unwrap_or_default().to_owned()
+    }
+
     #[tokio::test]
     async fn no_write_without_the_lease() {
-        let leadership = leadership();
-        let mut guard = guard(leadership.clone(), 200);
+        let (leadership, metrics, seen) = (leadership(Duration::from_secs(15)), metrics(), Arc::default());
+        let guard = Guard { inner: api(&[200], Arc::clone(&seen)), leadership: leadership.clone(), metrics };
+        let mut guard = tower::util::BoxService::new(guard);
         assert!(guard.ready().await.unwrap().call(request(http::Method::GET)).await.is_ok(), "reads are fine");
         let refused = guard.ready().await.unwrap().call(request(http::Method::PATCH)).await.unwrap_err();
         assert!(refused.to_string().contains("does not hold the leader Lease"), "{refused}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the refused write never left");
         leadership.renewed_now();
         assert!(guard.ready().await.unwrap().call(request(http::Method::PATCH)).await.is_ok());
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_429_holds_back_every_following_request() {
-        let mut guard = guard(leadership(), 429);
-        let start = Instant::now();
-        guard.ready().await.unwrap().call(request(http::Method::GET)).await.unwrap();
-        assert!(start.elapsed() < Duration::from_secs(1));
-        guard.ready().await.unwrap();
-        assert!(start.elapsed() >= Duration::from_secs(2), "ready after {:?}", start.elapsed());
+    async fn a_429_is_retried_after_retry_after_and_every_attempt_is_counted() {
+        let (leadership, metrics, seen) = (leadership(Duration::from_secs(15)), metrics(), Arc::default());
+        leadership.renewed_now();
+        let client = stack(api(&[429, 429, 200], Arc::clone(&seen)), leadership, metrics.clone());
+        let start = tokio::time::Instant::now();
+        let response = client.oneshot(request(http::Method::PATCH)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
+        assert!(start.elapsed() >= Duration::from_secs(4), "Retry-After (2 s) honoured: {:?}", start.elapsed());
+        assert!(counted(&metrics, "PATCH").ends_with(" 3"), "{}", counted(&metrics, "PATCH"));
     }
 
-    #[test]
-    fn retry_after_in_seconds() {
-        let mut headers = http::HeaderMap::new();
-        assert_eq!(retry_after(&headers), None);
-        headers.insert(http::header::RETRY_AFTER, "3".parse().unwrap());
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(3)));
-        headers.insert(http::header::RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
-        assert_eq!(retry_after(&headers), None);
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_write_is_refused_once_the_lease_lapsed() {
+        let (leadership, metrics, seen) = (leadership(Duration::from_secs(1)), metrics(), Arc::default());
+        leadership.renewed_now();
+        let client = stack(api(&[429, 200], Arc::clone(&seen)), leadership, metrics);
+        let refused = client.oneshot(request(http::Method::PUT)).await.unwrap_err();
+        assert!(refused.to_string().contains("does not hold the leader Lease"), "{refused}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "the retry (after the 2 s Retry-After) did not leave");
     }
 }
