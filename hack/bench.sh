@@ -27,6 +27,7 @@
 # released (its Secrets and RBAC deleted, namespaces unlabelled) so the next run's caches do
 # not hold it. Timed parts never include kubectl apply of a backlog.
 #
+# BENCH_OPERATOR_BIN runs that operator binary instead of building the release one.
 # Prints one table and writes it as JSON to target/bench/<UTC time>.json and latest.json.
 #   BENCH_TENANTS=300 BENCH_SCENARIOS=decrypt,floor,backlog make bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -123,8 +124,9 @@ if has decrypt; then
 fi
 
 log "building the release binary and the bench client"
-# The binary the image ships (hack/build-release.sh is the Dockerfile's build step).
-MLTENANT=$("$HACK_DIR/build-release.sh")
+# The binary the image ships (hack/build-release.sh is the Dockerfile's build step), or
+# BENCH_OPERATOR_BIN to compare a variant (an allocator, a flag) against the same floors.
+MLTENANT=${BENCH_OPERATOR_BIN:-$("$HACK_DIR/build-release.sh")}
 FLEET=$(cargo bench --locked --bench fleet --no-run --message-format json 2>/dev/null \
   | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("target", {}).get("name") == "fleet" and m.get("executable")][-1])')
 [ -x "$FLEET" ] || die "could not build benches/fleet.rs"
