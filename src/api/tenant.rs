@@ -205,3 +205,17 @@ pub struct SecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
+
+impl MLTenantSpec {
+    /// The names of the SealedBundles this spec distributes (a bundle change concerns exactly
+    /// the tenants whose spec names it).
+    pub fn referenced_bundles(&self) -> std::collections::BTreeSet<&str> {
+        let specs = self.secrets.iter().flatten();
+        specs
+            .flat_map(|s| {
+                std::iter::once(s.bundle.as_str())
+                    .chain(s.environment_bundles.iter().flat_map(|m| m.values().map(String::as_str)))
+            })
+            .collect()
+    }
+}

@@ -5,9 +5,9 @@
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec, ServiceAccountRef};
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 
 use crate::harness::*;
 

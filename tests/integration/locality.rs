@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, EnvironmentSpec, SecretReader, SecretSpec, ServiceAccountRef};
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, MLTenant, SealedBundle, SealedBundleSpec, SecretSpec};
 use mltenant_operator::crypto::{self, Certificate};
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;

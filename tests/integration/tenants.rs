@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SecretSpec};
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;

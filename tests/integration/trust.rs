@@ -11,11 +11,11 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{
     BundleScope, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, SecretTemplate, ServiceAccountRef,
 };
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 
 use crate::harness::*;
 

@@ -2,9 +2,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::api::labels;
 use crate::api::limits::BUILTIN_PROTECTED_NAMESPACES;
 use crate::api::{EnvironmentSpec, MLTenant};
-use crate::labels;
 use kube::ResourceExt;
 
 /// The environment named `production` lives in the namespace named like the tenant.

@@ -18,7 +18,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::MLTenant;
-use crate::labels::{self, FIELD_MANAGER};
+use crate::api::conditions::reason;
+use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::{Context, Error, Result};
 use environments::Environment;
@@ -41,7 +42,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let planned = match environments::plan(tenant) {
         Ok(planned) => planned,
         Err(message) => {
-            ctx.event(tenant, None, kube::runtime::events::EventType::Warning, "InvalidSpec", &message).await;
+            ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
             status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.

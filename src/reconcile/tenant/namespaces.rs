@@ -11,8 +11,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::environments::Environment;
+use crate::api::conditions::{event, reason};
+use crate::api::labels;
 use crate::api::{DeletionPolicy, MLTenant};
-use crate::labels;
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::{Context, apply};
 
@@ -136,10 +137,10 @@ impl NamespaceState {
     pub fn reason(&self) -> Option<&'static str> {
         match self {
             NamespaceState::Ready => None,
-            NamespaceState::Protected(_) => Some("ProtectedNamespace"),
-            NamespaceState::Conflict(_) => Some("NamespaceConflict"),
-            NamespaceState::Terminating(_) => Some("Terminating"),
-            NamespaceState::Rejected(_) => Some("NamespaceRejected"),
+            NamespaceState::Protected(_) => Some(reason::PROTECTED_NAMESPACE),
+            NamespaceState::Conflict(_) => Some(reason::NAMESPACE_CONFLICT),
+            NamespaceState::Terminating(_) => Some(reason::TERMINATING),
+            NamespaceState::Rejected(_) => Some(reason::NAMESPACE_REJECTED),
         }
     }
 }
@@ -159,7 +160,7 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
             "namespace {name} is protected (the operator never writes into {}); choose another environments[].namespace",
             ctx.config.protected.list()
         );
-        ctx.event(tenant, Some(reference(name)), EventType::Warning, "ProtectedNamespace", &message).await;
+        ctx.event(tenant, Some(reference(name)), EventType::Warning, reason::PROTECTED_NAMESPACE, &message).await;
         return Ok((NamespaceState::Protected(message), false));
     }
     let cached = ctx.namespaces.store.get(&ObjectRef::new(&env.namespace));
@@ -181,12 +182,13 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
         // would double the writes of a first converge. Recreating what someone deleted is news.
         Holder::Nobody => {
             let event = super::status::had_environment(tenant, &env.name)
-                .then(|| ("NamespaceRestored", format!("recreated namespace {name}, which was deleted")));
+                .then(|| (event::NAMESPACE_RESTORED, format!("recreated namespace {name}, which was deleted")));
             (labels::ORIGIN_CREATED.to_owned(), event)
         }
         Holder::Us { origin } => {
-            let event =
-                cached.is_none().then(|| ("NamespaceRestored", format!("restored the labels of namespace {name}")));
+            let event = cached
+                .is_none()
+                .then(|| (event::NAMESPACE_RESTORED, format!("restored the labels of namespace {name}")));
             (origin, event)
         }
         Holder::Unlabelled | Holder::Stale
@@ -195,7 +197,7 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
         {
             (
                 labels::ORIGIN_ADOPTED.to_owned(),
-                Some(("NamespaceAdopted", format!("adopted existing namespace {name}"))),
+                Some((event::NAMESPACE_ADOPTED, format!("adopted existing namespace {name}"))),
             )
         }
         Holder::Unlabelled | Holder::Stale => {
@@ -211,12 +213,12 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube
                     labels::ADOPTABLE_BY
                 )
             };
-            ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
+            ctx.event(tenant, Some(reference(name)), EventType::Warning, reason::NAMESPACE_CONFLICT, &message).await;
             return Ok((NamespaceState::Conflict(message), false));
         }
         Holder::Tenant(holder) => {
             let message = format!("namespace {name} belongs to MLTenant {holder}");
-            ctx.event(tenant, Some(reference(name)), EventType::Warning, "NamespaceConflict", &message).await;
+            ctx.event(tenant, Some(reference(name)), EventType::Warning, reason::NAMESPACE_CONFLICT, &message).await;
             return Ok((NamespaceState::Conflict(message), false));
         }
         Holder::Terminating => {
@@ -281,7 +283,7 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
                 tenant,
                 Some(reference(&name)),
                 EventType::Normal,
-                "NamespaceDeleted",
+                event::NAMESPACE_DELETED,
                 &format!("deleted namespace {name}"),
             )
             .await;
@@ -293,7 +295,7 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
         tenant,
         Some(reference(&name)),
         EventType::Normal,
-        "NamespaceReleased",
+        event::NAMESPACE_RELEASED,
         &format!("released namespace {name} (kept, no longer managed)"),
     )
     .await;

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::MLTenant;
-use crate::labels::{self, FIELD_MANAGER};
+use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::Context;
 use crate::reconcile::trim::Trim;
 

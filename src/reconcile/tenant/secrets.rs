@@ -17,12 +17,13 @@ use kube::{Api, ResourceExt};
 use super::environments::Environment;
 use super::namespaces::owner_reference;
 use super::ownership::{self, Claim};
+use crate::api::conditions::{event, reason};
+use crate::api::labels;
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
-use crate::bundle::{self, Failure};
-use crate::labels;
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::trim::digest;
 use crate::reconcile::{Context, apply};
+use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +70,8 @@ impl Unsynced {
     pub fn reason(&self) -> &'static str {
         match self {
             Unsynced::Bundle(failure) => failure.reason(),
-            Unsynced::Conflict { .. } => "SecretConflict",
-            Unsynced::Rejected(_) => "SecretRejected",
+            Unsynced::Conflict { .. } => reason::SECRET_CONFLICT,
+            Unsynced::Rejected(_) => reason::SECRET_REJECTED,
         }
     }
 }
@@ -95,13 +96,13 @@ pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<Wanted> {
 }
 
 /// The Secret as the operator applies it.
-pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened: &bundle::Opened) -> Secret {
+pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened: &unseal::Opened) -> Secret {
     let template = bundle.spec.template.clone().unwrap_or_default();
     let mut secret_labels = template.labels.unwrap_or_default();
     secret_labels.extend(labels::managed(&tenant.name_any(), &wanted.environment));
     let mut annotations = template.annotations.unwrap_or_default();
     annotations.insert(labels::BUNDLE.to_owned(), wanted.bundle.clone());
-    annotations.insert(labels::SOURCE_HASH.to_owned(), bundle::source_hash(bundle));
+    annotations.insert(labels::SOURCE_HASH.to_owned(), unseal::source_hash(bundle));
     if let Some(expires) = &bundle.spec.expires_at {
         annotations.insert(labels::EXPIRES_AT.to_owned(), expires.0.to_string());
     }
@@ -114,7 +115,7 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
             owner_references: Some(vec![owner_reference(tenant)]),
             ..Default::default()
         },
-        type_: Some(bundle::payload::secret_type(bundle).to_owned()),
+        type_: Some(unseal::payload::secret_type(bundle).to_owned()),
         data: Some(opened.data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect()),
         ..Default::default()
     })
@@ -188,7 +189,7 @@ pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::r
         return Err(rejected);
     }
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
-    ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, "SecretRemoved", &note).await;
+    ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, event::SECRET_REMOVED, &note).await;
     Ok(())
 }
 
@@ -221,7 +222,7 @@ async fn sync_one(tenant: &MLTenant, wanted: Wanted, fresh: bool, ctx: &Context)
         }
     };
     let desired = desired(tenant, &wanted, &bundle, &opened);
-    let synced = Synced { source_hash: bundle::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() };
+    let synced = Synced { source_hash: unseal::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() };
     if live.as_deref().is_some_and(|live| !differs(live, &desired)) {
         return Outcome { wanted, result: Ok(synced), present: true };
     }
@@ -254,7 +255,7 @@ async fn sync_one(tenant: &MLTenant, wanted: Wanted, fresh: bool, ctx: &Context)
     };
     if let Some(verb) = verb {
         let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
-        ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
+        ctx.event(tenant, related, EventType::Normal, event::SECRET_SYNCED, &note).await;
     }
     Outcome { wanted, result: Ok(synced), present: true }
 }
@@ -264,12 +265,12 @@ async fn open(
     tenant: &MLTenant,
     wanted: &Wanted,
     ctx: &Context,
-) -> std::result::Result<(Arc<SealedBundle>, bundle::Opened), Failure> {
+) -> std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure> {
     let bundle = ctx
         .bundles
         .get(&ObjectRef::new(&wanted.bundle))
         .ok_or_else(|| Failure::NotFound { bundle: wanted.bundle.clone() })?;
-    let label = bundle::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
+    let label = unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
     let opened = ctx.keys.open(&bundle, label).await?;
     Ok((bundle, opened))
 }
@@ -306,17 +307,6 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
                 source_hash: None,
                 expires_at: None,
             },
-        })
-        .collect()
-}
-
-/// The bundle names `tenant` references (to map bundle changes to tenants).
-pub fn referenced_bundles(tenant: &MLTenant) -> BTreeSet<&str> {
-    let specs = tenant.spec.secrets.iter().flatten();
-    specs
-        .flat_map(|s| {
-            std::iter::once(s.bundle.as_str())
-                .chain(s.environment_bundles.iter().flat_map(|m| m.values().map(String::as_str)))
         })
         .collect()
 }

@@ -22,8 +22,8 @@ use kube::{Api, Client};
 use mltenant_operator::api::{
     BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, ServiceAccountRef,
 };
-use mltenant_operator::bundle as sealing;
 use mltenant_operator::crypto::Certificate;
+use mltenant_operator::unseal as sealing;
 
 use crate::harness::{TEST_LABEL, bundle, edit, sealed, tenant};
 

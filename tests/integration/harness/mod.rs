@@ -28,9 +28,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
 use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
 use mltenant_operator::crypto::{self, Certificate};
-use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
