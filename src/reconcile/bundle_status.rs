@@ -15,6 +15,7 @@ use crate::reconcile::conditions::{self, Observed};
 use crate::reconcile::{Context, Result, apply};
 use crate::unseal;
 
+#[tracing::instrument(skip_all, fields(bundle = %sealed.name_any()))]
 pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.reports_on(&sealed) {
         return Ok(Action::await_change());
