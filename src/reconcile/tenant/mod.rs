@@ -29,6 +29,26 @@ use secrets::Distribution;
 /// How soon to look again while something is in flight (a namespace terminating).
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
 
+/// How a child of ours (a Secret, Role or RoleBinding) is written, as its plan decided.
+#[derive(Debug, PartialEq)]
+enum Write<K> {
+    /// Nothing by that name: applied without force, so an object someone created meanwhile
+    /// makes the apply fail (409) instead of being merged into.
+    Create,
+    /// Ours, not as wanted: applied with force, taking back fields someone edited by hand.
+    Update,
+    /// Ours, with a field that cannot change (a Secret's type, a RoleBinding's roleRef): this
+    /// very object is deleted, then the wanted one applied.
+    Replace(Arc<K>),
+}
+
+impl<K> Write<K> {
+    /// Whether the apply takes over fields (`ownership::apply`'s `ours`).
+    fn force(&self) -> bool {
+        !matches!(self, Write::Create)
+    }
+}
+
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
@@ -63,11 +83,11 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
 
     // Environments removed from spec: apply the deletion policy to their namespaces.
-    let wanted: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let wanted_namespaces: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut unreleased = Vec::new();
     for ns in namespaces::labelled_for(tenant, ctx) {
-        if !wanted.contains(ns.name_any().as_str())
+        if !wanted_namespaces.contains(ns.name_any().as_str())
             && let Err(rejected) = namespaces::remove_reported(tenant, &ns, policy, ctx).await
         {
             unreleased.push(rejected);
@@ -76,27 +96,28 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     let ready: Vec<&Environment> =
         outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
-    let distributed = secrets::sync(tenant, &ready, &fresh, ctx).await;
-    let present: Vec<&secrets::Wanted> = distributed.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
+    let distribution = secrets::sync(tenant, &ready, &fresh, ctx).await;
+    let present: Vec<&secrets::WantedSecret> =
+        distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
     let granted = access::sync(tenant, &ready, &present, &fresh, ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
     let pending =
         outcomes.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
-            || distributed.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
-    let observed = status::observe(&outcomes, &unreleased, &distributed, &granted, now.0);
-    status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
+            || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+    let observed = status::observe(&outcomes, &unreleased, &distribution, &granted, now.0);
+    status::write(tenant, status::build(tenant, &observed, &outcomes, &distribution, &now), ctx).await?;
 
     let refused: Vec<&Rejected> = outcomes
         .iter()
         .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r) } else { None })
         .chain(&unreleased)
-        .chain(distributed.outcomes.iter().filter_map(|o| match &o.result {
+        .chain(distribution.outcomes.iter().filter_map(|o| match &o.result {
             Err(secrets::Unsynced::Rejected(r)) => Some(r),
             _ => None,
         }))
-        .chain(&distributed.unrevoked)
+        .chain(&distribution.unrevoked)
         .chain(&granted.rejected)
         .collect();
     partial(&refused)?;
@@ -120,7 +141,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     // Credentials and the access to them are revoked whatever the deletion policy.
     let mut refused = access::revoke_except(tenant, &BTreeSet::new(), ctx).await;
-    for secret in secrets::distributed(tenant, ctx) {
+    for secret in secrets::owned(tenant, ctx) {
         if let Err(rejected) = secrets::delete(tenant, &secret, ctx).await {
             refused.push(rejected);
         }

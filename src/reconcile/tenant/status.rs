@@ -20,7 +20,7 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
     unreleased: &[Rejected],
-    distributed: &Distribution,
+    distribution: &Distribution,
     granted: &Granted,
     now: jiff::Timestamp,
 ) -> Vec<Observed> {
@@ -39,10 +39,10 @@ pub fn observe(
     };
     let mut conditions = with_ready(vec![
         observe_namespaces(namespaces, unreleased),
-        observe_secrets(&distributed.outcomes, &distributed.unrevoked),
+        observe_secrets(&distribution.outcomes, &distribution.unrevoked),
         access,
     ]);
-    conditions.push(observe_expiry(&distributed.outcomes, now));
+    conditions.push(observe_expiry(&distribution.outcomes, now));
     conditions
 }
 
@@ -152,7 +152,7 @@ pub fn build(
     tenant: &MLTenant,
     observed: &[Observed],
     outcomes: &[(Environment, NamespaceState)],
-    distributed: &Distribution,
+    distribution: &Distribution,
     now: &Time,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -168,7 +168,7 @@ pub fn build(
                 namespace: env.namespace.clone(),
                 ready: *state == NamespaceState::Ready,
                 reason: state.reason().map(str::to_owned),
-                secrets: secrets::statuses(&distributed.outcomes, &env.name),
+                secrets: secrets::statuses(&distribution.outcomes, &env.name),
             })
             .collect(),
     }
@@ -224,7 +224,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::reconcile::tenant::secrets::{Synced, Wanted};
+    use crate::reconcile::tenant::secrets::{Synced, WantedSecret};
 
     fn env(ns: &str) -> Environment {
         Environment { name: ns.into(), namespace: ns.into(), labels: BTreeMap::new() }
@@ -235,8 +235,12 @@ mod tests {
     }
 
     fn outcome(secret: &str, result: Result<Synced, Unsynced>) -> Outcome {
-        let wanted =
-            Wanted { environment: "dev".into(), namespace: "t-dev".into(), secret: secret.into(), bundle: "b".into() };
+        let wanted = WantedSecret {
+            environment: "dev".into(),
+            namespace: "t-dev".into(),
+            secret: secret.into(),
+            bundle: "b".into(),
+        };
         let present = result.is_ok();
         Outcome { wanted, result, present }
     }
