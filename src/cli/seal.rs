@@ -209,14 +209,10 @@ fn new_bundle(args: &Args) -> anyhow::Result<SealedBundle> {
     Ok(SealedBundle::new(
         &name,
         SealedBundleSpec {
-            scope,
             tenant: args.tenant.clone(),
             environment: args.environment.clone(),
             tenant_selector: selector,
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: BTreeMap::new(),
+            ..SealedBundleSpec::new(scope, BTreeMap::new())
         },
     ))
 }

@@ -196,17 +196,13 @@ mod tests {
         SealedBundle::new(
             "b",
             SealedBundleSpec {
-                scope,
                 tenant: tenant.map(Into::into),
                 environment: environment.map(Into::into),
                 tenant_selector: (scope == BundleScope::Cluster).then(|| LabelSelector {
                     match_labels: Some([("tier".to_string(), "gold".to_string())].into()),
                     ..Default::default()
                 }),
-                type_: None,
-                template: None,
-                expires_at: None,
-                encrypted_data: [("K".to_string(), "AgB".to_string())].into(),
+                ..SealedBundleSpec::new(scope, [("K".to_string(), "AgB".to_string())].into())
             },
         )
     }

@@ -105,38 +105,29 @@ mod tests {
     use super::*;
     use crate::api::MLTenantSpec;
 
-    fn env(name: &str, namespace: Option<&str>) -> EnvironmentSpec {
-        EnvironmentSpec { name: name.into(), namespace: namespace.map(Into::into), labels: None }
+    fn env(name: &str) -> EnvironmentSpec {
+        EnvironmentSpec::named(name)
     }
 
     fn tenant(name: &str, envs: Vec<EnvironmentSpec>) -> MLTenant {
-        MLTenant::new(
-            name,
-            MLTenantSpec {
-                environments: envs,
-                secrets: None,
-                secret_readers: None,
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
-            },
-        )
+        MLTenant::new(name, MLTenantSpec::new(envs))
     }
 
     #[test]
     fn naming_rule() {
-        assert_eq!(namespace_name("financial-ml", &env("dev", None)), "financial-ml-dev");
-        assert_eq!(namespace_name("financial-ml", &env("production", None)), "financial-ml");
-        assert_eq!(namespace_name("financial-ml", &env("dev", Some("fin-sandbox"))), "fin-sandbox");
+        assert_eq!(namespace_name("financial-ml", &env("dev")), "financial-ml-dev");
+        assert_eq!(namespace_name("financial-ml", &env("production")), "financial-ml");
+        assert_eq!(namespace_name("financial-ml", &env("dev").in_namespace("fin-sandbox")), "fin-sandbox");
     }
 
     #[test]
     fn sixty_three_characters_is_the_limit() {
         let name = "t".repeat(59);
-        assert_eq!(plan(&tenant(&name, vec![env("dev", None)])).unwrap()[0].namespace.len(), 63);
-        let err = plan(&tenant(&name, vec![env("test", None)])).unwrap_err();
+        assert_eq!(plan(&tenant(&name, vec![env("dev")])).unwrap()[0].namespace.len(), 63);
+        let err = plan(&tenant(&name, vec![env("test")])).unwrap_err();
         assert!(err.contains("at most 63 characters"), "{err}");
         // production maps to the bare tenant name, so it fits where `-production` would not.
-        assert!(plan(&tenant(&name, vec![env("production", None)])).is_ok());
+        assert!(plan(&tenant(&name, vec![env("production")])).is_ok());
     }
 
     #[test]
@@ -149,9 +140,9 @@ mod tests {
 
     #[test]
     fn collisions_are_refused() {
-        let dup = plan(&tenant("t", vec![env("dev", None), env("dev", None)])).unwrap_err();
+        let dup = plan(&tenant("t", vec![env("dev"), env("dev")])).unwrap_err();
         assert!(dup.contains("declared twice"), "{dup}");
-        let clash = plan(&tenant("t", vec![env("dev", None), env("qa", Some("t-dev"))])).unwrap_err();
+        let clash = plan(&tenant("t", vec![env("dev"), env("qa").in_namespace("t-dev")])).unwrap_err();
         assert!(clash.contains("both map to namespace \"t-dev\""), "{clash}");
     }
 
@@ -172,7 +163,7 @@ mod tests {
 
     #[test]
     fn our_labels_win_over_spec_labels() {
-        let mut e = env("dev", None);
+        let mut e = env("dev");
         e.labels = Some(BTreeMap::from([
             ("pod-security.kubernetes.io/enforce".into(), "restricted".into()),
             (labels::TENANT.into(), "someone-else".into()),

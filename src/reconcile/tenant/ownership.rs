@@ -117,16 +117,7 @@ mod tests {
     use crate::api::MLTenantSpec;
 
     fn tenant() -> MLTenant {
-        let mut t = MLTenant::new(
-            "fin",
-            MLTenantSpec {
-                environments: vec![],
-                secrets: None,
-                secret_readers: None,
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
-            },
-        );
+        let mut t = MLTenant::new("fin", MLTenantSpec::with_environments(&[]));
         t.metadata.uid = Some("uid-fin".into());
         t
     }
