@@ -9,10 +9,10 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use mltenant_operator::api::labels;
+use mltenant_operator::api::limits::Protected;
 use mltenant_operator::auth::Authorizer;
 use mltenant_operator::keyring::KeyRing;
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::reconcile::tenant::environments::Protected;
 use mltenant_operator::{api, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
 
 #[derive(Parser)]

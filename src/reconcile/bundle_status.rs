@@ -11,8 +11,10 @@ use kube::{Api, ResourceExt};
 
 use crate::api::conditions::{DECRYPTABLE, reason};
 use crate::api::{SealedBundle, SealedBundleStatus};
+use crate::reconcile::apply;
 use crate::reconcile::conditions::{self, Observed};
-use crate::reconcile::{Context, Result, apply};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::Result;
 use crate::unseal;
 
 #[tracing::instrument(skip_all, fields(bundle = %sealed.name_any()))]

@@ -1,26 +1,48 @@
 //! What every reconcile shares: the client, the caches, the key ring, the Event recorder, and
 //! the little state kept between reconciles (claim locks, backoff counts, status fingerprints).
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use super::failures::Failures;
 use super::index::Cached;
+use super::rejected;
 use super::watches::Caches;
-use super::{Config, rejected};
 use crate::api::conditions::event;
 use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
+
+/// Settings of the controller process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How often a converged tenant is looked at again without any trigger.
+    pub resync: Duration,
+    /// Label selector limiting which MLTenants this installation handles (sharding).
+    pub tenant_selector: Option<String>,
+    /// Which SealedBundles this installation reports status on. Any bundle can still be
+    /// distributed to the tenants it handles.
+    pub bundle_selector: Selector,
+    /// Name reported on Events (the pod name in a cluster).
+    pub instance: Option<String>,
+    /// Namespaces never touched, whatever a spec says.
+    pub protected: Protected,
+    /// Reconciles run at once per controller: enough to keep the API server busy, few enough
+    /// that a backlog (every tenant at start-up) does not flood it into refusing requests.
+    pub concurrency: u16,
+}
 
 /// What every reconcile shares.
 pub struct Context {
@@ -138,5 +160,23 @@ impl Context {
         if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
             warn!(%error, reason, "could not record event");
         }
+    }
+}
+
+/// Consecutive failed reconciles per object (`controller/name`), for the backoff.
+#[derive(Default)]
+pub struct Failures(std::sync::Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Count a failure of `key`; the count so far.
+    pub(super) fn failed(&self, key: &str) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    pub(super) fn succeeded(&self, key: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 }

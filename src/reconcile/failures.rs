@@ -2,8 +2,7 @@
 //! caught and turned into a failed reconcile of that one object, panics reported without their
 //! message.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt as _;
@@ -12,26 +11,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::warn;
 
-use super::{Context, Error, Result};
+use super::context::Context;
+use super::error::{Error, Result};
 use crate::api::conditions::event;
-
-/// Consecutive failed reconciles per object (`controller/name`), for the backoff.
-#[derive(Default)]
-pub struct Failures(Mutex<HashMap<String, u32>>);
-
-impl Failures {
-    /// Count a failure of `key`; the count so far.
-    fn failed(&self, key: &str) -> u32 {
-        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(key.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    fn succeeded(&self, key: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
-    }
-}
 
 pub fn error_policy(controller: &str, name: &str, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(controller, name, %error, "reconcile failed");

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod bundle_status;
 pub mod conditions;
 mod context;
+mod error;
 mod failures;
 pub mod index;
 pub mod rejected;
@@ -12,19 +13,18 @@ pub mod trim;
 mod watches;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::core::Selector;
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource, ResourceExt};
 use tracing::info;
 
-pub use context::Context;
+pub use context::{Config, Context};
+pub use error::{Error, Result};
 pub use failures::report_panics_without_their_message;
 use failures::{error_policy, guarded};
 use watches::{Watches, tenant_of};
@@ -33,52 +33,6 @@ use crate::api::SealedBundle;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-
-/// Errors of one reconcile. Each maps to a metric label; none carries secret material.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    /// The reconcile panicked. Caught so that one object cannot take the process (and with it
-    /// every tenant) down; the text is where it happened, never the panic's message, which could
-    /// quote data.
-    #[error("the reconcile panicked (a bug; reported, other objects are unaffected)")]
-    Panic,
-    /// Some child objects were refused; the rest was reconciled and the status written.
-    #[error("{count} request(s) refused, first: {first}")]
-    Partial { count: usize, first: String },
-}
-
-impl Error {
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(_) => "kube_api",
-            Error::Panic => "panic",
-            Error::Partial { .. } => "partial",
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Settings of the controller process.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// How often a converged tenant is looked at again without any trigger.
-    pub resync: Duration,
-    /// Label selector limiting which MLTenants this installation handles (sharding).
-    pub tenant_selector: Option<String>,
-    /// Which SealedBundles this installation reports status on. Any bundle can still be
-    /// distributed to the tenants it handles.
-    pub bundle_selector: Selector,
-    /// Name reported on Events (the pod name in a cluster).
-    pub instance: Option<String>,
-    /// Namespaces never touched, whatever a spec says.
-    pub protected: tenant::environments::Protected,
-    /// Reconciles run at once per controller: enough to keep the API server busy, few enough
-    /// that a backlog (every tenant at start-up) does not flood it into refusing requests.
-    pub concurrency: u16,
-}
 
 /// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
 pub async fn run(

@@ -10,15 +10,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 
 use super::Write;
-use super::environments::{Environment, Protected};
+use super::environments::Environment;
 use super::namespaces::owner_reference;
 use super::ownership::{self, Claim};
 use super::secrets::WantedSecret;
 use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::api::{MLTenant, SecretReader};
+use crate::reconcile::apply;
+use crate::reconcile::context::Context;
 use crate::reconcile::index::Cached;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, apply};
 
 /// The Role and RoleBinding for one reader in one namespace, named after the reader.
 #[derive(Clone, Debug, PartialEq)]
@@ -260,22 +262,15 @@ fn revocable<K: Resource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EnvironmentSpec, MLTenantSpec, SecretSpec, ServiceAccountRef};
+    use crate::api::{MLTenantSpec, SecretSpec};
 
     fn tenant(readers: Vec<SecretReader>) -> MLTenant {
         let mut t = MLTenant::new(
             "fin",
             MLTenantSpec {
-                environments: vec![EnvironmentSpec { name: "dev".into(), namespace: None, labels: None }],
-                secrets: Some(vec![SecretSpec {
-                    name: "ml-platform".into(),
-                    bundle: "b".into(),
-                    environment_bundles: None,
-                    environments: None,
-                }]),
+                secrets: Some(vec![SecretSpec::new("ml-platform", "b")]),
                 secret_readers: Some(readers),
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
+                ..MLTenantSpec::with_environments(&["dev"])
             },
         );
         t.metadata.uid = Some("uid".into());
@@ -283,10 +278,8 @@ mod tests {
     }
 
     fn reader(secrets: Option<Vec<&str>>) -> SecretReader {
-        SecretReader {
-            service_account: ServiceAccountRef { namespace: "argowf".into(), name: "argo-workflow".into() },
-            secrets: secrets.map(|s| s.into_iter().map(Into::into).collect()),
-        }
+        let reader = SecretReader::new("argowf", "argo-workflow");
+        secrets.map_or(reader.clone(), |s| reader.secrets(&s))
     }
 
     fn wanted(secret: &str) -> WantedSecret {
@@ -438,7 +431,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn grant_names_never_panic_and_fit(namespace in ".{0,70}", name in ".{0,300}") {
-            let r = SecretReader { service_account: ServiceAccountRef { namespace, name }, secrets: None };
+            let r = SecretReader::new(namespace, name);
             proptest::prop_assert!(grant_name(&r).len() <= 253);
         }
     }

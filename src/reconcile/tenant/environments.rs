@@ -3,7 +3,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::api::labels;
-use crate::api::limits::BUILTIN_PROTECTED_NAMESPACES;
 use crate::api::{EnvironmentSpec, MLTenant};
 use kube::ResourceExt;
 
@@ -17,38 +16,6 @@ pub struct Environment {
     pub namespace: String,
     /// Every label the namespace gets: the spec's extra labels, then ours (ours win).
     pub labels: BTreeMap<String, String>,
-}
-
-/// Namespaces the operator never creates, adopts, labels, writes into or grants on (rule 1 of
-/// the trust boundaries): the built-in ones, the operator's own, and what the installation adds.
-/// An entry ending in `*` protects every namespace with that prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Protected {
-    entries: Vec<String>,
-}
-
-impl Protected {
-    /// The built-in list, `own` (the operator's namespace) and `extra`.
-    pub fn new(own: &str, extra: impl IntoIterator<Item = String>) -> Self {
-        let mut entries: Vec<String> = BUILTIN_PROTECTED_NAMESPACES.iter().map(|n| n.to_string()).collect();
-        entries.push(own.to_owned());
-        entries.extend(extra.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()));
-        entries.sort();
-        entries.dedup();
-        Self { entries }
-    }
-
-    pub fn contains(&self, namespace: &str) -> bool {
-        self.entries.iter().any(|entry| match entry.strip_suffix('*') {
-            Some(prefix) => namespace.starts_with(prefix),
-            None => entry == namespace,
-        })
-    }
-
-    /// The entries, for messages.
-    pub fn list(&self) -> String {
-        self.entries.join(", ")
-    }
 }
 
 /// `production` -> `<tenant>`, others -> `<tenant>-<environment>`, unless the spec names the
@@ -144,21 +111,6 @@ mod tests {
         assert!(dup.contains("declared twice"), "{dup}");
         let clash = plan(&tenant("t", vec![env("dev"), env("qa").in_namespace("t-dev")])).unwrap_err();
         assert!(clash.contains("both map to namespace \"t-dev\""), "{clash}");
-    }
-
-    #[test]
-    fn protected_namespaces() {
-        let protected = Protected::new("mltenant-system", ["openshift-*".to_string(), " ".to_string()]);
-        for ns in ["kube-system", "kube-public", "kube-node-lease", "default", "mltenant-system", "openshift-x"] {
-            assert!(protected.contains(ns), "{ns}");
-        }
-        for ns in ["kube-systemx", "fin-dev", "openshift", "defaults"] {
-            assert!(!protected.contains(ns), "{ns}");
-        }
-        assert_eq!(
-            protected.list(),
-            "default, kube-node-lease, kube-public, kube-system, mltenant-system, openshift-*"
-        );
     }
 
     #[test]

@@ -20,8 +20,9 @@ use serde_json::json;
 use crate::api::MLTenant;
 use crate::api::conditions::reason;
 use crate::api::labels::{self, FIELD_MANAGER};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Error, Result};
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, Error, Result};
 use environments::Environment;
 use namespaces::NamespaceState;
 use secrets::Distribution;
@@ -49,6 +50,7 @@ impl<K> Write<K> {
     }
 }
 
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name_any()))]
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));

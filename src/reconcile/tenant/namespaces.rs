@@ -11,12 +11,14 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
-use super::environments::{Environment, Protected};
+use super::environments::Environment;
 use crate::api::conditions::{event, reason};
 use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::api::{DeletionPolicy, MLTenant};
+use crate::reconcile::apply;
+use crate::reconcile::context::Context;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, apply};
 
 /// Who holds a namespace, from the point of view of one tenant.
 #[derive(Debug, PartialEq, Eq)]
@@ -394,15 +396,8 @@ mod tests {
     /// The tenant `fin` (uid `uid-fin`) with one environment, `dev`, in namespace `namespace`
     /// (`fin-dev` when `None`).
     fn tenant_in(namespace: Option<&str>) -> MLTenant {
-        let environments =
-            vec![EnvironmentSpec { name: "dev".into(), namespace: namespace.map(Into::into), labels: None }];
-        let spec = MLTenantSpec {
-            environments,
-            secrets: None,
-            secret_readers: None,
-            deletion_policy: None,
-            adopt_existing_namespaces: None,
-        };
+        let dev = EnvironmentSpec::named("dev");
+        let spec = MLTenantSpec::new(vec![namespace.map_or(dev.clone(), |ns| dev.in_namespace(ns))]);
         let mut t = MLTenant::new("fin", spec);
         t.metadata.uid = Some("uid-fin".into());
         t

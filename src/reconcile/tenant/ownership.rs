@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::MLTenant;
 use crate::api::labels::{self, FIELD_MANAGER};
-use crate::reconcile::Context;
+use crate::reconcile::context::Context;
 use crate::reconcile::trim::Trim;
 
 /// Who holds a child name, from one tenant's point of view.

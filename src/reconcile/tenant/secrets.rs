@@ -21,9 +21,10 @@ use super::ownership::{self, Claim};
 use crate::api::conditions::{event, reason};
 use crate::api::labels;
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
+use crate::reconcile::apply;
+use crate::reconcile::context::Context;
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::trim::digest;
-use crate::reconcile::{Context, apply};
 use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.

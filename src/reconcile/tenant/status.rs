@@ -9,9 +9,11 @@ use super::namespaces::NamespaceState;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
 use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
+use crate::reconcile::apply;
 use crate::reconcile::conditions::{self, Observed};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::Result;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, Result, apply};
 
 /// Credentials expiring within this window make `CredentialsExpiring` True.
 pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(14 * 24);
