@@ -74,18 +74,18 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written.
-    let mut outcomes: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
+    let mut namespace_states: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
     let mut fresh = BTreeSet::new();
     for env in planned {
         let (state, created) = namespaces::ensure_reported(tenant, &env, ctx).await;
         if created {
             fresh.insert(env.namespace.clone());
         }
-        outcomes.push((env, state));
+        namespace_states.push((env, state));
     }
 
     // Environments removed from spec: apply the deletion policy to their namespaces.
-    let wanted_namespaces: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let wanted_namespaces: BTreeSet<&str> = namespace_states.iter().map(|(e, _)| e.namespace.as_str()).collect();
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut unreleased = Vec::new();
     for ns in namespaces::labelled_for(tenant, ctx) {
@@ -97,7 +97,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
 
     let ready: Vec<&Environment> =
-        outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
+        namespace_states.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
     let distribution = secrets::sync(tenant, &ready, &fresh, ctx).await;
     let present: Vec<&secrets::WantedSecret> =
         distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
@@ -106,12 +106,12 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
     let pending =
-        outcomes.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
+        namespace_states.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
             || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
-    let observed = status::observe(&outcomes, &unreleased, &distribution, &granted, now.0);
-    status::write(tenant, status::build(tenant, &observed, &outcomes, &distribution, &now), ctx).await?;
+    let observed = status::observe(&namespace_states, &unreleased, &distribution, &granted, now.0);
+    status::write(tenant, status::build(tenant, &observed, &namespace_states, &distribution, &now), ctx).await?;
 
-    let refused: Vec<&Rejected> = outcomes
+    let refused: Vec<&Rejected> = namespace_states
         .iter()
         .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r) } else { None })
         .chain(&unreleased)
