@@ -72,7 +72,7 @@ struct ControllerArgs {
     #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
     lease_duration: Duration,
     /// Reconciles run at once, per controller (tenants, bundles).
-    #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
     /// Serve /metrics only to callers whose token passes a TokenReview and who may `get` the
     /// non-resource URL /metrics (as kube-rbac-proxy does).
