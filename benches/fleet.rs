@@ -27,13 +27,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use mltenant_operator::api::labels::{self, FIELD_MANAGER};
+use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
 use mltenant_operator::api::{MLTenant, SealedBundle};
-use mltenant_operator::bundle::{self, cache::DecryptCache};
 use mltenant_operator::crypto::SealingKey;
-use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
-use mltenant_operator::labels::{self, FIELD_MANAGER};
 use mltenant_operator::reconcile::apply::apply;
 use mltenant_operator::reconcile::tenant::{access, environments, namespaces, secrets};
+use mltenant_operator::unseal::{self, cache::DecryptCache};
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -222,8 +222,8 @@ fn desired_for(
         for w in &wanted {
             let bundle =
                 bundles.get(&w.bundle).with_context(|| format!("no SealedBundle {} in the manifests", w.bundle))?;
-            let label = bundle::consumer_label(bundle, &tenant.name_any(), tenant.labels(), &w.environment)?;
-            let opened = bundle::open(bundle, &label, keys, cache)?;
+            let label = unseal::consumer_label(bundle, &tenant.name_any(), tenant.labels(), &w.environment)?;
+            let opened = unseal::open(bundle, &label, keys, cache)?;
             here.push(secrets::desired(tenant, w, bundle, &opened));
         }
         // Every wanted Secret is written here, so every one is granted.
@@ -599,7 +599,7 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<()> {
         let bundle_api: Api<SealedBundle> = Api::all(client.clone());
         let mut bundles = BTreeSet::new();
         for tenant in &tenants {
-            bundles.extend(secrets::referenced_bundles(tenant).into_iter().map(str::to_owned));
+            bundles.extend(tenant.spec.referenced_bundles().into_iter().map(str::to_owned));
             let name = tenant.name_any();
             let unfinalized = json!({"apiVersion": MLTenant::api_version(&()), "kind": MLTenant::kind(&()), "metadata": {"name": name}});
             tenant_api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(unfinalized)).await?;

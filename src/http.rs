@@ -19,7 +19,7 @@ use crate::api::SealedBundle;
 use crate::auth::{self, Authorizer, Decision, Permission};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
-use crate::reconcile::Readiness;
+use crate::readiness::Readiness;
 
 /// Largest request body `/v1/verify` and `/v1/rotate` take: a bundle is an API object, which
 /// etcd caps at 1.5 MiB.

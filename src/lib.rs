@@ -3,15 +3,16 @@
 
 pub mod api;
 pub mod auth;
-pub mod bundle;
 pub mod cli;
 pub mod client;
 pub mod crypto;
 pub mod http;
 pub mod keyring;
-pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod readiness;
 pub mod reconcile;
+pub mod sealing_keys;
 pub mod telemetry;
 pub mod text;
+pub mod unseal;

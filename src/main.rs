@@ -8,11 +8,12 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
+use mltenant_operator::api::labels;
+use mltenant_operator::api::limits::Protected;
 use mltenant_operator::auth::Authorizer;
-use mltenant_operator::keyring::{self, KeyRing};
+use mltenant_operator::keyring::KeyRing;
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::reconcile::tenant::environments::Protected;
-use mltenant_operator::{api, cli, http, labels, leader, reconcile, telemetry};
+use mltenant_operator::{api, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -71,7 +72,7 @@ struct ControllerArgs {
     #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
     lease_duration: Duration,
     /// Reconciles run at once, per controller (tenants, bundles).
-    #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 16)]
+    #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 32)]
     concurrency: u16,
     /// Serve /metrics only to callers whose token passes a TokenReview and who may `get` the
     /// non-resource URL /metrics (as kube-rbac-proxy does).
@@ -142,11 +143,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let client = mltenant_operator::client::build(kube_config, leadership.clone(), metrics.clone())
         .context("building the Kubernetes client")?;
 
-    let readiness = Arc::new(reconcile::Readiness::default());
+    let readiness = Arc::new(readiness::Readiness::default());
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
     let election = leader::run(lease_client.clone(), lease_config.clone(), leadership, leading_tx);
-    let key_config = keyring::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
-    let sealing_keys = keyring::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
+    let key_config = sealing_keys::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
+    let sealing_keys = sealing_keys::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
     let served = http::Served {
         metrics: metrics.clone(),
         readiness: readiness.clone(),

@@ -2,7 +2,6 @@
 //! time from the caches of the current leadership term, so nothing that is gone (or that this
 //! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
@@ -15,10 +14,9 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
+use crate::api::conditions::{DECRYPTABLE, TRUE};
 use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
-use crate::reconcile::Error;
-use crate::reconcile::bundle::DECRYPTABLE;
 
 pub struct Metrics {
     registry: Registry,
@@ -144,11 +142,11 @@ impl Metrics {
     }
 
     /// Time `reconcile` and count its outcome.
-    pub async fn time_reconcile<T>(
+    pub async fn time_reconcile<T, E>(
         &self,
         controller: &str,
-        reconcile: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
+        reconcile: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let timer = self.reconcile_duration.with_label_values(&[controller]).start_timer();
         let result = reconcile.await;
         timer.observe_duration();
@@ -158,8 +156,9 @@ impl Metrics {
         result
     }
 
-    pub fn reconcile_failed(&self, controller: &str, error: &Error) {
-        self.reconciles.with_label_values(&[controller, error.metric_label()]).inc();
+    /// Count a failed reconcile; `result` is the error's metric label (a closed set).
+    pub fn reconcile_failed(&self, controller: &str, result: &str) {
+        self.reconciles.with_label_values(&[controller, result]).inc();
     }
 
     /// Count one request to the Kubernetes API.
@@ -190,7 +189,7 @@ impl Metrics {
         let tenants = src.tenants.state();
         let exists = |tenant: &str| tenants.iter().find(|t| t.name_any() == tenant);
         for series in label_values(&self.decryption_failures, &["tenant", "bundle", "reason"]) {
-            if exists(&series[0]).is_none_or(|t| !referenced_bundles(t).contains(series[1].as_str())) {
+            if exists(&series[0]).is_none_or(|t| !t.spec.referenced_bundles().contains(series[1].as_str())) {
                 let _ = self.decryption_failures.remove_label_values(&series);
             }
         }
@@ -229,10 +228,6 @@ impl Drop for Watching {
 }
 
 /// The bundles a tenant's spec names (the failure counter's `bundle` values it may keep).
-fn referenced_bundles(tenant: &MLTenant) -> BTreeSet<&str> {
-    crate::reconcile::tenant::secrets::referenced_bundles(tenant)
-}
-
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -338,7 +333,7 @@ impl Collector for StateGauges {
             }
             for bundle in src.bundles.state().iter().filter(|b| src.reports_on.matches(b.labels())) {
                 let Some(status) = &bundle.status else { continue };
-                let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == "True");
+                let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
                 decryptable.with_label_values(&[bundle.name_any().as_str()]).set(if ok { 1.0 } else { 0.0 });
                 if let Some(fingerprint) = &status.key_fingerprint {
                     by_key.with_label_values(&[fingerprint.as_str()]).inc();

@@ -76,6 +76,25 @@ pub struct SealedBundleSpec {
     pub encrypted_data: BTreeMap<String, String>,
 }
 
+impl SealedBundleSpec {
+    /// A bundle of `scope` with `encrypted_data`, every optional field unset except the
+    /// `tenantSelector` Cluster scope requires, which allows every tenant (`{}`). Tenant and
+    /// Environment scope still need `tenant` (and `environment`): set them with
+    /// `SealedBundleSpec { tenant: ..., ..SealedBundleSpec::new(scope, data) }`.
+    pub fn new(scope: BundleScope, encrypted_data: BTreeMap<String, String>) -> Self {
+        SealedBundleSpec {
+            scope,
+            tenant: None,
+            environment: None,
+            tenant_selector: (scope == BundleScope::Cluster).then(LabelSelector::default),
+            type_: None,
+            template: None,
+            expires_at: None,
+            encrypted_data,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
 pub enum BundleScope {
     Cluster,

@@ -80,6 +80,38 @@ pub fn reserved_key_message() -> String {
     )
 }
 
+/// Namespaces the operator never creates, adopts, labels, writes into or grants on (rule 1 of
+/// the trust boundaries): the built-in ones, the operator's own, and what the installation adds.
+/// An entry ending in `*` protects every namespace with that prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protected {
+    entries: Vec<String>,
+}
+
+impl Protected {
+    /// The built-in list, `own` (the operator's namespace) and `extra`.
+    pub fn new(own: &str, extra: impl IntoIterator<Item = String>) -> Self {
+        let mut entries: Vec<String> = BUILTIN_PROTECTED_NAMESPACES.iter().map(|n| n.to_string()).collect();
+        entries.push(own.to_owned());
+        entries.extend(extra.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()));
+        entries.sort();
+        entries.dedup();
+        Self { entries }
+    }
+
+    pub fn contains(&self, namespace: &str) -> bool {
+        self.entries.iter().any(|entry| match entry.strip_suffix('*') {
+            Some(prefix) => namespace.starts_with(prefix),
+            None => entry == namespace,
+        })
+    }
+
+    /// The entries, for messages.
+    pub fn list(&self) -> String {
+        self.entries.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +160,20 @@ mod tests {
         assert!(SECRET_TYPES.contains(&"kubernetes.io/tls"));
         assert!(!SECRET_TYPES.contains(&"kubernetes.io/service-account-token"));
         assert!(secret_type_rule().starts_with("self in ['Opaque', "));
+    }
+
+    #[test]
+    fn protected_namespaces() {
+        let protected = Protected::new("mltenant-system", ["openshift-*".to_string(), " ".to_string()]);
+        for ns in ["kube-system", "kube-public", "kube-node-lease", "default", "mltenant-system", "openshift-x"] {
+            assert!(protected.contains(ns), "{ns}");
+        }
+        for ns in ["kube-systemx", "fin-dev", "openshift", "defaults"] {
+            assert!(!protected.contains(ns), "{ns}");
+        }
+        assert_eq!(
+            protected.list(),
+            "default, kube-node-lease, kube-public, kube-system, mltenant-system, openshift-*"
+        );
     }
 }

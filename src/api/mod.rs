@@ -2,6 +2,8 @@
 //! in `crds/` (`mltenant crds` prints them, a test diffs them).
 
 mod bundle;
+pub mod conditions;
+pub mod labels;
 pub mod limits;
 mod tenant;
 

@@ -205,3 +205,75 @@ pub struct SecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
+
+impl MLTenantSpec {
+    /// A spec of `environments` only, every optional field unset (no secrets, no readers, the
+    /// default policies). Tests and benches build specs with these constructors (and those of
+    /// the parts: `EnvironmentSpec::named`, `SecretSpec::new`, `SecretReader::new`), so a new
+    /// optional field touches only them.
+    pub fn new(environments: Vec<EnvironmentSpec>) -> Self {
+        MLTenantSpec {
+            environments,
+            secrets: None,
+            secret_readers: None,
+            deletion_policy: None,
+            adopt_existing_namespaces: None,
+        }
+    }
+
+    /// Like `new`, with environments of these names in their computed namespaces.
+    pub fn with_environments(names: &[&str]) -> Self {
+        Self::new(names.iter().copied().map(EnvironmentSpec::named).collect())
+    }
+
+    /// The names of the SealedBundles this spec distributes (a bundle change concerns exactly
+    /// the tenants whose spec names it).
+    pub fn referenced_bundles(&self) -> std::collections::BTreeSet<&str> {
+        let specs = self.secrets.iter().flatten();
+        specs
+            .flat_map(|s| {
+                std::iter::once(s.bundle.as_str())
+                    .chain(s.environment_bundles.iter().flat_map(|m| m.values().map(String::as_str)))
+            })
+            .collect()
+    }
+}
+
+impl EnvironmentSpec {
+    /// Environment `name` in its computed namespace, without extra labels.
+    pub fn named(name: &str) -> Self {
+        EnvironmentSpec { name: name.to_owned(), namespace: None, labels: None }
+    }
+
+    /// The environment in the explicit namespace `namespace`.
+    pub fn in_namespace(self, namespace: &str) -> Self {
+        EnvironmentSpec { namespace: Some(namespace.to_owned()), ..self }
+    }
+}
+
+impl SecretSpec {
+    /// Secret `name` from SealedBundle `bundle`, in every environment, without overrides.
+    pub fn new(name: impl Into<String>, bundle: impl Into<String>) -> Self {
+        SecretSpec { name: name.into(), bundle: bundle.into(), environment_bundles: None, environments: None }
+    }
+
+    /// The secret only in `environments`.
+    pub fn environments(self, environments: &[&str]) -> Self {
+        SecretSpec { environments: Some(environments.iter().map(|&e| e.to_owned()).collect()), ..self }
+    }
+}
+
+impl SecretReader {
+    /// ServiceAccount `namespace/name` may `get` every secret of the tenant.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        SecretReader {
+            service_account: ServiceAccountRef { namespace: namespace.into(), name: name.into() },
+            secrets: None,
+        }
+    }
+
+    /// The reader may `get` only `secrets`.
+    pub fn secrets(self, secrets: &[&str]) -> Self {
+        SecretReader { secrets: Some(secrets.iter().map(|&s| s.to_owned()).collect()), ..self }
+    }
+}

@@ -173,13 +173,13 @@ fn check_for_type(
     values: &BTreeMap<String, Zeroizing<Vec<u8>>>,
     complete: bool,
 ) -> anyhow::Result<()> {
-    if let Err(refusal) = crate::bundle::payload::check_claims(bundle) {
+    if let Err(refusal) = crate::unseal::payload::check_claims(bundle) {
         let failure =
-            crate::bundle::Failure::Refused { bundle: bundle.metadata.name.clone().unwrap_or_default(), refusal };
+            crate::unseal::Failure::Refused { bundle: bundle.metadata.name.clone().unwrap_or_default(), refusal };
         bail!("{failure}");
     }
-    let type_ = crate::bundle::payload::secret_type(bundle);
-    if complete && let Err((key, problem)) = crate::bundle::payload::check_values(type_, values) {
+    let type_ = crate::unseal::payload::secret_type(bundle);
+    if complete && let Err((key, problem)) = crate::unseal::payload::check_values(type_, values) {
         bail!("type {type_}: key {key} {problem}");
     }
     Ok(())
@@ -209,14 +209,10 @@ fn new_bundle(args: &Args) -> anyhow::Result<SealedBundle> {
     Ok(SealedBundle::new(
         &name,
         SealedBundleSpec {
-            scope,
             tenant: args.tenant.clone(),
             environment: args.environment.clone(),
             tenant_selector: selector,
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: BTreeMap::new(),
+            ..SealedBundleSpec::new(scope, BTreeMap::new())
         },
     ))
 }

@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::labels::{APPLIED, FIELD_MANAGER};
+use crate::api::labels::{APPLIED, FIELD_MANAGER};
 
 /// Apply `desired` (a complete statement of the fields the operator owns on that object).
 /// `force` takes over fields last written by someone editing the object by hand: the operator

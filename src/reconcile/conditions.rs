@@ -3,6 +3,8 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::api::conditions::{FALSE, TRUE};
+
 /// A condition as computed by a reconcile, before transition times are merged in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
@@ -27,7 +29,7 @@ pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i
     observed
         .iter()
         .map(|o| {
-            let status = if o.ok { "True" } else { "False" };
+            let status = if o.ok { TRUE } else { FALSE };
             let last = previous
                 .iter()
                 .find(|p| p.type_ == o.type_ && p.status == status)

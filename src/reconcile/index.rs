@@ -9,7 +9,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::labels;
+use crate::api::labels;
 
 /// (namespace, name) of a cached object; no namespace for cluster-scoped ones.
 type Key = (Option<String>, String);

@@ -5,9 +5,9 @@
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams};
-use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec, ServiceAccountRef};
+use mltenant_operator::api::labels;
+use mltenant_operator::api::{BundleScope, SecretReader, SecretSpec};
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 
 use crate::harness::*;
 
@@ -22,28 +22,19 @@ async fn readers_may_get_exactly_the_granted_secrets() {
         let data = sealed(&cert, BundleScope::Tenant, t, "", &[("K", b"v")]);
         create_bundle(&client, &bundle(&b, BundleScope::Tenant, Some(t), None, data)).await;
     }
-    let secret = |n: &str, b: String, envs: Option<Vec<String>>| SecretSpec {
-        name: n.into(),
-        bundle: b,
-        environment_bundles: None,
-        environments: envs,
-    };
     let argo = ("argowf", "argo-workflow");
-    let reader = |sa: (&str, &str), secrets: Option<Vec<&str>>| SecretReader {
-        service_account: ServiceAccountRef { namespace: sa.0.into(), name: sa.1.into() },
-        secrets: secrets.map(|s| s.into_iter().map(Into::into).collect()),
-    };
 
     let mut t = tenant(&name, &op.run_id, &["dev", "production"]);
     t.spec.secrets = Some(vec![
-        secret("ml-platform", format!("{name}-b"), None),
-        secret("ghcr", format!("{name}-b"), Some(vec!["production".into()])),
+        SecretSpec::new("ml-platform", format!("{name}-b")),
+        SecretSpec::new("ghcr", format!("{name}-b")).environments(&["production"]),
     ]);
-    t.spec.secret_readers = Some(vec![reader(argo, None), reader(("argowf", "pull-only"), Some(vec!["ghcr"]))]);
+    t.spec.secret_readers =
+        Some(vec![SecretReader::new(argo.0, argo.1), SecretReader::new("argowf", "pull-only").secrets(&["ghcr"])]);
     create_tenant(&client, &t).await;
     // A neighbouring tenant with its own Secret and no readers.
     let mut n = tenant(&other, &op.run_id, &["dev"]);
-    n.spec.secrets = Some(vec![secret("ml-platform", format!("{other}-b"), None)]);
+    n.spec.secrets = Some(vec![SecretSpec::new("ml-platform", format!("{other}-b"))]);
     create_tenant(&client, &n).await;
     wait_condition(&client, &name, "AccessGranted", "True", None).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
@@ -74,8 +65,10 @@ async fn readers_may_get_exactly_the_granted_secrets() {
     assert!(may(&client, argo, "get", &dev, Some("ml-platform")).await);
 
     // Reader removed from spec: access gone.
-    update_spec(&client, &name, |s| s.secret_readers = Some(vec![reader(("argowf", "pull-only"), Some(vec!["ghcr"]))]))
-        .await;
+    update_spec(&client, &name, |s| {
+        s.secret_readers = Some(vec![SecretReader::new("argowf", "pull-only").secrets(&["ghcr"])])
+    })
+    .await;
     wait_for("argo-workflow's access to be revoked", TIMEOUT, || async {
         (!may(&client, argo, "get", &dev, Some("ml-platform")).await
             && !may(&client, argo, "get", &prod, Some("ghcr")).await)

@@ -122,15 +122,9 @@ async fn seal_commit_and_distribute() {
         Api::<SealedBundle>::all(client.clone()).create(&PostParams::default(), &bundle).await.unwrap();
     }
     let mut t = tenant(&name, &op.run_id, &["dev", "production"]);
-    let spec = |secret: &str, bundle: String, envs: Option<Vec<String>>| SecretSpec {
-        name: secret.into(),
-        bundle,
-        environment_bundles: None,
-        environments: envs,
-    };
     t.spec.secrets = Some(vec![
-        spec("ml-platform", format!("{name}-platform"), None),
-        spec("ghcr", format!("{name}-ghcr"), Some(vec!["production".into()])),
+        SecretSpec::new("ml-platform", format!("{name}-platform")),
+        SecretSpec::new("ghcr", format!("{name}-ghcr")).environments(&["production"]),
     ]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "True", None).await;

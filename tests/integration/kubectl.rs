@@ -148,12 +148,6 @@ async fn kubectl_get_shows_ready_reason_and_bundle_state_on_converged_and_failin
     let label = |b: &mut mltenant_operator::api::SealedBundle| {
         b.metadata.labels = Some([(TEST_LABEL.to_string(), op.run_id.clone())].into());
     };
-    let secret = |n: &str, b: &str| SecretSpec {
-        name: n.into(),
-        bundle: b.into(),
-        environment_bundles: None,
-        environments: None,
-    };
 
     let good = unique("columns-ok");
     let expires = "2031-01-01T00:00:00Z";
@@ -168,7 +162,7 @@ async fn kubectl_get_shows_ready_reason_and_bundle_state_on_converged_and_failin
     label(&mut b);
     create_bundle(&client, &b).await;
     let mut t = tenant(&good, &op.run_id, &["dev", "production"]);
-    t.spec.secrets = Some(vec![secret("ml-platform", &good)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &good)]);
     create_tenant(&client, &t).await;
 
     let bad = unique("columns-bad");
@@ -183,7 +177,7 @@ async fn kubectl_get_shows_ready_reason_and_bundle_state_on_converged_and_failin
     label(&mut b);
     create_bundle(&client, &b).await;
     let mut t = tenant(&bad, &op.run_id, &["dev"]);
-    t.spec.secrets = Some(vec![secret("ml-platform", &bad)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &bad)]);
     create_tenant(&client, &t).await;
 
     wait_condition(&client, &good, "Ready", "True", None).await;

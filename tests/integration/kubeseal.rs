@@ -6,10 +6,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
-use kube::api::PostParams;
-use mltenant_operator::api::{BundleScope, SealedBundle, SealedBundleSpec, SecretSpec};
+use mltenant_operator::api::{BundleScope, SecretSpec};
 
 use crate::harness::*;
 
@@ -48,26 +46,13 @@ async fn values_sealed_by_kubeseal_are_distributed_byte_for_byte() {
     let mut secrets = Vec::new();
     for (suffix, scope, args) in &cases {
         let bundle_name = format!("{name}-{suffix}");
-        let spec = SealedBundleSpec {
-            scope: *scope,
-            tenant: (*scope != BundleScope::Cluster).then(|| name.clone()),
-            environment: (*scope == BundleScope::Environment).then(|| "production".to_owned()),
-            tenant_selector: (*scope == BundleScope::Cluster).then(LabelSelector::default),
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: BTreeMap::from([("value".to_owned(), kubeseal(&cert, &value, args))]),
-        };
-        Api::<SealedBundle>::all(client.clone())
-            .create(&PostParams::default(), &SealedBundle::new(&bundle_name, spec))
-            .await
-            .unwrap();
-        let environments = (*scope == BundleScope::Environment).then(|| vec!["production".to_owned()]);
+        let tenant_name = (*scope != BundleScope::Cluster).then_some(name.as_str());
+        let environment = (*scope == BundleScope::Environment).then_some("production");
+        let data = BTreeMap::from([("value".to_owned(), kubeseal(&cert, &value, args))]);
+        create_bundle(&client, &bundle(&bundle_name, *scope, tenant_name, environment, data)).await;
         secrets.push(SecretSpec {
-            name: format!("from-{suffix}"),
-            bundle: bundle_name,
-            environment_bundles: None,
-            environments,
+            environments: environment.map(|e| vec![e.to_owned()]),
+            ..SecretSpec::new(format!("from-{suffix}"), bundle_name)
         });
     }
     let mut t = tenant(&name, &op.run_id, &["dev", "production"]);

@@ -140,14 +140,7 @@ async fn a_frozen_leader_writes_nothing_when_it_wakes_and_metrics_follow_the_ter
     })
     .await;
     // Work the frozen replica will find queued when it wakes: a spec change and a deletion.
-    update_spec(&client, &kept, |s| {
-        s.environments.push(mltenant_operator::api::EnvironmentSpec {
-            name: "qa".into(),
-            namespace: None,
-            labels: None,
-        })
-    })
-    .await;
+    update_spec(&client, &kept, |s| s.environments.push(mltenant_operator::api::EnvironmentSpec::named("qa"))).await;
     delete_tenant(&client, &gone).await;
     wait_tenant_gone(&client, &gone).await;
     wait_condition(&client, &kept, "Ready", "True", None).await;

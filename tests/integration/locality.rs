@@ -8,9 +8,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
-use mltenant_operator::api::{BundleScope, EnvironmentSpec, SecretReader, SecretSpec, ServiceAccountRef};
+use mltenant_operator::api::labels;
+use mltenant_operator::api::{BundleScope, EnvironmentSpec, SecretReader, SecretSpec};
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;
@@ -69,21 +69,12 @@ async fn a_refused_namespace_and_secret_leave_the_rest_of_the_tenant_converged()
     let b = unique("local-b");
     let data = sealed(&cert, BundleScope::Tenant, &name, "", &[("K", b"v")]);
     create_bundle(&client, &bundle(&b, BundleScope::Tenant, Some(&name), None, data)).await;
-    let secret =
-        |n: &str| SecretSpec { name: n.into(), bundle: b.clone(), environment_bundles: None, environments: None };
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     let refused_ns = format!("{prefix}-ns");
-    t.spec.environments.push(EnvironmentSpec {
-        name: "blocked".into(),
-        namespace: Some(refused_ns.clone()),
-        labels: None,
-    });
+    t.spec.environments.push(EnvironmentSpec::named("blocked").in_namespace(&refused_ns));
     // The refused Secret comes first: the one after it must still be written.
-    t.spec.secrets = Some(vec![secret(&format!("{prefix}-secret")), secret("good")]);
-    t.spec.secret_readers = Some(vec![SecretReader {
-        service_account: ServiceAccountRef { namespace: "argowf".into(), name: "argo-workflow".into() },
-        secrets: None,
-    }]);
+    t.spec.secrets = Some(vec![SecretSpec::new(format!("{prefix}-secret"), &b), SecretSpec::new("good", &b)]);
+    t.spec.secret_readers = Some(vec![SecretReader::new("argowf", "argo-workflow")]);
     create_tenant(&client, &t).await;
 
     let dev = format!("{name}-dev");

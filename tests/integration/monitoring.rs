@@ -16,10 +16,6 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn secret(name: &str, bundle: &str) -> SecretSpec {
-    SecretSpec { name: name.into(), bundle: bundle.into(), environment_bundles: None, environments: None }
-}
-
 fn days_from_now(days: i64) -> Time {
     Time(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * days))
 }
@@ -81,7 +77,7 @@ async fn a_bundle_that_stops_decrypting_drives_both_decryption_alerts_to_pending
     let name = unique("undecryptable");
     labelled_bundle(&client, &op, &cert, &name, &name, None).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
-    t.spec.secrets = Some(vec![secret("ml-platform", &name)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &name)]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
 
@@ -114,7 +110,7 @@ async fn credentials_expiring_in_two_days_drive_the_critical_expiry_alert_only()
     let name = unique("expiring");
     labelled_bundle(&client, &op, &cert, &name, &name, Some(days_from_now(2))).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
-    t.spec.secrets = Some(vec![secret("ml-platform", &name)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &name)]);
     create_tenant(&client, &t).await;
     wait_secret(&client, &format!("{name}-dev"), "ml-platform").await;
 
@@ -140,7 +136,7 @@ async fn a_converged_fleet_has_no_pending_alert() {
         let name = unique("calm");
         labelled_bundle(&client, &op, &cert, &name, &name, Some(days_from_now(90))).await;
         let mut t = tenant(&name, &op.run_id, &["dev", "production"]);
-        t.spec.secrets = Some(vec![secret("ml-platform", &name)]);
+        t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &name)]);
         create_tenant(&client, &t).await;
         names.push(name);
     }
@@ -212,9 +208,9 @@ async fn every_dashboard_panel_query_returns_data_from_prometheus() {
     create_bundle(&client, &b).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     t.spec.secrets = Some(vec![
-        secret("ml-platform", &name),
-        secret("registry", &broken),
-        secret("missing", &format!("{name}-absent")),
+        SecretSpec::new("ml-platform", &name),
+        SecretSpec::new("registry", &broken),
+        SecretSpec::new("missing", format!("{name}-absent")),
     ]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "False", None).await;

@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, MLTenant, SealedBundle, SealedBundleSpec, SecretSpec};
 use mltenant_operator::crypto::{self, Certificate};
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;
@@ -39,10 +39,6 @@ async fn wait_value(client: &Client, namespace: &str, name: &str, key: &str, wan
         secret(client, namespace, name).await.filter(|s| value(s, key) == want)
     })
     .await
-}
-
-fn secret_spec(name: &str, bundle: &str) -> SecretSpec {
-    SecretSpec { name: name.into(), bundle: bundle.into(), environment_bundles: None, environments: None }
 }
 
 /// A running operator, its served certificate, and a tenant `name` with `envs`.
@@ -98,7 +94,7 @@ async fn bundles_become_secrets_in_every_environment() {
     platform_bundle.spec.expires_at = Some(Time(expires));
     platform_bundle.spec.template = Some(mltenant_operator::api::SecretTemplate {
         labels: Some([("team".into(), "fin".into())].into()),
-        annotations: None,
+        ..Default::default()
     });
     create_bundle(&f.client, &platform_bundle).await;
     let docker = br#"{"auths":{"ghcr.io":{"auth":"eDp5"}}}"#;
@@ -111,9 +107,8 @@ async fn bundles_become_secrets_in_every_environment() {
     );
     ghcr_bundle.spec.type_ = Some("kubernetes.io/dockerconfigjson".into());
     create_bundle(&f.client, &ghcr_bundle).await;
-    let mut ghcr_spec = secret_spec("ghcr", &ghcr);
-    ghcr_spec.environments = Some(vec!["production".into()]);
-    let t = f.tenant(&["dev", "production"], vec![secret_spec("ml-platform", &platform), ghcr_spec]).await;
+    let ghcr_spec = SecretSpec::new("ghcr", &ghcr).environments(&["production"]);
+    let t = f.tenant(&["dev", "production"], vec![SecretSpec::new("ml-platform", &platform), ghcr_spec]).await;
 
     wait_condition(&f.client, &f.name, "SecretsSynced", "True", Some("Synced")).await;
     wait_condition(&f.client, &f.name, "Ready", "True", None).await;
@@ -169,7 +164,7 @@ async fn resealing_propagates_and_drift_is_reverted() {
     let f = Fixture::new("rotate").await;
     let b = unique("creds");
     f.tenant_bundle(&b, &[("TOKEN", b"one")]).await;
-    f.tenant(&["dev", "staging"], vec![secret_spec("ml-platform", &b)]).await;
+    f.tenant(&["dev", "staging"], vec![SecretSpec::new("ml-platform", &b)]).await;
     for env in ["dev", "staging"] {
         wait_value(&f.client, &f.ns(env), "ml-platform", "TOKEN", b"one").await;
     }
@@ -205,7 +200,7 @@ async fn resealing_propagates_and_drift_is_reverted() {
 async fn a_missing_bundle_is_reported_and_picked_up_when_it_appears() {
     let f = Fixture::new("missing").await;
     let b = unique("later");
-    f.tenant(&["dev"], vec![secret_spec("ml-platform", &b)]).await;
+    f.tenant(&["dev"], vec![SecretSpec::new("ml-platform", &b)]).await;
     let message = wait_condition(&f.client, &f.name, "SecretsSynced", "False", Some("BundleNotFound")).await;
     assert!(message.contains(&format!("SealedBundle {b} not found")), "{message}");
     assert!(
@@ -230,7 +225,7 @@ async fn bad_input(
     let f = Fixture::new(prefix).await;
     let b = unique("bundle");
     f.tenant_bundle(&b, &[("A_KEY", b"good-a"), ("B_KEY", b"good-b")]).await;
-    f.tenant(&["dev"], vec![secret_spec("ml-platform", &b)]).await;
+    f.tenant(&["dev"], vec![SecretSpec::new("ml-platform", &b)]).await;
     let before = wait_value(&f.client, &f.ns("dev"), "ml-platform", "A_KEY", b"good-a").await;
 
     spoil(&f, &b).await;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SecretSpec};
-use mltenant_operator::labels;
 use serde_json::json;
 
 use crate::harness::*;
@@ -100,10 +100,7 @@ async fn adding_an_environment_creates_its_namespace() {
     let (client, _op, t) = tenant_with_operator("add", &["dev"], |_| {}).await;
     let name = t.name_any();
     wait_condition(&client, &name, "Ready", "True", None).await;
-    update_spec(&client, &name, |s| {
-        s.environments.push(EnvironmentSpec { name: "qa".into(), namespace: None, labels: None })
-    })
-    .await;
+    update_spec(&client, &name, |s| s.environments.push(EnvironmentSpec::named("qa"))).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
     let qa = format!("{name}-qa");
     assert!(has_our_labels(&get_namespace(&client, &qa).await.unwrap(), &name, "qa"));
@@ -331,7 +328,7 @@ async fn operator_restarted_mid_way_converges_without_duplicates_or_losses() {
     // While no operator runs, the spec changes: staging goes, qa comes.
     update_spec(&client, &name, |s| {
         s.environments.retain(|e| e.name != "staging");
-        s.environments.push(EnvironmentSpec { name: "qa".into(), namespace: None, labels: None });
+        s.environments.push(EnvironmentSpec::named("qa"));
     })
     .await;
     let _op = Operator::start(&run).await;
@@ -375,12 +372,7 @@ async fn resync_of_converged_secrets_makes_no_writes_and_no_decryption() {
     let data = sealed(&cert, BundleScope::Tenant, &name, "", &[("K", b"v")]);
     create_bundle(&client, &bundle(&name, BundleScope::Tenant, Some(&name), None, data)).await;
     let mut t = tenant(&name, &op.run_id, &["dev", "staging", "production"]);
-    t.spec.secrets = Some(vec![SecretSpec {
-        name: "ml-platform".into(),
-        bundle: name.clone(),
-        environment_bundles: None,
-        environments: None,
-    }]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &name)]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "SecretsSynced", "True", None).await;
 

@@ -11,22 +11,18 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::Role;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
 use mltenant_operator::api::{
-    BundleScope, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, SecretTemplate, ServiceAccountRef,
+    BundleScope, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, SecretTemplate,
 };
 use mltenant_operator::crypto::Certificate;
-use mltenant_operator::labels;
 
 use crate::harness::*;
 
 const ARGO: (&str, &str) = ("argowf", "argo-workflow");
 
 fn argo_reader() -> SecretReader {
-    SecretReader { service_account: ServiceAccountRef { namespace: ARGO.0.into(), name: ARGO.1.into() }, secrets: None }
-}
-
-fn secret_spec(name: &str, bundle: &str) -> SecretSpec {
-    SecretSpec { name: name.into(), bundle: bundle.into(), environment_bundles: None, environments: None }
+    SecretReader::new(ARGO.0, ARGO.1)
 }
 
 /// An operator for this test, its certificate, and a Tenant-scope bundle for `tenant`.
@@ -85,12 +81,8 @@ async fn an_environment_in_the_operators_own_namespace_gets_nothing_and_the_seal
     // The attack: an environment pointed at the operator's namespace, a Secret named like the
     // sealing key (so a reader Role would name it), and a reader.
     let mut t = tenant(&name, &op.run_id, &["dev"]);
-    t.spec.environments.push(EnvironmentSpec {
-        name: "ops".into(),
-        namespace: Some("mltenant-system".into()),
-        labels: None,
-    });
-    t.spec.secrets = Some(vec![secret_spec(&key_name, &b)]);
+    t.spec.environments.push(EnvironmentSpec::named("ops").in_namespace("mltenant-system"));
+    t.spec.secrets = Some(vec![SecretSpec::new(&key_name, &b)]);
     t.spec.secret_readers = Some(vec![argo_reader()]);
     create_tenant(&client, &t).await;
 
@@ -149,7 +141,7 @@ async fn a_namespace_protected_by_flag_is_never_adopted_or_written() {
     let mut t = tenant(&name, &op.run_id, &["db"]);
     t.spec.environments[0].namespace = Some(target.clone());
     t.spec.adopt_existing_namespaces = Some(true);
-    t.spec.secrets = Some(vec![secret_spec("db-password", &b)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("db-password", &b)]);
     t.spec.secret_readers = Some(vec![argo_reader()]);
     create_tenant(&client, &t).await;
 
@@ -175,7 +167,7 @@ async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
     let before = create_user_secret(&client, &dev, "ml-platform", b"hand-made").await;
 
     update_spec(&client, &name, |s| {
-        s.secrets = Some(vec![secret_spec("ml-platform", &b)]);
+        s.secrets = Some(vec![SecretSpec::new("ml-platform", &b)]);
         s.secret_readers = Some(vec![argo_reader()]);
     })
     .await;
@@ -210,7 +202,7 @@ async fn readers_get_only_secrets_the_operator_wrote() {
     // The attack: ask for a reader on a Secret name the operator never writes (its bundle does
     // not exist), next to one it does write.
     update_spec(&client, &name, |s| {
-        s.secrets = Some(vec![secret_spec("ml-platform", &b), secret_spec("db-password", &unique("absent"))]);
+        s.secrets = Some(vec![SecretSpec::new("ml-platform", &b), SecretSpec::new("db-password", unique("absent"))]);
         s.secret_readers = Some(vec![argo_reader()]);
     })
     .await;
@@ -235,14 +227,14 @@ async fn a_bundle_cannot_make_kubernetes_mint_a_service_account_token() {
     let mut annotated =
         bundle(&unique("annotated"), BundleScope::Tenant, Some(&name), None, [("K".into(), "AgB".into())].into());
     annotated.spec.template = Some(SecretTemplate {
-        labels: None,
         annotations: Some([("kubernetes.io/service-account.name".into(), "default".into())].into()),
+        ..Default::default()
     });
     let mut argo = annotated.clone();
     argo.metadata.name = Some(unique("argo"));
     argo.spec.template = Some(SecretTemplate {
         labels: Some([("argocd.argoproj.io/secret-type".into(), "cluster".into())].into()),
-        annotations: None,
+        ..Default::default()
     });
     for (what, b, expect) in [
         ("type", &token_type, "type must be one of Opaque"),
@@ -268,7 +260,7 @@ async fn a_type_change_never_leaves_the_namespace_without_its_secret() {
     let b = unique("retype-b");
     let (op, cert) = operator_with_bundle(&client, &[], &name, &b).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
-    t.spec.secrets = Some(vec![secret_spec("web", &b)]);
+    t.spec.secrets = Some(vec![SecretSpec::new("web", &b)]);
     create_tenant(&client, &t).await;
     let dev = format!("{name}-dev");
     let before = wait_for("the Opaque Secret", TIMEOUT, || async { get_secret(&client, &dev, "web").await }).await;
@@ -298,10 +290,7 @@ async fn a_multi_byte_reader_name_is_refused_and_cannot_stop_the_next_tenant() {
     let op = Operator::start(&unique("run")).await;
     // Refused by the schema: a ServiceAccount name is a DNS subdomain.
     let mut t = tenant(&unique("unicode"), &op.run_id, &["dev"]);
-    t.spec.secret_readers = Some(vec![SecretReader {
-        service_account: ServiceAccountRef { namespace: "argowf".into(), name: "é".repeat(200) },
-        secrets: None,
-    }]);
+    t.spec.secret_readers = Some(vec![SecretReader::new("argowf", "é".repeat(200))]);
     let message = refused(&client, &t).await;
     assert!(message.contains("secretReaders[0].serviceAccount.name"), "{message}");
     // The longest names the schema allows are shortened into valid Role names, and the next
@@ -309,10 +298,7 @@ async fn a_multi_byte_reader_name_is_refused_and_cannot_stop_the_next_tenant() {
     let name = unique("longest");
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     let long = format!("{}.{}", "a".repeat(126), "b".repeat(126));
-    t.spec.secret_readers = Some(vec![SecretReader {
-        service_account: ServiceAccountRef { namespace: "n".repeat(63), name: long },
-        secrets: None,
-    }]);
+    t.spec.secret_readers = Some(vec![SecretReader::new("n".repeat(63), long)]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
     let next = unique("next");
@@ -327,7 +313,7 @@ async fn a_thousand_missing_bundle_names_leave_a_bounded_number_of_series() {
     let op = Operator::start(&unique("run")).await;
     let name = unique("series");
     let names = |round: usize| -> Vec<SecretSpec> {
-        (0..32).map(|i| secret_spec(&format!("s{i}"), &format!("{name}-missing-{round}-{i}"))).collect()
+        (0..32).map(|i| SecretSpec::new(format!("s{i}"), format!("{name}-missing-{round}-{i}"))).collect()
     };
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     t.spec.secrets = Some(names(0));

@@ -3,20 +3,24 @@
 //! RoleBinding to the reader's ServiceAccount. Nothing cluster-wide, no `list` or `watch`.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 
+use super::Write;
 use super::environments::Environment;
 use super::namespaces::owner_reference;
 use super::ownership::{self, Claim};
-use super::secrets::Wanted;
+use super::secrets::WantedSecret;
+use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::api::{MLTenant, SecretReader};
-use crate::labels;
+use crate::reconcile::apply;
+use crate::reconcile::context::Context;
 use crate::reconcile::index::Cached;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, apply};
 
 /// The Role and RoleBinding for one reader in one namespace, named after the reader.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +39,7 @@ pub fn grant_name(reader: &SecretReader) -> String {
 /// written and owned by the operator for this tenant; a wanted Secret whose bundle never opened
 /// is not among them). A reader with no granted Secret in this environment gets nothing: a Role
 /// with empty `resourceNames` would grant every Secret.
-pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&Wanted]) -> Vec<Grant> {
+pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&WantedSecret]) -> Vec<Grant> {
     let here: BTreeSet<&str> =
         present.iter().filter(|w| w.environment == env.name).map(|w| w.secret.as_str()).collect();
     let mut grants = Vec::new();
@@ -98,7 +102,7 @@ pub struct Granted {
 pub async fn sync(
     tenant: &MLTenant,
     environments: &[&Environment],
-    present: &[&Wanted],
+    present: &[&WantedSecret],
     fresh: &BTreeSet<String>,
     ctx: &Context,
 ) -> Granted {
@@ -124,38 +128,88 @@ pub async fn sync(
     granted
 }
 
-/// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned).
+/// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned):
+/// read, decide ([`plan`]), write.
 async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: bool, ctx: &Context) -> kube::Result<Claim> {
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
     let live_role = ownership::live(ctx, &ctx.roles.store, &namespace, &name, fresh).await?;
     let live_binding = ownership::live(ctx, &ctx.role_bindings.store, &namespace, &name, fresh).await?;
-    let claims = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)]
-        .map(|meta| meta.map_or(Claim::Absent, |m| ownership::claim(m, tenant)));
-    if let Some(foreign) = claims.iter().find(|c| matches!(c, Claim::Foreign(_))) {
-        return Ok(foreign.clone());
-    }
-    let [role_ours, binding_ours] = claims.map(|c| c == Claim::Ours);
-    if live_role.as_deref().is_none_or(|live| {
-        live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata)
-    }) {
-        let api = Api::<Role>::namespaced(ctx.client.clone(), &namespace);
-        ownership::apply(&api, &name, &grant.role, role_ours).await?;
-    }
-    let binding_differs = |live: &RoleBinding| {
-        live.subjects != grant.binding.subjects
-            || live.role_ref != grant.binding.role_ref
-            || apply::metadata_differs(&live.metadata, &grant.binding.metadata)
+    let (role, binding) = match plan(tenant, grant, live_role, live_binding) {
+        GrantPlan::Conflict(why) => return Ok(Claim::Foreign(why)),
+        GrantPlan::Apply { role, binding } => (role, binding),
     };
-    if live_binding.as_deref().is_none_or(binding_differs) {
-        let api = Api::<RoleBinding>::namespaced(ctx.client.clone(), &namespace);
-        if let Some(live) = live_binding.as_deref().filter(|live| live.role_ref != grant.binding.role_ref) {
-            // roleRef is immutable.
-            ownership::delete(ctx, live).await?;
-        }
-        ownership::apply(&api, &name, &grant.binding, binding_ours).await?;
+    if let Some(how) = role {
+        write(ctx, &namespace, &name, &grant.role, how).await?;
+    }
+    if let Some(how) = binding {
+        write(ctx, &namespace, &name, &grant.binding, how).await?;
     }
     Ok(Claim::Ours)
+}
+
+/// What one grant needs.
+#[derive(Debug, PartialEq)]
+enum GrantPlan {
+    /// A Role or RoleBinding of that name is not ours (why): nothing is written.
+    Conflict(&'static str),
+    /// How to write the Role and the RoleBinding; `None`: already as wanted.
+    Apply { role: Option<Write<Role>>, binding: Option<Write<RoleBinding>> },
+}
+
+/// Decide from the live Role and RoleBinding of the grant's name (ours or not); no IO.
+fn plan(
+    tenant: &MLTenant,
+    grant: &Grant,
+    live_role: Option<Arc<Role>>,
+    live_binding: Option<Arc<RoleBinding>>,
+) -> GrantPlan {
+    let metas = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)];
+    let foreign = |meta: &ObjectMeta| match ownership::claim(meta, tenant) {
+        Claim::Foreign(why) => Some(why),
+        Claim::Ours | Claim::Absent => None,
+    };
+    if let Some(why) = metas.into_iter().flatten().find_map(foreign) {
+        return GrantPlan::Conflict(why);
+    }
+    let role = match live_role {
+        None => Some(Write::Create),
+        Some(live)
+            if live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata) =>
+        {
+            Some(Write::Update)
+        }
+        Some(_) => None,
+    };
+    let binding = match live_binding {
+        None => Some(Write::Create),
+        // roleRef is immutable.
+        Some(live) if live.role_ref != grant.binding.role_ref => Some(Write::Replace(live)),
+        Some(live)
+            if live.subjects != grant.binding.subjects
+                || apply::metadata_differs(&live.metadata, &grant.binding.metadata) =>
+        {
+            Some(Write::Update)
+        }
+        Some(_) => None,
+    };
+    GrantPlan::Apply { role, binding }
+}
+
+/// Write one Role or RoleBinding of a grant as its plan says.
+async fn write<K>(ctx: &Context, namespace: &str, name: &str, desired: &K, how: Write<K>) -> kube::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    if let Write::Replace(live) = &how {
+        ownership::delete(ctx, &**live).await?;
+    }
+    ownership::apply(&Api::<K>::namespaced(ctx.client.clone(), namespace), name, desired, how.force()).await?;
+    Ok(())
 }
 
 /// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name): only those that
@@ -181,13 +235,11 @@ where
 {
     let mut refused = Vec::new();
     for obj in cached.of(&tenant.name_any()) {
-        let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-        let ours = ownership::claim(obj.meta(), tenant) == Claim::Ours && !ctx.config.protected.contains(&key.0);
-        if ours
-            && !keep.contains(&key)
+        if revocable(&*obj, tenant, keep, &ctx.config.protected)
             && let Err(error) = ownership::delete(ctx, &*obj).await
         {
-            let rejected = Rejected::new(kind, format!("{}/{}", key.0, key.1), &error);
+            let rejected =
+                Rejected::new(kind, format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), &error);
             ctx.rejected(tenant, &rejected).await;
             refused.push(rejected);
         }
@@ -195,25 +247,30 @@ where
     refused
 }
 
+/// Whether `obj`, a Role or RoleBinding labelled for `tenant`, is to be deleted: ours, not in
+/// `keep` (namespace, name), and not in a protected namespace; no IO.
+fn revocable<K: Resource>(
+    obj: &K,
+    tenant: &MLTenant,
+    keep: &BTreeSet<(String, String)>,
+    protected: &Protected,
+) -> bool {
+    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    ownership::claim(obj.meta(), tenant) == Claim::Ours && !protected.contains(&key.0) && !keep.contains(&key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EnvironmentSpec, MLTenantSpec, SecretSpec, ServiceAccountRef};
+    use crate::api::{MLTenantSpec, SecretSpec};
 
     fn tenant(readers: Vec<SecretReader>) -> MLTenant {
         let mut t = MLTenant::new(
             "fin",
             MLTenantSpec {
-                environments: vec![EnvironmentSpec { name: "dev".into(), namespace: None, labels: None }],
-                secrets: Some(vec![SecretSpec {
-                    name: "ml-platform".into(),
-                    bundle: "b".into(),
-                    environment_bundles: None,
-                    environments: None,
-                }]),
+                secrets: Some(vec![SecretSpec::new("ml-platform", "b")]),
                 secret_readers: Some(readers),
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
+                ..MLTenantSpec::with_environments(&["dev"])
             },
         );
         t.metadata.uid = Some("uid".into());
@@ -221,14 +278,17 @@ mod tests {
     }
 
     fn reader(secrets: Option<Vec<&str>>) -> SecretReader {
-        SecretReader {
-            service_account: ServiceAccountRef { namespace: "argowf".into(), name: "argo-workflow".into() },
-            secrets: secrets.map(|s| s.into_iter().map(Into::into).collect()),
-        }
+        let reader = SecretReader::new("argowf", "argo-workflow");
+        secrets.map_or(reader.clone(), |s| reader.secrets(&s))
     }
 
-    fn wanted(secret: &str) -> Wanted {
-        Wanted { environment: "dev".into(), namespace: "fin-dev".into(), secret: secret.into(), bundle: "b".into() }
+    fn wanted(secret: &str) -> WantedSecret {
+        WantedSecret {
+            environment: "dev".into(),
+            namespace: "fin-dev".into(),
+            secret: secret.into(),
+            bundle: "b".into(),
+        }
     }
 
     #[test]
@@ -250,11 +310,115 @@ mod tests {
     }
 
     #[test]
-    fn no_role_without_a_granted_secret_here() {
-        let t = tenant(vec![reader(Some(vec!["ghcr"]))]);
+    fn resource_names_are_the_secrets_present_here() {
+        let elsewhere = WantedSecret { environment: "prod".into(), namespace: "fin-prod".into(), ..wanted("ghcr") };
+        // (reader's secrets, Secrets present, resourceNames; None: no grant at all, since empty
+        // resourceNames would grant every Secret)
+        let table = [
+            (None, vec![wanted("ml-platform"), wanted("ghcr")], Some(vec!["ghcr", "ml-platform"])),
+            (Some(vec!["ghcr"]), vec![wanted("ml-platform"), wanted("ghcr")], Some(vec!["ghcr"])),
+            (Some(vec!["ghcr", "never-written"]), vec![wanted("ghcr")], Some(vec!["ghcr"])),
+            (Some(vec!["ghcr"]), vec![wanted("ml-platform")], None),
+            (None, vec![], None),
+            (None, vec![elsewhere], None),
+        ];
+        for (secrets, present, want) in table {
+            let t = tenant(vec![reader(secrets.clone())]);
+            let env = &super::super::environments::plan(&t).unwrap()[0];
+            let grants = desired(&t, env, &present.iter().collect::<Vec<_>>());
+            let names = grants.first().map(|g| g.role.rules.as_ref().unwrap()[0].resource_names.clone().unwrap());
+            let want = want.as_ref().map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            assert_eq!(names, want, "reader {secrets:?}, present {present:?}");
+        }
+    }
+
+    #[test]
+    fn plans() {
+        let t = tenant(vec![reader(None)]);
         let env = &super::super::environments::plan(&t).unwrap()[0];
-        assert!(desired(&t, env, &[&wanted("ml-platform")]).is_empty(), "empty resourceNames would grant every Secret");
-        assert!(desired(&t, env, &[]).is_empty(), "nothing written, nothing granted");
+        let grant = desired(&t, env, &[&wanted("ml-platform")]).remove(0);
+        let role = || Some(Arc::new(grant.role.clone()));
+        let binding = || Some(Arc::new(grant.binding.clone()));
+        let role_with = |edit: fn(&mut Role)| {
+            let mut role = grant.role.clone();
+            edit(&mut role);
+            Some(Arc::new(role))
+        };
+        let binding_with = |edit: fn(&mut RoleBinding)| {
+            let mut binding = grant.binding.clone();
+            edit(&mut binding);
+            Some(Arc::new(binding))
+        };
+        let unmanaged = role_with(|r| r.metadata.labels = None);
+        let disowned = role_with(|r| r.metadata.owner_references = None);
+        let other_tenant = binding_with(|b| {
+            b.metadata.labels.as_mut().unwrap().insert(labels::TENANT.into(), "other".into());
+        });
+        let renamed = role_with(|r| r.rules.as_mut().unwrap()[0].resource_names = Some(vec!["old".into()]));
+        let unstamped = role_with(|r| r.metadata.annotations = None);
+        let resubjected = binding_with(|b| b.subjects.as_mut().unwrap()[0].name = "old".into());
+        let rebound = binding_with(|b| b.role_ref.name = "old".into());
+        let write = |role, binding| GrantPlan::Apply { role, binding };
+        let not_ours = "it is not managed by mltenant-operator";
+        let table = [
+            ("nothing there", None, None, write(Some(Write::Create), Some(Write::Create))),
+            ("converged", role(), binding(), write(None, None)),
+            ("a Role not managed by the operator", unmanaged.clone(), None, GrantPlan::Conflict(not_ours)),
+            (
+                "a Role without this tenant's ownerReference",
+                disowned,
+                binding(),
+                GrantPlan::Conflict("it does not carry this MLTenant's ownerReference"),
+            ),
+            (
+                "a RoleBinding of another tenant",
+                role(),
+                other_tenant.clone(),
+                GrantPlan::Conflict("it is managed for another MLTenant"),
+            ),
+            ("both taken: the Role tells", unmanaged, other_tenant, GrantPlan::Conflict(not_ours)),
+            ("other resourceNames", renamed, binding(), write(Some(Write::Update), None)),
+            ("drifted Role metadata", unstamped, binding(), write(Some(Write::Update), None)),
+            ("the Role deleted", None, binding(), write(Some(Write::Create), None)),
+            ("other subjects", role(), resubjected, write(None, Some(Write::Update))),
+            (
+                "another roleRef is replaced",
+                role(),
+                rebound.clone(),
+                write(None, Some(Write::Replace(rebound.unwrap()))),
+            ),
+            ("the RoleBinding deleted", role(), None, write(None, Some(Write::Create))),
+        ];
+        for (row, live_role, live_binding, want) in table {
+            assert_eq!(plan(&t, &grant, live_role, live_binding), want, "{row}");
+        }
+    }
+
+    #[test]
+    fn revocations() {
+        let t = tenant(vec![reader(None)]);
+        let env = &super::super::environments::plan(&t).unwrap()[0];
+        let grant = desired(&t, env, &[&wanted("ml-platform")]).remove(0);
+        let protected = Protected::new("mltenant-system", vec![]);
+        let role_in = |namespace: &str| {
+            let mut role = grant.role.clone();
+            role.metadata.namespace = Some(namespace.into());
+            role
+        };
+        let mut disowned = grant.role.clone();
+        disowned.metadata.owner_references = None;
+        let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), grant.role.name_any())]);
+        let table = [
+            ("ours, no longer wanted", grant.role.clone(), BTreeSet::new(), true),
+            ("ours, wanted", grant.role.clone(), keep("fin-dev"), false),
+            ("ours, wanted in another namespace only", grant.role.clone(), keep("fin-prod"), true),
+            ("not ours", disowned, BTreeSet::new(), false),
+            ("in a protected namespace", role_in("kube-system"), BTreeSet::new(), false),
+            ("in the operator's namespace", role_in("mltenant-system"), BTreeSet::new(), false),
+        ];
+        for (row, role, keep, want) in table {
+            assert_eq!(revocable(&role, &t, &keep, &protected), want, "{row}");
+        }
     }
 
     #[test]
@@ -267,7 +431,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn grant_names_never_panic_and_fit(namespace in ".{0,70}", name in ".{0,300}") {
-            let r = SecretReader { service_account: ServiceAccountRef { namespace, name }, secrets: None };
+            let r = SecretReader::new(namespace, name);
             proptest::prop_assert!(grant_name(&r).len() <= 253);
         }
     }

@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::limits::BUILTIN_PROTECTED_NAMESPACES;
+use crate::api::labels;
 use crate::api::{EnvironmentSpec, MLTenant};
-use crate::labels;
 use kube::ResourceExt;
 
 /// The environment named `production` lives in the namespace named like the tenant.
@@ -17,38 +16,6 @@ pub struct Environment {
     pub namespace: String,
     /// Every label the namespace gets: the spec's extra labels, then ours (ours win).
     pub labels: BTreeMap<String, String>,
-}
-
-/// Namespaces the operator never creates, adopts, labels, writes into or grants on (rule 1 of
-/// the trust boundaries): the built-in ones, the operator's own, and what the installation adds.
-/// An entry ending in `*` protects every namespace with that prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Protected {
-    entries: Vec<String>,
-}
-
-impl Protected {
-    /// The built-in list, `own` (the operator's namespace) and `extra`.
-    pub fn new(own: &str, extra: impl IntoIterator<Item = String>) -> Self {
-        let mut entries: Vec<String> = BUILTIN_PROTECTED_NAMESPACES.iter().map(|n| n.to_string()).collect();
-        entries.push(own.to_owned());
-        entries.extend(extra.into_iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()));
-        entries.sort();
-        entries.dedup();
-        Self { entries }
-    }
-
-    pub fn contains(&self, namespace: &str) -> bool {
-        self.entries.iter().any(|entry| match entry.strip_suffix('*') {
-            Some(prefix) => namespace.starts_with(prefix),
-            None => entry == namespace,
-        })
-    }
-
-    /// The entries, for messages.
-    pub fn list(&self) -> String {
-        self.entries.join(", ")
-    }
 }
 
 /// `production` -> `<tenant>`, others -> `<tenant>-<environment>`, unless the spec names the
@@ -105,38 +72,29 @@ mod tests {
     use super::*;
     use crate::api::MLTenantSpec;
 
-    fn env(name: &str, namespace: Option<&str>) -> EnvironmentSpec {
-        EnvironmentSpec { name: name.into(), namespace: namespace.map(Into::into), labels: None }
+    fn env(name: &str) -> EnvironmentSpec {
+        EnvironmentSpec::named(name)
     }
 
     fn tenant(name: &str, envs: Vec<EnvironmentSpec>) -> MLTenant {
-        MLTenant::new(
-            name,
-            MLTenantSpec {
-                environments: envs,
-                secrets: None,
-                secret_readers: None,
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
-            },
-        )
+        MLTenant::new(name, MLTenantSpec::new(envs))
     }
 
     #[test]
     fn naming_rule() {
-        assert_eq!(namespace_name("financial-ml", &env("dev", None)), "financial-ml-dev");
-        assert_eq!(namespace_name("financial-ml", &env("production", None)), "financial-ml");
-        assert_eq!(namespace_name("financial-ml", &env("dev", Some("fin-sandbox"))), "fin-sandbox");
+        assert_eq!(namespace_name("financial-ml", &env("dev")), "financial-ml-dev");
+        assert_eq!(namespace_name("financial-ml", &env("production")), "financial-ml");
+        assert_eq!(namespace_name("financial-ml", &env("dev").in_namespace("fin-sandbox")), "fin-sandbox");
     }
 
     #[test]
     fn sixty_three_characters_is_the_limit() {
         let name = "t".repeat(59);
-        assert_eq!(plan(&tenant(&name, vec![env("dev", None)])).unwrap()[0].namespace.len(), 63);
-        let err = plan(&tenant(&name, vec![env("test", None)])).unwrap_err();
+        assert_eq!(plan(&tenant(&name, vec![env("dev")])).unwrap()[0].namespace.len(), 63);
+        let err = plan(&tenant(&name, vec![env("test")])).unwrap_err();
         assert!(err.contains("at most 63 characters"), "{err}");
         // production maps to the bare tenant name, so it fits where `-production` would not.
-        assert!(plan(&tenant(&name, vec![env("production", None)])).is_ok());
+        assert!(plan(&tenant(&name, vec![env("production")])).is_ok());
     }
 
     #[test]
@@ -149,30 +107,15 @@ mod tests {
 
     #[test]
     fn collisions_are_refused() {
-        let dup = plan(&tenant("t", vec![env("dev", None), env("dev", None)])).unwrap_err();
+        let dup = plan(&tenant("t", vec![env("dev"), env("dev")])).unwrap_err();
         assert!(dup.contains("declared twice"), "{dup}");
-        let clash = plan(&tenant("t", vec![env("dev", None), env("qa", Some("t-dev"))])).unwrap_err();
+        let clash = plan(&tenant("t", vec![env("dev"), env("qa").in_namespace("t-dev")])).unwrap_err();
         assert!(clash.contains("both map to namespace \"t-dev\""), "{clash}");
     }
 
     #[test]
-    fn protected_namespaces() {
-        let protected = Protected::new("mltenant-system", ["openshift-*".to_string(), " ".to_string()]);
-        for ns in ["kube-system", "kube-public", "kube-node-lease", "default", "mltenant-system", "openshift-x"] {
-            assert!(protected.contains(ns), "{ns}");
-        }
-        for ns in ["kube-systemx", "fin-dev", "openshift", "defaults"] {
-            assert!(!protected.contains(ns), "{ns}");
-        }
-        assert_eq!(
-            protected.list(),
-            "default, kube-node-lease, kube-public, kube-system, mltenant-system, openshift-*"
-        );
-    }
-
-    #[test]
     fn our_labels_win_over_spec_labels() {
-        let mut e = env("dev", None);
+        let mut e = env("dev");
         e.labels = Some(BTreeMap::from([
             ("pod-security.kubernetes.io/enforce".into(), "restricted".into()),
             (labels::TENANT.into(), "someone-else".into()),

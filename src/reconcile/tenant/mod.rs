@@ -18,9 +18,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::api::MLTenant;
-use crate::labels::{self, FIELD_MANAGER};
+use crate::api::conditions::reason;
+use crate::api::labels::{self, FIELD_MANAGER};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::{Error, Result};
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, Error, Result};
 use environments::Environment;
 use namespaces::NamespaceState;
 use secrets::Distribution;
@@ -28,6 +30,27 @@ use secrets::Distribution;
 /// How soon to look again while something is in flight (a namespace terminating).
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
 
+/// How a child of ours (a Secret, Role or RoleBinding) is written, as its plan decided.
+#[derive(Debug, PartialEq)]
+enum Write<K> {
+    /// Nothing by that name: applied without force, so an object someone created meanwhile
+    /// makes the apply fail (409) instead of being merged into.
+    Create,
+    /// Ours, not as wanted: applied with force, taking back fields someone edited by hand.
+    Update,
+    /// Ours, with a field that cannot change (a Secret's type, a RoleBinding's roleRef): this
+    /// very object is deleted, then the wanted one applied.
+    Replace(Arc<K>),
+}
+
+impl<K> Write<K> {
+    /// Whether the apply takes over fields (`ownership::apply`'s `ours`).
+    fn force(&self) -> bool {
+        !matches!(self, Write::Create)
+    }
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant.name_any()))]
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
@@ -41,7 +64,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let planned = match environments::plan(tenant) {
         Ok(planned) => planned,
         Err(message) => {
-            ctx.event(tenant, None, kube::runtime::events::EventType::Warning, "InvalidSpec", &message).await;
+            ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
             status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
@@ -51,22 +74,22 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written.
-    let mut outcomes: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
+    let mut namespace_states: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
     let mut fresh = BTreeSet::new();
     for env in planned {
         let (state, created) = namespaces::ensure_reported(tenant, &env, ctx).await;
         if created {
             fresh.insert(env.namespace.clone());
         }
-        outcomes.push((env, state));
+        namespace_states.push((env, state));
     }
 
     // Environments removed from spec: apply the deletion policy to their namespaces.
-    let wanted: BTreeSet<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let wanted_namespaces: BTreeSet<&str> = namespace_states.iter().map(|(e, _)| e.namespace.as_str()).collect();
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut unreleased = Vec::new();
     for ns in namespaces::labelled_for(tenant, ctx) {
-        if !wanted.contains(ns.name_any().as_str())
+        if !wanted_namespaces.contains(ns.name_any().as_str())
             && let Err(rejected) = namespaces::remove_reported(tenant, &ns, policy, ctx).await
         {
             unreleased.push(rejected);
@@ -74,28 +97,29 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
 
     let ready: Vec<&Environment> =
-        outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
-    let distributed = secrets::sync(tenant, &ready, &fresh, ctx).await;
-    let present: Vec<&secrets::Wanted> = distributed.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
+        namespace_states.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
+    let distribution = secrets::sync(tenant, &ready, &fresh, ctx).await;
+    let present: Vec<&secrets::WantedSecret> =
+        distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
     let granted = access::sync(tenant, &ready, &present, &fresh, ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
     let pending =
-        outcomes.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
-            || distributed.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
-    let observed = status::observe(&outcomes, &unreleased, &distributed, &granted, now.0);
-    status::write(tenant, status::build(tenant, &observed, &outcomes, &distributed, &now), ctx).await?;
+        namespace_states.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
+            || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+    let observed = status::observe(&namespace_states, &unreleased, &distribution, &granted, now.0);
+    status::write(tenant, status::build(tenant, &observed, &namespace_states, &distribution, &now), ctx).await?;
 
-    let refused: Vec<&Rejected> = outcomes
+    let refused: Vec<&Rejected> = namespace_states
         .iter()
         .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r) } else { None })
         .chain(&unreleased)
-        .chain(distributed.outcomes.iter().filter_map(|o| match &o.result {
+        .chain(distribution.outcomes.iter().filter_map(|o| match &o.result {
             Err(secrets::Unsynced::Rejected(r)) => Some(r),
             _ => None,
         }))
-        .chain(&distributed.unrevoked)
+        .chain(&distribution.unrevoked)
         .chain(&granted.rejected)
         .collect();
     partial(&refused)?;
@@ -119,7 +143,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     // Credentials and the access to them are revoked whatever the deletion policy.
     let mut refused = access::revoke_except(tenant, &BTreeSet::new(), ctx).await;
-    for secret in secrets::distributed(tenant, ctx) {
+    for secret in secrets::owned(tenant, ctx) {
         if let Err(rejected) = secrets::delete(tenant, &secret, ctx).await {
             refused.push(rejected);
         }

@@ -15,8 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::MLTenant;
-use crate::labels::{self, FIELD_MANAGER};
-use crate::reconcile::Context;
+use crate::api::labels::{self, FIELD_MANAGER};
+use crate::reconcile::context::Context;
 use crate::reconcile::trim::Trim;
 
 /// Who holds a child name, from one tenant's point of view.
@@ -117,16 +117,7 @@ mod tests {
     use crate::api::MLTenantSpec;
 
     fn tenant() -> MLTenant {
-        let mut t = MLTenant::new(
-            "fin",
-            MLTenantSpec {
-                environments: vec![],
-                secrets: None,
-                secret_readers: None,
-                deletion_policy: None,
-                adopt_existing_namespaces: None,
-            },
-        );
+        let mut t = MLTenant::new("fin", MLTenantSpec::with_environments(&[]));
         t.metadata.uid = Some("uid-fin".into());
         t
     }

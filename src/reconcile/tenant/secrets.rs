@@ -14,19 +14,22 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::Write;
 use super::environments::Environment;
 use super::namespaces::owner_reference;
 use super::ownership::{self, Claim};
+use crate::api::conditions::{event, reason};
+use crate::api::labels;
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
-use crate::bundle::{self, Failure};
-use crate::labels;
+use crate::reconcile::apply;
+use crate::reconcile::context::Context;
 use crate::reconcile::rejected::Rejected;
 use crate::reconcile::trim::digest;
-use crate::reconcile::{Context, apply};
+use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Wanted {
+pub struct WantedSecret {
     pub environment: String,
     pub namespace: String,
     pub secret: String,
@@ -36,7 +39,7 @@ pub struct Wanted {
 /// What happened to one wanted Secret.
 #[derive(Clone, Debug)]
 pub struct Outcome {
-    pub wanted: Wanted,
+    pub wanted: WantedSecret,
     pub result: std::result::Result<Synced, Unsynced>,
     /// Whether a Secret of ours exists under that name now (this reconcile's, or the last
     /// good one while the bundle fails): only such Secrets are granted to readers.
@@ -69,15 +72,15 @@ impl Unsynced {
     pub fn reason(&self) -> &'static str {
         match self {
             Unsynced::Bundle(failure) => failure.reason(),
-            Unsynced::Conflict { .. } => "SecretConflict",
-            Unsynced::Rejected(_) => "SecretRejected",
+            Unsynced::Conflict { .. } => reason::SECRET_CONFLICT,
+            Unsynced::Rejected(_) => reason::SECRET_REJECTED,
         }
     }
 }
 
 /// The Secrets `tenant` wants in `env`: every `spec.secrets` entry that selects it, with the
 /// per-environment bundle override applied.
-pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<Wanted> {
+pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<WantedSecret> {
     let selects = |s: &SecretSpec| s.environments.as_ref().is_none_or(|envs| envs.contains(&env.name));
     tenant
         .spec
@@ -85,7 +88,7 @@ pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<Wanted> {
         .iter()
         .flatten()
         .filter(|s| selects(s))
-        .map(|s| Wanted {
+        .map(|s| WantedSecret {
             environment: env.name.clone(),
             namespace: env.namespace.clone(),
             secret: s.name.clone(),
@@ -95,13 +98,13 @@ pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<Wanted> {
 }
 
 /// The Secret as the operator applies it.
-pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened: &bundle::Opened) -> Secret {
+pub fn desired(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, opened: &unseal::Opened) -> Secret {
     let template = bundle.spec.template.clone().unwrap_or_default();
     let mut secret_labels = template.labels.unwrap_or_default();
     secret_labels.extend(labels::managed(&tenant.name_any(), &wanted.environment));
     let mut annotations = template.annotations.unwrap_or_default();
     annotations.insert(labels::BUNDLE.to_owned(), wanted.bundle.clone());
-    annotations.insert(labels::SOURCE_HASH.to_owned(), bundle::source_hash(bundle));
+    annotations.insert(labels::SOURCE_HASH.to_owned(), unseal::source_hash(bundle));
     if let Some(expires) = &bundle.spec.expires_at {
         annotations.insert(labels::EXPIRES_AT.to_owned(), expires.0.to_string());
     }
@@ -114,7 +117,7 @@ pub fn desired(tenant: &MLTenant, wanted: &Wanted, bundle: &SealedBundle, opened
             owner_references: Some(vec![owner_reference(tenant)]),
             ..Default::default()
         },
-        type_: Some(bundle::payload::secret_type(bundle).to_owned()),
+        type_: Some(unseal::payload::secret_type(bundle).to_owned()),
         data: Some(opened.data.iter().map(|(k, v)| (k.clone(), ByteString(v.to_vec()))).collect()),
         ..Default::default()
     })
@@ -157,7 +160,7 @@ pub async fn sync(
     }
     let keep: BTreeSet<(&str, &str)> =
         done.outcomes.iter().map(|o| (o.wanted.namespace.as_str(), o.wanted.secret.as_str())).collect();
-    let unwanted = distributed(tenant, ctx).into_iter().filter(|s| {
+    let unwanted = owned(tenant, ctx).into_iter().filter(|s| {
         let namespace = s.namespace().unwrap_or_default();
         !keep.contains(&(namespace.as_str(), s.name_any().as_str()))
     });
@@ -169,9 +172,9 @@ pub async fn sync(
     done
 }
 
-/// The Secrets distributed for `tenant`: in the label-selected cache, ours (labels and
-/// ownerReference), and outside protected namespaces.
-pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
+/// The Secrets the operator distributed for `tenant`, which it may revoke: in the
+/// label-selected cache, ours (labels and ownerReference), and outside protected namespaces.
+pub fn owned(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
     let ours = |s: &Secret| {
         ownership::claim(&s.metadata, tenant) == Claim::Ours
             && !ctx.config.protected.contains(&s.namespace().unwrap_or_default())
@@ -179,7 +182,7 @@ pub fn distributed(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
     ctx.secrets.of(&tenant.name_any()).into_iter().filter(|s| ours(s)).collect()
 }
 
-/// Revoke: delete a distributed Secret (one of [`distributed`]); a refusal is reported.
+/// Revoke: delete one of the [`owned`] Secrets; a refusal is reported.
 pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::result::Result<(), Rejected> {
     let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
     if let Err(error) = ownership::delete(ctx, secret).await {
@@ -188,88 +191,171 @@ pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::r
         return Err(rejected);
     }
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
-    ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, "SecretRemoved", &note).await;
+    ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, event::SECRET_REMOVED, &note).await;
     Ok(())
 }
 
-async fn sync_one(tenant: &MLTenant, wanted: Wanted, fresh: bool, ctx: &Context) -> Outcome {
-    let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
-    let refused = async |error: kube::Error, present: bool| {
-        let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
-        ctx.rejected(tenant, &rejected).await;
-        Outcome { wanted: wanted.clone(), result: Err(Unsynced::Rejected(rejected)), present }
-    };
-    let live = match ownership::live(ctx, &ctx.secrets.store, namespace, name, fresh).await {
-        Ok(live) => live,
-        Err(error) => return refused(error, false).await,
-    };
-    let claim = live.as_deref().map_or(Claim::Absent, |s| ownership::claim(&s.metadata, tenant));
-    let related = Some(reference(namespace, name));
-    if let Claim::Foreign(why) = claim {
-        let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
-        ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
-        return Outcome { wanted, result: Err(conflict), present: false };
+/// Bring one wanted Secret up to date: read, decide ([`plan`]), write.
+async fn sync_one(tenant: &MLTenant, wanted: WantedSecret, fresh: bool, ctx: &Context) -> Outcome {
+    match read(tenant, &wanted, fresh, ctx).await {
+        Ok(read) => carry_out(tenant, wanted, plan(read), ctx).await,
+        Err(error) => refused(tenant, wanted, &error, false, ctx).await,
     }
-    let ours = claim == Claim::Ours;
-    let (bundle, opened) = match open(tenant, &wanted, ctx).await {
-        Ok(opened) => opened,
-        Err(failure) => {
-            ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
-            let note = format!("Secret {namespace}/{name} not updated: {failure}");
-            ctx.event(tenant, related, EventType::Warning, failure.reason(), &note).await;
-            return Outcome { wanted, result: Err(failure.into()), present: ours };
-        }
+}
+
+/// What the bundle gives one wanted Secret: the Secret to apply, and its status entry.
+#[derive(Debug, PartialEq)]
+struct Content {
+    secret: Box<Secret>,
+    synced: Synced,
+}
+
+/// What was read for one wanted Secret.
+enum Read {
+    /// The name is held by a Secret that is not ours (why). Its bundle is not opened: that
+    /// Secret is never written, so it is not worth a decryption.
+    Foreign(&'static str),
+    Writable {
+        /// Our live Secret of that name, if there is one.
+        live: Option<Arc<Secret>>,
+        /// The bundle's Secret, or why the bundle did not open.
+        content: std::result::Result<Content, Failure>,
+        /// Whether the last status had this Secret synced (a missing one was deleted).
+        had_secret: bool,
+    },
+}
+
+/// What to do about one wanted Secret.
+#[derive(Debug, PartialEq)]
+enum Plan {
+    /// The live Secret holds the bundle's content already.
+    Unchanged(Synced),
+    /// Apply the bundle's Secret, then say `verb` in a `SecretSynced` Event. A first write
+    /// has no Event (the status reports it, see namespaces::ensure); an update (a re-sealed
+    /// bundle, reverted drift) or the return of a deleted Secret has one.
+    Apply { content: Content, how: Write<Secret>, verb: Option<&'static str> },
+    /// The name is someone else's (why): a `SecretConflict` Event, nothing written.
+    Conflict(&'static str),
+    /// The bundle did not open: the metric and an Event, nothing written, so a Secret of ours
+    /// keeps its last good content (`present`).
+    KeepLast { failure: Failure, present: bool },
+}
+
+/// The live Secret of `wanted`'s name and, unless it is someone else's, the bundle opened.
+async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, ctx: &Context) -> kube::Result<Read> {
+    let live = ownership::live(ctx, &ctx.secrets.store, &wanted.namespace, &wanted.secret, fresh).await?;
+    if let Some(Claim::Foreign(why)) = live.as_deref().map(|s| ownership::claim(&s.metadata, tenant)) {
+        return Ok(Read::Foreign(why));
+    }
+    let content = open(tenant, wanted, ctx).await.map(|(bundle, opened)| Content {
+        secret: Box::new(desired(tenant, wanted, &bundle, &opened)),
+        synced: Synced { source_hash: unseal::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() },
+    });
+    let had_secret = super::status::had_secret(tenant, &wanted.environment, &wanted.secret);
+    Ok(Read::Writable { live, content, had_secret })
+}
+
+/// Decide from what was read; no IO.
+fn plan(read: Read) -> Plan {
+    let (live, content, had_secret) = match read {
+        Read::Foreign(why) => return Plan::Conflict(why),
+        Read::Writable { live, content, had_secret } => (live, content, had_secret),
     };
-    let desired = desired(tenant, &wanted, &bundle, &opened);
-    let synced = Synced { source_hash: bundle::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() };
-    if live.as_deref().is_some_and(|live| !differs(live, &desired)) {
-        return Outcome { wanted, result: Ok(synced), present: true };
+    let content = match content {
+        Ok(content) => content,
+        Err(failure) => return Plan::KeepLast { failure, present: live.is_some() },
+    };
+    let (how, verb) = match live {
+        None => (Write::Create, had_secret.then_some("recreated")),
+        Some(live) if !differs(&live, &content.secret) => return Plan::Unchanged(content.synced),
+        Some(live) if live.type_ != content.secret.type_ => (Write::Replace(live), Some("updated")),
+        Some(_) => (Write::Update, Some("updated")),
+    };
+    Plan::Apply { content, how, verb }
+}
+
+/// Do what `plan` decided: the writes, Events and metrics.
+async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, plan: Plan, ctx: &Context) -> Outcome {
+    match plan {
+        Plan::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
+        Plan::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, ctx).await,
+        Plan::Conflict(why) => conflict(tenant, wanted, why, ctx).await,
+        Plan::KeepLast { failure, present } => {
+            ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
+            let note = format!("Secret {}/{} not updated: {failure}", wanted.namespace, wanted.secret);
+            let related = Some(reference(&wanted.namespace, &wanted.secret));
+            ctx.event(tenant, related, EventType::Warning, failure.reason(), &note).await;
+            Outcome { wanted, result: Err(failure.into()), present }
+        }
+    }
+}
+
+async fn write(
+    tenant: &MLTenant,
+    wanted: WantedSecret,
+    content: Content,
+    how: Write<Secret>,
+    verb: Option<&'static str>,
+    ctx: &Context,
+) -> Outcome {
+    let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
+    if let Write::Replace(live) = &how {
+        // The payload was checked against the new type already, so the apply right after
+        // cannot be refused for it.
+        if let Err(error) = ownership::delete(ctx, &**live).await {
+            return refused(tenant, wanted, &error, true, ctx).await;
+        }
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut still_there = ours;
-    if let Some(live) = live.as_deref().filter(|live| live.type_ != desired.type_) {
-        // A Secret's type is immutable: replace it. The payload was checked against the new
-        // type already, so the apply right after cannot be refused for it.
-        if let Err(error) = ownership::delete(ctx, live).await {
-            return refused(error, true).await;
-        }
-        still_there = false;
-    }
-    match ownership::apply(&api, name, &desired, ours).await {
+    match ownership::apply(&api, name, &content.secret, how.force()).await {
         Ok(_) => {}
-        Err(error) if !ours && ownership::is_conflict(&error) => {
-            // Created by someone else between our read and our write.
-            let why = "was created by someone else meanwhile";
-            let conflict = Unsynced::Conflict { namespace: namespace.to_owned(), name: name.to_owned(), why };
-            ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
-            return Outcome { wanted, result: Err(conflict), present: false };
+        Err(error) if !how.force() && ownership::is_conflict(&error) => {
+            return conflict(tenant, wanted, "was created by someone else meanwhile", ctx).await;
         }
-        Err(error) => return refused(error, still_there).await,
+        // Ours is still there unless it was deleted to be replaced.
+        Err(error) => return refused(tenant, wanted, &error, matches!(how, Write::Update), ctx).await,
     }
-    // A first write is reported by the status alone (see namespaces::ensure); an update (a
-    // re-sealed bundle, reverted drift) or the return of a deleted Secret gets an Event.
-    let verb = match live {
-        Some(_) => Some("updated"),
-        None => super::status::had_secret(tenant, &wanted.environment, name).then_some("recreated"),
-    };
     if let Some(verb) = verb {
         let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
-        ctx.event(tenant, related, EventType::Normal, "SecretSynced", &note).await;
+        ctx.event(tenant, Some(reference(namespace, name)), EventType::Normal, event::SECRET_SYNCED, &note).await;
     }
-    Outcome { wanted, result: Ok(synced), present: true }
+    Outcome { wanted, result: Ok(content.synced), present: true }
+}
+
+/// The name is taken by a Secret not written for this tenant (why): reported, left alone.
+async fn conflict(tenant: &MLTenant, wanted: WantedSecret, why: &'static str, ctx: &Context) -> Outcome {
+    let (namespace, name) = (wanted.namespace.clone(), wanted.secret.clone());
+    let related = Some(reference(&namespace, &name));
+    let conflict = Unsynced::Conflict { namespace, name, why };
+    ctx.event(tenant, related, EventType::Warning, conflict.reason(), &conflict.to_string()).await;
+    Outcome { wanted, result: Err(conflict), present: false }
+}
+
+/// The API server refused a request about `wanted`; `present`: whether a Secret of ours is
+/// still there.
+async fn refused(
+    tenant: &MLTenant,
+    wanted: WantedSecret,
+    error: &kube::Error,
+    present: bool,
+    ctx: &Context,
+) -> Outcome {
+    let rejected = Rejected::new("Secret", format!("{}/{}", wanted.namespace, wanted.secret), error);
+    ctx.rejected(tenant, &rejected).await;
+    Outcome { wanted, result: Err(Unsynced::Rejected(rejected)), present }
 }
 
 /// The bundle `wanted` names, opened for this tenant and environment.
 async fn open(
     tenant: &MLTenant,
-    wanted: &Wanted,
+    wanted: &WantedSecret,
     ctx: &Context,
-) -> std::result::Result<(Arc<SealedBundle>, bundle::Opened), Failure> {
+) -> std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure> {
     let bundle = ctx
         .bundles
         .get(&ObjectRef::new(&wanted.bundle))
         .ok_or_else(|| Failure::NotFound { bundle: wanted.bundle.clone() })?;
-    let label = bundle::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
+    let label = unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
     let opened = ctx.keys.open(&bundle, label).await?;
     Ok((bundle, opened))
 }
@@ -310,17 +396,6 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
         .collect()
 }
 
-/// The bundle names `tenant` references (to map bundle changes to tenants).
-pub fn referenced_bundles(tenant: &MLTenant) -> BTreeSet<&str> {
-    let specs = tenant.spec.secrets.iter().flatten();
-    specs
-        .flat_map(|s| {
-            std::iter::once(s.bundle.as_str())
-                .chain(s.environment_bundles.iter().flat_map(|m| m.values().map(String::as_str)))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +424,74 @@ mod tests {
         let mut extra = secret("Opaque", &[("K", b"v"), ("theirs", b"x")]);
         extra.trim();
         assert!(!differs(&extra, &desired), "a key someone else added is tolerated");
+    }
+
+    #[test]
+    fn plans() {
+        let content = || Content {
+            secret: Box::new(secret("Opaque", &[("K", b"v")])),
+            synced: Synced { source_hash: "sha256:h".into(), expires_at: None },
+        };
+        // Live Secrets as the cache has them: trimmed.
+        let live = |type_: &str, data: &[(&str, &[u8])]| {
+            let mut live = secret(type_, data);
+            live.trim();
+            Arc::new(live)
+        };
+        let current = || live("Opaque", &[("K", b"v")]);
+        let mut unstamped = (*current()).clone();
+        unstamped.metadata.annotations = None;
+        let retyped = live("kubernetes.io/basic-auth", &[("K", b"v")]);
+        let failure = || Failure::Decryption {
+            bundle: "b".into(),
+            key: "K".into(),
+            error: crate::crypto::OpenError::NoKeyCouldDecrypt,
+        };
+        let writable = |live, content, had_secret| Read::Writable { live, content, had_secret };
+        let apply = |how, verb| Plan::Apply { content: content(), how, verb };
+        let not_ours = "it is not managed by mltenant-operator";
+        let table: Vec<(&str, Read, Plan)> = vec![
+            ("a name someone else holds", Read::Foreign(not_ours), Plan::Conflict(not_ours)),
+            ("first write", writable(None, Ok(content()), false), apply(Write::Create, None)),
+            (
+                "a deleted Secret comes back",
+                writable(None, Ok(content()), true),
+                apply(Write::Create, Some("recreated")),
+            ),
+            ("converged", writable(Some(current()), Ok(content()), true), Plan::Unchanged(content().synced)),
+            (
+                "a key someone else added is tolerated",
+                writable(Some(live("Opaque", &[("K", b"v"), ("theirs", b"x")])), Ok(content()), true),
+                Plan::Unchanged(content().synced),
+            ),
+            (
+                "a re-sealed or drifted value",
+                writable(Some(live("Opaque", &[("K", b"old")])), Ok(content()), true),
+                apply(Write::Update, Some("updated")),
+            ),
+            (
+                "drifted metadata",
+                writable(Some(Arc::new(unstamped)), Ok(content()), true),
+                apply(Write::Update, Some("updated")),
+            ),
+            (
+                "another type is replaced",
+                writable(Some(retyped.clone()), Ok(content()), true),
+                apply(Write::Replace(retyped), Some("updated")),
+            ),
+            (
+                "the bundle fails before a first write",
+                writable(None, Err(failure()), false),
+                Plan::KeepLast { failure: failure(), present: false },
+            ),
+            (
+                "the bundle fails: the last good Secret stays",
+                writable(Some(live("Opaque", &[("K", b"old")])), Err(failure()), true),
+                Plan::KeepLast { failure: failure(), present: true },
+            ),
+        ];
+        for (row, read, want) in table {
+            assert_eq!(plan(read), want, "{row}");
+        }
     }
 }

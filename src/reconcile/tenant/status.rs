@@ -7,16 +7,13 @@ use super::access::Granted;
 use super::environments::Environment;
 use super::namespaces::NamespaceState;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
+use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
+use crate::reconcile::apply;
 use crate::reconcile::conditions::{self, Observed};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::Result;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::{Context, Result, apply};
-
-pub const READY: &str = "Ready";
-pub const NAMESPACES_READY: &str = "NamespacesReady";
-pub const SECRETS_SYNCED: &str = "SecretsSynced";
-pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
-pub const ACCESS_GRANTED: &str = "AccessGranted";
 
 /// Credentials expiring within this window make `CredentialsExpiring` True.
 pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hours(14 * 24);
@@ -25,29 +22,29 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
     unreleased: &[Rejected],
-    distributed: &Distribution,
+    distribution: &Distribution,
     granted: &Granted,
     now: jiff::Timestamp,
 ) -> Vec<Observed> {
     let access = if !granted.rejected.is_empty() {
-        Observed::new(ACCESS_GRANTED, false, "AccessRejected", joined(&granted.rejected))
+        Observed::new(ACCESS_GRANTED, false, reason::ACCESS_REJECTED, joined(&granted.rejected))
     } else if granted.conflicts.is_empty() {
         Observed::new(
             ACCESS_GRANTED,
             true,
-            "Granted",
+            reason::GRANTED,
             format!("{} Role/RoleBinding pairs grant get on the distributed Secrets to secretReaders", granted.grants),
         )
     } else {
         let message = format!("{}: left untouched, those readers get nothing there", granted.conflicts.join("; "));
-        Observed::new(ACCESS_GRANTED, false, "AccessConflict", message)
+        Observed::new(ACCESS_GRANTED, false, reason::ACCESS_CONFLICT, message)
     };
     let mut conditions = with_ready(vec![
         observe_namespaces(namespaces, unreleased),
-        observe_secrets(&distributed.outcomes, &distributed.unrevoked),
+        observe_secrets(&distribution.outcomes, &distribution.unrevoked),
         access,
     ]);
-    conditions.push(observe_expiry(&distributed.outcomes, now));
+    conditions.push(observe_expiry(&distribution.outcomes, now));
     conditions
 }
 
@@ -68,16 +65,16 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], unreleased: &[
     let conflicts = problem(|s| if let NamespaceState::Conflict(m) = s { Some(m) } else { None });
     let terminating = problem(|s| if let NamespaceState::Terminating(m) = s { Some(m) } else { None });
     if !protected.is_empty() {
-        Observed::new(NAMESPACES_READY, false, "ProtectedNamespace", protected.join("; "))
+        Observed::new(NAMESPACES_READY, false, reason::PROTECTED_NAMESPACE, protected.join("; "))
     } else if !rejected.is_empty() {
-        Observed::new(NAMESPACES_READY, false, "NamespaceRejected", joined(&rejected))
+        Observed::new(NAMESPACES_READY, false, reason::NAMESPACE_REJECTED, joined(&rejected))
     } else if !conflicts.is_empty() {
-        Observed::new(NAMESPACES_READY, false, "NamespaceConflict", conflicts.join("; "))
+        Observed::new(NAMESPACES_READY, false, reason::NAMESPACE_CONFLICT, conflicts.join("; "))
     } else if !terminating.is_empty() {
-        Observed::new(NAMESPACES_READY, false, "Terminating", terminating.join("; "))
+        Observed::new(NAMESPACES_READY, false, reason::TERMINATING, terminating.join("; "))
     } else {
         let names: Vec<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
-        Observed::new(NAMESPACES_READY, true, "Created", format!("namespaces ready: {}", names.join(", ")))
+        Observed::new(NAMESPACES_READY, true, reason::CREATED, format!("namespaces ready: {}", names.join(", ")))
     }
 }
 
@@ -88,10 +85,10 @@ fn observe_secrets(outcomes: &[Outcome], unrevoked: &[Rejected]) -> Observed {
         None if !unrevoked.is_empty() => Observed::new(
             SECRETS_SYNCED,
             false,
-            "RevocationFailed",
+            reason::REVOCATION_FAILED,
             format!("Secrets no longer wanted are still there: {}", joined(unrevoked)),
         ),
-        None => Observed::new(SECRETS_SYNCED, true, "Synced", format!("{} Secrets synced", outcomes.len())),
+        None => Observed::new(SECRETS_SYNCED, true, reason::SYNCED, format!("{} Secrets synced", outcomes.len())),
         Some((_, first)) => {
             let messages: Vec<String> =
                 failures.iter().map(|(o, f)| format!("{}/{}: {f}", o.wanted.namespace, o.wanted.secret)).collect();
@@ -109,7 +106,7 @@ fn observe_expiry(outcomes: &[Outcome], now: jiff::Timestamp) -> Observed {
         Some((o, at)) if at <= now => Observed::new(
             CREDENTIALS_EXPIRING,
             true,
-            "Expired",
+            reason::EXPIRED,
             format!(
                 "Secret {}/{} (SealedBundle {}) expired at {at}",
                 o.wanted.namespace, o.wanted.secret, o.wanted.bundle
@@ -118,19 +115,19 @@ fn observe_expiry(outcomes: &[Outcome], now: jiff::Timestamp) -> Observed {
         Some((o, at)) if at <= now + EXPIRY_WARNING => Observed::new(
             CREDENTIALS_EXPIRING,
             true,
-            "ExpiresSoon",
+            reason::EXPIRES_SOON,
             format!(
                 "Secret {}/{} (SealedBundle {}) expires at {at}",
                 o.wanted.namespace, o.wanted.secret, o.wanted.bundle
             ),
         ),
-        _ => Observed::new(CREDENTIALS_EXPIRING, false, "NotExpiring", "no credential expires within 14 days"),
+        _ => Observed::new(CREDENTIALS_EXPIRING, false, reason::NOT_EXPIRING, "no credential expires within 14 days"),
     }
 }
 
 /// Conditions for a spec the operator cannot realise (nothing was written).
 pub fn invalid(message: &str) -> Vec<Observed> {
-    with_ready(vec![Observed::new(NAMESPACES_READY, false, "InvalidSpec", message)])
+    with_ready(vec![Observed::new(NAMESPACES_READY, false, reason::INVALID_SPEC, message)])
 }
 
 /// Conditions for a tenant whose deletion waits on namespaces still terminating.
@@ -139,14 +136,14 @@ pub fn deleting(pending: &[String]) -> Vec<Observed> {
         "deletionPolicy Delete: waiting for namespaces to finish terminating: {} (check their remaining finalizers with `kubectl get ns -o yaml`)",
         pending.join(", ")
     );
-    with_ready(vec![Observed::new(NAMESPACES_READY, false, "Terminating", message)])
+    with_ready(vec![Observed::new(NAMESPACES_READY, false, reason::TERMINATING, message)])
 }
 
 /// `Ready` summarises the other conditions: the first one that is not fine gives its reason.
 fn with_ready(mut parts: Vec<Observed>) -> Vec<Observed> {
     let ready = match parts.iter().find(|p| !p.ok) {
         Some(bad) => Observed::new(READY, false, bad.reason.clone(), bad.message.clone()),
-        None => Observed::new(READY, true, "Ready", "all environments are ready"),
+        None => Observed::new(READY, true, reason::READY, "all environments are ready"),
     };
     parts.insert(0, ready);
     parts
@@ -157,7 +154,7 @@ pub fn build(
     tenant: &MLTenant,
     observed: &[Observed],
     outcomes: &[(Environment, NamespaceState)],
-    distributed: &Distribution,
+    distribution: &Distribution,
     now: &Time,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -173,7 +170,7 @@ pub fn build(
                 namespace: env.namespace.clone(),
                 ready: *state == NamespaceState::Ready,
                 reason: state.reason().map(str::to_owned),
-                secrets: secrets::statuses(&distributed.outcomes, &env.name),
+                secrets: secrets::statuses(&distribution.outcomes, &env.name),
             })
             .collect(),
     }
@@ -182,7 +179,7 @@ pub fn build(
 /// Whether the tenant's last status had environment `name` ready, or terminating (so a missing
 /// namespace was deleted, not never created).
 pub fn had_environment(tenant: &MLTenant, name: &str) -> bool {
-    environment(tenant, name).is_some_and(|e| e.ready || e.reason.as_deref() == Some("Terminating"))
+    environment(tenant, name).is_some_and(|e| e.ready || e.reason.as_deref() == Some(reason::TERMINATING))
 }
 
 /// Whether the tenant's last status had Secret `secret` synced in environment `environment`.
@@ -229,7 +226,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::reconcile::tenant::secrets::{Synced, Wanted};
+    use crate::reconcile::tenant::secrets::{Synced, WantedSecret};
 
     fn env(ns: &str) -> Environment {
         Environment { name: ns.into(), namespace: ns.into(), labels: BTreeMap::new() }
@@ -240,8 +237,12 @@ mod tests {
     }
 
     fn outcome(secret: &str, result: Result<Synced, Unsynced>) -> Outcome {
-        let wanted =
-            Wanted { environment: "dev".into(), namespace: "t-dev".into(), secret: secret.into(), bundle: "b".into() };
+        let wanted = WantedSecret {
+            environment: "dev".into(),
+            namespace: "t-dev".into(),
+            secret: secret.into(),
+            bundle: "b".into(),
+        };
         let present = result.is_ok();
         Outcome { wanted, result, present }
     }
@@ -293,7 +294,7 @@ mod tests {
 
     #[test]
     fn a_failing_secret_drives_ready_and_names_bundle_and_key() {
-        let failure = crate::bundle::Failure::Decryption {
+        let failure = crate::unseal::Failure::Decryption {
             bundle: "b".into(),
             key: "AWS_SECRET_ACCESS_KEY".into(),
             error: crate::crypto::OpenError::NoKeyCouldDecrypt,

@@ -9,7 +9,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use mltenant_operator::api::MLTenant;
-use mltenant_operator::labels;
+use mltenant_operator::api::labels;
 
 use super::{Fleet, KEYS, PLATFORM, READER_ROLE, SHARED, namespace, platform_bundle, values};
 use crate::harness::TEST_LABEL;

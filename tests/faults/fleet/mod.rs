@@ -19,11 +19,9 @@ use std::time::Instant;
 use futures::StreamExt as _;
 use kube::api::PostParams;
 use kube::{Api, Client};
-use mltenant_operator::api::{
-    BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SealedBundle, SecretReader, SecretSpec, ServiceAccountRef,
-};
-use mltenant_operator::bundle as sealing;
+use mltenant_operator::api::{BundleScope, DeletionPolicy, MLTenant, SealedBundle, SecretReader, SecretSpec};
 use mltenant_operator::crypto::Certificate;
+use mltenant_operator::unseal as sealing;
 
 use crate::harness::{TEST_LABEL, bundle, edit, sealed, tenant};
 
@@ -141,25 +139,12 @@ impl Fleet {
         let m = &self.members[name];
         let envs: Vec<&str> = m.environments.iter().map(String::as_str).collect();
         let mut t = tenant(name, &self.run_id, &envs);
-        t.spec.environments =
-            envs.iter().map(|e| EnvironmentSpec { name: (*e).into(), namespace: None, labels: None }).collect();
-        let spec = |secret: &str, bundle: String| SecretSpec {
-            name: secret.into(),
-            bundle,
-            environment_bundles: None,
-            environments: None,
-        };
-        let mut secrets = vec![spec(PLATFORM, platform_bundle(name))];
+        let mut secrets = vec![SecretSpec::new(PLATFORM, platform_bundle(name))];
         if m.shared {
-            secrets.push(spec(SHARED, self.shared_bundle.clone()));
+            secrets.push(SecretSpec::new(SHARED, &self.shared_bundle));
         }
         t.spec.secrets = Some(secrets);
-        t.spec.secret_readers = m.reader.then(|| {
-            vec![SecretReader {
-                service_account: ServiceAccountRef { namespace: READER.0.into(), name: READER.1.into() },
-                secrets: None,
-            }]
-        });
+        t.spec.secret_readers = m.reader.then(|| vec![SecretReader::new(READER.0, READER.1)]);
         t.spec.deletion_policy = m.delete_policy.then_some(DeletionPolicy::Delete);
         t
     }

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PostParams;
 use kube::{Api, Client, Resource as _, ResourceExt};
 use mltenant_operator::api::MLTenant;
-use mltenant_operator::labels;
+use mltenant_operator::api::labels;
 
 use super::{TIMEOUT, delete_tenant, edit, events_for, get_namespace, wait_for, wait_tenant_gone};
 

@@ -24,13 +24,12 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessRevie
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
-use mltenant_operator::api::{BundleScope, EnvironmentSpec, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
+use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
+use mltenant_operator::api::{BundleScope, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
 use mltenant_operator::crypto::{self, Certificate};
-use mltenant_operator::keyring::{ACTIVE, SEALING_KEY};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
 
@@ -94,19 +93,7 @@ pub fn token_of(var: &str) -> String {
 
 /// An MLTenant named `name` with the given environments, labelled for `run_id`'s operator.
 pub fn tenant(name: &str, run_id: &str, environments: &[&str]) -> MLTenant {
-    let mut t = MLTenant::new(
-        name,
-        MLTenantSpec {
-            environments: environments
-                .iter()
-                .map(|e| EnvironmentSpec { name: (*e).into(), namespace: None, labels: None })
-                .collect(),
-            secrets: None,
-            secret_readers: None,
-            deletion_policy: None,
-            adopt_existing_namespaces: None,
-        },
-    );
+    let mut t = MLTenant::new(name, MLTenantSpec::with_environments(environments));
     t.metadata.labels = Some(BTreeMap::from([(TEST_LABEL.to_owned(), run_id.to_owned())]));
     t
 }
@@ -298,14 +285,9 @@ pub fn bundle(
     SealedBundle::new(
         name,
         SealedBundleSpec {
-            scope,
             tenant: tenant.map(Into::into),
             environment: env.map(Into::into),
-            tenant_selector: (scope == BundleScope::Cluster).then(LabelSelector::default),
-            type_: None,
-            template: None,
-            expires_at: None,
-            encrypted_data: data,
+            ..SealedBundleSpec::new(scope, data)
         },
     )
 }

@@ -96,8 +96,9 @@ impl Operator {
     /// Send `signal` (a name `kill -s` takes: TERM, STOP, CONT, ...) to the process.
     pub async fn signal(&self, signal: &str) {
         let pid = self.pid().to_string();
-        let kill = Command::new("kill").args(["-s", signal, &pid]).status().await.expect("run kill");
-        assert!(kill.success(), "kill -s {signal} {pid} failed");
+        // Output captured, not inherited: nothing a test starts writes to the shared stdout.
+        let kill = Command::new("kill").args(["-s", signal, &pid]).output().await.expect("run kill");
+        assert!(kill.status.success(), "kill -s {signal} {pid}: {}", String::from_utf8_lossy(&kill.stderr));
     }
 
     pub fn pid(&self) -> u32 {

@@ -35,6 +35,9 @@ pub const APPLIED: &str = "mltenant.io/applied";
 pub const BUNDLE: &str = "mltenant.io/bundle";
 pub const SOURCE_HASH: &str = "mltenant.io/source-hash";
 pub const EXPIRES_AT: &str = "mltenant.io/expires-at";
+/// On the operator's sealing-key Secrets (value `active`).
+pub const SEALING_KEY: &str = "mltenant.io/sealing-key";
+pub const ACTIVE: &str = "active";
 
 /// Label selector matching everything this operator manages.
 pub fn managed_selector() -> String {

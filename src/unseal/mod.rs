@@ -11,6 +11,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use zeroize::Zeroizing;
 
+use crate::api::conditions::reason;
 use crate::api::limits::{MAX_VALUES, SECRET_TYPES};
 use crate::api::{BundleScope, SealedBundle};
 use crate::crypto::{self, OpenError, SealingKey};
@@ -46,13 +47,13 @@ impl Failure {
     /// The `SecretsSynced` condition reason.
     pub fn reason(&self) -> &'static str {
         match self {
-            Failure::NotFound { .. } => "BundleNotFound",
-            Failure::ScopeMismatch { .. } => "ScopeMismatch",
-            Failure::Decryption { .. } => "DecryptionFailed",
-            Failure::InvalidPayload { .. } => "InvalidPayload",
-            Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => "UnsupportedType",
-            Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => "ReservedMetadata",
-            Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => "TooManyValues",
+            Failure::NotFound { .. } => reason::BUNDLE_NOT_FOUND,
+            Failure::ScopeMismatch { .. } => reason::SCOPE_MISMATCH,
+            Failure::Decryption { .. } => reason::DECRYPTION_FAILED,
+            Failure::InvalidPayload { .. } => reason::INVALID_PAYLOAD,
+            Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => reason::UNSUPPORTED_TYPE,
+            Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => reason::RESERVED_METADATA,
+            Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => reason::TOO_MANY_VALUES,
         }
     }
 
@@ -195,17 +196,13 @@ mod tests {
         SealedBundle::new(
             "b",
             SealedBundleSpec {
-                scope,
                 tenant: tenant.map(Into::into),
                 environment: environment.map(Into::into),
                 tenant_selector: (scope == BundleScope::Cluster).then(|| LabelSelector {
                     match_labels: Some([("tier".to_string(), "gold".to_string())].into()),
                     ..Default::default()
                 }),
-                type_: None,
-                template: None,
-                expires_at: None,
-                encrypted_data: [("K".to_string(), "AgB".to_string())].into(),
+                ..SealedBundleSpec::new(scope, [("K".to_string(), "AgB".to_string())].into())
             },
         )
     }

@@ -174,17 +174,14 @@ mod tests {
     }
 
     fn bundle(type_: Option<&str>, template: Option<SecretTemplate>, values: usize) -> SealedBundle {
+        let data = (0..values).map(|i| (format!("K{i}"), "AgB".to_string())).collect();
         SealedBundle::new(
             "b",
             SealedBundleSpec {
-                scope: BundleScope::Tenant,
                 tenant: Some("t".into()),
-                environment: None,
-                tenant_selector: None,
                 type_: type_.map(Into::into),
                 template,
-                expires_at: None,
-                encrypted_data: (0..values).map(|i| (format!("K{i}"), "AgB".to_string())).collect(),
+                ..SealedBundleSpec::new(BundleScope::Tenant, data)
             },
         )
     }
@@ -197,8 +194,8 @@ mod tests {
             Err(Refusal::UnsupportedType("kubernetes.io/service-account-token".into()))
         );
         let token_annotation = SecretTemplate {
-            labels: None,
             annotations: Some([("kubernetes.io/service-account.name".to_string(), "default".to_string())].into()),
+            ..Default::default()
         };
         assert_eq!(
             check_claims(&bundle(None, Some(token_annotation), 1)),
@@ -206,7 +203,7 @@ mod tests {
         );
         let argo = SecretTemplate {
             labels: Some([("argocd.argoproj.io/secret-type".to_string(), "cluster".to_string())].into()),
-            annotations: None,
+            ..Default::default()
         };
         assert!(matches!(check_claims(&bundle(None, Some(argo), 1)), Err(Refusal::ReservedMetadata(_))));
         assert_eq!(check_claims(&bundle(None, None, MAX_VALUES)), Ok(()));

@@ -9,13 +9,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
+use crate::api::conditions::{DECRYPTABLE, reason};
 use crate::api::{SealedBundle, SealedBundleStatus};
-use crate::bundle;
+use crate::reconcile::apply;
 use crate::reconcile::conditions::{self, Observed};
-use crate::reconcile::{Context, Result, apply};
+use crate::reconcile::context::Context;
+use crate::reconcile::error::Result;
+use crate::unseal;
 
-pub const DECRYPTABLE: &str = "Decryptable";
-
+#[tracing::instrument(skip_all, fields(bundle = %sealed.name_any()))]
 pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.reports_on(&sealed) {
         return Ok(Action::await_change());
@@ -23,11 +25,11 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let (observed, fingerprint) = match ctx.keys.open(&sealed, bundle::declared_label(&sealed)).await {
+    let (observed, fingerprint) = match ctx.keys.open(&sealed, unseal::declared_label(&sealed)).await {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
             let message = format!("all {count} values open with sealing key {}", opened.fingerprint);
-            (Observed::new(DECRYPTABLE, true, "Decryptable", message), Some(opened.fingerprint))
+            (Observed::new(DECRYPTABLE, true, reason::DECRYPTABLE, message), Some(opened.fingerprint))
         }
         Err(failure) => (Observed::new(DECRYPTABLE, false, failure.reason(), failure.to_string()), None),
     };

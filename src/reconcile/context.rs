@@ -1,0 +1,182 @@
+//! What every reconcile shares: the client, the caches, the key ring, the Event recorder, and
+//! the little state kept between reconciles (claim locks, backoff counts, status fingerprints).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::core::Selector;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Mutex;
+use tracing::warn;
+
+use super::index::Cached;
+use super::rejected;
+use super::watches::Caches;
+use crate::api::conditions::event;
+use crate::api::labels;
+use crate::api::limits::Protected;
+use crate::api::{MLTenant, SealedBundle};
+use crate::keyring::KeyRing;
+use crate::metrics::Metrics;
+
+/// Settings of the controller process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How often a converged tenant is looked at again without any trigger.
+    pub resync: Duration,
+    /// Label selector limiting which MLTenants this installation handles (sharding).
+    pub tenant_selector: Option<String>,
+    /// Which SealedBundles this installation reports status on. Any bundle can still be
+    /// distributed to the tenants it handles.
+    pub bundle_selector: Selector,
+    /// Name reported on Events (the pod name in a cluster).
+    pub instance: Option<String>,
+    /// Namespaces never touched, whatever a spec says.
+    pub protected: Protected,
+    /// Reconciles run at once per controller: enough to keep the API server busy, few enough
+    /// that a backlog (every tenant at start-up) does not flood it into refusing requests.
+    pub concurrency: u16,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// Namespaces labelled as managed by this operator (a label-selected watch).
+    pub namespaces: Cached<Namespace>,
+    /// Secrets distributed to tenants (a label-selected watch: no other Secret is cached).
+    pub secrets: Cached<Secret>,
+    /// Every SealedBundle (one cache for distribution and for bundle status).
+    pub bundles: Store<SealedBundle>,
+    /// Roles and RoleBindings granting `secretReaders` access (label-selected watches).
+    pub roles: Cached<Role>,
+    pub role_bindings: Cached<RoleBinding>,
+    /// The sealing keys and what they opened.
+    pub keys: Arc<KeyRing>,
+    /// Raised once each cache above holds its initial list.
+    synced: Vec<Arc<AtomicBool>>,
+    /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
+    /// stripe of namespace names, so claims of different namespaces run in parallel.
+    namespace_claims: Vec<Mutex<()>>,
+    /// Consecutive failed reconciles per object, for the backoff.
+    pub(super) failures: Failures,
+    /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
+    written: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+}
+
+/// Locks for namespace claims; two names share one with probability 1/64.
+const NAMESPACE_CLAIM_STRIPES: usize = 64;
+
+impl Context {
+    /// The context of controllers running on `client`, with the caches of `watches`.
+    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, watches: Caches) -> Self {
+        let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+            namespaces: watches.namespaces,
+            secrets: watches.secrets,
+            bundles: watches.bundles,
+            roles: watches.roles,
+            role_bindings: watches.role_bindings,
+            keys,
+            synced: watches.synced,
+            namespace_claims: (0..NAMESPACE_CLAIM_STRIPES).map(|_| Mutex::new(())).collect(),
+            failures: Failures::default(),
+            written: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Hold this while deciding whether `namespace` may be taken and taking it.
+    pub async fn claim(&self, namespace: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        namespace.hash(&mut hasher);
+        self.namespace_claims[hasher.finish() as usize % NAMESPACE_CLAIM_STRIPES].lock().await
+    }
+
+    /// The fingerprint of the status this replica last wrote for the tenant `uid`.
+    pub fn written_status(&self, uid: &str) -> Option<[u8; 32]> {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).copied()
+    }
+
+    pub fn wrote_status(&self, uid: String, fingerprint: [u8; 32]) {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid, fingerprint);
+    }
+
+    /// The tenant `uid` is gone: nothing of it stays in memory.
+    pub fn forget(&self, uid: &str) {
+        self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+    }
+
+    /// Report a refused request about one child of `tenant`: an Event on the tenant about that
+    /// object, the metric, a log line. The caller records it in the status and goes on.
+    pub async fn rejected(&self, tenant: &MLTenant, rejected: &rejected::Rejected) {
+        warn!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, reason = rejected.reason, message = %rejected.message, "request refused");
+        self.metrics.rejected_write(&tenant.name_any(), rejected.kind, rejected.reason);
+        self.event(tenant, None, EventType::Warning, event::WRITE_REJECTED, &rejected.to_string()).await;
+    }
+
+    /// Whether this installation reports `bundle`'s status (`--bundle-selector`).
+    pub fn reports_on(&self, bundle: &SealedBundle) -> bool {
+        use kube::core::SelectorExt as _;
+        self.config.bundle_selector.matches(bundle.labels())
+    }
+
+    /// Whether every cache has its initial list: decisions like "nothing to write" or "this
+    /// namespace is no longer wanted" are never taken on a cache still filling.
+    pub fn caches_synced(&self) -> bool {
+        self.synced.iter().all(|s| s.load(Ordering::Acquire))
+    }
+
+    /// Record an Event on `obj`, about `related` when the event concerns one of its children
+    /// (which also keeps events about different children from being merged into one series).
+    /// Event delivery is best effort: a failure is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note.to_owned()),
+            action: "Reconcile".to_owned(),
+            secondary: related,
+        };
+        if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(%error, reason, "could not record event");
+        }
+    }
+}
+
+/// Consecutive failed reconciles per object (`controller/name`), for the backoff.
+#[derive(Default)]
+pub struct Failures(std::sync::Mutex<HashMap<String, u32>>);
+
+impl Failures {
+    /// Count a failure of `key`; the count so far.
+    pub(super) fn failed(&self, key: &str) -> u32 {
+        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_default();
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    pub(super) fn succeeded(&self, key: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
+    }
+}

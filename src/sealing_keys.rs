@@ -1,0 +1,165 @@
+//! The operator's sealing keys as Secrets: `kubernetes.io/tls` Secrets labelled
+//! `mltenant.io/sealing-key=active` in the operator's namespace. Watched (so every replica
+//! reloads its key ring when a key is added or removed); the leader creates the first one on
+//! start and a new one every renew period. Old keys are kept: they still open what was sealed
+//! with them; the newest seals.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::labels::{self, ACTIVE, SEALING_KEY};
+use crate::crypto::SealingKey;
+use crate::keyring::KeyRing;
+
+/// How often the renew check runs at most (more often for renew periods under 4 minutes).
+const RENEW_CHECK: Duration = Duration::from_secs(60);
+
+/// Where the keys live and how often a new one is made.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub namespace: String,
+    pub renew_period: Duration,
+}
+
+/// Keep `ring` in step with the key Secrets until the watch ends. `synced` is raised once the
+/// keys were loaded and at least one exists.
+///
+/// Only while `leading` is true does it create keys; every replica loads them.
+pub async fn run(
+    client: Client,
+    config: Config,
+    ring: Arc<KeyRing>,
+    synced: Arc<AtomicBool>,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) {
+    let api: Api<Secret> = Api::namespaced(client, &config.namespace);
+    let (store, writer) = reflector::store();
+    let selector = format!("{SEALING_KEY}={ACTIVE}");
+    let mut events = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default().labels(&selector)))
+        .default_backoff()
+        .boxed();
+    let mut renew = tokio::time::interval(RENEW_CHECK.min(config.renew_period / 4));
+    // A slow key generation must not be followed by a burst of catch-up checks.
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut listed = false;
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::InitDone)) => {
+                    listed = true;
+                    reload(&store, &ring);
+                    if *leading.borrow() {
+                        ensure_fresh_key(&api, &ring, &config).await;
+                    }
+                }
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if listed => reload(&store, &ring),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => warn!(%error, "watching sealing keys"),
+                None => return,
+            },
+            _ = renew.tick(), if listed && *leading.borrow() => ensure_fresh_key(&api, &ring, &config).await,
+            Ok(()) = leading.changed(), if listed => {
+                if *leading.borrow_and_update() {
+                    ensure_fresh_key(&api, &ring, &config).await;
+                }
+            }
+        }
+        if listed && !ring.keys().is_empty() {
+            synced.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Rebuild the ring from the cached Secrets. A Secret that does not hold a valid key pair is
+/// skipped with a warning naming it (never its content).
+fn reload(store: &Store<Secret>, ring: &KeyRing) {
+    let keys: Vec<SealingKey> = store
+        .state()
+        .iter()
+        .filter_map(|secret| match parse(secret) {
+            Ok(key) => Some(key),
+            Err(error) => {
+                warn!(secret = %secret.name_any(), %error, "ignoring invalid sealing key Secret");
+                None
+            }
+        })
+        .collect();
+    ring.replace(keys);
+    let keys = ring.keys();
+    info!(keys = keys.len(), newest = keys.first().map_or("none", SealingKey::fingerprint), "sealing keys loaded");
+}
+
+fn parse(secret: &Secret) -> Result<SealingKey, String> {
+    let field = |name: &str| -> Result<String, String> {
+        let bytes = secret.data.as_ref().and_then(|d| d.get(name)).ok_or_else(|| format!("missing {name}"))?;
+        String::from_utf8(bytes.0.clone()).map_err(|_| format!("{name} is not text"))
+    };
+    let cert = field("tls.crt")?;
+    let key = zeroize::Zeroizing::new(field("tls.key")?);
+    SealingKey::from_pem(&cert, &key).map_err(|e| e.to_string())
+}
+
+/// Create a key when there is none or the newest is older than the renew period.
+///
+/// The Secret is created (POST), not applied: its name is derived from the renew period's
+/// time slot, so replicas starting together race for one name and exactly one wins, where an
+/// apply would let the loser overwrite the winner's key with its own.
+async fn ensure_fresh_key(api: &Api<Secret>, ring: &KeyRing, config: &Config) {
+    let now = jiff::Timestamp::now();
+    let period = config.renew_period.as_secs().max(1) as i64;
+    if let Some(newest) = ring.newest()
+        && newest.certificate().not_before().as_second() + period > now.as_second()
+    {
+        return;
+    }
+    let name = format!("sealing-key-{}", now.as_second() / period);
+    // Valid for two periods: the newest key always has at least a period left when it seals.
+    let validity = config.renew_period * 2;
+    let key = match tokio::task::spawn_blocking(move || SealingKey::generate(validity)).await {
+        Ok(Ok(key)) => key,
+        Ok(Err(error)) => return warn!(%error, "could not generate a sealing key"),
+        Err(error) => return warn!(%error, "sealing key generation panicked"),
+    };
+    let pem = match key.to_pem() {
+        Ok(pem) => pem,
+        Err(error) => return warn!(%error, "could not encode the sealing key"),
+    };
+    let mut key_labels = labels::managed_by();
+    key_labels.insert(SEALING_KEY.to_owned(), ACTIVE.to_owned());
+    let secret = Secret {
+        metadata: ObjectMeta { name: Some(name.clone()), labels: Some(key_labels), ..Default::default() },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), ByteString(pem.cert_pem.into_bytes())),
+            ("tls.key".to_owned(), ByteString(pem.key_pem.as_bytes().to_vec())),
+        ])),
+        ..Default::default()
+    };
+    match api
+        .create(&PostParams { field_manager: Some(labels::FIELD_MANAGER.to_owned()), ..Default::default() }, &secret)
+        .await
+    {
+        Ok(_) => {
+            info!(secret = %name, fingerprint = key.fingerprint(), "created a new sealing key");
+            // Use it at once: the watch may deliver it only later, and until then the next
+            // check would find no fresh key and make another one.
+            ring.insert(key);
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            info!(secret = %name, "another replica created this sealing key")
+        }
+        Err(error) => warn!(secret = %name, %error, "could not store the new sealing key"),
+    }
+}
