@@ -36,9 +36,15 @@ impl Operator {
 
     /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
     pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
-        let op = Self::spawn_on(host, run_id, extra_args);
-        op.wait_ready(TIMEOUT).await;
-        op
+        // A port is picked by binding :0 and letting go, so another process can bind it before
+        // the operator does (seen with a bench running beside the tests): pick another one.
+        for _ in 0..3 {
+            let op = Self::spawn_on(host, run_id, extra_args);
+            if op.ready_unless_port_taken(TIMEOUT).await {
+                return op;
+            }
+        }
+        panic!("the operator found its HTTP port taken three times in a row");
     }
 
     /// Start the process and return at once, before it is ready (to crash it while it starts).
@@ -70,12 +76,24 @@ impl Operator {
 
     /// Wait until `/readyz` answers 200, failing early if the process exits.
     pub async fn wait_ready(&self, timeout: Duration) {
+        assert!(self.ready_unless_port_taken(timeout).await, "the operator's HTTP port was taken");
+    }
+
+    /// Wait until `/readyz` answers 200 (true), or the process exited because its HTTP port was
+    /// taken (false); failing if it exits for any other reason.
+    async fn ready_unless_port_taken(&self, timeout: Duration) -> bool {
         let pid = self.pid();
         wait_for("the operator's /readyz", timeout, || async {
-            assert!(process_alive(pid), "the operator (pid {pid}) exited before it was ready");
-            http_get(self.port, "/readyz").await.filter(|(status, _)| *status == 200)
+            if !process_alive(pid) {
+                assert!(
+                    self.log().contains("Address already in use"),
+                    "the operator (pid {pid}) exited before it was ready"
+                );
+                return Some(false);
+            }
+            http_get(self.port, "/readyz").await.filter(|(status, _)| *status == 200).map(|_| true)
         })
-        .await;
+        .await
     }
 
     /// Stop the operator abruptly (SIGKILL), as a crash would, and reap it.
