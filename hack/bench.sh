@@ -13,6 +13,8 @@
 #   profile         (not in the default set) a backlog converge of its own fleet with the operator
 #                   under `perf record`: where its CPU goes (hack/bench-profile.py), a flame graph
 #                   when inferno is installed (cargo install inferno)
+#   heap            (not in the default set) a backlog converge of its own fleet under heaptrack:
+#                   what the operator's heap holds at its peak (target/bench/heap.txt)
 #   backlog         every MLTenant and SealedBundle present before the operator starts (failover,
 #                   upgrade); then, while it runs:
 #     resync        one full resync (expect 0 writes, 0 decryptions) and the steady CPU
