@@ -154,6 +154,19 @@ metric() { # NAME [LABEL-FILTER]: sum of the operator's matching samples
   curl -fsS "$OPERATOR_URL/metrics" | awk -v n="$1" -v f="${2:-}" '($1 == n || index($1, n"{") == 1) && index($1, f) {s += $2} END {printf "%d\n", s}'
 }
 writes() { echo $(( $(metric mltenant_kube_requests_total POST) + $(metric mltenant_kube_requests_total PATCH) + $(metric mltenant_kube_requests_total PUT) + $(metric mltenant_kube_requests_total DELETE) )); }
+# decryptions_settled WHAT MIN: wait until the operator ($op) decrypted at least MIN values and
+# its decryption counter has not moved for 10s; prints the counter. Dies on timeout or exit.
+decryptions_settled() {
+  local what=$1 min=$2 last=-1 still=0 d deadline=$((SECONDS + TIMEOUT))
+  while [ $still -lt 5 ] || [ "$last" -lt "$min" ]; do
+    [ $SECONDS -lt $deadline ] || die "$what: decryptions not settled at $min or more after ${TIMEOUT}s"
+    kill -0 "$op" 2>/dev/null || die "$what: the operator exited"
+    sleep 2
+    d=$(metric mltenant_decryptions_total)
+    if [ "$d" = "$last" ]; then still=$((still + 1)); else still=0 last=$d; fi
+  done
+  echo "$last"
+}
 reconciles() { metric mltenant_reconcile_total 'controller="tenant",result="success"'; }
 
 # The operator's first start creates its sealing key; every fleet is sealed to it offline.
@@ -354,14 +367,7 @@ if has backlog; then
       | kubectl apply --server-side --field-manager bench -f - >/dev/null
     rm -f "$RUN/rotation.key"
     # Done when the decryption counter has not moved for 10s.
-    last=-1 still=0 deadline=$((SECONDS + TIMEOUT))
-    while [ $still -lt 5 ]; do
-      [ $SECONDS -lt $deadline ] || die "rotation: decryptions still moving after ${TIMEOUT}s"
-      kill -0 "$op" 2>/dev/null || die "rotation: the operator exited"
-      sleep 2
-      d=$(metric mltenant_decryptions_total)
-      if [ "$d" = "$last" ]; then still=$((still + 1)); else still=0 last=$d; fi
-    done
+    last=$(decryptions_settled rotation 0)
     save rotation decryptions=$((last - d0)) writes=$(( $(writes) - w0 )) \
       quiet_after_s="$(python3 -c "print(f'{$(now) - $start - 10:.1f}')")"
     # Back to one key, so later restarts cost what they cost without the bench's extra key.
@@ -400,13 +406,7 @@ start_sealed_secrets() {
   SS_PID=$!
   SS_URL=http://127.0.0.1:$port
   SS_METRICS=http://127.0.0.1:$metrics_port/metrics
-  for _ in $(seq 600); do
-    curl -fsS "$SS_URL/healthz" >/dev/null 2>&1 && return 0
-    kill -0 "$SS_PID" 2>/dev/null || { tail -20 "$logfile" >&2; die "the sealed-secrets controller exited"; }
-    sleep 0.2
-  done
-  tail -20 "$logfile" >&2
-  die "the sealed-secrets controller did not answer after 120s"
+  await_http "$SS_URL/healthz" "$SS_PID" "$logfile" "the sealed-secrets controller" 120
 }
 ss_unsealed() { curl -fsS "$SS_METRICS" | awk '/^sealed_secrets_controller_unseal_requests_total / {print int($2)}'; }
 
@@ -492,18 +492,12 @@ idle_restart() {
   local name=$1 deadline
   if has backlog; then
     start_operator "$MLTENANT" "$RUN/operator-$name.log"
-    op=$OPERATOR_PID deadline=$((SECONDS + TIMEOUT))
+    op=$OPERATOR_PID
     # A restart decrypts every value again (the cache is in memory); done when all were and the
     # counter has been still for 10s. (Reconciles are no measure: while the caches sync they
     # return early, and count as successes.)
-    local last=-1 still=0 d
-    while [ $still -lt 5 ] || [ "$last" -lt $((9 * N + 1)) ]; do
-      [ $SECONDS -lt $deadline ] || die "$name: the operator did not go through its $((9 * N + 1)) values"
-      kill -0 "$op" 2>/dev/null || die "$name: the operator exited"
-      sleep 2
-      d=$(metric mltenant_decryptions_total)
-      if [ "$d" = "$last" ]; then still=$((still + 1)); else still=0 last=$d; fi
-    done
+    local last
+    last=$(decryptions_settled "$name" $((9 * N + 1)))
     save "$name" ours_peak_rss_kib="$(peak_kib "$op")" ours_rss_kib="$(rss_kib "$op")" ours_cpu_s="$(cpu_seconds "$op")" ours_decryptions="$last"
     stop "$op"; op=
   fi
