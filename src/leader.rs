@@ -40,6 +40,11 @@ impl Config {
         self.lease_duration / 3
     }
 
+    /// Try to take the Lease this often while not leading.
+    fn retry_every(&self) -> Duration {
+        self.renew_every().min(Duration::from_secs(2))
+    }
+
     /// How long after sending a successful renewal this replica still leads: well before the
     /// Lease can look expired to a standby (which waits a whole lease duration after it saw
     /// the renewal, itself later than the send).
@@ -71,6 +76,18 @@ impl Leadership {
         self.renewed_at().map(|at| at + self.deadline)
     }
 
+    /// How long an attempt to take or renew the Lease sent at `sent` may take: while leading,
+    /// until leadership lapses (a renewal finishing later is worthless); otherwise `retry`,
+    /// the time until the next attempt. Never under 100 ms, so a lease about to lapse still
+    /// gets one real try.
+    fn attempt_budget(&self, sent: Instant, retry: Duration) -> Duration {
+        let budget = match self.expires() {
+            Some(at) if at > sent => at - sent,
+            _ => retry,
+        };
+        budget.max(Duration::from_millis(100))
+    }
+
     fn renewed_at(&self) -> Option<Instant> {
         *self.renewed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -98,18 +115,15 @@ pub async fn run(client: Client, config: Config, leadership: std::sync::Arc<Lead
     let mut observed: Option<Observed> = None;
     loop {
         let sent = Instant::now();
-        // A renewal that cannot finish before leadership lapses is given up on.
-        let budget = leadership.expires().map_or(config.renew_every(), |at| at.saturating_duration_since(sent));
-        match tokio::time::timeout(budget.max(Duration::from_millis(100)), try_hold(&api, &config, &mut observed)).await
-        {
+        let budget = leadership.attempt_budget(sent, config.retry_every());
+        match tokio::time::timeout(budget, try_hold(&api, &config, &mut observed)).await {
             Ok(Ok(true)) => leadership.set(Some(sent)),
             Ok(Ok(false)) => leadership.set(None),
             Ok(Err(error)) => warn!(%error, lease = %config.lease_name, "could not renew the leader Lease"),
             Err(_) => warn!(lease = %config.lease_name, "renewing the leader Lease timed out"),
         }
         publish(&leadership, &leading, &config);
-        let next = sent
-            + if leadership.holds() { config.renew_every() } else { config.renew_every().min(Duration::from_secs(2)) };
+        let next = sent + if leadership.holds() { config.renew_every() } else { config.retry_every() };
         // Step down the moment leadership lapses, even if that comes before the next attempt.
         match leadership.expires().filter(|at| *at < next) {
             Some(lapse) => {
@@ -253,5 +267,22 @@ mod tests {
         assert!(leadership.holds(), "9s after the renewal was sent");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!leadership.holds(), "10s: two thirds of the 15s lease");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_gets_the_time_left_while_leading_and_the_retry_interval_once_lapsed() {
+        let retry = Duration::from_secs(2);
+        let leadership = Leadership::new(&config());
+        assert_eq!(leadership.attempt_budget(Instant::now(), retry), retry, "never led");
+        leadership.set(Some(Instant::now()));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(leadership.attempt_budget(Instant::now(), retry), Duration::from_secs(6), "leading");
+        tokio::time::advance(Duration::from_millis(5_950)).await;
+        assert_eq!(leadership.attempt_budget(Instant::now(), retry), Duration::from_millis(100), "about to lapse");
+        // A renewal that failed or timed out leaves the old renewal time behind: the next
+        // attempts to lead again must not inherit a lapsed deadline (they once got 100 ms each,
+        // too little for an API server that just got its etcd back).
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(leadership.attempt_budget(Instant::now(), retry), retry, "lapsed");
     }
 }
