@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures::future::join_all;
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
@@ -107,12 +108,19 @@ pub async fn sync(
     ctx: &Context,
 ) -> Granted {
     let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
+    // The grants are independent and sent together; within one, the Role goes first (the
+    // operator may not `bind`, so a RoleBinding needs its Role to exist).
+    let synced = join_all(grants.iter().map(|grant| {
+        let fresh = fresh.contains(&grant.role.namespace().unwrap_or_default());
+        sync_one(tenant, grant, fresh, ctx)
+    }))
+    .await;
     let mut granted = Granted::default();
     let mut keep = BTreeSet::new();
-    for grant in &grants {
+    for (grant, synced) in grants.iter().zip(synced) {
         let key = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
         keep.insert(key.clone());
-        match sync_one(tenant, grant, fresh.contains(&key.0), ctx).await {
+        match synced {
             Ok(Claim::Foreign(why)) => {
                 granted.conflicts.push(format!("Role/RoleBinding {}/{} already exists and {why}", key.0, key.1));
             }

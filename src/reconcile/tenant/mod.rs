@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
@@ -73,11 +74,13 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     };
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
-    // Event, metric) and the tenant retried with backoff once its status is written.
+    // Event, metric) and the tenant retried with backoff once its status is written. Within a
+    // step the writes are independent, so they are sent together: a tenant then waits for
+    // one round trip per step, not one per object.
+    let ensured = join_all(planned.iter().map(|env| namespaces::ensure_reported(tenant, env, ctx))).await;
     let mut namespace_states: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
     let mut fresh = BTreeSet::new();
-    for env in planned {
-        let (state, created) = namespaces::ensure_reported(tenant, &env, ctx).await;
+    for (env, (state, created)) in planned.into_iter().zip(ensured) {
         if created {
             fresh.insert(env.namespace.clone());
         }

@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use futures::future::join_all;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -151,13 +152,26 @@ pub async fn sync(
     fresh: &BTreeSet<String>,
     ctx: &Context,
 ) -> Distribution {
-    let mut done = Distribution::default();
+    // Read and decide one Secret after the other (a bundle is opened once, the others of the
+    // tenant's environments find it in the decrypt cache), then write them all at once.
+    let mut decided = Vec::new();
     for env in environments {
         for wanted in wanted(tenant, env) {
             let fresh = fresh.contains(&wanted.namespace);
-            done.outcomes.push(sync_one(tenant, wanted, fresh, ctx).await);
+            decided.push(match read(tenant, &wanted, fresh, ctx).await {
+                Ok(read) => (wanted, Ok(plan(read))),
+                Err(error) => (wanted, Err(error)),
+            });
         }
     }
+    let outcomes = join_all(decided.into_iter().map(|(wanted, decided)| async move {
+        match decided {
+            Ok(plan) => carry_out(tenant, wanted, plan, ctx).await,
+            Err(error) => refused(tenant, wanted, &error, false, ctx).await,
+        }
+    }))
+    .await;
+    let mut done = Distribution { outcomes, unrevoked: Vec::new() };
     let keep: BTreeSet<(&str, &str)> =
         done.outcomes.iter().map(|o| (o.wanted.namespace.as_str(), o.wanted.secret.as_str())).collect();
     let unwanted = owned(tenant, ctx).into_iter().filter(|s| {
@@ -193,14 +207,6 @@ pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::r
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
     ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, event::SECRET_REMOVED, &note).await;
     Ok(())
-}
-
-/// Bring one wanted Secret up to date: read, decide ([`plan`]), write.
-async fn sync_one(tenant: &MLTenant, wanted: WantedSecret, fresh: bool, ctx: &Context) -> Outcome {
-    match read(tenant, &wanted, fresh, ctx).await {
-        Ok(read) => carry_out(tenant, wanted, plan(read), ctx).await,
-        Err(error) => refused(tenant, wanted, &error, false, ctx).await,
-    }
 }
 
 /// What the bundle gives one wanted Secret: the Secret to apply, and its status entry.
