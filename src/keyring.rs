@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::api::SealedBundle;
 use crate::crypto::SealingKey;
+use crate::striped::Striped;
 use crate::unseal::{self, cache::DecryptCache};
 
 /// The loaded sealing keys, newest first, what they opened, and the pool RSA work runs on.
@@ -20,7 +21,13 @@ pub struct KeyRing {
     /// runtime (health checks, watches, API calls) never waits behind them and a flood of
     /// requests cannot take more than the machine has.
     rsa: Semaphore,
+    /// Openings of the same bundle for the same consumer go one at a time, so tenants
+    /// converging together decrypt a shared bundle once (the others find it in the cache).
+    opening: Striped,
 }
+
+/// Locks for openings in progress; the pool runs one per core, so a few dozen is plenty.
+const OPENING_STRIPES: usize = 64;
 
 impl Default for KeyRing {
     fn default() -> Self {
@@ -30,6 +37,7 @@ impl Default for KeyRing {
             opened: DecryptCache::default(),
             changed: tokio::sync::watch::Sender::new(0),
             rsa: Semaphore::new(cores),
+            opening: Striped::new(OPENING_STRIPES),
         }
     }
 }
@@ -42,6 +50,12 @@ impl KeyRing {
         bundle: &Arc<SealedBundle>,
         label: Vec<u8>,
     ) -> Result<unseal::Opened, unseal::Failure> {
+        let _opening = if unseal::cached(bundle, &label, &self.opened) {
+            None
+        } else {
+            Some(self.opening.lock((bundle.metadata.uid.as_deref(), &label)).await)
+        };
+        // Whoever held the lock before may have opened it meanwhile.
         if unseal::cached(bundle, &label, &self.opened) {
             return unseal::open(bundle, &label, &self.keys(), &self.opened);
         }
@@ -142,4 +156,32 @@ pub enum RotateError {
     Open(#[from] unseal::Failure),
     #[error(transparent)]
     Seal(#[from] crate::crypto::SealError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::api::{BundleScope, SealedBundleSpec};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tenants_opening_one_bundle_together_decrypt_it_once() {
+        let key = SealingKey::generate(Duration::from_secs(3600)).expect("RSA-4096 key generation");
+        let label = crate::crypto::label(BundleScope::Cluster, "", "");
+        let values = (0..3)
+            .map(|i| {
+                let sealed = crate::crypto::seal(key.certificate(), &label, format!("value-{i}").as_bytes()).unwrap();
+                (format!("K{i}"), crate::crypto::encode_base64(&sealed))
+            })
+            .collect();
+        let mut bundle = SealedBundle::new("shared", SealedBundleSpec::new(BundleScope::Cluster, values));
+        bundle.metadata.uid = Some("uid-1".into());
+        let (ring, bundle) = (Arc::new(KeyRing::default()), Arc::new(bundle));
+        ring.replace(vec![key]);
+
+        let opened = futures::future::join_all((0..8).map(|_| ring.open(&bundle, label.clone()))).await;
+        assert!(opened.iter().all(|o| o.as_ref().is_ok_and(|o| o.data.len() == 3)), "every opening succeeds");
+        assert_eq!(ring.decryptions(), 3, "each of the 3 values decrypted once, not once per tenant");
+    }
 }

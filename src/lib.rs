@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod reconcile;
 pub mod sealing_keys;
+pub mod striped;
 pub mod telemetry;
 pub mod text;
 pub mod unseal;

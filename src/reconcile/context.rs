@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use crate::striped::Striped;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Mutex;
 use tracing::warn;
 
 use super::index::Cached;
@@ -65,7 +65,7 @@ pub struct Context {
     synced: Vec<Arc<AtomicBool>>,
     /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
     /// stripe of namespace names, so claims of different namespaces run in parallel.
-    namespace_claims: Vec<Mutex<()>>,
+    namespace_claims: Striped,
     /// Consecutive failed reconciles per object, for the backoff.
     pub(super) failures: Failures,
     /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
@@ -91,7 +91,7 @@ impl Context {
             role_bindings: watches.role_bindings,
             keys,
             synced: watches.synced,
-            namespace_claims: (0..NAMESPACE_CLAIM_STRIPES).map(|_| Mutex::new(())).collect(),
+            namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),
             failures: Failures::default(),
             written: std::sync::Mutex::default(),
         }
@@ -99,10 +99,7 @@ impl Context {
 
     /// Hold this while deciding whether `namespace` may be taken and taking it.
     pub async fn claim(&self, namespace: &str) -> tokio::sync::MutexGuard<'_, ()> {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::hash::DefaultHasher::new();
-        namespace.hash(&mut hasher);
-        self.namespace_claims[hasher.finish() as usize % NAMESPACE_CLAIM_STRIPES].lock().await
+        self.namespace_claims.lock(namespace).await
     }
 
     /// The fingerprint of the status this replica last wrote for the tenant `uid`.
