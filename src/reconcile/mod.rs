@@ -34,6 +34,10 @@ use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
+/// How long a reconcile request waits for more of its object's events (each one restarts the
+/// wait). Short against a human's edit, long against one reconcile's echo.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
 pub async fn run(
     client: Client,
@@ -47,7 +51,10 @@ pub async fn run(
     let _gauges =
         metrics.watch(watches.tenants.clone(), watches.caches.bundles.clone(), config.bundle_selector.clone());
     let users = watches.tenants.clone();
-    let per_controller = controller::Config::default().concurrency(config.concurrency);
+    // A tenant's own writes come back as a burst of watch events (its namespaces, Secrets,
+    // grants, its status) within a moment of each other: debounced, they cause one more
+    // reconcile instead of one each.
+    let per_controller = controller::Config::default().concurrency(config.concurrency).debounce(DEBOUNCE);
     let tenant_controller = Controller::for_stream(watches.tenant_events.applied_objects(), watches.tenants)
         .watches_stream(watches.namespace_events.touched_objects(), |ns: Namespace| tenant_of(&ns))
         .watches_stream(watches.secret_events.touched_objects(), |secret: Secret| tenant_of(&secret))
