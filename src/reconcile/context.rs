@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use crate::striped::Striped;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::core::Selector;
@@ -24,6 +23,7 @@ use crate::api::limits::Protected;
 use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
+use crate::striped::Striped;
 
 /// Settings of the controller process.
 #[derive(Clone, Debug)]
