@@ -5,4 +5,5 @@
 # KUBESEAL_VERSION defaults to the version the vectors were made with.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-build_sealed_secrets_cmd kubeseal "${KUBESEAL_VERSION:-$(cat "$REPO_DIR/tests/fixtures/crypto/kubeseal-version.txt")}" kubeseal
+build_sealed_secrets_cmd kubeseal "${KUBESEAL_VERSION:-$(cat "$REPO_DIR/tests/fixtures/crypto/kubeseal-version.txt")}" \
+  kubeseal kubeseal

@@ -6,4 +6,4 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 build_sealed_secrets_cmd controller \
   "${SEALED_SECRETS_VERSION:-$(cat "$REPO_DIR/tests/fixtures/crypto/kubeseal-version.txt")}" \
-  "the sealed-secrets controller"
+  sealed-secrets-controller "the sealed-secrets controller"

@@ -35,15 +35,14 @@ module_source() {
   echo "$dir"
 }
 
-# build_sealed_secrets_cmd CMD VERSION NAME: build ./cmd/CMD of the sealed-secrets Go module at
-# VERSION (once, cached by version) and print the binary's path; NAME is what the log calls it.
+# build_sealed_secrets_cmd CMD VERSION CACHE NAME: build ./cmd/CMD of the sealed-secrets Go module
+# at VERSION (once, into the tools cache's CACHE-VERSION) and print the binary's path; NAME is
+# what the log calls it.
 # Built inside the downloaded module source, with the module's own go.sum: `go install
 # .../cmd/kubeseal@v0.40.0` fails, since from that release on go.mod declares
 # github.com/bitnami/sealed-secrets while the proxy serves it as github.com/bitnami-labs/...
 build_sealed_secrets_cmd() {
-  local cmd=$1 version=$2 name=$3 module=github.com/bitnami-labs/sealed-secrets
-  local dir=$CACHE_DIR/tools/$cmd-$version start src
-  [ "$cmd" = controller ] && dir=$CACHE_DIR/tools/sealed-secrets-controller-$version
+  local cmd=$1 version=$2 dir=$CACHE_DIR/tools/$3-$2 name=$4 module=github.com/bitnami-labs/sealed-secrets start src
   need go golang-go
   if [ ! -x "$dir/$cmd" ]; then
     log "building $name $version from $module (once; a minute or two)"

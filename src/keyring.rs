@@ -50,17 +50,15 @@ impl KeyRing {
         bundle: &Arc<SealedBundle>,
         label: Vec<u8>,
     ) -> Result<unseal::Opened, unseal::Failure> {
-        let _opening = if unseal::cached(bundle, &label, &self.opened) {
-            None
-        } else {
-            Some(self.opening.lock((bundle.metadata.uid.as_deref(), &label)).await)
-        };
-        // Whoever held the lock before may have opened it meanwhile.
-        if unseal::cached(bundle, &label, &self.opened) {
-            return unseal::open(bundle, &label, &self.keys(), &self.opened);
+        if !unseal::cached(bundle, &label, &self.opened) {
+            let _opening = self.opening.lock((bundle.metadata.uid.as_deref(), &label)).await;
+            // Whoever held the lock before may have opened it meanwhile.
+            if !unseal::cached(bundle, &label, &self.opened) {
+                let (ring, bundle) = (self.clone(), bundle.clone());
+                return self.on_pool(move || unseal::open(&bundle, &label, &ring.keys(), &ring.opened)).await;
+            }
         }
-        let (ring, bundle) = (self.clone(), bundle.clone());
-        self.on_pool(move || unseal::open(&bundle, &label, &ring.keys(), &ring.opened)).await
+        unseal::open(bundle, &label, &self.keys(), &self.opened)
     }
 
     /// Run `work` (RSA operations) on a blocking thread once a core is free. A panic in it is

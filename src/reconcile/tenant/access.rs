@@ -110,11 +110,7 @@ pub async fn sync(
     let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
     // The grants are independent and sent together; within one, the Role goes first (the
     // operator may not `bind`, so a RoleBinding needs its Role to exist).
-    let synced = join_all(grants.iter().map(|grant| {
-        let fresh = fresh.contains(&grant.role.namespace().unwrap_or_default());
-        sync_one(tenant, grant, fresh, ctx)
-    }))
-    .await;
+    let synced = join_all(grants.iter().map(|grant| sync_one(tenant, grant, fresh, ctx))).await;
     let mut granted = Granted::default();
     let mut keep = BTreeSet::new();
     for (grant, synced) in grants.iter().zip(synced) {
@@ -138,9 +134,10 @@ pub async fn sync(
 
 /// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned):
 /// read, decide ([`plan`]), write.
-async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: bool, ctx: &Context) -> kube::Result<Claim> {
+async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: &BTreeSet<String>, ctx: &Context) -> kube::Result<Claim> {
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
+    let fresh = fresh.contains(&namespace);
     let live_role = ownership::live(ctx, &ctx.roles.store, &namespace, &name, fresh).await?;
     let live_binding = ownership::live(ctx, &ctx.role_bindings.store, &namespace, &name, fresh).await?;
     let (role, binding) = match plan(tenant, grant, live_role, live_binding) {
