@@ -57,7 +57,14 @@ impl Watches {
     pub fn new(client: &Client, tenant_selector: Option<&str>, readiness: &Readiness) -> Self {
         let tenant_watch =
             tenant_selector.map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
-        let (tenants, tenant_events, _) = cached(Api::<MLTenant>::all(client.clone()), tenant_watch, readiness);
+        // The controller reads its tenants from a kube-runtime store.
+        let (tenants, tenant_writer) = reflector::store();
+        let tenant_events = reflector::reflector(
+            tenant_writer,
+            watcher(Api::<MLTenant>::all(client.clone()), tenant_watch).modify(Trim::trim),
+        )
+        .default_backoff()
+        .boxed();
         let managed = watcher::Config::default().labels(&labels::managed_selector());
         let (namespaces, namespace_events, namespaces_synced) =
             cached(Api::<Namespace>::all(client.clone()), managed, readiness);
@@ -96,7 +103,7 @@ impl Watches {
                 role_bindings,
                 synced: vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced],
             },
-            tenants: tenants.store,
+            tenants,
             tenant_events,
             namespace_events,
             secret_events,
@@ -110,13 +117,13 @@ impl Watches {
 }
 
 /// A watch of `api` kept in a cache indexed by tenant, and its readiness flag (tracked by
-/// `readiness`), raised once the initial list is in. Watched on the stream:
-/// `Store::wait_until_ready` wakes only one waiter, and the controller is one.
+/// `readiness`), raised once the initial list is in.
 fn cached<K>(api: Api<K>, config: watcher::Config, readiness: &Readiness) -> (Cached<K>, Events<K>, Arc<AtomicBool>)
 where
     K: Resource<DynamicType = ()>
         + Trim
         + Clone
+        + serde::Serialize
         + serde::de::DeserializeOwned
         + std::fmt::Debug
         + Send
@@ -125,12 +132,10 @@ where
 {
     let synced = readiness.track();
     let flag = synced.clone();
-    let (store, writer) = reflector::store();
-    let cached = Cached::new(store);
-    let mut index = cached.observer();
-    let trimmed = watcher(api, config).modify(Trim::trim);
-    let events = reflector::reflector(writer, trimmed).default_backoff().inspect_ok(move |event| {
-        index(event);
+    let cached = Cached::default();
+    let mut observe = cached.observer();
+    let events = watcher(api, config).modify(Trim::trim).default_backoff().inspect_ok(move |event| {
+        observe(event);
         if matches!(event, watcher::Event::InitDone) {
             flag.store(true, Ordering::Release);
         }

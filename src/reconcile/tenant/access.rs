@@ -138,8 +138,8 @@ async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: &BTreeSet<String>, ct
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
     let fresh = fresh.contains(&namespace);
-    let live_role = ownership::live(ctx, &ctx.roles.store, &namespace, &name, fresh).await?;
-    let live_binding = ownership::live(ctx, &ctx.role_bindings.store, &namespace, &name, fresh).await?;
+    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh).await?;
+    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh).await?;
     let (role, binding) = match plan(tenant, grant, live_role, live_binding) {
         GrantPlan::Conflict(why) => return Ok(Claim::Foreign(why)),
         GrantPlan::Apply { role, binding } => (role, binding),
@@ -235,8 +235,10 @@ async fn delete_unwanted<K>(
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
+        + serde::Serialize
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + 'static,
 {
     let mut refused = Vec::new();
     for obj in cached.of(&tenant.name_any()) {

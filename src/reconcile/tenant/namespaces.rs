@@ -8,7 +8,6 @@ use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::DeleteParams;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::environments::Environment;
@@ -270,7 +269,7 @@ pub fn decide(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, in
 /// someone else holds it.
 /// Also says whether it created the namespace just now.
 pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube::Result<(NamespaceState, bool)> {
-    let cached = ctx.namespaces.store.get(&ObjectRef::new(&env.namespace));
+    let cached = ctx.namespaces.get(None, &env.namespace);
     if let Some(decision) = decide_cached(tenant, env, &ctx.config.protected, cached.as_deref()) {
         return perform(tenant, env, decision, ctx).await;
     }

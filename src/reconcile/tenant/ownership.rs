@@ -9,7 +9,6 @@ use std::sync::Arc;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -17,6 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::api::MLTenant;
 use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::context::Context;
+use crate::reconcile::index::Cached;
 use crate::reconcile::trim::Trim;
 
 /// Who holds a child name, from one tenant's point of view.
@@ -54,15 +54,21 @@ pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
 /// would otherwise read every object it writes).
 pub async fn live<K>(
     ctx: &Context,
-    store: &Store<K>,
+    cache: &Cached<K>,
     namespace: &str,
     name: &str,
     fresh: bool,
 ) -> kube::Result<Option<Arc<K>>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Trim
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
 {
-    if let Some(cached) = store.get(&ObjectRef::new(name).within(namespace)) {
+    if let Some(cached) = cache.get(Some(namespace), name) {
         return Ok(Some(cached));
     }
     if fresh {

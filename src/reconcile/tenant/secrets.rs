@@ -249,7 +249,7 @@ enum Plan {
 
 /// The live Secret of `wanted`'s name and, unless it is someone else's, the bundle opened.
 async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, ctx: &Context) -> kube::Result<Read> {
-    let live = ownership::live(ctx, &ctx.secrets.store, &wanted.namespace, &wanted.secret, fresh).await?;
+    let live = ownership::live(ctx, &ctx.secrets, &wanted.namespace, &wanted.secret, fresh).await?;
     if let Some(Claim::Foreign(why)) = live.as_deref().map(|s| ownership::claim(&s.metadata, tenant)) {
         return Ok(Read::Foreign(why));
     }
