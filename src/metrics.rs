@@ -2,6 +2,7 @@
 //! time from the caches of the current leadership term, so nothing that is gone (or that this
 //! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
@@ -9,7 +10,7 @@ use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt as _};
 use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -227,7 +228,6 @@ impl Drop for Watching {
     }
 }
 
-/// The bundles a tenant's spec names (the failure counter's `bundle` values it may keep).
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -305,50 +305,170 @@ impl Collector for StateGauges {
         self.descs.iter().collect()
     }
 
+    // The families are built directly rather than through `GaugeVec`s: a vector's series each
+    // carry a copy of the metric's description, which at 1,000 tenants made every scrape
+    // allocate about 5 MiB.
     fn collect(&self) -> Vec<MetricFamily> {
-        let [conditions, expiry, decryptable, by_key, key_expiry] = Self::gauges();
+        let mut conditions = Vec::new();
+        let mut expiry = Vec::new();
+        let mut decryptable = Vec::new();
+        let mut by_key = BTreeMap::<String, f64>::new();
         let sources = read(&self.sources);
         if let Some(src) = sources.as_ref() {
             for tenant in src.tenants.state() {
                 let name = tenant.name_any();
                 let Some(status) = &tenant.status else { continue };
                 for c in &status.conditions {
-                    conditions.with_label_values(&[name.as_str(), &c.type_, &c.status]).set(1.0);
+                    conditions.push((vec![name.clone(), c.type_.clone(), c.status.clone()], 1.0));
                 }
                 for env in &status.environments {
-                    for secret in &env.secrets {
-                        if let Some(at) = &secret.expires_at {
-                            expiry
-                                .with_label_values(&[
-                                    name.as_str(),
-                                    &env.name,
-                                    &env.namespace,
-                                    &secret.name,
-                                    &secret.bundle,
-                                ])
-                                .set(at.0.as_second() as f64);
-                        }
+                    for (secret, at) in env.secrets.iter().filter_map(|s| Some((s, s.expires_at.as_ref()?))) {
+                        let labels = [&name, &env.name, &env.namespace, &secret.name, &secret.bundle];
+                        expiry.push((labels.map(String::clone).to_vec(), at.0.as_second() as f64));
                     }
                 }
             }
             for bundle in src.bundles.state().iter().filter(|b| src.reports_on.matches(b.labels())) {
                 let Some(status) = &bundle.status else { continue };
                 let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
-                decryptable.with_label_values(&[bundle.name_any().as_str()]).set(if ok { 1.0 } else { 0.0 });
+                decryptable.push((vec![bundle.name_any()], if ok { 1.0 } else { 0.0 }));
                 if let Some(fingerprint) = &status.key_fingerprint {
-                    by_key.with_label_values(&[fingerprint.as_str()]).inc();
+                    *by_key.entry(fingerprint.clone()).or_default() += 1.0;
                 }
             }
         }
         drop(sources);
+        let keys = self.keys.keys();
+        let key_expiry = keys.iter().map(|k| (vec![k.fingerprint().to_owned()], k.not_after().as_second() as f64));
+        let series = [
+            conditions,
+            expiry,
+            decryptable,
+            by_key.into_iter().map(|(fingerprint, n)| (vec![fingerprint], n)).collect(),
+            key_expiry.collect(),
+        ];
+        let mut families: Vec<MetricFamily> =
+            self.descs.iter().zip(series).map(|(desc, series)| gauge_family(desc, series)).collect();
         let decryptions = Self::decryptions();
         decryptions.inc_by(self.keys.decryptions());
-        for key in self.keys.keys().iter() {
-            key_expiry.with_label_values(&[key.fingerprint()]).set(key.not_after().as_second() as f64);
-        }
-        let mut families: Vec<MetricFamily> =
-            [conditions, expiry, decryptable, by_key, key_expiry].iter().flat_map(Collector::collect).collect();
         families.extend(decryptions.collect());
         families
+    }
+}
+
+/// A gauge family of `desc` with one series per (label values, in `desc`'s order; value).
+fn gauge_family(desc: &Desc, series: Vec<(Vec<String>, f64)>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(MetricType::GAUGE);
+    for (values, value) in series {
+        let mut labels: Vec<LabelPair> = desc
+            .variable_labels
+            .iter()
+            .zip(values)
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.clone());
+                pair.set_value(value);
+                pair
+            })
+            .collect();
+        // Sorted by name, as the client library's own vectors expose them.
+        labels.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut gauge = Gauge::default();
+        gauge.set_value(value);
+        let mut metric = Metric::default();
+        metric.set_label(labels);
+        metric.set_gauge(gauge);
+        family.mut_metric().push(metric);
+    }
+    family
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use kube::runtime::reflector;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::api::{
+        BundleScope, EnvironmentStatus, MLTenantSpec, MLTenantStatus, SealedBundleSpec, SealedBundleStatus,
+        SecretStatus,
+    };
+
+    fn condition(type_: &str, status: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            last_transition_time: Time(jiff::Timestamp::UNIX_EPOCH),
+            message: String::new(),
+            observed_generation: None,
+            reason: "Test".into(),
+        }
+    }
+
+    fn bundle(name: &str, fingerprint: &str, decryptable: &str) -> SealedBundle {
+        let mut bundle = SealedBundle::new(name, SealedBundleSpec::new(BundleScope::Cluster, BTreeMap::new()));
+        bundle.status = Some(SealedBundleStatus {
+            conditions: vec![condition(DECRYPTABLE, decryptable)],
+            key_fingerprint: Some(fingerprint.into()),
+            ..Default::default()
+        });
+        bundle
+    }
+
+    #[test]
+    fn state_gauges_are_read_from_the_caches_at_scrape_time() {
+        let metrics = Metrics::new(Arc::new(KeyRing::default()));
+        let (tenants, mut tenant_writer) = reflector::store::<MLTenant>();
+        let (bundles, mut bundle_writer) = reflector::store::<SealedBundle>();
+        let mut tenant = MLTenant::new("fin", MLTenantSpec::with_environments(&["dev"]));
+        let expires = "2027-03-01T00:00:00Z".parse().unwrap();
+        tenant.status = Some(MLTenantStatus {
+            conditions: vec![condition("Ready", "True")],
+            environments: vec![EnvironmentStatus {
+                name: "dev".into(),
+                namespace: "fin-dev".into(),
+                secrets: vec![
+                    SecretStatus {
+                        name: "ghcr".into(),
+                        bundle: "ghcr-fin".into(),
+                        expires_at: Some(Time(expires)),
+                        ..Default::default()
+                    },
+                    SecretStatus { name: "ml-platform".into(), bundle: "fin".into(), ..Default::default() },
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        tenant_writer.apply_watcher_event(&Event::Apply(tenant));
+        for b in [bundle("a", "SHA256:k1", "True"), bundle("b", "SHA256:k1", "False")] {
+            bundle_writer.apply_watcher_event(&Event::Apply(b));
+        }
+        let watching = metrics.watch(tenants, bundles, Selector::default());
+        let text = metrics.render();
+        let lines: Vec<&str> = text.lines().collect();
+        for want in [
+            "mltenant_tenant_condition{condition=\"Ready\",status=\"True\",tenant=\"fin\"} 1".to_string(),
+            format!(
+                "mltenant_credential_expiration_timestamp_seconds{{bundle=\"ghcr-fin\",environment=\"dev\",\
+                 namespace=\"fin-dev\",secret=\"ghcr\",tenant=\"fin\"}} {}",
+                expires.as_second()
+            ),
+            "mltenant_bundle_decryptable{bundle=\"a\"} 1".into(),
+            "mltenant_bundle_decryptable{bundle=\"b\"} 0".into(),
+            "mltenant_bundles_by_sealing_key{fingerprint=\"SHA256:k1\"} 2".into(),
+            "# TYPE mltenant_tenant_condition gauge".into(),
+        ] {
+            assert!(lines.contains(&want.as_str()), "missing {want:?} in\n{text}");
+        }
+        assert!(!text.contains("secret=\"ml-platform\""), "a Secret without expiry has no expiry series:\n{text}");
+        drop(watching);
+        assert!(!metrics.render().contains("tenant=\"fin\""), "no series once the term's caches are gone");
     }
 }
