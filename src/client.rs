@@ -7,6 +7,8 @@
 //! the retry sits *above* the guard, so every attempt passes the leadership fence again and is
 //! counted. (kube's built-in retry, turned off here, re-sends from inside the stack, past any
 //! layer added to it: a write refused while leading could be re-sent after the Lease lapsed.)
+//! Between the two, every attempt passes the window of requests in flight (`throttle`), which
+//! narrows when the server answers 429.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,7 @@ use tower::{BoxError, Service};
 
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
+use crate::throttle::Windowed;
 
 /// Retries of one request: the first after 100 ms or the server's `Retry-After`, doubling to
 /// at most 10 s between attempts, so a refused request fails within about a minute and its
@@ -45,22 +48,25 @@ pub fn build(
 }
 
 type Guarded<R> = BoxFuture<'static, Result<R, BoxError>>;
+/// The guard behind its queue.
+type Queued<R> = Buffer<Request<Body>, Guarded<R>>;
 
-/// Retry over a queue (the retry layer needs a cloneable service below it) over the guard over
-/// `inner`.
-fn stack<S>(
+/// Retry over the window of requests in flight over a queue (the layers above need a
+/// cloneable service) over the guard over `inner`.
+fn stack<S, B>(
     inner: S,
     leadership: Arc<Leadership>,
     metrics: Arc<Metrics>,
-) -> Retry<RetryPolicy, Buffer<Request<Body>, Guarded<S::Response>>>
+) -> Retry<RetryPolicy, Windowed<Queued<S::Response>>>
 where
-    S: Service<Request<Body>> + Send + 'static,
+    S: Service<Request<Body>, Response = http::Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    S::Response: Send + 'static,
+    B: Send + 'static,
 {
     let retry = RetryPolicy::new(RETRY_FIRST, RETRY_CAP, RETRIES, true).expect("valid retry bounds");
-    Retry::new(retry, Buffer::new(Guard { inner, leadership, metrics }, QUEUE))
+    let queue = Buffer::new(Guard { inner, leadership, metrics }, QUEUE);
+    Retry::new(retry, Windowed { inner: queue, window: Arc::default() })
 }
 
 /// Counts every request and refuses a write unless this replica holds the Lease right now.
@@ -184,5 +190,42 @@ mod tests {
         let refused = client.oneshot(request(http::Method::PUT)).await.unwrap_err();
         assert!(refused.to_string().contains("does not hold the leader Lease"), "{refused}");
         assert_eq!(seen.load(Ordering::SeqCst), 1, "the retry (after the 2 s Retry-After) did not leave");
+    }
+
+    /// A stand-in API server with `seats` requests at a time, answering 429 (`Retry-After: 1`)
+    /// beyond them, as a Priority and Fairness level without queues does; counts the 429s.
+    fn seated(
+        seats: usize,
+        rejected: Arc<AtomicUsize>,
+    ) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError, Future: Send> + Send + 'static {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        tower::service_fn(move |_: Request<Body>| {
+            let (in_flight, rejected) = (in_flight.clone(), rejected.clone());
+            async move {
+                let mut response = Response::new(());
+                if in_flight.fetch_add(1, Ordering::SeqCst) >= seats {
+                    rejected.fetch_add(1, Ordering::SeqCst);
+                    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                    response.headers_mut().insert(http::header::RETRY_AFTER, "1".parse().unwrap());
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, BoxError>(response)
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_against_few_seats_narrows_the_window_and_every_request_gets_through() {
+        let (leadership, metrics, rejected) = (leadership(Duration::from_secs(3600)), metrics(), Arc::default());
+        leadership.renewed_now();
+        let client = stack(seated(8, Arc::clone(&rejected)), leadership, metrics);
+        let requests = (0..200).map(|_| client.clone().oneshot(request(http::Method::PATCH)));
+        let answers = futures::future::join_all(requests).await;
+        let failed = answers.iter().filter(|a| a.as_ref().map_or(true, |r| r.status() != StatusCode::OK)).count();
+        let rejected = rejected.load(Ordering::SeqCst);
+        assert_eq!(failed, 0, "every request got through within its retries ({rejected} answered 429)");
+        assert!(rejected < 300, "{rejected} answered 429: more than the first burst (192) and a few");
     }
 }

@@ -16,4 +16,5 @@ pub mod sealing_keys;
 pub mod striped;
 pub mod telemetry;
 pub mod text;
+pub mod throttle;
 pub mod unseal;

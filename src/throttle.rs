@@ -1,0 +1,184 @@
+//! How many requests the operator keeps at the API server at once. A reconcile sends a step's
+//! writes together, and 32 reconciles run at once, so a backlog puts up to ~200 requests in
+//! flight. That is what an unthrottled server digests fastest, but a server whose Priority and
+//! Fairness level has fewer seats answers most of them 429, and every rejected request comes
+//! back after its `Retry-After` with the others, to be rejected again. So the window halves on
+//! a 429 and grows back by one request per window's worth of answers that were not 429, up to
+//! [`MAX`]. Only a request sent since the last cut can cut again: the other rejections of a
+//! burst say nothing new. Requests beyond the window wait here, where waiting costs no retry.
+//! Watches (long-running) are not counted.
+
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{BoxError, Service, ServiceExt as _};
+
+/// The widest window: more than a backlog converge keeps in flight, so an unthrottled server
+/// never sees the window.
+pub const MAX: usize = 256;
+/// The narrowest: a few requests always go.
+const MIN: usize = 4;
+
+/// The shared window: permits for requests in flight, and its size.
+pub struct Window {
+    permits: Arc<Semaphore>,
+    size: Mutex<Size>,
+}
+
+struct Size {
+    limit: usize,
+    /// Permits still to take out of circulation after a cut (they were in use; each is
+    /// dropped instead of returned when its request is answered).
+    debt: usize,
+    /// Answers without a 429 since the window last grew.
+    answered: usize,
+    /// Cuts so far: a request entered before the latest one cannot cut again.
+    cuts: u64,
+}
+
+/// A request's place in the window.
+struct Seat {
+    permit: OwnedSemaphorePermit,
+    /// The window's cuts when the request entered.
+    cuts: u64,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(MAX)),
+            size: Mutex::new(Size { limit: MAX, debt: 0, answered: 0, cuts: 0 }),
+        }
+    }
+}
+
+impl Window {
+    /// How many requests may be in flight now.
+    pub fn limit(&self) -> usize {
+        self.size().limit
+    }
+
+    async fn enter(&self) -> Seat {
+        let permit = self.permits.clone().acquire_owned().await.expect("the window's semaphore is never closed");
+        Seat { permit, cuts: self.size().cuts }
+    }
+
+    /// The request in `seat` was answered with `status`.
+    fn leave(&self, seat: Seat, status: Option<StatusCode>) {
+        let mut size = self.size();
+        if status == Some(StatusCode::TOO_MANY_REQUESTS) {
+            if size.limit > MIN && seat.cuts == size.cuts {
+                let cut = size.limit - (size.limit / 2).max(MIN);
+                size.limit -= cut;
+                // Free permits go at once; those in use as their requests are answered.
+                size.debt += cut - self.permits.forget_permits(cut);
+                size.cuts += 1;
+                size.answered = 0;
+                tracing::info!(in_flight = size.limit, "the API server answered 429: fewer requests in flight");
+            }
+        } else if size.limit < MAX {
+            size.answered += 1;
+            if size.answered >= size.limit {
+                size.answered = 0;
+                size.limit += 1;
+                // A permit owed after a cut stays in circulation instead of a new one.
+                if size.debt > 0 {
+                    size.debt -= 1;
+                } else {
+                    self.permits.add_permits(1);
+                }
+            }
+        }
+        if size.debt > 0 {
+            size.debt -= 1;
+            seat.permit.forget();
+        }
+    }
+
+    fn size(&self) -> std::sync::MutexGuard<'_, Size> {
+        self.size.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// `inner`, every request but watches passing through `window` first.
+#[derive(Clone)]
+pub struct Windowed<S> {
+    pub inner: S,
+    pub window: Arc<Window>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Windowed<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Response<ResBody>, BoxError>>;
+
+    // Readiness is waited for in the call, once the request is inside the window.
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (inner, window) = (self.inner.clone(), self.window.clone());
+        let watch = request.uri().query().is_some_and(|q| q.split('&').any(|p| p == "watch=true"));
+        async move {
+            if watch {
+                return inner.oneshot(request).await;
+            }
+            let seat = window.enter().await;
+            let answer = inner.oneshot(request).await;
+            window.leave(seat, answer.as_ref().ok().map(Response::status));
+            answer
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(window: &Window, status: StatusCode) {
+        let seat = window.enter().await;
+        window.leave(seat, Some(status));
+    }
+
+    #[tokio::test]
+    async fn the_window_halves_on_429_and_grows_back_by_one_per_window() {
+        let window = Window::default();
+        answer(&window, StatusCode::OK).await;
+        assert_eq!(window.limit(), MAX, "never wider than MAX");
+        answer(&window, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(window.limit(), MAX / 2);
+        assert_eq!(window.permits.available_permits(), MAX / 2, "free permits left at once");
+        answer(&window, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(window.limit(), MAX / 4, "a request sent after a cut cuts again");
+        for _ in 0..MAX / 4 {
+            answer(&window, StatusCode::CREATED).await;
+        }
+        assert_eq!(window.limit(), MAX / 4 + 1);
+        assert_eq!(window.permits.available_permits(), MAX / 4 + 1);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_rejections_is_one_cut_and_permits_in_use_retire_as_their_requests_end() {
+        let window = Window::default();
+        let held: Vec<_> = futures::future::join_all((0..MAX).map(|_| window.enter())).await;
+        assert_eq!(window.permits.available_permits(), 0);
+        let mut held = held.into_iter();
+        for seat in held.by_ref().take(10) {
+            window.leave(seat, Some(StatusCode::TOO_MANY_REQUESTS));
+        }
+        assert_eq!(window.limit(), MAX / 2, "all sent before the cut: one cut");
+        held.for_each(|seat| window.leave(seat, Some(StatusCode::OK)));
+        assert_eq!(window.permits.available_permits(), MAX / 2 + 1, "half retired, one grown back");
+        assert_eq!(window.limit(), MAX / 2 + 1);
+    }
+}
