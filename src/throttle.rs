@@ -39,11 +39,26 @@ struct Size {
     cuts: u64,
 }
 
-/// A request's place in the window.
+/// A request's place in the window. Given up when dropped, answered or not (a request whose
+/// caller went away is dropped unanswered): its permit goes back, or out of circulation while
+/// the window owes permits after a cut.
 struct Seat {
-    permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
     /// The window's cuts when the request entered.
     cuts: u64,
+    window: Arc<Window>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut size = self.window.size();
+        if size.debt > 0
+            && let Some(permit) = self.permit.take()
+        {
+            size.debt -= 1;
+            permit.forget();
+        }
+    }
 }
 
 impl Default for Window {
@@ -61,9 +76,9 @@ impl Window {
         self.size().limit
     }
 
-    async fn enter(&self) -> Seat {
+    async fn enter(self: &Arc<Self>) -> Seat {
         let permit = self.permits.clone().acquire_owned().await.expect("the window's semaphore is never closed");
-        Seat { permit, cuts: self.size().cuts }
+        Seat { permit: Some(permit), cuts: self.size().cuts, window: self.clone() }
     }
 
     /// The request in `seat` was answered with `status`.
@@ -92,10 +107,8 @@ impl Window {
                 }
             }
         }
-        if size.debt > 0 {
-            size.debt -= 1;
-            seat.permit.forget();
-        }
+        drop(size);
+        drop(seat);
     }
 
     fn size(&self) -> std::sync::MutexGuard<'_, Size> {
@@ -145,14 +158,14 @@ where
 mod tests {
     use super::*;
 
-    async fn answer(window: &Window, status: StatusCode) {
+    async fn answer(window: &Arc<Window>, status: StatusCode) {
         let seat = window.enter().await;
         window.leave(seat, Some(status));
     }
 
     #[tokio::test]
     async fn the_window_halves_on_429_and_grows_back_by_one_per_window() {
-        let window = Window::default();
+        let window = Arc::new(Window::default());
         answer(&window, StatusCode::OK).await;
         assert_eq!(window.limit(), MAX, "never wider than MAX");
         answer(&window, StatusCode::TOO_MANY_REQUESTS).await;
@@ -169,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_rejections_is_one_cut_and_permits_in_use_retire_as_their_requests_end() {
-        let window = Window::default();
+        let window = Arc::new(Window::default());
         let held: Vec<_> = futures::future::join_all((0..MAX).map(|_| window.enter())).await;
         assert_eq!(window.permits.available_permits(), 0);
         let mut held = held.into_iter();
@@ -177,6 +190,8 @@ mod tests {
             window.leave(seat, Some(StatusCode::TOO_MANY_REQUESTS));
         }
         assert_eq!(window.limit(), MAX / 2, "all sent before the cut: one cut");
+        // Requests whose callers went away give their seats up unanswered.
+        held.by_ref().take(10).for_each(drop);
         held.for_each(|seat| window.leave(seat, Some(StatusCode::OK)));
         assert_eq!(window.permits.available_permits(), MAX / 2 + 1, "half retired, one grown back");
         assert_eq!(window.limit(), MAX / 2 + 1);
