@@ -18,7 +18,7 @@ use tower::{BoxError, Service, ServiceExt as _};
 
 /// The widest window: more than a backlog converge keeps in flight, so an unthrottled server
 /// never sees the window.
-pub const MAX: usize = 256;
+const MAX: usize = 256;
 /// The narrowest: a few requests always go.
 const MIN: usize = 4;
 
@@ -61,35 +61,16 @@ impl Drop for Seat {
     }
 }
 
-impl Default for Window {
-    fn default() -> Self {
-        Self {
-            permits: Arc::new(Semaphore::new(MAX)),
-            size: Mutex::new(Size { limit: MAX, debt: 0, answered: 0, cuts: 0 }),
-        }
-    }
-}
-
-impl Window {
-    /// How many requests may be in flight now.
-    pub fn limit(&self) -> usize {
-        self.size().limit
-    }
-
-    async fn enter(self: &Arc<Self>) -> Seat {
-        let permit = self.permits.clone().acquire_owned().await.expect("the window's semaphore is never closed");
-        Seat { permit: Some(permit), cuts: self.size().cuts, window: self.clone() }
-    }
-
-    /// The request in `seat` was answered with `status`.
-    fn leave(&self, seat: Seat, status: Option<StatusCode>) {
-        let mut size = self.size();
+impl Seat {
+    /// The request was answered with `status`: a 429 cuts the window, other answers grow it.
+    fn answered(self, status: Option<StatusCode>) {
+        let mut size = self.window.size();
         if status == Some(StatusCode::TOO_MANY_REQUESTS) {
-            if size.limit > MIN && seat.cuts == size.cuts {
+            if size.limit > MIN && self.cuts == size.cuts {
                 let cut = size.limit - (size.limit / 2).max(MIN);
                 size.limit -= cut;
                 // Free permits go at once; those in use as their requests are answered.
-                size.debt += cut - self.permits.forget_permits(cut);
+                size.debt += cut - self.window.permits.forget_permits(cut);
                 size.cuts += 1;
                 size.answered = 0;
                 tracing::info!(in_flight = size.limit, "the API server answered 429: fewer requests in flight");
@@ -103,12 +84,28 @@ impl Window {
                 if size.debt > 0 {
                     size.debt -= 1;
                 } else {
-                    self.permits.add_permits(1);
+                    self.window.permits.add_permits(1);
                 }
             }
         }
+        // The seat itself is dropped when this returns, and takes the size again (Drop).
         drop(size);
-        drop(seat);
+    }
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(MAX)),
+            size: Mutex::new(Size { limit: MAX, debt: 0, answered: 0, cuts: 0 }),
+        }
+    }
+}
+
+impl Window {
+    async fn enter(self: &Arc<Self>) -> Seat {
+        let permit = self.permits.clone().acquire_owned().await.expect("the window's semaphore is never closed");
+        Seat { permit: Some(permit), cuts: self.size().cuts, window: self.clone() }
     }
 
     fn size(&self) -> std::sync::MutexGuard<'_, Size> {
@@ -147,7 +144,7 @@ where
             }
             let seat = window.enter().await;
             let answer = inner.oneshot(request).await;
-            window.leave(seat, answer.as_ref().ok().map(Response::status));
+            seat.answered(answer.as_ref().ok().map(Response::status));
             answer
         }
         .boxed()
@@ -159,24 +156,23 @@ mod tests {
     use super::*;
 
     async fn answer(window: &Arc<Window>, status: StatusCode) {
-        let seat = window.enter().await;
-        window.leave(seat, Some(status));
+        window.enter().await.answered(Some(status));
     }
 
     #[tokio::test]
     async fn the_window_halves_on_429_and_grows_back_by_one_per_window() {
         let window = Arc::new(Window::default());
         answer(&window, StatusCode::OK).await;
-        assert_eq!(window.limit(), MAX, "never wider than MAX");
+        assert_eq!(window.size().limit, MAX, "never wider than MAX");
         answer(&window, StatusCode::TOO_MANY_REQUESTS).await;
-        assert_eq!(window.limit(), MAX / 2);
+        assert_eq!(window.size().limit, MAX / 2);
         assert_eq!(window.permits.available_permits(), MAX / 2, "free permits left at once");
         answer(&window, StatusCode::TOO_MANY_REQUESTS).await;
-        assert_eq!(window.limit(), MAX / 4, "a request sent after a cut cuts again");
+        assert_eq!(window.size().limit, MAX / 4, "a request sent after a cut cuts again");
         for _ in 0..MAX / 4 {
             answer(&window, StatusCode::CREATED).await;
         }
-        assert_eq!(window.limit(), MAX / 4 + 1);
+        assert_eq!(window.size().limit, MAX / 4 + 1);
         assert_eq!(window.permits.available_permits(), MAX / 4 + 1);
     }
 
@@ -187,13 +183,13 @@ mod tests {
         assert_eq!(window.permits.available_permits(), 0);
         let mut held = held.into_iter();
         for seat in held.by_ref().take(10) {
-            window.leave(seat, Some(StatusCode::TOO_MANY_REQUESTS));
+            seat.answered(Some(StatusCode::TOO_MANY_REQUESTS));
         }
-        assert_eq!(window.limit(), MAX / 2, "all sent before the cut: one cut");
+        assert_eq!(window.size().limit, MAX / 2, "all sent before the cut: one cut");
         // Requests whose callers went away give their seats up unanswered.
         held.by_ref().take(10).for_each(drop);
-        held.for_each(|seat| window.leave(seat, Some(StatusCode::OK)));
+        held.for_each(|seat| seat.answered(Some(StatusCode::OK)));
         assert_eq!(window.permits.available_permits(), MAX / 2 + 1, "half retired, one grown back");
-        assert_eq!(window.limit(), MAX / 2 + 1);
+        assert_eq!(window.size().limit, MAX / 2 + 1);
     }
 }
