@@ -2,7 +2,7 @@
 //! time from the caches of the current leadership term, so nothing that is gone (or that this
 //! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
@@ -12,7 +12,7 @@ use kube::runtime::reflector::Store;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::api::conditions::{DECRYPTABLE, TRUE};
@@ -248,14 +248,14 @@ struct Sources {
 struct StateGauges {
     sources: Arc<RwLock<Option<Sources>>>,
     keys: Arc<KeyRing>,
-    descs: Vec<Desc>,
+    gauges: [Desc; 5],
+    decryptions: Desc,
 }
 
 impl StateGauges {
     fn new(sources: Arc<RwLock<Option<Sources>>>, keys: Arc<KeyRing>) -> Self {
-        let mut descs: Vec<Desc> = Self::gauges().iter().flat_map(|g| g.desc().into_iter().cloned()).collect();
-        descs.extend(Self::decryptions().desc().into_iter().cloned());
-        Self { sources, keys, descs }
+        let decryptions = Self::decryptions().desc()[0].clone();
+        Self { sources, keys, gauges: Self::gauges(), decryptions }
     }
 
     fn decryptions() -> IntCounter {
@@ -266,9 +266,10 @@ impl StateGauges {
         .expect("valid metric")
     }
 
-    fn gauges() -> [GaugeVec; 5] {
+    fn gauges() -> [Desc; 5] {
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+            Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new()).expect("valid metric")
         };
         [
             gauge(
@@ -302,14 +303,14 @@ impl StateGauges {
 
 impl Collector for StateGauges {
     fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
+        self.gauges.iter().chain([&self.decryptions]).collect()
     }
 
     // The families are built directly rather than through `GaugeVec`s: a vector's series each
     // carry a copy of the metric's description, which at 1,000 tenants made every scrape
     // allocate about 5 MiB. A series set twice keeps the last value, as with a vector.
     fn collect(&self) -> Vec<MetricFamily> {
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry] = [(); 5].map(|()| Series::new());
+        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
         let sources = read(&self.sources);
         if let Some(src) = sources.as_ref() {
             for tenant in src.tenants.state() {
@@ -338,10 +339,10 @@ impl Collector for StateGauges {
         for key in self.keys.keys().iter() {
             key_expiry.insert(vec![key.fingerprint().to_owned()], key.not_after().as_second() as f64);
         }
-        // In the order of `gauges()`, whose descriptions come first in `descs`.
+        // In the order of `gauges()`.
         let series = [conditions, expiry, decryptable, by_key, key_expiry];
         let mut families: Vec<MetricFamily> =
-            self.descs.iter().zip(series).map(|(desc, series)| gauge_family(desc, series)).collect();
+            self.gauges.iter().zip(series).map(|(desc, series)| gauge_family(desc, series)).collect();
         let decryptions = Self::decryptions();
         decryptions.inc_by(self.keys.decryptions());
         families.extend(decryptions.collect());
