@@ -61,7 +61,7 @@ impl Index {
         }
     }
 
-    fn read<K: DeserializeOwned>(&self, key: &Key) -> Option<Arc<K>> {
+    fn load<K: DeserializeOwned>(&self, key: &Key) -> Option<Arc<K>> {
         let entry = self.objects.get(key)?;
         match serde_json::from_slice(&entry.json) {
             Ok(obj) => Some(Arc::new(obj)),
@@ -75,6 +75,17 @@ impl Index {
 
 fn key<K: Resource>(obj: &K) -> Key {
     (obj.namespace(), obj.name_any())
+}
+
+/// What the caches hold: a Kubernetes object that goes to JSON and back.
+pub trait Child:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
 }
 
 /// A watch cache and its index by tenant.
@@ -92,10 +103,7 @@ impl<K> Default for Cached<K> {
     }
 }
 
-impl<K> Cached<K>
-where
-    K: Resource + Serialize + DeserializeOwned + 'static,
-{
+impl<K: Child> Cached<K> {
     /// What keeps the cache in step: call it with every event of the watch feeding it.
     pub fn observer(&self) -> impl FnMut(&watcher::Event<K>) + Send + Sync + use<K> {
         let (index, relisting) = (self.index.clone(), self.relisting.clone());
@@ -119,12 +127,12 @@ where
     /// The cached objects labelled for `tenant`.
     pub fn of(&self, tenant: &str) -> Vec<Arc<K>> {
         let index = read(&self.index);
-        index.by_tenant.get(tenant).into_iter().flatten().filter_map(|key| index.read(key)).collect()
+        index.by_tenant.get(tenant).into_iter().flatten().filter_map(|key| index.load(key)).collect()
     }
 
     /// The cached object `name` (in `namespace`, for a namespaced kind).
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        read(&self.index).read(&(namespace.map(str::to_owned), name.to_owned()))
+        read(&self.index).load(&(namespace.map(str::to_owned), name.to_owned()))
     }
 }
 

@@ -10,9 +10,9 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 
-use super::index::Cached;
+use super::index::{Cached, Child};
 use super::trim::Trim;
 use crate::api::labels;
 use crate::api::{MLTenant, SealedBundle};
@@ -118,18 +118,11 @@ impl Watches {
 
 /// A watch of `api` kept in a cache indexed by tenant, and its readiness flag (tracked by
 /// `readiness`), raised once the initial list is in.
-fn cached<K>(api: Api<K>, config: watcher::Config, readiness: &Readiness) -> (Cached<K>, Events<K>, Arc<AtomicBool>)
-where
-    K: Resource<DynamicType = ()>
-        + Trim
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+fn cached<K: Child + Trim>(
+    api: Api<K>,
+    config: watcher::Config,
+    readiness: &Readiness,
+) -> (Cached<K>, Events<K>, Arc<AtomicBool>) {
     let synced = readiness.track();
     let flag = synced.clone();
     let cached = Cached::default();

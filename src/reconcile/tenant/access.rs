@@ -20,7 +20,7 @@ use crate::api::limits::Protected;
 use crate::api::{MLTenant, SecretReader};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
-use crate::reconcile::index::Cached;
+use crate::reconcile::index::{Cached, Child};
 use crate::reconcile::rejected::Rejected;
 
 /// The Role and RoleBinding for one reader in one namespace, named after the reader.
@@ -233,12 +233,7 @@ async fn delete_unwanted<K>(
     ctx: &Context,
 ) -> Vec<Rejected>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::Serialize
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + 'static,
+    K: Child + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     let mut refused = Vec::new();
     for obj in cached.of(&tenant.name_any()) {

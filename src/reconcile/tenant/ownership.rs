@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::api::MLTenant;
 use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::context::Context;
-use crate::reconcile::index::Cached;
+use crate::reconcile::index::{Cached, Child};
 use crate::reconcile::trim::Trim;
 
 /// Who holds a child name, from one tenant's point of view.
@@ -60,13 +60,7 @@ pub async fn live<K>(
     fresh: bool,
 ) -> kube::Result<Option<Arc<K>>>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Trim
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug
-        + 'static,
+    K: Child + Resource<Scope = NamespaceResourceScope> + Trim,
 {
     if let Some(cached) = cache.get(Some(namespace), name) {
         return Ok(Some(cached));
