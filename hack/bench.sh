@@ -106,6 +106,12 @@ wait_pid() {
   done
   die "$what: not done after ${secs}s"
 }
+# alive_until DEADLINE PID WHO LATE: one turn of a wait loop; dies saying LATE once SECONDS
+# reaches DEADLINE, or that WHO exited if PID is gone.
+alive_until() {
+  [ $SECONDS -lt "$1" ] || die "$4"
+  kill -0 "$2" 2>/dev/null || die "$3 exited"
+}
 # wait_file FILE SECONDS PID: wait until FILE exists while PID lives.
 wait_file() {
   for _ in $(seq $(($2 * 5))); do
@@ -160,8 +166,7 @@ settled() {
   local what=$1 min=$2 last=-1 still=0 d deadline=$((SECONDS + TIMEOUT))
   shift 2
   while [ $still -lt 5 ] || [ "$last" -lt "$min" ]; do
-    [ $SECONDS -lt $deadline ] || die "$what: $1 not settled at $min or more after ${TIMEOUT}s"
-    kill -0 "$op" 2>/dev/null || die "$what: the operator exited"
+    alive_until $deadline "$op" "$what: the operator" "$what: $1 not settled at $min or more after ${TIMEOUT}s"
     sleep 2
     d=$(metric "$@")
     if [ "$d" = "$last" ]; then still=$((still + 1)); else still=0 last=$d; fi
@@ -175,8 +180,7 @@ quiet() {
   local what=$1 calm=0 c0 c1 deadline=$((SECONDS + TIMEOUT))
   c0=$(cpu_seconds "$op")
   while [ $calm -lt 5 ]; do
-    [ $SECONDS -lt $deadline ] || die "$what: the operator did not go quiet within ${TIMEOUT}s"
-    kill -0 "$op" 2>/dev/null || die "$what: the operator exited"
+    alive_until $deadline "$op" "$what: the operator" "$what: the operator did not go quiet within ${TIMEOUT}s"
     sleep 2
     c1=$(cpu_seconds "$op")
     if python3 -c "import sys; sys.exit(0 if $c1 - $c0 < 0.1 else 1)"; then calm=$((calm + 1)); else calm=0; fi
@@ -348,8 +352,7 @@ if has backlog; then
     resync_s=$(python3 -c "import re; v, u = re.fullmatch(r'(\d+)([smh])', '$RESYNC').groups(); print(int(v) * {'s': 1, 'm': 60, 'h': 3600}[u])")
     deadline=$((SECONDS + resync_s * 3 + 120))
     until [ "$(minus "$(now)" "$t0" | cut -d. -f1)" -ge $((resync_s + 5)) ] && [ "$(reconciles)" -ge $((r0 + N)) ]; do
-      [ $SECONDS -lt $deadline ] || die "resync: fewer than $N reconciles after $((resync_s * 3 + 120))s"
-      kill -0 "$op" 2>/dev/null || die "resync: the operator exited"
+      alive_until $deadline "$op" "resync: the operator" "resync: fewer than $N reconciles after $((resync_s * 3 + 120))s"
       sleep 2
     done
     window=$(minus "$(now)" "$t0")
@@ -524,8 +527,8 @@ idle_restart() {
     start_sealed_secrets "$RUN/sealed-secrets-$name.log" --kubeclient-qps=-1
     ss=$SS_PID deadline=$((SECONDS + TIMEOUT))
     until [ "$(ss_unsealed)" -ge $((6 * N)) ]; do
-      [ $SECONDS -lt $deadline ] || die "$name: sealed-secrets did not go through its $((6 * N)) SealedSecrets"
-      kill -0 "$ss" 2>/dev/null || die "$name: the sealed-secrets controller exited"
+      alive_until $deadline "$ss" "$name: the sealed-secrets controller" \
+        "$name: sealed-secrets did not go through its $((6 * N)) SealedSecrets"
       sleep 1
     done
     save "$name" ss_peak_rss_kib="$(peak_kib "$ss")" ss_rss_kib="$(rss_kib "$ss")" ss_cpu_s="$(cpu_seconds "$ss")"
