@@ -2,18 +2,16 @@
 //! time from the caches of the current leadership term, so nothing that is gone (or that this
 //! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt as _};
 use kube::runtime::reflector::Store;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::core::Collector;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::api::conditions::{DECRYPTABLE, TRUE};
 use crate::api::{MLTenant, SealedBundle};
@@ -28,6 +26,7 @@ pub struct Metrics {
     rejected_writes: IntCounterVec,
     leader: IntGauge,
     key_renew_period: IntGauge,
+    state: StateGauges,
     sources: Arc<RwLock<Option<Sources>>>,
 }
 
@@ -88,7 +87,6 @@ impl Metrics {
             Box::new(rejected_writes.clone()),
             Box::new(leader.clone()),
             Box::new(key_renew_period.clone()),
-            Box::new(StateGauges::new(sources.clone(), keys)),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -101,6 +99,7 @@ impl Metrics {
             rejected_writes,
             leader,
             key_renew_period,
+            state: StateGauges { sources: sources.clone(), keys },
             sources,
         }
     }
@@ -172,7 +171,9 @@ impl Metrics {
         self.prune_failures();
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding cannot fail");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+        self.state.write(&mut text);
+        text
     }
 }
 
@@ -248,139 +249,128 @@ struct Sources {
 struct StateGauges {
     sources: Arc<RwLock<Option<Sources>>>,
     keys: Arc<KeyRing>,
-    gauges: [Desc; 5],
-    decryptions: Desc,
 }
+
+/// A scrape-time gauge: name, help, and label names in the (sorted) order the text lists them.
+struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+}
+
+const CONDITIONS: Gauge = Gauge {
+    name: "mltenant_tenant_condition",
+    help: "Current status of each tenant condition (1 for the status it has).",
+    labels: &["condition", "status", "tenant"],
+};
+const CREDENTIAL_EXPIRY: Gauge = Gauge {
+    name: "mltenant_credential_expiration_timestamp_seconds",
+    help: "When each distributed Secret's credentials expire (Unix time), from its SealedBundle's expiresAt.",
+    labels: &["bundle", "environment", "namespace", "secret", "tenant"],
+};
+const DECRYPTABLE_BUNDLES: Gauge = Gauge {
+    name: "mltenant_bundle_decryptable",
+    help: "1 when the SealedBundle opens for the consumer its scope names, else 0.",
+    labels: &["bundle"],
+};
+const BUNDLES_BY_KEY: Gauge = Gauge {
+    name: "mltenant_bundles_by_sealing_key",
+    help: "SealedBundles by the sealing key that opens them.",
+    labels: &["fingerprint"],
+};
+const KEY_EXPIRY: Gauge = Gauge {
+    name: "mltenant_sealing_key_expiration_timestamp_seconds",
+    help: "notAfter of each sealing key's certificate (Unix time).",
+    labels: &["fingerprint"],
+};
+const DECRYPTIONS: &str = "mltenant_decryptions_total";
+const DECRYPTIONS_HELP: &str =
+    "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.";
+
+/// A gauge's series: label values (in its labels' order), borrowed from the caches, and value.
+/// A series set twice keeps the last value.
+type Series<'a> = BTreeMap<Vec<&'a str>, f64>;
 
 impl StateGauges {
-    fn new(sources: Arc<RwLock<Option<Sources>>>, keys: Arc<KeyRing>) -> Self {
-        let decryptions = Self::decryptions().desc()[0].clone();
-        Self { sources, keys, gauges: Self::gauges(), decryptions }
-    }
-
-    fn decryptions() -> IntCounter {
-        IntCounter::new(
-            "mltenant_decryptions_total",
-            "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.",
-        )
-        .expect("valid metric")
-    }
-
-    fn gauges() -> [Desc; 5] {
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
-            Desc::new(name.to_owned(), help.to_owned(), labels, HashMap::new()).expect("valid metric")
-        };
-        [
-            gauge(
-                "mltenant_tenant_condition",
-                "Current status of each tenant condition (1 for the status it has).",
-                &["tenant", "condition", "status"],
-            ),
-            gauge(
-                "mltenant_credential_expiration_timestamp_seconds",
-                "When each distributed Secret's credentials expire (Unix time), from its SealedBundle's expiresAt.",
-                &["tenant", "environment", "namespace", "secret", "bundle"],
-            ),
-            gauge(
-                "mltenant_bundle_decryptable",
-                "1 when the SealedBundle opens for the consumer its scope names, else 0.",
-                &["bundle"],
-            ),
-            gauge(
-                "mltenant_bundles_by_sealing_key",
-                "SealedBundles by the sealing key that opens them.",
-                &["fingerprint"],
-            ),
-            gauge(
-                "mltenant_sealing_key_expiration_timestamp_seconds",
-                "notAfter of each sealing key's certificate (Unix time).",
-                &["fingerprint"],
-            ),
-        ]
-    }
-}
-
-impl Collector for StateGauges {
-    fn desc(&self) -> Vec<&Desc> {
-        self.gauges.iter().chain([&self.decryptions]).collect()
-    }
-
-    // The families are built directly rather than through `GaugeVec`s: a vector's series each
-    // carry a copy of the metric's description, which at 1,000 tenants made every scrape
-    // allocate about 5 MiB. A series set twice keeps the last value, as with a vector.
-    fn collect(&self) -> Vec<MetricFamily> {
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
+    /// Append the gauges and the decryption counter, in the text format, to `out`. Written
+    /// from the caches directly: building the client library's metric families first (a copy
+    /// of every label value, twice) made a scrape at 1,000 tenants allocate several MiB.
+    fn write(&self, out: &mut String) {
         let sources = read(&self.sources);
-        if let Some(src) = sources.as_ref() {
-            for tenant in src.tenants.state() {
-                let name = tenant.name_any();
-                let Some(status) = &tenant.status else { continue };
-                for c in &status.conditions {
-                    conditions.insert(vec![name.clone(), c.type_.clone(), c.status.clone()], 1.0);
-                }
-                for env in &status.environments {
-                    for (secret, at) in env.secrets.iter().filter_map(|s| Some((s, s.expires_at.as_ref()?))) {
-                        let labels = [&name, &env.name, &env.namespace, &secret.name, &secret.bundle];
-                        expiry.insert(labels.map(String::clone).to_vec(), at.0.as_second() as f64);
-                    }
-                }
-            }
-            for bundle in src.bundles.state().iter().filter(|b| src.reports_on.matches(b.labels())) {
-                let Some(status) = &bundle.status else { continue };
-                let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
-                decryptable.insert(vec![bundle.name_any()], if ok { 1.0 } else { 0.0 });
-                if let Some(fingerprint) = &status.key_fingerprint {
-                    *by_key.entry(vec![fingerprint.clone()]).or_default() += 1.0;
-                }
-            }
-        }
+        let tenants = sources.as_ref().map(|s| s.tenants.state()).unwrap_or_default();
+        let bundles = sources.as_ref().map_or_else(Vec::new, |s| {
+            s.bundles.state().into_iter().filter(|b| s.reports_on.matches(b.labels())).collect()
+        });
         drop(sources);
-        for key in self.keys.keys().iter() {
-            key_expiry.insert(vec![key.fingerprint().to_owned()], key.not_after().as_second() as f64);
+        let keys = self.keys.keys();
+        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
+        for tenant in &tenants {
+            let (Some(name), Some(status)) = (tenant.metadata.name.as_deref(), &tenant.status) else { continue };
+            for c in &status.conditions {
+                conditions.insert(vec![&c.type_, &c.status, name], 1.0);
+            }
+            for env in &status.environments {
+                for (secret, at) in env.secrets.iter().filter_map(|s| Some((s, s.expires_at.as_ref()?))) {
+                    let labels = vec![&*secret.bundle, &env.name, &env.namespace, &secret.name, name];
+                    expiry.insert(labels, at.0.as_second() as f64);
+                }
+            }
         }
-        // In the order of `gauges()`.
-        let series = [conditions, expiry, decryptable, by_key, key_expiry];
-        let mut families: Vec<MetricFamily> =
-            self.gauges.iter().zip(series).map(|(desc, series)| gauge_family(desc, series)).collect();
-        let decryptions = Self::decryptions();
-        decryptions.inc_by(self.keys.decryptions());
-        families.extend(decryptions.collect());
-        families
+        for bundle in &bundles {
+            let (Some(name), Some(status)) = (bundle.metadata.name.as_deref(), &bundle.status) else { continue };
+            let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
+            decryptable.insert(vec![name], if ok { 1.0 } else { 0.0 });
+            if let Some(fingerprint) = &status.key_fingerprint {
+                *by_key.entry(vec![fingerprint]).or_default() += 1.0;
+            }
+        }
+        for key in keys.iter() {
+            key_expiry.insert(vec![key.fingerprint()], key.not_after().as_second() as f64);
+        }
+        for (gauge, series) in [
+            (&CONDITIONS, conditions),
+            (&CREDENTIAL_EXPIRY, expiry),
+            (&DECRYPTABLE_BUNDLES, decryptable),
+            (&BUNDLES_BY_KEY, by_key),
+            (&KEY_EXPIRY, key_expiry),
+        ] {
+            family(out, gauge.name, gauge.help, "gauge");
+            for (values, value) in series {
+                sample(out, gauge.name, gauge.labels, &values, value);
+            }
+        }
+        family(out, DECRYPTIONS, DECRYPTIONS_HELP, "counter");
+        sample(out, DECRYPTIONS, &[], &[], self.keys.decryptions() as f64);
     }
 }
 
-/// A gauge's series: label values (in its description's order) and value.
-type Series = BTreeMap<Vec<String>, f64>;
+/// The `# HELP` and `# TYPE` lines of a family.
+fn family(out: &mut String, name: &str, help: &str, type_: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {type_}");
+}
 
-/// The gauge family of `desc` with `series`.
-fn gauge_family(desc: &Desc, series: Series) -> MetricFamily {
-    let mut family = MetricFamily::default();
-    family.set_name(desc.fq_name.clone());
-    family.set_help(desc.help.clone());
-    family.set_field_type(MetricType::GAUGE);
-    for (values, value) in series {
-        let mut labels: Vec<LabelPair> = desc
-            .variable_labels
-            .iter()
-            .zip(values)
-            .map(|(name, value)| {
-                let mut pair = LabelPair::default();
-                pair.set_name(name.clone());
-                pair.set_value(value);
-                pair
-            })
-            .collect();
-        // Sorted by name, as the client library's own vectors expose them.
-        labels.sort_by(|a, b| a.name().cmp(b.name()));
-        let mut gauge = Gauge::default();
-        gauge.set_value(value);
-        let mut metric = Metric::default();
-        metric.set_label(labels);
-        metric.set_gauge(gauge);
-        family.mut_metric().push(metric);
+/// One sample line; label values escaped as the text format requires.
+fn sample(out: &mut String, name: &str, labels: &[&str], values: &[&str], value: f64) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        for (i, (label, value)) in labels.iter().zip(values).enumerate() {
+            let _ = write!(out, "{}{label}=\"", if i > 0 { "," } else { "" });
+            for c in value.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+        }
+        out.push('}');
     }
-    family
+    // Writing to a String cannot fail. Whole numbers print without a fraction (`1`, not `1.0`).
+    let _ = writeln!(out, " {value}");
 }
 
 #[cfg(test)]
@@ -467,5 +457,12 @@ mod tests {
         assert!(!text.contains("secret=\"ml-platform\""), "a Secret without expiry has no expiry series:\n{text}");
         drop(watching);
         assert!(!metrics.render().contains("tenant=\"fin\""), "no series once the term's caches are gone");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = String::new();
+        sample(&mut out, "m", &["a", "b"], &["x\\y\"z", "two\nlines"], 1.5);
+        assert_eq!(out, "m{a=\"x\\\\y\\\"z\",b=\"two\\nlines\"} 1.5\n");
     }
 }
