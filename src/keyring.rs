@@ -43,22 +43,36 @@ impl Default for KeyRing {
 }
 
 impl KeyRing {
-    /// Open every value of `bundle` under `label`; repeated calls for the same ciphertexts do no
-    /// RSA work (and do not wait for the pool).
-    pub async fn open(
+    /// Open every value of `cached` (a bundle of the shared cache, which keeps digests of its
+    /// values, not their ciphertexts) under `label`. What was opened before comes from the cache
+    /// without RSA work or waiting for the pool; otherwise `fetch` reads the bundle with its
+    /// ciphertexts (`None`: it is gone). A fetched bundle whose values are not those of `cached`
+    /// changed meanwhile: that is a conflict (409), retried once the cache has the new one.
+    pub async fn open<F>(
         self: &Arc<Self>,
-        bundle: &Arc<SealedBundle>,
+        cached: &SealedBundle,
         label: Vec<u8>,
-    ) -> Result<unseal::Opened, unseal::Failure> {
-        if !unseal::cached(bundle, &label, &self.opened) {
-            let _opening = self.opening.lock((bundle.metadata.uid.as_deref(), &label)).await;
-            // Whoever held the lock before may have opened it meanwhile.
-            if !unseal::cached(bundle, &label, &self.opened) {
-                let (ring, bundle) = (self.clone(), bundle.clone());
-                return self.on_pool(move || unseal::open(&bundle, &label, &ring.keys(), &ring.opened)).await;
-            }
+        fetch: F,
+    ) -> kube::Result<Result<unseal::Opened, unseal::Failure>>
+    where
+        F: Future<Output = kube::Result<Option<SealedBundle>>>,
+    {
+        if let Some(opened) = unseal::open_cached(cached, &label, &self.keys(), &self.opened) {
+            return Ok(opened);
         }
-        unseal::open(bundle, &label, &self.keys(), &self.opened)
+        let _opening = self.opening.lock((cached.metadata.uid.as_deref(), &label)).await;
+        // Whoever held the lock before may have opened it meanwhile.
+        if let Some(opened) = unseal::open_cached(cached, &label, &self.keys(), &self.opened) {
+            return Ok(opened);
+        }
+        let Some(sealed) = fetch.await? else {
+            return Ok(Err(unseal::Failure::NotFound { bundle: cached.name_any() }));
+        };
+        if !unseal::same_values(cached, &sealed) {
+            return Err(changed(&cached.name_any()));
+        }
+        let ring = self.clone();
+        Ok(self.on_pool(move || unseal::open(&sealed, &label, &ring.keys(), &ring.opened)).await)
     }
 
     /// Run `work` (RSA operations) on a blocking thread once a core is free. A panic in it is
@@ -145,6 +159,15 @@ impl KeyRing {
     }
 }
 
+/// The conflict of a bundle that changed between the cache and a read of it.
+fn changed(bundle: &str) -> kube::Error {
+    kube::Error::Api(
+        kube::core::Status::failure(&format!("SealedBundle {bundle} changed while it was opened"), "Conflict")
+            .with_code(409)
+            .boxed(),
+    )
+}
+
 /// Why a bundle could not be re-sealed.
 #[derive(Debug, thiserror::Error)]
 pub enum RotateError {
@@ -158,28 +181,63 @@ pub enum RotateError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
     use crate::api::{BundleScope, SealedBundleSpec};
 
+    /// A Cluster-scope bundle of three values sealed to `key`, with the ciphertexts, and as the
+    /// shared cache keeps it.
+    fn shared(key: &SealingKey, label: &[u8]) -> (SealedBundle, SealedBundle) {
+        let values = (0..3)
+            .map(|i| {
+                let sealed = crate::crypto::seal(key.certificate(), label, format!("value-{i}").as_bytes()).unwrap();
+                (format!("K{i}"), crate::crypto::encode_base64(&sealed))
+            })
+            .collect();
+        let mut sealed = SealedBundle::new("shared", SealedBundleSpec::new(BundleScope::Cluster, values));
+        sealed.metadata.uid = Some("uid-1".into());
+        let mut cached = sealed.clone();
+        unseal::keep_digests(&mut cached);
+        (sealed, cached)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn tenants_opening_one_bundle_together_decrypt_it_once() {
         let key = SealingKey::generate(Duration::from_secs(3600)).expect("RSA-4096 key generation");
         let label = crate::crypto::label(BundleScope::Cluster, "", "");
-        let values = (0..3)
-            .map(|i| {
-                let sealed = crate::crypto::seal(key.certificate(), &label, format!("value-{i}").as_bytes()).unwrap();
-                (format!("K{i}"), crate::crypto::encode_base64(&sealed))
-            })
-            .collect();
-        let mut bundle = SealedBundle::new("shared", SealedBundleSpec::new(BundleScope::Cluster, values));
-        bundle.metadata.uid = Some("uid-1".into());
-        let (ring, bundle) = (Arc::new(KeyRing::default()), Arc::new(bundle));
+        let (sealed, cached) = shared(&key, &label);
+        assert!(cached.spec.encrypted_data.values().all(|v| v.len() < 60), "the cache keeps digests");
+        let ring = Arc::new(KeyRing::default());
         ring.replace(vec![key]);
 
-        let opened = futures::future::join_all((0..8).map(|_| ring.open(&bundle, label.clone()))).await;
-        assert!(opened.iter().all(|o| o.as_ref().is_ok_and(|o| o.data.len() == 3)), "every opening succeeds");
+        let reads = AtomicUsize::new(0);
+        let read = || async {
+            reads.fetch_add(1, Ordering::Relaxed);
+            Ok(Some(sealed.clone()))
+        };
+        let opened = futures::future::join_all((0..8).map(|_| ring.open(&cached, label.clone(), read()))).await;
+        assert!(opened.iter().all(|o| matches!(o, Ok(Ok(o)) if o.data.len() == 3)), "every opening succeeds");
         assert_eq!(ring.decryptions(), 3, "each of the 3 values decrypted once, not once per tenant");
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "the ciphertexts read once");
+        assert_eq!(ring.open(&cached, label, read()).await.unwrap().unwrap().data["K2"].as_slice(), b"value-2");
+        assert_eq!(reads.load(Ordering::Relaxed), 1, "what was opened needs no ciphertext");
+    }
+
+    #[tokio::test]
+    async fn a_bundle_read_again_must_hold_the_values_cached() {
+        let key = SealingKey::generate(Duration::from_secs(3600)).expect("RSA-4096 key generation");
+        let label = crate::crypto::label(BundleScope::Cluster, "", "");
+        let (mut sealed, cached) = shared(&key, &label);
+        let ring = Arc::new(KeyRing::default());
+        ring.replace(vec![key]);
+
+        let gone = ring.open(&cached, label.clone(), async { Ok(None) }).await.unwrap();
+        assert_eq!(gone.unwrap_err().reason(), "BundleNotFound");
+        sealed.spec.encrypted_data.insert("K0".into(), sealed.spec.encrypted_data["K1"].clone());
+        let changed = ring.open(&cached, label, async { Ok(Some(sealed)) }).await.unwrap_err();
+        assert!(matches!(&changed, kube::Error::Api(s) if s.code == 409), "{changed}");
+        assert_eq!(ring.decryptions(), 0, "nothing decrypted from a bundle that is not the cached one");
     }
 }

@@ -1,6 +1,7 @@
 //! Char-safe shortening of text that comes from specs: object names built from user input and
 //! messages that quote it. Slicing a `str` at a byte offset panics inside a multi-byte
-//! character, so nothing here slices by bytes without finding a boundary first.
+//! character, so nothing here slices by bytes without finding a boundary first. And the hex
+//! spelling of digests.
 
 /// `text` cut to at most `max` characters, ending in `...` when it was cut.
 pub fn shorten(text: &str, max: usize) -> String {
@@ -22,13 +23,18 @@ pub fn fit_name(name: &str, max: usize) -> String {
         return name.to_owned();
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
-    let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex(&digest.as_ref()[..8]);
     let room = max.saturating_sub(hex.len() + 1);
     let mut end = room.min(name.len());
     while !name.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}-{hex}", &name[..end])
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -278,13 +278,7 @@ impl fmt::Debug for PemPair {
 
 /// `SHA256:` + lowercase hex of SHA-256 over a DER `SubjectPublicKeyInfo`.
 fn fingerprint_of_spki(spki_der: &[u8]) -> String {
-    let digest = digest::digest(&digest::SHA256, spki_der);
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("SHA256:");
-    for byte in digest.as_ref() {
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out
+    format!("SHA256:{}", crate::text::hex(digest::digest(&digest::SHA256, spki_der).as_ref()))
 }
 
 fn x509_time(time: x509_cert::time::Time) -> Result<Timestamp, KeyError> {

@@ -25,7 +25,7 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let (observed, fingerprint) = match ctx.keys.open(&sealed, unseal::declared_label(&sealed)).await {
+    let (observed, fingerprint) = match ctx.open(&sealed, unseal::declared_label(&sealed)).await? {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
             let message = format!("all {count} values open with sealing key {}", opened.fingerprint);

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::GetParams;
 use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::index::Cached;
@@ -24,6 +25,7 @@ use crate::api::{MLTenant, SealedBundle};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::striped::Striped;
+use crate::unseal::{Failure, Opened};
 
 /// Settings of the controller process.
 #[derive(Clone, Debug)]
@@ -122,6 +124,22 @@ impl Context {
         warn!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, reason = rejected.reason, message = %rejected.message, "request refused");
         self.metrics.rejected_write(&tenant.name_any(), rejected.kind, rejected.reason);
         self.event(tenant, None, EventType::Warning, event::WRITE_REJECTED, &rejected.to_string()).await;
+    }
+
+    /// Open `bundle` (from the shared cache) under `label`. A value not opened before is
+    /// decrypted from the bundle as the API server's watch cache has it (no older than ours):
+    /// the shared cache keeps digests, not ciphertexts.
+    pub async fn open(&self, bundle: &SealedBundle, label: Vec<u8>) -> kube::Result<Result<Opened, Failure>> {
+        let api = Api::<SealedBundle>::all(self.client.clone());
+        let at = GetParams::at(bundle.resource_version().as_deref().unwrap_or("0"));
+        let fetch = async move {
+            match api.get_with(&bundle.name_any(), &at).await {
+                Ok(sealed) => Ok(Some(sealed)),
+                Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
+                Err(error) => Err(error),
+            }
+        };
+        self.keys.open(bundle, label, fetch).await
     }
 
     /// Whether this installation reports `bundle`'s status (`--bundle-selector`).

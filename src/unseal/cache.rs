@@ -1,4 +1,4 @@
-//! Decrypted values, keyed by what determines them: the ciphertext's hash and the OAEP label.
+//! Decrypted values, keyed by what determines them: the ciphertext's digest and the OAEP label.
 //! A resync of converged tenants then does no RSA decryption at all. Bounded in bytes, not
 //! entries (values range from a few bytes to a mebibyte): the oldest entries go first. When the
 //! sealing keys change, only what a removed key opened is dropped, so adding a key (rotation)
@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use zeroize::Zeroizing;
 
+use super::Digest;
+
 /// Bytes of plaintext (plus bookkeeping) kept at most. A nine-value bundle of typical
 /// credentials takes about 1.5 KiB, so this holds thousands of tenants' values.
 pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
@@ -20,7 +22,7 @@ const ENTRY_OVERHEAD: usize = 192;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    ciphertext_sha256: [u8; 32],
+    ciphertext: Digest,
     label: Vec<u8>,
 }
 
@@ -51,9 +53,8 @@ impl Default for DecryptCache {
     }
 }
 
-fn key(ciphertext: &str, label: &[u8]) -> Key {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ciphertext.as_bytes());
-    Key { ciphertext_sha256: digest.as_ref().try_into().expect("SHA-256 is 32 bytes"), label: label.to_vec() }
+fn key(ciphertext: &Digest, label: &[u8]) -> Key {
+    Key { ciphertext: *ciphertext, label: label.to_vec() }
 }
 
 fn cost(key: &Key, plain: &Plain) -> usize {
@@ -65,11 +66,11 @@ impl DecryptCache {
         Self { inner: Mutex::default(), capacity: bytes, decryptions: AtomicU64::new(0) }
     }
 
-    /// The cached plaintext of `ciphertext` under `label`, or `open()`'s result (cached when it
-    /// succeeds; failures are never cached, so a new key can fix them).
+    /// The cached plaintext of the ciphertext of digest `ciphertext` under `label`, or `open()`'s
+    /// result (cached when it succeeds; failures are never cached, so a new key can fix them).
     pub fn get_or_open<E>(
         &self,
-        ciphertext: &str,
+        ciphertext: &Digest,
         label: &[u8],
         open: impl FnOnce() -> Result<Plain, E>,
     ) -> Result<Plain, E> {
@@ -97,9 +98,9 @@ impl DecryptCache {
         Ok(plain)
     }
 
-    /// Whether `ciphertext` under `label` is cached.
-    pub fn contains(&self, ciphertext: &str, label: &[u8]) -> bool {
-        self.lock().entries.contains_key(&key(ciphertext, label))
+    /// The cached plaintext of the ciphertext of digest `ciphertext` under `label`.
+    pub fn get(&self, ciphertext: &Digest, label: &[u8]) -> Option<Plain> {
+        self.lock().entries.get(&key(ciphertext, label)).cloned()
     }
 
     /// Drop what was opened by a key not in `fingerprints` (a removed key must stop opening).
@@ -143,6 +144,7 @@ impl DecryptCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unseal::digest;
 
     fn plain(b: &[u8]) -> Result<Plain, ()> {
         Ok(Plain { bytes: Zeroizing::new(b.to_vec()), fingerprint: "fp".into() })
@@ -154,7 +156,7 @@ mod tests {
         let mut opened = 0;
         for _ in 0..3 {
             cache
-                .get_or_open("c", b"t", || {
+                .get_or_open(&digest("c"), b"t", || {
                     opened += 1;
                     plain(b"v")
                 })
@@ -162,14 +164,14 @@ mod tests {
         }
         assert_eq!(opened, 1);
         assert_eq!(cache.decryptions(), 1);
-        cache.get_or_open("c", b"other", || plain(b"v")).unwrap();
+        cache.get_or_open(&digest("c"), b"other", || plain(b"v")).unwrap();
         assert_eq!(cache.len(), 2, "the label is part of the key");
     }
 
     #[test]
     fn failures_are_not_cached() {
         let cache = DecryptCache::default();
-        assert!(cache.get_or_open("c", b"", || Err::<Plain, _>("no key")).is_err());
+        assert!(cache.get_or_open(&digest("c"), b"", || Err::<Plain, _>("no key")).is_err());
         assert!(cache.is_empty());
     }
 
@@ -178,21 +180,21 @@ mod tests {
         let cache = DecryptCache::with_capacity(10_000);
         let value = vec![7u8; 1000];
         for i in 0..100 {
-            cache.get_or_open(&i.to_string(), b"", || plain(&value)).unwrap();
+            cache.get_or_open(&digest(&i.to_string()), b"", || plain(&value)).unwrap();
         }
         assert!(cache.bytes() <= 10_000, "{} bytes", cache.bytes());
         assert!(cache.len() >= 8, "{} entries", cache.len());
         let before = cache.decryptions();
-        cache.get_or_open("99", b"", || plain(&value)).unwrap();
+        cache.get_or_open(&digest("99"), b"", || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before, "the newest entry is kept");
-        cache.get_or_open("0", b"", || plain(&value)).unwrap();
+        cache.get_or_open(&digest("0"), b"", || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before + 1, "the oldest entry went first");
     }
 
     #[test]
     fn a_value_larger_than_the_cache_is_returned_but_not_kept() {
         let cache = DecryptCache::with_capacity(100);
-        assert_eq!(cache.get_or_open("big", b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
+        assert_eq!(cache.get_or_open(&digest("big"), b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
         assert!(cache.is_empty());
     }
 
@@ -200,15 +202,15 @@ mod tests {
     fn only_what_a_removed_key_opened_is_dropped() {
         let cache = DecryptCache::default();
         let by = |fp: &str| Ok::<_, ()>(Plain { bytes: Zeroizing::new(b"v".to_vec()), fingerprint: fp.into() });
-        cache.get_or_open("a", b"", || by("old")).unwrap();
-        cache.get_or_open("b", b"", || by("new")).unwrap();
+        cache.get_or_open(&digest("a"), b"", || by("old")).unwrap();
+        cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
         cache.retain_keys(&["old", "new", "newer"]);
         assert_eq!(cache.len(), 2, "adding a key keeps everything");
         cache.retain_keys(&["new"]);
         assert_eq!(cache.len(), 1);
         let before = cache.decryptions();
-        cache.get_or_open("b", b"", || by("new")).unwrap();
+        cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
         assert_eq!(cache.decryptions(), before);
-        assert_eq!(cache.bytes(), cost(&Key { ciphertext_sha256: [0; 32], label: vec![] }, &by("new").unwrap()));
+        assert_eq!(cache.bytes(), cost(&Key { ciphertext: [0; 32], label: vec![] }, &by("new").unwrap()));
     }
 }

@@ -7,11 +7,14 @@ pub mod payload;
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt};
 use zeroize::Zeroizing;
 
 use crate::api::conditions::reason;
+use crate::api::labels;
 use crate::api::limits::{MAX_VALUES, SECRET_TYPES};
 use crate::api::{BundleScope, SealedBundle};
 use crate::crypto::{self, OpenError, SealingKey};
@@ -123,7 +126,8 @@ pub fn declared_label(bundle: &SealedBundle) -> Vec<u8> {
 }
 
 /// `sha256:<hex>` over the bundle's keys and ciphertexts (never over plaintext): changes exactly
-/// when the bundle is re-sealed or edited.
+/// when the bundle is re-sealed or edited. Computed when a bundle enters the shared cache,
+/// which keeps it in place of the ciphertexts: see [`cached_source_hash`].
 pub fn source_hash(bundle: &SealedBundle) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for (key, value) in &bundle.spec.encrypted_data {
@@ -131,8 +135,47 @@ pub fn source_hash(bundle: &SealedBundle) -> String {
             ctx.update(part);
         }
     }
-    let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    format!("sha256:{}", crate::text::hex(ctx.finish().as_ref()))
+}
+
+/// What a sealed value is known by: the SHA-256 of its ciphertext as written in the bundle.
+/// The decrypt cache is keyed by it.
+pub type Digest = [u8; 32];
+
+pub fn digest(ciphertext: &str) -> Digest {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ciphertext.as_bytes());
+    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// The shared cache of bundles keeps a value as `sha256:<base64 of its digest>`, not its
+/// ciphertext (about 750 bytes for a value sealed to RSA-4096): what is in the decrypt cache
+/// opens without it, and what is not is read from the API server first (`KeyRing::open`).
+const CACHED_PREFIX: &str = "sha256:";
+
+/// A bundle as the shared cache keeps it: every value replaced by its digest, and the source
+/// hash, which needs the ciphertexts, computed first and kept as an annotation.
+pub fn keep_digests(bundle: &mut SealedBundle) {
+    let hash = source_hash(bundle);
+    bundle.annotations_mut().insert(labels::SOURCE_HASH.to_owned(), hash);
+    for value in bundle.spec.encrypted_data.values_mut() {
+        *value = format!("{CACHED_PREFIX}{}", BASE64.encode(digest(value)));
+    }
+}
+
+/// The source hash of a bundle from the shared cache (see [`keep_digests`]).
+pub fn cached_source_hash(bundle: &SealedBundle) -> String {
+    bundle.annotations().get(labels::SOURCE_HASH).cloned().unwrap_or_default()
+}
+
+fn cached_digest(value: &str) -> Option<Digest> {
+    BASE64.decode(value.strip_prefix(CACHED_PREFIX)?).ok()?.try_into().ok()
+}
+
+/// Whether `sealed` holds the values whose digests the cached bundle `cached` keeps.
+pub fn same_values(cached: &SealedBundle, sealed: &SealedBundle) -> bool {
+    let (cached, sealed) = (&cached.spec.encrypted_data, &sealed.spec.encrypted_data);
+    cached.len() == sealed.len()
+        && cached.iter().zip(sealed).all(|((ck, cv), (k, v))| ck == k && cached_digest(cv) == Some(digest(v)))
 }
 
 /// Every value of a bundle, opened. `Debug` shows the keys and sizes, never a value.
@@ -153,36 +196,55 @@ impl std::fmt::Debug for Opened {
 
 /// Check the bundle's claims (type, template, size), open every value under `label`, then
 /// validate the payload for the bundle's Secret type. All or nothing: one bad value fails the
-/// whole bundle.
+/// whole bundle. `bundle` holds its ciphertexts (not one of the shared cache).
 pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &DecryptCache) -> Result<Opened, Failure> {
     let name = bundle.name_any();
     payload::check_claims(bundle).map_err(|refusal| Failure::Refused { bundle: name.clone(), refusal })?;
-    let newest = keys.first().map(SealingKey::fingerprint);
-    let mut data = BTreeMap::new();
-    let mut fingerprint: Option<String> = None;
+    let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
     for (key, value) in &bundle.spec.encrypted_data {
         let plain = cache
-            .get_or_open(value, label, || {
+            .get_or_open(&digest(value), label, || {
                 crypto::open(keys, label, value).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint })
             })
             .map_err(|error| Failure::Decryption { bundle: name.clone(), key: key.clone(), error })?;
+        plains.push((key, plain));
+    }
+    validated(bundle, keys, plains)
+}
+
+/// [`open`] for a bundle of the shared cache, from what `cache` holds: `None` when a value is
+/// not there (it has to be decrypted, from the bundle's ciphertexts).
+pub fn open_cached(
+    bundle: &SealedBundle,
+    label: &[u8],
+    keys: &[SealingKey],
+    cache: &DecryptCache,
+) -> Option<Result<Opened, Failure>> {
+    if let Err(refusal) = payload::check_claims(bundle) {
+        return Some(Err(Failure::Refused { bundle: bundle.name_any(), refusal }));
+    }
+    let plains =
+        bundle.spec.encrypted_data.iter().map(|(key, value)| Some((key, cache.get(&cached_digest(value)?, label)?)));
+    Some(validated(bundle, keys, plains.collect::<Option<Vec<_>>>()?))
+}
+
+/// The opened values, once their payload passed the check for the bundle's Secret type.
+fn validated(bundle: &SealedBundle, keys: &[SealingKey], plains: Vec<(&String, Plain)>) -> Result<Opened, Failure> {
+    let newest = keys.first().map(SealingKey::fingerprint);
+    let mut data = BTreeMap::new();
+    let mut fingerprint: Option<String> = None;
+    for (key, plain) in plains {
         if fingerprint.is_none() || Some(plain.fingerprint.as_str()) != newest {
             fingerprint = Some(plain.fingerprint.clone());
         }
         data.insert(key.clone(), plain.bytes);
     }
     payload::check_values(payload::secret_type(bundle), &data).map_err(|(key, problem)| Failure::InvalidPayload {
-        bundle: name.clone(),
+        bundle: bundle.name_any(),
         key: key.to_owned(),
         problem,
     })?;
     Ok(Opened { data, fingerprint: fingerprint.unwrap_or_default() })
-}
-
-/// Whether every value of `bundle` under `label` is in `cache`: opening it then costs no RSA
-/// work, so it need not wait for the decryption pool.
-pub fn cached(bundle: &SealedBundle, label: &[u8], cache: &DecryptCache) -> bool {
-    bundle.spec.encrypted_data.values().all(|value| cache.contains(value, label))
 }
 
 #[cfg(test)]

@@ -105,7 +105,7 @@ pub fn desired(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, 
     secret_labels.extend(labels::managed(&tenant.name_any(), &wanted.environment));
     let mut annotations = template.annotations.unwrap_or_default();
     annotations.insert(labels::BUNDLE.to_owned(), wanted.bundle.clone());
-    annotations.insert(labels::SOURCE_HASH.to_owned(), unseal::source_hash(bundle));
+    annotations.insert(labels::SOURCE_HASH.to_owned(), unseal::cached_source_hash(bundle));
     if let Some(expires) = &bundle.spec.expires_at {
         annotations.insert(labels::EXPIRES_AT.to_owned(), expires.0.to_string());
     }
@@ -253,9 +253,9 @@ async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, ctx: &Conte
     if let Some(Claim::Foreign(why)) = live.as_deref().map(|s| ownership::claim(&s.metadata, tenant)) {
         return Ok(Read::Foreign(why));
     }
-    let content = open(tenant, wanted, ctx).await.map(|(bundle, opened)| Content {
+    let content = open(tenant, wanted, ctx).await?.map(|(bundle, opened)| Content {
         secret: Box::new(desired(tenant, wanted, &bundle, &opened)),
-        synced: Synced { source_hash: unseal::source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() },
+        synced: Synced { source_hash: unseal::cached_source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() },
     });
     let had_secret = super::status::had_secret(tenant, &wanted.environment, &wanted.secret);
     Ok(Read::Writable { live, content, had_secret })
@@ -351,19 +351,20 @@ async fn refused(
     Outcome { wanted, result: Err(Unsynced::Rejected(rejected)), present }
 }
 
-/// The bundle `wanted` names, opened for this tenant and environment.
+/// The bundle `wanted` names (from the shared cache), opened for this tenant and environment.
 async fn open(
     tenant: &MLTenant,
     wanted: &WantedSecret,
     ctx: &Context,
-) -> std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure> {
-    let bundle = ctx
-        .bundles
-        .get(&ObjectRef::new(&wanted.bundle))
-        .ok_or_else(|| Failure::NotFound { bundle: wanted.bundle.clone() })?;
-    let label = unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment)?;
-    let opened = ctx.keys.open(&bundle, label).await?;
-    Ok((bundle, opened))
+) -> kube::Result<std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure>> {
+    let Some(bundle) = ctx.bundles.get(&ObjectRef::new(&wanted.bundle)) else {
+        return Ok(Err(Failure::NotFound { bundle: wanted.bundle.clone() }));
+    };
+    let label = match unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment) {
+        Ok(label) => label,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    Ok(ctx.open(&bundle, label).await?.map(|opened| (bundle, opened)))
 }
 
 fn reference(namespace: &str, name: &str) -> ObjectReference {
