@@ -22,9 +22,10 @@ pub trait Trim {
     fn trim(&mut self);
 }
 
-/// Drop field ownership and the last-applied copy: no decision reads them.
+/// Drop field ownership, the last-applied copy and the creation time: no decision reads them.
 fn slim(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
+    meta.creation_timestamp = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
@@ -49,8 +50,12 @@ impl Trim for Secret {
 }
 
 impl Trim for Namespace {
+    /// Its finalizers and phase are the API server's business; a namespace being deleted
+    /// shows in its metadata.
     fn trim(&mut self) {
         slim(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
     }
 }
 
@@ -96,6 +101,7 @@ mod tests {
             metadata: ObjectMeta {
                 managed_fields: Some(vec![entry("mltenant-operator", "Apply"), entry("kubectl-edit", "Update")]),
                 annotations: Some([(LAST_APPLIED.to_string(), "{...}".to_string())].into()),
+                creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
                 ..Default::default()
             },
             data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
@@ -105,6 +111,7 @@ mod tests {
         assert_eq!(secret.data.as_ref().unwrap()["password"], digest(b"hunter2"));
         assert_ne!(secret.data.unwrap()["password"].0, b"hunter2");
         assert_eq!(secret.metadata.managed_fields, None);
+        assert_eq!(secret.metadata.creation_timestamp, None);
         assert!(secret.metadata.annotations.unwrap().is_empty());
     }
 }

@@ -5,8 +5,8 @@
 //! causes no decryption storm while a removed key stops opening at once.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
@@ -16,8 +16,8 @@ use super::Digest;
 /// credentials takes about 1.5 KiB, so this holds thousands of tenants' values.
 pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 
-/// What an entry costs beyond its plaintext and label: the key hash, the fingerprint and the
-/// maps' own overhead, roughly.
+/// What an entry costs beyond its plaintext and label: the key hash, the pointer to the shared
+/// fingerprint and the maps' own overhead, roughly.
 const ENTRY_OVERHEAD: usize = 192;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -30,7 +30,7 @@ struct Key {
 #[derive(Clone)]
 pub struct Plain {
     pub bytes: Zeroizing<Vec<u8>>,
-    pub fingerprint: String,
+    pub fingerprint: Arc<str>,
 }
 
 pub struct DecryptCache {
@@ -45,6 +45,19 @@ struct Inner {
     entries: HashMap<Key, Plain>,
     order: VecDeque<Key>,
     bytes: usize,
+    /// One copy of each key's fingerprint, which the entries it opened share (there are few
+    /// keys and thousands of entries).
+    fingerprints: Vec<Arc<str>>,
+}
+
+impl Inner {
+    fn shared(&mut self, fingerprint: &Arc<str>) -> Arc<str> {
+        if let Some(known) = self.fingerprints.iter().find(|f| ***f == **fingerprint) {
+            return known.clone();
+        }
+        self.fingerprints.push(fingerprint.clone());
+        fingerprint.clone()
+    }
 }
 
 impl Default for DecryptCache {
@@ -58,7 +71,7 @@ fn key(ciphertext: &Digest, label: &[u8]) -> Key {
 }
 
 fn cost(key: &Key, plain: &Plain) -> usize {
-    key.label.len() + plain.bytes.len() + plain.fingerprint.len() + ENTRY_OVERHEAD
+    key.label.len() + plain.bytes.len() + ENTRY_OVERHEAD
 }
 
 impl DecryptCache {
@@ -79,12 +92,13 @@ impl DecryptCache {
             return Ok(hit.clone());
         }
         self.decryptions.fetch_add(1, Ordering::Relaxed);
-        let plain = open()?;
+        let mut plain = open()?;
         let size = cost(&key, &plain);
         if size > self.capacity {
             return Ok(plain);
         }
         let mut inner = self.lock();
+        plain.fingerprint = inner.shared(&plain.fingerprint);
         if inner.entries.insert(key.clone(), plain.clone()).is_none() {
             inner.order.push_back(key);
             inner.bytes += size;
@@ -106,15 +120,16 @@ impl DecryptCache {
     /// Drop what was opened by a key not in `fingerprints` (a removed key must stop opening).
     pub fn retain_keys(&self, fingerprints: &[&str]) {
         let mut inner = self.lock();
-        let Inner { entries, order, bytes } = &mut *inner;
+        let Inner { entries, order, bytes, fingerprints: shared } = &mut *inner;
         entries.retain(|key, plain| {
-            let keep = fingerprints.contains(&plain.fingerprint.as_str());
+            let keep = fingerprints.contains(&&*plain.fingerprint);
             if !keep {
                 *bytes -= cost(key, plain);
             }
             keep
         });
         order.retain(|key| entries.contains_key(key));
+        shared.retain(|f| fingerprints.contains(&&**f));
     }
 
     /// How many values were decrypted (not served from the cache) so far.
@@ -212,5 +227,13 @@ mod tests {
         cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
         assert_eq!(cache.decryptions(), before);
         assert_eq!(cache.bytes(), cost(&Key { ciphertext: [0; 32], label: vec![] }, &by("new").unwrap()));
+    }
+
+    #[test]
+    fn entries_of_one_key_share_its_fingerprint() {
+        let cache = DecryptCache::default();
+        let a = cache.get_or_open(&digest("a"), b"", || plain(b"v")).unwrap();
+        let b = cache.get_or_open(&digest("b"), b"", || plain(b"w")).unwrap();
+        assert!(Arc::ptr_eq(&a.fingerprint, &b.fingerprint), "one copy for both entries");
     }
 }

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod payload;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -204,7 +205,8 @@ pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &De
     for (key, value) in &bundle.spec.encrypted_data {
         let plain = cache
             .get_or_open(&digest(value), label, || {
-                crypto::open(keys, label, value).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint })
+                crypto::open(keys, label, value)
+                    .map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
             })
             .map_err(|error| Failure::Decryption { bundle: name.clone(), key: key.clone(), error })?;
         plains.push((key, plain));
@@ -232,10 +234,10 @@ pub fn open_cached(
 fn validated(bundle: &SealedBundle, keys: &[SealingKey], plains: Vec<(&String, Plain)>) -> Result<Opened, Failure> {
     let newest = keys.first().map(SealingKey::fingerprint);
     let mut data = BTreeMap::new();
-    let mut fingerprint: Option<String> = None;
+    let mut fingerprint: Option<Arc<str>> = None;
     for (key, plain) in plains {
-        if fingerprint.is_none() || Some(plain.fingerprint.as_str()) != newest {
-            fingerprint = Some(plain.fingerprint.clone());
+        if fingerprint.is_none() || Some(&*plain.fingerprint) != newest {
+            fingerprint = Some(plain.fingerprint);
         }
         data.insert(key.clone(), plain.bytes);
     }
@@ -244,7 +246,7 @@ fn validated(bundle: &SealedBundle, keys: &[SealingKey], plains: Vec<(&String, P
         key: key.to_owned(),
         problem,
     })?;
-    Ok(Opened { data, fingerprint: fingerprint.unwrap_or_default() })
+    Ok(Opened { data, fingerprint: fingerprint.map(|f| f.to_string()).unwrap_or_default() })
 }
 
 #[cfg(test)]
