@@ -46,8 +46,8 @@ pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
         fields.remove("stringData");
     }
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.to_string().as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    desired.meta_mut().annotations.get_or_insert_default().insert(APPLIED.to_owned(), format!("sha256:{hex}"));
+    let stamp = format!("sha256:{}", crate::text::hex(digest.as_ref()));
+    desired.meta_mut().annotations.get_or_insert_default().insert(APPLIED.to_owned(), stamp);
     desired
 }
 
