@@ -175,6 +175,15 @@ def main():
             api = s[name].get("apiserver") or {}
             print(f"{'control plane CPU s, ' + name:40} {s[name]['controlplane_cpu_s']}; API writes {api.get('writes')}, "
                   f"reads {api.get('reads')}, server time on writes {api.get('write_seconds')}s")
+    profiled = [name for name in ["floor", "backlog", "live"] if s[name] and s[name].get("apiserver_profile")]
+    if profiled:
+        print(f"\nkube-apiserver CPU by part, share of its samples (profile of the first seconds of each):")
+        parts = s[profiled[0]]["apiserver_profile"]["parts"]
+        w = max(map(len, parts))
+        print(f"{'':{w}}" + "".join(f"{name:>10}" for name in profiled))
+        print(f"{'cores busy':{w}}" + "".join(f"{s[name]['apiserver_profile']['cores_busy']:>10}" for name in profiled))
+        for part in parts:
+            print(f"{part:{w}}" + "".join(f"{s[name]['apiserver_profile']['parts'][part]['share']:>10.1%}" for name in profiled))
 
     result = {"machine": machine, "rsa_floor": rsa, "table": rows, "ratios": ratios, "scenarios": s}
     os.makedirs(out_dir, exist_ok=True)

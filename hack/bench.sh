@@ -30,6 +30,9 @@
 # not hold it. Timed parts never include kubectl apply of a backlog.
 #
 # BENCH_OPERATOR_BIN runs that operator binary instead of building the release one.
+# BENCH_APISERVER_PROFILE=SECONDS takes a CPU profile of kube-apiserver for that long at the start
+# of the write floor and of each converge (its /debug/pprof, turned on for this run) and says
+# where the server's time went (hack/bench-apiserver.py; target/bench/run/NAME.apiserver.*).
 # Prints one table and writes it as JSON to target/bench/<UTC time>.json and latest.json.
 #   BENCH_TENANTS=300 BENCH_SCENARIOS=decrypt,floor,backlog make bench
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -39,6 +42,7 @@ SCENARIOS=${BENCH_SCENARIOS:-decrypt,floor,live,backlog,resync,reseal,rotation,s
 RESYNC=${BENCH_RESYNC:-60s}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
 SS_DEFAULTS_BUDGET=${BENCH_SS_DEFAULTS_BUDGET:-300}
+APISERVER_PROFILE=${BENCH_APISERVER_PROFILE:-}
 UNRELATED=${BENCH_UNRELATED_SECRETS:-50000}
 CONCURRENCY=${BENCH_FLOOR_CONCURRENCY:-32}
 STATE=$REPO_DIR/target/controlplane-bench
@@ -95,6 +99,22 @@ controlplane_cpu() {
 apiserver_metrics() {
   kubectl get --raw /metrics | grep -E '^apiserver_request_(total|duration_seconds_(sum|count))\{' >"$1"
 }
+# profile_apiserver NAME: with BENCH_APISERVER_PROFILE, a CPU profile of kube-apiserver over the
+# next that many seconds, taken in the background ($RUN/NAME.apiserver.pprof); summarised by
+# profile_summary NAME once the measured part is over.
+profiler=
+profile_apiserver() {
+  [ -n "$APISERVER_PROFILE" ] || return 0
+  kubectl get --raw "/debug/pprof/profile?seconds=$APISERVER_PROFILE" >"$RUN/$1.apiserver.pprof" &
+  profiler=$!
+}
+profile_summary() {
+  [ -n "$profiler" ] || return 0
+  wait "$profiler" || die "$1: the API server's CPU profile failed"
+  profiler=
+  python3 "$HACK_DIR/bench-apiserver.py" "$RUN/$1.apiserver.pprof" >"$RUN/$1.apiserver.profile.json"
+  save "$1" "apiserver_profile=$(cat "$RUN/$1.apiserver.profile.json")"
+}
 # wait_pid PID SECONDS WHAT [PIDS...]: wait for a background waiter, checking that PIDS stay alive.
 wait_pid() {
   local pid=$1 secs=$2 what=$3
@@ -139,7 +159,7 @@ FLEET=$(cargo bench --locked --bench fleet --no-run --message-format json 2>/dev
   | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("target", {}).get("name") == "fleet" and m.get("executable")][-1])')
 [ -x "$FLEET" ] || die "could not build benches/fleet.rs"
 
-env_file=$("$HACK_DIR/controlplane-up.sh" "$STATE")
+env_file=$(CONTROLPLANE_PROFILING=$([ -n "$APISERVER_PROFILE" ] && echo true || echo false) "$HACK_DIR/controlplane-up.sh" "$STATE")
 op= ss=
 stop() { # PID: SIGTERM, then wait for it
   [ -n "${1:-}" ] || return 0
@@ -237,12 +257,14 @@ converge() {
   apiserver_metrics "$RUN/$name.apiserver.before"
   save "$name" $(controlplane_cpu | sed 's/=/_before=/g')
   start=$(now)
+  [ "$mode" = live ] || profile_apiserver "$name"
   start_operator "$bin" "$RUN/operator-$name.log" --resync-period "$RESYNC"
   op=$OPERATOR_PID
   echo "$op" >"$RUN/operator.pid"
   if [ "$mode" = live ]; then
     log "$name: operator running; applying $N tenants and $((N + 1)) bundles"
     start=$(now)
+    profile_apiserver "$name"
     apply_fleet "$name"
     applied=$(minus "$(now)" "$start")
   fi
@@ -251,6 +273,7 @@ converge() {
   cpu_op=$(cpu_seconds "$op") peak_converged=$(peak_kib "$op")
   save "$name" $(controlplane_cpu | sed 's/=/_after=/g')
   apiserver_metrics "$RUN/$name.apiserver.after"
+  profile_summary "$name"
   local tenants_at secrets_at
   tenants_at=$(json_get "$RUN/$name.wait" tenants_ready_at) secrets_at=$(json_get "$RUN/$name.wait" secrets_at)
   # The peak is taken once the operator is quiet: the reconciles its own writes' watch events
@@ -275,11 +298,13 @@ if has floor; then
   log "floor: writing the fleet's objects, $CONCURRENCY requests in flight"
   apiserver_metrics "$RUN/floor.apiserver.before"
   save floor $(controlplane_cpu | sed 's/=/_before=/g')
+  profile_apiserver floor
   "$FLEET" floor --tenants "$FLEET_LABEL=floor" --manifests "$RUN/floor" --concurrency "$CONCURRENCY" \
     --writer-kubeconfig "$MLTENANT_TEST_OPERATOR_KUBECONFIG" >"$RUN/floor.out"
   save floor $(controlplane_cpu | sed 's/=/_after=/g') \
     $(for k in objects seconds decryptions concurrency; do echo "$k=$(json_get "$RUN/floor.out" $k)"; done)
   apiserver_metrics "$RUN/floor.apiserver.after"
+  profile_summary floor
   cat "$RUN/floor.out" >&2
   release --tenants "$FLEET_LABEL=floor"
 fi

@@ -38,7 +38,7 @@ component_command() {
         --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-cluster-ip-range 10.0.0.0/24 \
-        --enable-priority-and-fairness="$APF" --profiling=false --v=1
+        --enable-priority-and-fairness="$APF" --profiling="${PROFILING:-false}" --v=1
       ;;
     kube-controller-manager)
       # Only the controllers whose behaviour the operator relies on: namespace deletion and

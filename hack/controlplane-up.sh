@@ -7,8 +7,10 @@
 #
 # API Priority and Fairness is on, as in any real cluster (the fault suite's throttling test
 # needs it; measured: the integration suite takes as long with it as without);
-# CONTROLPLANE_APF=false turns it off. Stop with hack/controlplane-down.sh; kill or restart one
-# component with hack/controlplane-component.sh. Prints the path of env.sh.
+# CONTROLPLANE_APF=false turns it off. CONTROLPLANE_PROFILING=true serves kube-apiserver's
+# /debug/pprof (a CPU profile of the server during a bench, BENCH_APISERVER_PROFILE); off
+# otherwise. Stop with hack/controlplane-down.sh; kill or restart one component with
+# hack/controlplane-component.sh. Prints the path of env.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/components.sh"
 
@@ -17,6 +19,8 @@ OPERATOR_NS=${OPERATOR_NAMESPACE:-mltenant-system}
 OPERATOR_SA=${OPERATOR_SERVICE_ACCOUNT:-mltenant-operator}
 APF=${CONTROLPLANE_APF:-true}
 case $APF in true | false) ;; *) die "CONTROLPLANE_APF must be true or false, not '$APF'" ;; esac
+PROFILING=${CONTROLPLANE_PROFILING:-false}
+case $PROFILING in true | false) ;; *) die "CONTROLPLANE_PROFILING must be true or false, not '$PROFILING'" ;; esac
 
 need openssl openssl
 need curl curl
@@ -99,6 +103,7 @@ ETCD_PORT=$ETCD_PORT
 PEER_PORT=$PEER_PORT
 API_PORT=$API_PORT
 APF=$APF
+PROFILING=$PROFILING
 ADMIN_TOKEN=$ADMIN_TOKEN
 CONF
 chmod 600 "$STATE/config.env"
