@@ -44,9 +44,10 @@ def main() -> None:
         if m := re.search(r"Duration: ([\d.]+)s, Total samples = ([\d.]+)(m?s)", line):
             duration = float(m[1])
             total = float(m[2]) / (1000 if m[3] == "ms" else 1)
+        # flat flat% sum% cum cum% name (a name may hold spaces: Go generics)
         fields = line.split()
-        if len(fields) >= 6 and fields[-2].endswith("%") and fields[0][0].isdigit():
-            value = fields[-3]
+        if len(fields) >= 6 and fields[4].endswith("%") and fields[0][0].isdigit():
+            value = fields[3]
             seconds = float(value.rstrip("ms")) / (1000 if value.endswith("ms") else 1) if value != "0" else 0.0
             cum[" ".join(fields[5:])] = seconds
     if not total:
