@@ -15,22 +15,29 @@ import re
 import subprocess
 import sys
 
-# (part, pprof function names whose cumulative time it is). A request's handler runs in its own
+# (part, the pprof function whose cumulative time it is). A request's handler runs in its own
 # goroutine, so a write's cost is its registry Update (validation, admission, the
 # server-side-apply merge, the etcd round trip), not the filter chain around it.
 PARTS = [
-    ("writes: custom resources' status (tenant and bundle status)", [r"customresource\.\(\*StatusREST\)\.Update$"]),
-    ("writes: RoleBindings", [r"rolebinding/policybased\.\(\*Storage\)\.Update$"]),
-    ("writes: Roles", [r"rbac/role/policybased\.\(\*Storage\)\.Update$"]),
-    ("writes: Namespaces", [r"namespace/storage\.\(\*REST\)\.Update$"]),
-    ("writes: all (apply, any resource)", [r"registry\.\(\*Store\)\.Update$"]),
-    ("  of which the admission policy (CEL)", [r"policy/validating\.\(\*Plugin\)\.Validate$"]),
-    ("  of which RBAC escalation checks", [r"validation\.ConfirmNoEscalation$"]),
-    ("reads: GET of one object", [r"handlers\.GetResource\.getResourceHandler\.func\d+$"]),
-    ("watches: serving events", [r"handlers\.\(\*WatchServer\)\.HandleHTTP$"]),
-    ("authorization (RBAC)", [r"rbac\.\(\*RBACAuthorizer\)\.Authorize$"]),
-    ("Go garbage collector", [r"^runtime\.gcBgMarkWorker$"]),
+    ("writes: custom resources' status (tenant and bundle status)", r"customresource\.\(\*StatusREST\)\.Update$"),
+    ("writes: RoleBindings", r"rolebinding/policybased\.\(\*Storage\)\.Update$"),
+    ("writes: Roles", r"rbac/role/policybased\.\(\*Storage\)\.Update$"),
+    ("writes: Namespaces", r"namespace/storage\.\(\*REST\)\.Update$"),
+    ("writes: all (apply, any resource)", r"registry\.\(\*Store\)\.Update$"),
+    ("  of which the admission policy (CEL)", r"policy/validating\.\(\*Plugin\)\.Validate$"),
+    ("  of which RBAC escalation checks", r"validation\.ConfirmNoEscalation$"),
+    ("reads: GET of one object", r"handlers\.GetResource\.getResourceHandler\.func\d+$"),
+    ("watches: serving events", r"handlers\.\(\*WatchServer\)\.HandleHTTP$"),
+    ("authorization (RBAC)", r"rbac\.\(\*RBACAuthorizer\)\.Authorize$"),
+    ("Go garbage collector", r"^runtime\.gcBgMarkWorker$"),
 ]
+
+
+def seconds(text: str) -> float:
+    """A pprof duration: "0", "850ms" or "1.15s"."""
+    if text == "0":
+        return 0.0
+    return float(text[:-2]) / 1000 if text.endswith("ms") else float(text.rstrip("s"))
 
 
 def main() -> None:
@@ -41,21 +48,19 @@ def main() -> None:
     total = duration = None
     cum: dict[str, float] = {}
     for line in top.splitlines():
-        if m := re.search(r"Duration: ([\d.]+)s, Total samples = ([\d.]+)(m?s)", line):
+        if m := re.search(r"Duration: ([\d.]+)s, Total samples = ([\d.]+m?s)", line):
             duration = float(m[1])
-            total = float(m[2]) / (1000 if m[3] == "ms" else 1)
+            total = seconds(m[2])
         # flat flat% sum% cum cum% name (a name may hold spaces: Go generics)
         fields = line.split()
         if len(fields) >= 6 and fields[4].endswith("%") and fields[0][0].isdigit():
-            value = fields[3]
-            seconds = float(value.rstrip("ms")) / (1000 if value.endswith("ms") else 1) if value != "0" else 0.0
-            cum[" ".join(fields[5:])] = seconds
+            cum[" ".join(fields[5:])] = seconds(fields[3])
     if not total:
         sys.exit(f"{sys.argv[1]}: no samples in the profile")
     parts = {}
-    for part, patterns in PARTS:
-        seconds = sum(s for name, s in cum.items() if any(re.search(p, name) for p in patterns))
-        parts[part] = {"cpu_s": round(seconds, 2), "share": round(seconds / total, 3)}
+    for part, pattern in PARTS:
+        spent = sum(s for name, s in cum.items() if re.search(pattern, name))
+        parts[part] = {"cpu_s": round(spent, 2), "share": round(spent / total, 3)}
     json.dump({"window_s": duration, "cpu_s": round(total, 2), "cores_busy": round(total / duration, 2), "parts": parts},
               sys.stdout, indent=1)
     print()

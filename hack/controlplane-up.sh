@@ -17,10 +17,13 @@ source "$HACK_DIR/components.sh"
 STATE=${1:-$REPO_DIR/target/controlplane}
 OPERATOR_NS=${OPERATOR_NAMESPACE:-mltenant-system}
 OPERATOR_SA=${OPERATOR_SERVICE_ACCOUNT:-mltenant-operator}
-APF=${CONTROLPLANE_APF:-true}
-case $APF in true | false) ;; *) die "CONTROLPLANE_APF must be true or false, not '$APF'" ;; esac
-PROFILING=${CONTROLPLANE_PROFILING:-false}
-case $PROFILING in true | false) ;; *) die "CONTROLPLANE_PROFILING must be true or false, not '$PROFILING'" ;; esac
+# switch NAME DEFAULT: the environment variable NAME (DEFAULT when unset), which must be true or false.
+switch() {
+  local value=${!1:-$2}
+  case $value in true | false) echo "$value" ;; *) die "$1 must be true or false, not '$value'" ;; esac
+}
+APF=$(switch CONTROLPLANE_APF true)
+PROFILING=$(switch CONTROLPLANE_PROFILING false)
 
 need openssl openssl
 need curl curl
