@@ -16,15 +16,14 @@ use super::Digest;
 /// credentials takes about 1.5 KiB, so this holds thousands of tenants' values.
 pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 
-/// What an entry costs beyond its plaintext and label: the key hash, the pointer to the shared
-/// fingerprint and the maps' own overhead, roughly.
-const ENTRY_OVERHEAD: usize = 192;
+/// What an entry costs beyond its plaintext: the key, the pointer to the shared fingerprint
+/// and the maps' own overhead, roughly.
+const ENTRY_OVERHEAD: usize = 160;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Key {
-    ciphertext: Digest,
-    label: Vec<u8>,
-}
+/// An entry's key: SHA-256 of the ciphertext's digest followed by the label (the digest has a
+/// fixed length, so no two pairs give the same bytes). Thirty-two bytes kept twice (map and
+/// eviction order) instead of the label's own allocation twice: 1.5 MiB less at 9,000 values.
+type Key = Digest;
 
 /// A value that opened, with the fingerprint of the key that opened it.
 #[derive(Clone)]
@@ -67,11 +66,14 @@ impl Default for DecryptCache {
 }
 
 fn key(ciphertext: &Digest, label: &[u8]) -> Key {
-    Key { ciphertext: *ciphertext, label: label.to_vec() }
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    context.update(ciphertext);
+    context.update(label);
+    context.finish().as_ref().try_into().expect("SHA-256 gives 32 bytes")
 }
 
-fn cost(key: &Key, plain: &Plain) -> usize {
-    key.label.len() + plain.bytes.len() + ENTRY_OVERHEAD
+fn cost(plain: &Plain) -> usize {
+    plain.bytes.len() + ENTRY_OVERHEAD
 }
 
 impl DecryptCache {
@@ -93,19 +95,19 @@ impl DecryptCache {
         }
         self.decryptions.fetch_add(1, Ordering::Relaxed);
         let mut plain = open()?;
-        let size = cost(&key, &plain);
+        let size = cost(&plain);
         if size > self.capacity {
             return Ok(plain);
         }
         let mut inner = self.lock();
         plain.fingerprint = inner.shared(&plain.fingerprint);
-        if inner.entries.insert(key.clone(), plain.clone()).is_none() {
+        if inner.entries.insert(key, plain.clone()).is_none() {
             inner.order.push_back(key);
             inner.bytes += size;
             while inner.bytes > self.capacity {
                 let Some(oldest) = inner.order.pop_front() else { break };
                 if let Some(gone) = inner.entries.remove(&oldest) {
-                    inner.bytes -= cost(&oldest, &gone);
+                    inner.bytes -= cost(&gone);
                 }
             }
         }
@@ -121,10 +123,10 @@ impl DecryptCache {
     pub fn retain_keys(&self, fingerprints: &[&str]) {
         let mut inner = self.lock();
         let Inner { entries, order, bytes, fingerprints: shared } = &mut *inner;
-        entries.retain(|key, plain| {
+        entries.retain(|_, plain| {
             let keep = fingerprints.contains(&&*plain.fingerprint);
             if !keep {
-                *bytes -= cost(key, plain);
+                *bytes -= cost(plain);
             }
             keep
         });
@@ -226,7 +228,7 @@ mod tests {
         let before = cache.decryptions();
         cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
         assert_eq!(cache.decryptions(), before);
-        assert_eq!(cache.bytes(), cost(&Key { ciphertext: [0; 32], label: vec![] }, &by("new").unwrap()));
+        assert_eq!(cache.bytes(), cost(&by("new").unwrap()));
     }
 
     #[test]
