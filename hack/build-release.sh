@@ -46,6 +46,11 @@ if [ -n "$build_dir" ] && [ "$build_dir" != "$target_dir" ]; then
   remap "$build_dir" "$TARGET_AS"
 fi
 
+# Relative relocations packed (DT_RELR, glibc >= 2.36 and binutils >= 2.38, both bookworm's):
+# the loader reads 25 KiB of them instead of 1.7 MiB, which stayed resident (measured: 1.8 MiB
+# less RSS from the start).
+flags+=("-Clink-arg=-Wl,-z,pack-relative-relocs")
+
 # The flags are the release's whole RUSTFLAGS: none from the environment or a cargo config
 # (e.g. -C target-cpu=native) slip in. CARGO_ENCODED_RUSTFLAGS keeps paths with spaces intact.
 for var in RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS; do

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Checks the binary the image would contain, without a Docker engine: builds it with
 # hack/build-release.sh (the Dockerfile's build stage) and checks that it runs on
-# distroless/cc-debian12 (libraries, glibc symbol versions), as its non-root user, that it is
-# the crate's version and prints the committed CRDs, that no path of the build machine is in
-# it, and that the Dockerfile still builds it this way. One line per check; the first failure
-# ends the script with one "error:" line.
+# distroless/cc-debian12 (libraries, glibc symbol versions, packed relocations), as its
+# non-root user, that it is the crate's version and prints the committed CRDs, that no path of
+# the build machine is in it, and that the Dockerfile still builds it this way. One line per
+# check; the first failure ends the script with one "error:" line.
 #   hack/test-release-binary.sh [BINARY]   (BINARY: check that file instead of building, e.g.
 #                                           one copied out of the image)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -49,6 +49,10 @@ glibc=$(objdump -T "$bin" | { grep -o 'GLIBC_[0-9][0-9.]*' || true; } | sed 's/^
 [ "$(printf '%s\n' "$glibc" "$max_glibc" | sort -V | tail -1)" = "$max_glibc" ] \
   || die "glibc: the binary needs GLIBC_$glibc, newer than bookworm's $max_glibc (build on Debian 12)"
 ok "glibc: highest symbol version GLIBC_$glibc <= $max_glibc"
+# Packed relative relocations (hack/build-release.sh); bookworm's glibc 2.36 is the first
+# with GLIBC_ABI_DT_RELR.
+readelf -d "$bin" | grep -q '(RELR)' || die "relocations: no DT_RELR in $bin (built without -z pack-relative-relocs?)"
+ok "relocations: relative ones packed (DT_RELR)"
 
 # (c) The crate's version.
 version=$(awk -F'"' '/^\[/ { pkg = ($0 == "[package]") } pkg && /^version *=/ { print $2; exit }' "$REPO_DIR/Cargo.toml")
