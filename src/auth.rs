@@ -160,11 +160,7 @@ impl Authorizer {
 
 /// SHA-256 over the token and the permission: the cache never holds a token.
 fn cache_key(token: &str, permission: &Permission) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    ctx.update(token.as_bytes());
-    ctx.update(b"\0");
-    ctx.update(format!("{permission:?}").as_bytes());
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    crate::text::sha256(&[token.as_bytes(), b"\0", format!("{permission:?}").as_bytes()])
 }
 
 /// The bearer token of a request: `Authorization: Bearer <token>`, or the same value in

@@ -1,7 +1,7 @@
 //! Char-safe shortening of text that comes from specs: object names built from user input and
 //! messages that quote it. Slicing a `str` at a byte offset panics inside a multi-byte
-//! character, so nothing here slices by bytes without finding a boundary first. And the hex
-//! spelling of digests.
+//! character, so nothing here slices by bytes without finding a boundary first. And digests:
+//! SHA-256 over a sequence of parts, and their hex spelling.
 
 /// `text` cut to at most `max` characters, ending in `...` when it was cut.
 pub fn shorten(text: &str, max: usize) -> String {
@@ -22,14 +22,23 @@ pub fn fit_name(name: &str, max: usize) -> String {
     if name.len() <= max {
         return name.to_owned();
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes());
-    let hex = hex(&digest.as_ref()[..8]);
+    let hex = hex(&sha256(&[name.as_bytes()])[..8]);
     let room = max.saturating_sub(hex.len() + 1);
     let mut end = room.min(name.len());
     while !name.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}-{hex}", &name[..end])
+}
+
+/// SHA-256 over `parts`, one after the other (a caller whose parts could run into each other
+/// puts a separator between them).
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for part in parts {
+        context.update(part);
+    }
+    context.finish().as_ref().try_into().expect("SHA-256 gives 32 bytes")
 }
 
 /// Lowercase hex of `bytes`.

@@ -45,8 +45,8 @@ pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
         fields.remove("data");
         fields.remove("stringData");
     }
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, value.to_string().as_bytes());
-    let stamp = format!("sha256:{}", crate::text::hex(digest.as_ref()));
+    let digest = crate::text::sha256(&[value.to_string().as_bytes()]);
+    let stamp = format!("sha256:{}", crate::text::hex(&digest));
     desired.meta_mut().annotations.get_or_insert_default().insert(APPLIED.to_owned(), stamp);
     desired
 }

@@ -66,10 +66,7 @@ impl Default for DecryptCache {
 }
 
 fn key(ciphertext: &Digest, label: &[u8]) -> Key {
-    let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    context.update(ciphertext);
-    context.update(label);
-    context.finish().as_ref().try_into().expect("SHA-256 gives 32 bytes")
+    crate::text::sha256(&[ciphertext, label])
 }
 
 fn cost(plain: &Plain) -> usize {

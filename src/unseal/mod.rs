@@ -144,8 +144,7 @@ pub fn source_hash(bundle: &SealedBundle) -> String {
 pub type Digest = [u8; 32];
 
 pub fn digest(ciphertext: &str) -> Digest {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, ciphertext.as_bytes());
-    digest.as_ref().try_into().expect("SHA-256 is 32 bytes")
+    crate::text::sha256(&[ciphertext.as_bytes()])
 }
 
 /// The shared cache of bundles keeps a value as `sha256:<base64 of its digest>`, not its

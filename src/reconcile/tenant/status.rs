@@ -218,7 +218,7 @@ fn fingerprint(status: &MLTenantStatus) -> [u8; 32] {
         condition.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
     }
     let json = serde_json::to_vec(&timeless).expect("a status always serializes");
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json).as_ref().try_into().expect("32 bytes")
+    crate::text::sha256(&[&json])
 }
 
 #[cfg(test)]
