@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, UserInfo};
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 
 /// How long an answer is reused (RBAC changes take effect within this).
 const CACHE_TTL: Duration = Duration::from_secs(10);
-/// Answers kept at most; past that, the oldest half goes.
+/// Answers kept at most; past that, the expired ones go, and all of them if none has.
 const CACHE_ENTRIES: usize = 4096;
 /// Reviews sent to the API server at once; more callers wait, up to `REVIEW_WAIT`.
 const REVIEWS_IN_FLIGHT: usize = 8;
@@ -64,47 +64,88 @@ pub enum Decision {
 
 pub struct Authorizer {
     client: Client,
-    cache: Mutex<HashMap<[u8; 32], (Decision, Instant)>>,
+    /// Who a token names, by a hash of the token.
+    identities: Answers<Identity>,
+    /// Whether a token may do a permission, by a hash of both.
+    decisions: Answers<Decision>,
     reviews: Semaphore,
 }
 
+/// Who a token names: the user a TokenReview returned, or why there is none.
+pub type Identity = Result<UserInfo, Decision>;
+
 impl Authorizer {
     pub fn new(client: Client) -> Self {
-        Self { client, cache: Mutex::default(), reviews: Semaphore::new(REVIEWS_IN_FLIGHT) }
+        Self {
+            client,
+            identities: Answers::default(),
+            decisions: Answers::default(),
+            reviews: Semaphore::new(REVIEWS_IN_FLIGHT),
+        }
     }
 
     /// May the holder of `token` do `permission`?
     pub async fn check(&self, token: Option<&str>, permission: &Permission) -> Decision {
-        let Some(token) = token.filter(|t| !t.is_empty()) else { return Decision::Unauthenticated };
-        let key = cache_key(token, permission);
-        if let Some(decision) = self.cached(&key) {
-            return decision;
+        match self.authenticate(token).await {
+            Ok(user) => self.authorize(token.unwrap_or_default(), &user, permission).await,
+            Err(decision) => decision,
         }
-        let Ok(Ok(_slot)) = tokio::time::timeout(REVIEW_WAIT, self.reviews.acquire()).await else {
-            return Decision::Unavailable;
-        };
-        let decision = match self.review(token, permission).await {
-            Ok(decision) => decision,
-            Err(error) => {
-                tracing::warn!(%error, "could not review a request's token");
-                return Decision::Unavailable;
-            }
-        };
-        self.remember(key, decision.clone());
-        decision
     }
 
-    async fn review(&self, token: &str, permission: &Permission) -> kube::Result<Decision> {
+    /// Who holds `token` (a TokenReview). Callers that must read a request body to know what
+    /// it asks ask this first, so an anonymous caller never gets a body read.
+    pub async fn authenticate(&self, token: Option<&str>) -> Identity {
+        let Some(token) = token.filter(|t| !t.is_empty()) else { return Err(Decision::Unauthenticated) };
+        let key = crate::text::sha256(&[token.as_bytes()]);
+        if let Some(identity) = self.identities.get(&key) {
+            return identity;
+        }
+        let identity = self.reviewed(self.token_review(token)).await?;
+        self.identities.put(key, identity.clone());
+        identity
+    }
+
+    /// May `user`, authenticated by `token`, do `permission` (a SubjectAccessReview)?
+    pub async fn authorize(&self, token: &str, user: &UserInfo, permission: &Permission) -> Decision {
+        let key = cache_key(token, permission);
+        if let Some(decision) = self.decisions.get(&key) {
+            return decision;
+        }
+        match self.reviewed(self.access_review(user, permission)).await {
+            Ok(decision) => {
+                self.decisions.put(key, decision.clone());
+                decision
+            }
+            Err(unavailable) => unavailable,
+        }
+    }
+
+    /// Run one review once a slot is free; an API server that cannot answer makes it
+    /// `Unavailable`, never allowed.
+    async fn reviewed<T>(&self, review: impl Future<Output = kube::Result<T>>) -> Result<T, Decision> {
+        let Ok(Ok(_slot)) = tokio::time::timeout(REVIEW_WAIT, self.reviews.acquire()).await else {
+            return Err(Decision::Unavailable);
+        };
+        review.await.map_err(|error| {
+            tracing::warn!(%error, "could not review a request's caller");
+            Decision::Unavailable
+        })
+    }
+
+    async fn token_review(&self, token: &str) -> kube::Result<Identity> {
         let review = TokenReview {
             spec: TokenReviewSpec { token: Some(token.to_owned()), audiences: None },
             ..Default::default()
         };
         let reviewed = Api::<TokenReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
         let status = reviewed.status.unwrap_or_default();
-        let user = match (status.authenticated, status.user) {
-            (Some(true), Some(user)) => user,
-            _ => return Ok(Decision::Unauthenticated),
-        };
+        Ok(match (status.authenticated, status.user) {
+            (Some(true), Some(user)) => Ok(user),
+            _ => Err(Decision::Unauthenticated),
+        })
+    }
+
+    async fn access_review(&self, user: &UserInfo, permission: &Permission) -> kube::Result<Decision> {
         let (resource_attributes, non_resource_attributes) = match permission {
             Permission::Bundle { subresource, name } => (
                 Some(ResourceAttributes {
@@ -124,9 +165,9 @@ impl Authorizer {
         let access = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: user.username.clone(),
-                uid: user.uid,
-                groups: user.groups,
-                extra: user.extra,
+                uid: user.uid.clone(),
+                groups: user.groups.clone(),
+                extra: user.extra.clone(),
                 resource_attributes,
                 non_resource_attributes,
             },
@@ -137,24 +178,36 @@ impl Authorizer {
         Ok(if answer.status.is_some_and(|s| s.allowed) {
             Decision::Allowed
         } else {
-            Decision::Forbidden(user.username.unwrap_or_default())
+            Decision::Forbidden(user.username.clone().unwrap_or_default())
         })
     }
+}
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Decision> {
-        let cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(decision, _)| decision.clone())
+/// Answers reused for [`CACHE_TTL`], keyed by a hash (never a token), at most
+/// [`CACHE_ENTRIES`] of them.
+struct Answers<T>(Mutex<HashMap<[u8; 32], (T, Instant)>>);
+
+impl<T> Default for Answers<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T: Clone> Answers<T> {
+    fn get(&self, key: &[u8; 32]) -> Option<T> {
+        let cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(key).filter(|(_, at)| at.elapsed() < CACHE_TTL).map(|(answer, _)| answer.clone())
     }
 
-    fn remember(&self, key: [u8; 32], decision: Decision) {
-        let mut cache = self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    fn put(&self, key: [u8; 32], answer: T) {
+        let mut cache = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= CACHE_ENTRIES {
             cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
             if cache.len() >= CACHE_ENTRIES {
                 cache.clear();
             }
         }
-        cache.insert(key, (decision, Instant::now()));
+        cache.insert(key, (answer, Instant::now()));
     }
 }
 

@@ -1,6 +1,6 @@
 //! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate (open to
-//! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated, authorised,
-//! rate-limited, their RSA work on the key ring's bounded pool).
+//! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated before their
+//! body is read, authorised, rate-limited, their RSA work on the key ring's bounded pool).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,12 +8,14 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::ResourceExt;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
 use crate::api::SealedBundle;
 use crate::auth::{self, Authorizer, Decision, Permission};
@@ -24,6 +26,9 @@ use crate::readiness::Readiness;
 /// Largest request body `/v1/verify` and `/v1/rotate` take: a bundle is an API object, which
 /// etcd caps at 1.5 MiB.
 const MAX_BODY: usize = 2 * 1024 * 1024;
+/// Bodies of `/v1/verify` and `/v1/rotate` read at once (at most this many times `MAX_BODY` in
+/// memory); a caller beyond them is told to come back (429).
+const BODIES_AT_ONCE: usize = 4;
 
 #[derive(Clone)]
 struct AppState {
@@ -31,6 +36,7 @@ struct AppState {
     readiness: Arc<Readiness>,
     keys: Arc<KeyRing>,
     oracle_limit: Arc<RateLimit>,
+    bodies: Arc<Semaphore>,
     authorizer: Arc<Authorizer>,
     metrics_auth: bool,
 }
@@ -51,6 +57,7 @@ pub fn router(served: Served) -> Router {
         readiness: served.readiness,
         keys: served.keys,
         oracle_limit: Arc::new(RateLimit::new(5.0, 10.0)),
+        bodies: Arc::new(Semaphore::new(BODIES_AT_ONCE)),
         authorizer: served.authorizer,
         metrics_auth: served.metrics_auth,
     };
@@ -61,7 +68,6 @@ pub fn router(served: Served) -> Router {
         .route("/v1/cert.pem", get(cert))
         .route("/v1/verify", post(verify))
         .route("/v1/rotate", post(rotate))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -77,8 +83,8 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
 /// `POST /v1/verify` with a SealedBundle (YAML or JSON): 200 when every value opens for the
 /// consumer the bundle's scope names, 422 with the reason otherwise. Never returns plaintext.
 /// Needs `create` on `sealedbundles/verify`.
-async fn verify(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
-    let bundle = match admit(&s, &headers, "verify", &body).await {
+async fn verify(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let bundle = match admit(&s, &headers, "verify", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
@@ -94,8 +100,8 @@ async fn verify(State(s): State<AppState>, headers: HeaderMap, body: String) -> 
 
 /// `POST /v1/rotate` with a SealedBundle: the same bundle with every value re-sealed to the
 /// newest sealing key, as YAML ready to commit. Needs `create` on `sealedbundles/rotate`.
-async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: String) -> Response {
-    let bundle = match admit(&s, &headers, "rotate", &body).await {
+async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let bundle = match admit(&s, &headers, "rotate", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
@@ -106,18 +112,31 @@ async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: String) -> 
     }
 }
 
-/// What both bundle endpoints do first: parse the body (to know which bundle the caller asks
-/// about), check the caller may `create` `sealedbundles/<subresource>` for it, then take a token
-/// from the shared rate limit.
+/// What both bundle endpoints do first: learn who the caller is (before reading a byte of the
+/// body, so an anonymous caller costs neither memory nor parsing), read and parse the body
+/// (bounded in size and in how many at once) to know which bundle it asks about, check the
+/// caller may `create` `sealedbundles/<subresource>` for it, then take a token from the shared
+/// rate limit.
 async fn admit(
     s: &AppState,
     headers: &HeaderMap,
     subresource: &'static str,
-    body: &str,
+    body: Body,
 ) -> Result<SealedBundle, Refusal> {
-    let bundle: SealedBundle =
-        serde_yaml::from_str(body).map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))?;
-    authorize(s, headers, Permission::Bundle { subresource, name: bundle.name_any() }).await?;
+    let token = auth::bearer_token(headers);
+    let anonymous = Permission::Bundle { subresource, name: String::new() };
+    let user = s.authorizer.authenticate(token).await.map_err(|decision| refusal(decision, &anonymous))?;
+    let _reading = s.bodies.try_acquire().map_err(|_| Refusal::RateLimited)?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| Refusal::TooLarge)?;
+    let parsed = tokio::task::spawn_blocking(move || serde_yaml::from_slice::<SealedBundle>(&bytes)).await;
+    let bundle = parsed
+        .map_err(|_| Refusal::BadBody("the body could not be parsed".into()))?
+        .map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))?;
+    let permission = Permission::Bundle { subresource, name: bundle.name_any() };
+    let decision = s.authorizer.authorize(token.unwrap_or_default(), &user, &permission).await;
+    if decision != Decision::Allowed {
+        return Err(refusal(decision, &permission));
+    }
     if !s.oracle_limit.take() {
         return Err(Refusal::RateLimited);
     }
@@ -127,9 +146,17 @@ async fn admit(
 async fn authorize(s: &AppState, headers: &HeaderMap, permission: Permission) -> Result<(), Refusal> {
     match s.authorizer.check(auth::bearer_token(headers), &permission).await {
         Decision::Allowed => Ok(()),
-        Decision::Unauthenticated => Err(Refusal::Unauthenticated),
-        Decision::Forbidden(user) => Err(Refusal::Forbidden(format!("{user} may not {}", permission.describe()))),
-        Decision::Unavailable => Err(Refusal::Unavailable),
+        refused => Err(refusal(refused, &permission)),
+    }
+}
+
+/// The answer to a caller the authorizer did not allow to do `permission`.
+fn refusal(decision: Decision, permission: &Permission) -> Refusal {
+    match decision {
+        Decision::Unauthenticated => Refusal::Unauthenticated,
+        Decision::Forbidden(user) => Refusal::Forbidden(format!("{user} may not {}", permission.describe())),
+        // Not reached with `Allowed`; were it ever, refusing is the safe answer.
+        Decision::Unavailable | Decision::Allowed => Refusal::Unavailable,
     }
 }
 
@@ -138,6 +165,7 @@ enum Refusal {
     Forbidden(String),
     Unavailable,
     RateLimited,
+    TooLarge,
     BadBody(String),
 }
 
@@ -157,6 +185,9 @@ impl IntoResponse for Refusal {
             }
             Refusal::RateLimited => {
                 (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "rate limited").into_response()
+            }
+            Refusal::TooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY} bytes")).into_response()
             }
             Refusal::BadBody(message) => (StatusCode::BAD_REQUEST, message).into_response(),
         }

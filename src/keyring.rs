@@ -106,11 +106,15 @@ impl KeyRing {
         let label = unseal::declared_label(&bundle);
         let mut rotated = SealedBundle::new(&bundle.name_any(), bundle.spec.clone());
         let opened = self.verify(bundle).await?;
-        for (key, plaintext) in &opened.data {
-            let sealed = crate::crypto::seal(newest.certificate(), &label, plaintext)?;
-            rotated.spec.encrypted_data.insert(key.clone(), crate::crypto::encode_base64(&sealed));
-        }
-        Ok(rotated)
+        // Sealing is RSA too (public-key, cheaper), so it takes the pool like decrypting.
+        self.on_pool(move || {
+            for (key, plaintext) in &opened.data {
+                let sealed = crate::crypto::seal(newest.certificate(), &label, plaintext)?;
+                rotated.spec.encrypted_data.insert(key.clone(), crate::crypto::encode_base64(&sealed));
+            }
+            Ok(rotated)
+        })
+        .await
     }
 
     /// Yields once every time the set of keys changes (a bundle that failed may open now).

@@ -136,10 +136,12 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         lease_duration: args.lease_duration,
     };
     let leadership = Arc::new(leader::Leadership::new(&lease_config));
-    // Lease renewals and the reviews of HTTP callers go through their own client:
-    // mltenant_kube_requests_total is about what reconciling costs, and the Lease must be
-    // writable while not leading.
+    // Lease renewals and the reviews of HTTP callers go through clients of their own:
+    // mltenant_kube_requests_total is about what reconciling costs, the Lease must be writable
+    // while not leading, and callers of the HTTP endpoints (anyone who reaches the pod) must not
+    // be able to queue requests in front of a Lease renewal.
     let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
+    let review_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
     let client = mltenant_operator::client::build(kube_config, leadership.clone(), metrics.clone())
         .context("building the Kubernetes client")?;
 
@@ -152,7 +154,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         keys: keys.clone(),
-        authorizer: Arc::new(Authorizer::new(lease_client.clone())),
+        authorizer: Arc::new(Authorizer::new(review_client)),
         metrics_auth: args.metrics_auth,
     };
     let server = http::serve(args.http_addr, http::router(served));

@@ -368,6 +368,29 @@ async fn verify_and_rotate_need_an_authorised_caller() {
     assert!(text.contains("mltenant_leader"), "{text}");
 }
 
+/// A caller without a token announces a body and never sends it (the way slow uploads hold a
+/// server's memory): it is refused before the operator waits for, or holds, a byte of it. A
+/// caller with a token gets no more than the body limit read.
+#[tokio::test]
+async fn an_anonymous_caller_cannot_make_the_operator_read_or_hold_a_body() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let op = Operator::start(&unique("run")).await;
+    for path in ["/v1/verify", "/v1/rotate"] {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", op.port())).await.unwrap();
+        let head = format!("POST {path} HTTP/1.1\r\nHost: operator\r\nContent-Length: 1048576\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0; 512];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut answer)).await;
+        let read = read.unwrap_or_else(|_| panic!("{path}: no answer while the announced body is missing"));
+        let answer = String::from_utf8_lossy(&answer[..read.unwrap()]).into_owned();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{path} answered: {answer}");
+    }
+    let too_large = vec![b'x'; 3 * 1024 * 1024];
+    let (code, message) =
+        op.post_as(Some(&token_of("MLTENANT_TEST_SEALER_KUBECONFIG")), "/v1/verify", &too_large).await;
+    assert_eq!(code, 413, "{message}");
+}
+
 #[tokio::test]
 async fn a_verify_flood_leaves_healthz_answering() {
     let client = admin().await;
