@@ -55,8 +55,8 @@ struct ControllerArgs {
     #[arg(long, env = "MLTENANT_BUNDLE_SELECTOR", value_parser = labels::parse_selector)]
     bundle_selector: Option<kube::core::Selector>,
     /// Namespaces never created, adopted, written into or granted on, in addition to
-    /// kube-system, kube-public, kube-node-lease, default and --namespace (comma-separated;
-    /// a trailing `*` protects a prefix, e.g. `openshift-*`).
+    /// default, every kube-* namespace and --namespace (comma-separated; a trailing `*`
+    /// protects a prefix, e.g. `openshift-*`).
     #[arg(long, env = "MLTENANT_PROTECTED_NAMESPACES", value_delimiter = ',')]
     protected_namespaces: Vec<String>,
     /// Namespace holding the sealing keys (the operator's own).

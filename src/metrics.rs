@@ -2,7 +2,7 @@
 //! time from the caches of the current leadership term, so nothing that is gone (or that this
 //! replica no longer leads) leaves a stale series; the failure counter is pruned the same way.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -190,13 +190,29 @@ impl Metrics {
         };
         let tenants = src.tenants.state();
         let exists = |tenant: &str| tenants.iter().find(|t| t.name_any() == tenant);
+        self.remove_failures(
+            |tenant, bundle| exists(tenant).is_none_or(|t| !t.spec.referenced_bundles().contains(bundle)),
+            |tenant| exists(tenant).is_none(),
+        );
+    }
+
+    /// The same for one tenant as it reconciles (`Some`: the bundles it references now) or goes
+    /// (`None`), so that the series stay bounded by what exists even when nobody scrapes.
+    pub fn forget_failures(&self, tenant: &str, referenced: Option<&BTreeSet<&str>>) {
+        self.remove_failures(
+            |t, bundle| t == tenant && referenced.is_none_or(|r| !r.contains(bundle)),
+            |t| t == tenant && referenced.is_none(),
+        );
+    }
+
+    fn remove_failures(&self, decryption: impl Fn(&str, &str) -> bool, rejected: impl Fn(&str) -> bool) {
         for series in label_values(&self.decryption_failures, &["tenant", "bundle", "reason"]) {
-            if exists(&series[0]).is_none_or(|t| !t.spec.referenced_bundles().contains(series[1].as_str())) {
+            if decryption(&series[0], &series[1]) {
                 let _ = self.decryption_failures.remove_label_values(&series);
             }
         }
         for series in label_values(&self.rejected_writes, &["tenant", "kind", "reason"]) {
-            if exists(&series[0]).is_none() {
+            if rejected(&series[0]) {
                 let _ = self.rejected_writes.remove_label_values(&series);
             }
         }
@@ -457,6 +473,22 @@ mod tests {
         assert!(!text.contains("secret=\"ml-platform\""), "a Secret without expiry has no expiry series:\n{text}");
         drop(watching);
         assert!(!metrics.render().contains("tenant=\"fin\""), "no series once the term's caches are gone");
+    }
+
+    #[test]
+    fn a_tenants_failure_series_go_with_the_bundles_it_names_and_with_it() {
+        let metrics = Metrics::new(Arc::new(KeyRing::default()));
+        metrics.decryption_failed("fin", "a", "BundleNotFound");
+        metrics.decryption_failed("fin", "b", "Tampered");
+        metrics.decryption_failed("other", "a", "BundleNotFound");
+        metrics.rejected_write("fin", "Secret", "Forbidden");
+        let failing = |m: &Metrics| label_values(&m.decryption_failures, &["tenant", "bundle"]);
+        metrics.forget_failures("fin", Some(&BTreeSet::from(["b"])));
+        assert_eq!(failing(&metrics), [["fin", "b"], ["other", "a"]]);
+        assert_eq!(label_values(&metrics.rejected_writes, &["tenant"]).len(), 1, "the tenant is still there");
+        metrics.forget_failures("fin", None);
+        assert_eq!(failing(&metrics), [["other", "a"]]);
+        assert!(label_values(&metrics.rejected_writes, &["tenant"]).is_empty());
     }
 
     #[test]

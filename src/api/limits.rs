@@ -4,8 +4,11 @@
 //! under an older CRD, and the operator's own namespace or `--protected-namespaces`, which no
 //! CRD can know).
 
-/// Namespaces no tenant may ever name, whatever the installation.
-pub const BUILTIN_PROTECTED_NAMESPACES: [&str; 4] = ["kube-system", "kube-public", "kube-node-lease", "default"];
+/// Namespaces no tenant may ever name, whatever the installation: `default`, and every name
+/// starting with `kube-` (`kube-system`, `kube-public`, `kube-node-lease`, and the prefix
+/// Kubernetes reserves for its system namespaces, so a tenant cannot claim one before the
+/// component that needs it is installed). An entry ending in `*` is a prefix.
+pub const BUILTIN_PROTECTED_NAMESPACES: [&str; 2] = ["default", "kube-*"];
 
 /// The Secret types a SealedBundle may produce. Anything else (notably
 /// `kubernetes.io/service-account-token`, which makes Kubernetes mint a token) is refused.
@@ -16,8 +19,18 @@ pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
 
 /// Label and annotation prefixes a bundle's template may not use (the prefix itself or any of
-/// its subdomains): they steer Kubernetes itself, this operator, or Argo CD.
-pub const RESERVED_PREFIXES: [&str; 4] = ["kubernetes.io", "k8s.io", "mltenant.io", "argocd.argoproj.io"];
+/// its subdomains): they steer Kubernetes itself, this operator or Argo CD, or they make a
+/// replicating controller (emberstack's Reflector, mittwald's Replicator, AppsCode's Kubed)
+/// copy the decrypted Secret into namespaces the bundle's author chooses.
+pub const RESERVED_PREFIXES: [&str; 7] =
+    ["kubernetes.io", "k8s.io", "mltenant.io", "argocd.argoproj.io", "emberstack.com", "mittwald.de", "appscode.com"];
+
+/// The one reserved prefix a tenant's namespace labels may use: Pod Security admission's.
+pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
+/// The Pod Security label that decides what runs, and the levels a tenant may set it to: it may
+/// tighten the cluster's default, never loosen it to `privileged`.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+pub const POD_SECURITY_LEVELS: [&str; 2] = ["baseline", "restricted"];
 
 /// Values one SealedBundle may hold: each is one RSA decryption per consumer.
 pub const MAX_VALUES: usize = 128;
@@ -28,6 +41,18 @@ pub fn is_reserved_key(key: &str) -> bool {
     RESERVED_PREFIXES.iter().any(|r| prefix == *r || prefix.strip_suffix(r).is_some_and(|sub| sub.ends_with('.')))
 }
 
+/// Why a tenant's label for its namespaces is refused, if it is: a reserved prefix other than
+/// Pod Security's, or Pod Security enforcement loosened.
+pub fn namespace_label_refusal(key: &str, value: &str) -> Option<String> {
+    if is_reserved_key(key) && !key.starts_with(POD_SECURITY_PREFIX) {
+        return Some(format!("namespace label {key} uses a reserved prefix ({})", namespace_label_message()));
+    }
+    if key == POD_SECURITY_ENFORCE && !POD_SECURITY_LEVELS.contains(&value) {
+        return Some(format!("namespace label {key}={value}: {}", pod_security_message()));
+    }
+    None
+}
+
 /// CEL list literal of `items`: `['a', 'b']`.
 fn cel_list(items: &[&str]) -> String {
     let quoted: Vec<String> = items.iter().map(|i| format!("'{i}'")).collect();
@@ -35,19 +60,33 @@ fn cel_list(items: &[&str]) -> String {
 }
 
 /// CEL (on the MLTenant): no environment's namespace, explicit or computed, is protected. The
-/// computed `<tenant>-<environment>` is matched as the (tenant, environment) pairs that would
-/// spell a protected name, because concatenating unbounded strings costs more than the API
-/// server's rule budget allows.
+/// computed `<tenant>-<environment>` is matched through the tenant name (and, for an exact
+/// name, the (tenant, environment) pairs that would spell it), because concatenating unbounded
+/// strings costs more than the API server's rule budget allows.
 pub fn protected_namespace_rule() -> String {
-    let list = cel_list(&BUILTIN_PROTECTED_NAMESPACES);
-    let pairs: Vec<String> = BUILTIN_PROTECTED_NAMESPACES
+    let (prefixes, exact): (Vec<&str>, Vec<&str>) =
+        BUILTIN_PROTECTED_NAMESPACES.iter().partition(|entry| entry.ends_with('*'));
+    let prefixes: Vec<&str> = prefixes.iter().map(|p| p.trim_end_matches('*')).collect();
+    let protected = |name: &str| {
+        let starts: Vec<String> = prefixes.iter().map(|p| format!("{name}.startsWith('{p}')")).collect();
+        format!("({name} in {} || {})", cel_list(&exact), starts.join(" || "))
+    };
+    // `<tenant>-<environment>` starts with `p-` when the tenant is `p` or starts with `p-`.
+    let computed: Vec<String> = prefixes
         .iter()
-        .flat_map(|ns| ns.match_indices('-').map(|(i, _)| (&ns[..i], &ns[i + 1..])))
-        .map(|(tenant, env)| format!("(self.metadata.name == '{tenant}' && e.name == '{env}')"))
+        .map(|p| format!("self.metadata.name == '{}' || self.metadata.name.startsWith('{p}')", p.trim_end_matches('-')))
+        .chain(
+            exact
+                .iter()
+                .flat_map(|ns| ns.match_indices('-').map(|(i, _)| (&ns[..i], &ns[i + 1..])))
+                .map(|(tenant, env)| format!("(self.metadata.name == '{tenant}' && e.name == '{env}')")),
+        )
         .collect();
     format!(
-        "self.spec.environments.all(e, !(has(e.__namespace__) ? e.__namespace__ in {list} : e.name == 'production' ? self.metadata.name in {list} : {}))",
-        pairs.join(" || ")
+        "self.spec.environments.all(e, !(has(e.__namespace__) ? {} : e.name == 'production' ? {} : ({})))",
+        protected("e.__namespace__"),
+        protected("self.metadata.name"),
+        computed.join(" || ")
     )
 }
 
@@ -69,14 +108,46 @@ pub fn secret_type_message() -> String {
 
 /// CEL (on a template's labels or annotations): no key uses a reserved prefix.
 pub fn reserved_key_rule() -> String {
+    format!("self.all(k, {})", reserved_key_test("k"))
+}
+
+/// CEL: `key` uses no reserved prefix (nor a subdomain of one).
+fn reserved_key_test(key: &str) -> String {
     let alternatives: Vec<String> = RESERVED_PREFIXES.iter().map(|p| p.replace('.', "\\\\.")).collect();
-    format!("self.all(k, !k.matches('^([^/]*\\\\.)?({})/'))", alternatives.join("|"))
+    format!("!{key}.matches('^([^/]*\\\\.)?({})/')", alternatives.join("|"))
 }
 
 pub fn reserved_key_message() -> String {
     format!(
         "template labels and annotations must not use the prefixes {} (or their subdomains)",
         RESERVED_PREFIXES.map(|p| format!("{p}/")).join(", ")
+    )
+}
+
+/// CEL (on an environment's labels): no reserved prefix but Pod Security's.
+pub fn namespace_label_rule() -> String {
+    format!("self.all(k, k.startsWith('{POD_SECURITY_PREFIX}') || {})", reserved_key_test("k"))
+}
+
+pub fn namespace_label_message() -> String {
+    format!(
+        "namespace labels must not use the prefixes {} (or their subdomains), except {POD_SECURITY_PREFIX}",
+        RESERVED_PREFIXES.map(|p| format!("{p}/")).join(", ")
+    )
+}
+
+/// CEL (on an environment's labels): Pod Security enforcement only tightened.
+pub fn pod_security_rule() -> String {
+    format!(
+        "!('{POD_SECURITY_ENFORCE}' in self) || self['{POD_SECURITY_ENFORCE}'] in {}",
+        cel_list(&POD_SECURITY_LEVELS)
+    )
+}
+
+pub fn pod_security_message() -> String {
+    format!(
+        "{POD_SECURITY_ENFORCE} may only be {} (a tenant may tighten the cluster's default, not loosen it)",
+        POD_SECURITY_LEVELS.join(" or ")
     )
 }
 
@@ -136,21 +207,22 @@ mod tests {
     }
 
     #[test]
-    fn computed_names_are_matched_as_tenant_environment_pairs() {
+    fn computed_names_are_matched_through_the_tenant_name() {
         let rule = protected_namespace_rule();
-        for pair in [
-            "name == 'kube' && e.name == 'system'",
-            "name == 'kube-node' && e.name == 'lease'",
-            "name == 'kube' && e.name == 'node-lease'",
+        for part in [
+            "e.__namespace__ in ['default'] || e.__namespace__.startsWith('kube-')",
+            "self.metadata.name in ['default'] || self.metadata.name.startsWith('kube-')",
+            "self.metadata.name == 'kube' || self.metadata.name.startsWith('kube-')",
         ] {
-            assert!(rule.contains(pair), "{pair} missing from {rule}");
+            assert!(rule.contains(part), "{part} missing from {rule}");
         }
     }
 
     #[test]
     fn the_admission_policy_holds_the_same_lists() {
         let policy = include_str!("../../charts/mltenant-operator/templates/admission-policy.yaml");
-        for name in SECRET_TYPES.iter().chain(&BUILTIN_PROTECTED_NAMESPACES) {
+        let builtin = BUILTIN_PROTECTED_NAMESPACES.map(|ns| ns.trim_end_matches('*'));
+        for name in SECRET_TYPES.iter().chain(&builtin).chain(&RESERVED_PREFIXES) {
             assert!(policy.contains(&format!("\"{name}\"")), "{name} is missing from the chart's admission policy");
         }
     }
@@ -165,15 +237,20 @@ mod tests {
     #[test]
     fn protected_namespaces() {
         let protected = Protected::new("mltenant-system", ["openshift-*".to_string(), " ".to_string()]);
-        for ns in ["kube-system", "kube-public", "kube-node-lease", "default", "mltenant-system", "openshift-x"] {
+        for ns in [
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+            "kube-flannel",
+            "default",
+            "mltenant-system",
+            "openshift-x",
+        ] {
             assert!(protected.contains(ns), "{ns}");
         }
-        for ns in ["kube-systemx", "fin-dev", "openshift", "defaults"] {
+        for ns in ["kube", "kubeflow", "fin-dev", "openshift", "defaults"] {
             assert!(!protected.contains(ns), "{ns}");
         }
-        assert_eq!(
-            protected.list(),
-            "default, kube-node-lease, kube-public, kube-system, mltenant-system, openshift-*"
-        );
+        assert_eq!(protected.list(), "default, kube-*, mltenant-system, openshift-*");
     }
 }

@@ -55,9 +55,11 @@ pub struct MLTenantSpec {
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("secret names must be unique"))]
     pub secrets: Option<Vec<SecretSpec>>,
 
-    /// Service accounts allowed to `get` the distributed Secrets (and nothing else).
+    /// Service accounts allowed to `get` the distributed Secrets (and nothing else); each at
+    /// most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.serviceAccount == r.serviceAccount))").message("each serviceAccount must be listed once in secretReaders"))]
     pub secret_readers: Option<Vec<SecretReader>>,
 
     /// What happens to namespaces when an environment or the tenant is removed:
@@ -91,10 +93,16 @@ pub struct EnvironmentSpec {
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub namespace: Option<String>,
 
-    /// Extra labels for the namespace (e.g. Pod Security admission levels).
+    /// Extra labels for the namespace (e.g. Pod Security admission levels). Reserved prefixes
+    /// (`kubernetes.io/`, `k8s.io/`, `mltenant.io/`, `argocd.argoproj.io/`, ... and their
+    /// subdomains) are refused, except `pod-security.kubernetes.io/`, whose `enforce` level may
+    /// only be `baseline` or `restricted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("!('mltenant.io/tenant' in self) && !('mltenant.io/environment' in self) && !('app.kubernetes.io/managed-by' in self)").message("labels must not set the operator's own keys (mltenant.io/tenant, mltenant.io/environment, app.kubernetes.io/managed-by)"))]
+    #[x_kube(
+        validation = Rule::new(limits::namespace_label_rule()).message(limits::namespace_label_message().as_str()),
+        validation = Rule::new(limits::pod_security_rule()).message(limits::pod_security_message().as_str())
+    )]
     pub labels: Option<BTreeMap<String, String>>,
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::Role;
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mltenant_operator::api::labels;
@@ -113,15 +113,17 @@ async fn builtin_protected_namespaces_are_refused_by_the_api_server() {
         t.spec.environments[0].namespace = Some(ns.into());
         t
     };
-    for target in ["kube-system", "kube-public", "kube-node-lease", "default"] {
+    // kube-* is Kubernetes' prefix: kube-flannel may not exist yet, and must not be claimed.
+    for target in ["kube-system", "kube-public", "kube-node-lease", "kube-flannel", "default"] {
         let message = refused(&client, &explicit(target)).await;
         assert!(message.contains("protected namespace"), "{target}: {message}");
     }
-    // Computed names reach them too: tenant `default`'s production, tenant `kube`'s `system`.
-    let message = refused(&client, &tenant("default", "none", &["production"])).await;
-    assert!(message.contains("protected namespace"), "{message}");
-    let message = refused(&client, &tenant("kube", "none", &["system"])).await;
-    assert!(message.contains("protected namespace"), "{message}");
+    // Computed names reach them too: tenant `default`'s production, tenant `kube`'s `system`,
+    // tenant `kube-ml`'s production.
+    for (name, env) in [("default", "production"), ("kube", "system"), ("kube-ml", "production"), ("kube-ml", "dev")] {
+        let message = refused(&client, &tenant(name, "none", &[env])).await;
+        assert!(message.contains("protected namespace"), "{name}/{env}: {message}");
+    }
     // What the attacker wanted stays out of reach.
     assert!(!may(&client, ARGO, "get", "kube-system", Some("bootstrap-token-abcdef")).await);
     assert!(!may(&client, ARGO, "get", "default", None).await);
@@ -186,6 +188,53 @@ async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
     let after = get_secret(&client, &dev, "ml-platform").await.expect("the user's Secret was deleted");
     assert_eq!(after.data, before.data);
     assert_eq!(after.metadata.uid, before.metadata.uid);
+}
+
+/// A user creates a Secret of a wanted name between the operator's read and its first write.
+/// That race cannot be timed from outside, so the first write is made here as the operator
+/// sends it (as the admin: the admission policy would refuse the operator's own identity
+/// anyway), onto a user's Secret whose keys are not ours, so that no field clashes.
+#[tokio::test]
+async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
+    use mltenant_operator::reconcile::tenant::ownership;
+    let admin = admin().await;
+    let ns = unique("race");
+    create_namespace(&admin, &ns, &[]).await;
+    let api = Api::<Secret>::namespaced(admin.clone(), &ns);
+    let ours = |name: &str| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels::managed("race", "dev")),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("AWS_SECRET_ACCESS_KEY".to_string(), ByteString(b"ours".to_vec()))])),
+        ..Default::default()
+    };
+    // The threat is real: an apply without force merges into it, which would make it look ours.
+    create_user_secret(&admin, &ns, "merged", b"hand-made").await;
+    let merged = api
+        .patch(
+            "merged",
+            &kube::api::PatchParams::apply(labels::FIELD_MANAGER),
+            &kube::api::Patch::Apply(ours("merged")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(merged.labels().get(labels::MANAGED_BY_KEY).map(String::as_str), Some(labels::MANAGED_BY));
+
+    let user = create_user_secret(&admin, &ns, "ml-platform", b"hand-made").await;
+    let refused = ownership::apply(&api, "ml-platform", &ours("ml-platform"), false).await.unwrap_err();
+    assert!(ownership::is_conflict(&refused), "{refused}");
+    let after = api.get("ml-platform").await.unwrap();
+    assert_eq!(
+        (after.data, after.metadata.labels),
+        (user.data, user.metadata.labels),
+        "the user's Secret is untouched"
+    );
+    assert_eq!(after.metadata.resource_version, user.metadata.resource_version);
+    // A free name is created.
+    let created = ownership::apply(&api, "free", &ours("free"), false).await.unwrap();
+    assert_eq!(created.data, ours("free").data);
 }
 
 #[tokio::test]
@@ -492,6 +541,72 @@ async fn the_admission_policy_refuses_the_operators_identity_what_it_must_never_
         }
         other => panic!("the operator's identity deleted a foreign namespace: {other:?}"),
     }
+    let mut replicated = ours(&unique("x"), "Opaque");
+    replicated.metadata.annotations =
+        Some([("replicator.v1.mittwald.de/replicate-to".to_string(), "*".to_string())].into());
+    let message = refusal(secrets(&ns).create(&pp, &replicated).await);
+    assert!(message.contains("never sets reserved label or annotation keys other than its own"), "{message}");
+    assert!(message.contains("replicator.v1.mittwald.de/replicate-to"), "{message}");
+
+    // RBAC content: the operator holds `list` on Secrets, so RBAC's escalation check would let
+    // it grant that; the policy does not.
+    let roles = Api::<Role>::namespaced(operator.clone(), &ns);
+    let role = |name: &str, verbs: &[&str], names: &[&str]| Role {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels::managed_by()),
+            ..Default::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(names.iter().map(|n| n.to_string()).collect()).filter(|n: &Vec<_>| !n.is_empty()),
+            verbs: verbs.iter().map(|v| v.to_string()).collect(),
+            ..Default::default()
+        }]),
+    };
+    let role_refusal = |result: kube::Result<Role>| match result {
+        Err(kube::Error::Api(status)) => status.message,
+        other => panic!("the operator's identity wrote a Role: {other:?}"),
+    };
+    for (verbs, names) in [(&["get", "list"][..], &["users-own"][..]), (&["get"], &[])] {
+        let message = role_refusal(roles.create(&pp, &role(&unique("wide"), verbs, names)).await);
+        assert!(
+            message.contains("grants only get on secrets listed by resourceNames"),
+            "{verbs:?} {names:?}: {message}"
+        );
+    }
+    let reader = unique("reader");
+    roles.create(&pp, &role(&reader, &["get"], &["users-own"])).await.expect("the Role it writes for a reader");
+    let bindings = Api::<RoleBinding>::namespaced(operator.clone(), &ns);
+    let binding = |name: &str, role: &str, kind: &str| RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels::managed_by()),
+            ..Default::default()
+        },
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: role.into() },
+        subjects: Some(vec![Subject {
+            kind: kind.into(),
+            name: "someone".into(),
+            namespace: (kind == "ServiceAccount").then(|| ns.clone()),
+            api_group: (kind == "User").then(|| "rbac.authorization.k8s.io".into()),
+        }]),
+    };
+    for (name, kind) in [(reader.clone(), "User"), (unique("other-name"), "ServiceAccount")] {
+        match bindings.create(&pp, &binding(&name, &reader, kind)).await {
+            Err(kube::Error::Api(status)) => {
+                assert!(
+                    status.message.contains("binds the Role of its own name to ServiceAccounts only"),
+                    "{}",
+                    status.message
+                )
+            }
+            other => panic!("the operator's identity wrote a RoleBinding ({name}, {kind}): {other:?}"),
+        }
+    }
+    bindings.create(&pp, &binding(&reader, &reader, "ServiceAccount")).await.expect("the RoleBinding it writes");
+
     // What the operator legitimately does still passes: RBAC allows it and the policy does not
     // refuse everything.
     let name = unique("fine");

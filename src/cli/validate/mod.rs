@@ -259,7 +259,10 @@ mod tests {
             ["spec: Invalid value: secrets[].environments must only name environments declared in spec.environments"]
         );
         let reserved = tenant(json!({"environments": [{"name": "dev", "labels": {"mltenant.io/tenant": "x"}}]}));
-        assert!(problems(reserved)[0].starts_with("spec.environments[0].labels: Invalid value: labels must not set"));
+        assert!(
+            problems(reserved)[0]
+                .starts_with("spec.environments[0].labels: Invalid value: namespace labels must not use the prefixes")
+        );
         let duplicate = tenant(json!({"environments": [{"name": "dev"}],
             "secrets": [{"name": "s", "bundle": "a"}, {"name": "s", "bundle": "b"}]}));
         assert_eq!(problems(duplicate), ["spec.secrets: Invalid value: secret names must be unique"]);

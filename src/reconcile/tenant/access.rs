@@ -36,6 +36,26 @@ pub fn grant_name(reader: &SecretReader) -> String {
     crate::text::fit_name(&name, 253)
 }
 
+/// Refuse readers whose grants would share a name (`a-b/c` and `a/b-c` both give
+/// `mltenant-reader-a-b-c`): one Role cannot say what each of them may read.
+pub fn check_readers(tenant: &MLTenant) -> Result<(), String> {
+    let mut seen = std::collections::BTreeMap::new();
+    for reader in tenant.spec.secret_readers.iter().flatten() {
+        let account = &reader.service_account;
+        if let Some(other) = seen.insert(grant_name(reader), account) {
+            return Err(format!(
+                "secretReaders {}/{} and {}/{} would share the Role {}: list each ServiceAccount once",
+                other.namespace,
+                other.name,
+                account.namespace,
+                account.name,
+                grant_name(reader)
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The grants `tenant` wants in `env`, given the Secrets of ours that exist there (`present`:
 /// written and owned by the operator for this tenant; a wanted Secret whose bundle never opened
 /// is not among them). A reader with no granted Secret in this environment gets nothing: a Role
@@ -121,8 +141,7 @@ pub async fn sync(
                 granted.conflicts.push(format!("Role/RoleBinding {}/{} already exists and {why}", key.0, key.1));
             }
             Ok(_) => granted.grants += 1,
-            Err(error) => {
-                let rejected = Rejected::new("Role", format!("{}/{}", key.0, key.1), &error);
+            Err(rejected) => {
                 ctx.rejected(tenant, &rejected).await;
                 granted.rejected.push(rejected);
             }
@@ -133,22 +152,36 @@ pub async fn sync(
 }
 
 /// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned):
-/// read, decide ([`plan`]), write.
-async fn sync_one(tenant: &MLTenant, grant: &Grant, fresh: &BTreeSet<String>, ctx: &Context) -> kube::Result<Claim> {
+/// read, decide ([`plan`]), write. A request the API server refused is returned as such, naming
+/// the object it was about.
+async fn sync_one(
+    tenant: &MLTenant,
+    grant: &Grant,
+    fresh: &BTreeSet<String>,
+    ctx: &Context,
+) -> std::result::Result<Claim, Rejected> {
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
+    let object = format!("{namespace}/{name}");
+    let rejected = |kind: &'static str| {
+        let object = &object;
+        move |error| Rejected::new(kind, object.clone(), &error)
+    };
     let fresh = fresh.contains(&namespace);
-    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh).await?;
-    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh).await?;
+    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh).await.map_err(rejected("Role"))?;
+    let live_binding =
+        ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh).await.map_err(rejected("RoleBinding"))?;
     let (role, binding) = match plan(tenant, grant, live_role, live_binding) {
         GrantPlan::Conflict(why) => return Ok(Claim::Foreign(why)),
         GrantPlan::Apply { role, binding } => (role, binding),
     };
-    if let Some(how) = role {
-        write(ctx, &namespace, &name, &grant.role, how).await?;
+    if let Some(how) = role
+        && let Claim::Foreign(why) = write(ctx, &namespace, &name, &grant.role, how).await.map_err(rejected("Role"))?
+    {
+        return Ok(Claim::Foreign(why));
     }
     if let Some(how) = binding {
-        write(ctx, &namespace, &name, &grant.binding, how).await?;
+        return write(ctx, &namespace, &name, &grant.binding, how).await.map_err(rejected("RoleBinding"));
     }
     Ok(Claim::Ours)
 }
@@ -201,8 +234,9 @@ fn plan(
     GrantPlan::Apply { role, binding }
 }
 
-/// Write one Role or RoleBinding of a grant as its plan says.
-async fn write<K>(ctx: &Context, namespace: &str, name: &str, desired: &K, how: Write<K>) -> kube::Result<()>
+/// Write one Role or RoleBinding of a grant as its plan says. A create that finds the name
+/// taken meanwhile is a conflict like any other name taken.
+async fn write<K>(ctx: &Context, namespace: &str, name: &str, desired: &K, how: Write<K>) -> kube::Result<Claim>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -213,8 +247,14 @@ where
     if let Write::Replace(live) = &how {
         ownership::delete(ctx, &**live).await?;
     }
-    ownership::apply(&Api::<K>::namespaced(ctx.client.clone(), namespace), name, desired, how.force()).await?;
-    Ok(())
+    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
+    match ownership::apply(&api, name, desired, how.force()).await {
+        Ok(_) => Ok(Claim::Ours),
+        Err(error) if !how.force() && ownership::is_conflict(&error) => {
+            Ok(Claim::Foreign(ownership::CREATED_MEANWHILE))
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name): only those that
@@ -291,6 +331,15 @@ mod tests {
             secret: secret.into(),
             bundle: "b".into(),
         }
+    }
+
+    #[test]
+    fn readers_whose_grants_would_share_a_name_are_refused() {
+        assert!(check_readers(&tenant(vec![reader(None), SecretReader::new("argowf", "other")])).is_ok());
+        let err =
+            check_readers(&tenant(vec![SecretReader::new("a-b", "c"), SecretReader::new("a", "b-c")])).unwrap_err();
+        assert!(err.contains("a-b/c and a/b-c would share the Role mltenant-reader-a-b-c"), "{err}");
+        assert!(check_readers(&tenant(vec![reader(None), reader(Some(vec!["ml-platform"]))])).is_err(), "listed twice");
     }
 
     #[test]

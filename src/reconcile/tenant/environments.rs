@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::labels;
 use crate::api::{EnvironmentSpec, MLTenant};
+use crate::api::{labels, limits};
 use kube::ResourceExt;
 
 /// The environment named `production` lives in the namespace named like the tenant.
@@ -60,6 +60,9 @@ pub fn plan(tenant: &MLTenant) -> Result<Vec<Environment>, String> {
         if let Some(other) = seen_namespaces.insert(namespace.clone(), env.name.as_str()) {
             return Err(format!("environments {other:?} and {:?} both map to namespace {namespace:?}", env.name));
         }
+        if let Some(refusal) = env.labels.iter().flatten().find_map(|(k, v)| limits::namespace_label_refusal(k, v)) {
+            return Err(format!("environment {:?}: {refusal}", env.name));
+        }
         let mut labels = env.labels.clone().unwrap_or_default();
         labels.extend(labels::managed(&tenant_name, &env.name));
         planned.push(Environment { name: env.name.clone(), namespace, labels });
@@ -98,6 +101,32 @@ mod tests {
     }
 
     #[test]
+    fn namespace_labels_may_tighten_pod_security_and_nothing_reserved() {
+        let labelled = |key: &str, value: &str| {
+            let labels = BTreeMap::from([(key.to_owned(), value.to_owned())]);
+            plan(&tenant("fin", vec![EnvironmentSpec { labels: Some(labels), ..env("dev") }]))
+        };
+        for (key, value) in [
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/enforce", "baseline"),
+            ("pod-security.kubernetes.io/warn", "privileged"),
+            ("istio-injection", "enabled"),
+            ("example.com/team", "fin"),
+        ] {
+            assert!(labelled(key, value).is_ok(), "{key}={value}");
+        }
+        for (key, value, why) in [
+            ("pod-security.kubernetes.io/enforce", "privileged", "may only be baseline or restricted"),
+            ("mltenant.io/tenant", "other", "reserved prefix"),
+            ("app.kubernetes.io/managed-by", "x", "reserved prefix"),
+            ("argocd.argoproj.io/managed-by", "argocd", "reserved prefix"),
+        ] {
+            let err = labelled(key, value).unwrap_err();
+            assert!(err.contains(why) && err.contains(key), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
     fn dns_labels() {
         assert!(is_dns_label("a-1"));
         for bad in ["", "-a", "a-", "A", "a.b", &"x".repeat(64)] {
@@ -114,12 +143,9 @@ mod tests {
     }
 
     #[test]
-    fn our_labels_win_over_spec_labels() {
+    fn a_namespace_gets_the_spec_labels_and_ours() {
         let mut e = env("dev");
-        e.labels = Some(BTreeMap::from([
-            ("pod-security.kubernetes.io/enforce".into(), "restricted".into()),
-            (labels::TENANT.into(), "someone-else".into()),
-        ]));
+        e.labels = Some(BTreeMap::from([("pod-security.kubernetes.io/enforce".into(), "restricted".into())]));
         let planned = plan(&tenant("t", vec![e])).unwrap();
         assert_eq!(planned[0].labels[labels::TENANT], "t");
         assert_eq!(planned[0].labels["pod-security.kubernetes.io/enforce"], "restricted");

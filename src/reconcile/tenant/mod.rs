@@ -34,20 +34,21 @@ const PENDING_RECHECK: Duration = Duration::from_secs(5);
 /// How a child of ours (a Secret, Role or RoleBinding) is written, as its plan decided.
 #[derive(Debug, PartialEq)]
 enum Write<K> {
-    /// Nothing by that name: applied without force, so an object someone created meanwhile
-    /// makes the apply fail (409) instead of being merged into.
+    /// Nothing by that name: applied as a create, so an object someone created meanwhile makes
+    /// the apply fail (409) instead of being merged into.
     Create,
     /// Ours, not as wanted: applied with force, taking back fields someone edited by hand.
     Update,
     /// Ours, with a field that cannot change (a Secret's type, a RoleBinding's roleRef): this
-    /// very object is deleted, then the wanted one applied.
+    /// very object is deleted, then the wanted one applied as a create.
     Replace(Arc<K>),
 }
 
 impl<K> Write<K> {
-    /// Whether the apply takes over fields (`ownership::apply`'s `ours`).
+    /// Whether the apply takes over an object of ours (`ownership::apply`'s `ours`); otherwise
+    /// it only creates.
     fn force(&self) -> bool {
-        !matches!(self, Write::Create)
+        matches!(self, Write::Update)
     }
 }
 
@@ -62,7 +63,7 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     set_finalizer(tenant, ctx, true).await?;
     let now = Time(jiff::Timestamp::now());
-    let planned = match environments::plan(tenant) {
+    let planned = match environments::plan(tenant).and_then(|planned| access::check_readers(tenant).map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
@@ -111,6 +112,8 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let pending =
         namespace_states.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
             || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+    // Failure series of bundles the tenant no longer names go now, not only at the next scrape.
+    ctx.metrics.forget_failures(&tenant.name_any(), Some(&tenant.spec.referenced_bundles()));
     let observed = status::observe(&namespace_states, &unreleased, &distribution, &granted, now.0);
     status::write(tenant, status::build(tenant, &observed, &namespace_states, &distribution, &now), ctx).await?;
 
@@ -185,6 +188,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     set_finalizer(tenant, ctx, false).await?;
     ctx.forget(&tenant.uid().unwrap_or_default());
+    ctx.metrics.forget_failures(&tenant.name_any(), None);
     Ok(Action::await_change())
 }
 

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 
 use super::environments::Environment;
+use super::ownership;
 use crate::api::conditions::{event, reason};
 use crate::api::labels;
 use crate::api::limits::Protected;
@@ -294,8 +295,15 @@ async fn perform(
         Write::Nothing => (NamespaceState::Ready, false),
         Write::Apply { origin, creates } => {
             let api: Api<Namespace> = Api::all(ctx.client.clone());
-            apply::apply(&api, name, &desired(tenant, env, &origin)).await?;
-            (NamespaceState::Ready, creates)
+            match ownership::apply(&api, name, &desired(tenant, env, &origin), !creates).await {
+                Ok(_) => (NamespaceState::Ready, creates),
+                // Someone created it after it was read: decided again on the next look.
+                Err(error) if creates && ownership::is_conflict(&error) => {
+                    let message = format!("namespace {name} {}", ownership::CREATED_MEANWHILE);
+                    return Ok((NamespaceState::Conflict(message), false));
+                }
+                Err(error) => return Err(error),
+            }
         }
         Write::Refuse(state) => (state, false),
     };
@@ -370,7 +378,9 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
     let (reason, message, pending) = match removal(tenant, ns, policy) {
         Removal::AwaitDeletion => return Ok(true),
         Removal::Delete => {
-            api.delete(&name, &DeleteParams::background()).await?;
+            // This very namespace, judged ours: not one of the same name created since.
+            let judged = Preconditions { uid: ns.uid(), resource_version: None };
+            api.delete(&name, &DeleteParams::background().preconditions(judged)).await?;
             (event::NAMESPACE_DELETED, format!("deleted namespace {name}"), true)
         }
         Removal::Release => {

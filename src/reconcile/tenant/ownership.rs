@@ -77,15 +77,31 @@ where
 }
 
 /// Server-side apply `desired` as the one field manager. Only an object that is ours is applied
-/// with `force` (taking back fields someone edited by hand); a new one is applied without, so
-/// that an object someone created meanwhile makes the apply fail (409) instead of being merged.
+/// with `force` (taking back fields someone edited by hand). Anything else is applied as a
+/// create: with a resourceVersion no stored object can have, so the API server creates the
+/// object when the name is free and refuses (409) when something holds it. A plain apply
+/// without force would not do: it refuses only where a field's value clashes, and merges into an
+/// object someone created meanwhile (a user's Secret with other keys) whenever none does.
 pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K, ours: bool) -> kube::Result<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    let params = PatchParams::apply(FIELD_MANAGER);
-    let params = if ours { params.force() } else { params };
-    api.patch(name, &params, &Patch::Apply(desired)).await
+    if ours {
+        return api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await;
+    }
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(create_only(desired))).await
+}
+
+/// A resourceVersion the precondition of an apply can never match: the largest the API server
+/// parses, which etcd's revision counter will not reach. On a name nothing holds, the API server
+/// ignores it and creates the object.
+const NO_STORED_VERSION: &str = "18446744073709551615";
+
+/// `desired` as an apply that only creates (see [`apply`]).
+fn create_only<K: Resource + Clone>(desired: &K) -> K {
+    let mut create = desired.clone();
+    create.meta_mut().resource_version = Some(NO_STORED_VERSION.to_owned());
+    create
 }
 
 /// Delete `obj`, which was judged ours, only if it is still the very object judged (same uid
@@ -103,6 +119,9 @@ where
         Err(error) => Err(error),
     }
 }
+
+/// Why a name that was free when read is not ours now: a create found it taken.
+pub const CREATED_MEANWHILE: &str = "was created by someone else meanwhile";
 
 /// Whether a server-side apply failed because someone else holds the object or its fields.
 pub fn is_conflict(error: &kube::Error) -> bool {
@@ -128,6 +147,13 @@ mod tests {
             owner_references: owner_uid.map(|uid| vec![OwnerReference { uid: uid.into(), ..Default::default() }]),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_apply_that_only_creates_carries_a_version_no_object_has() {
+        let desired = k8s_openapi::api::core::v1::Secret::default();
+        assert_eq!(create_only(&desired).metadata.resource_version.as_deref(), Some(NO_STORED_VERSION));
+        assert_eq!(NO_STORED_VERSION.parse::<u64>(), Ok(u64::MAX), "the API server parses it as a uint64");
     }
 
     #[test]

@@ -316,7 +316,7 @@ async fn write(
     match ownership::apply(&api, name, &content.secret, how.force()).await {
         Ok(_) => {}
         Err(error) if !how.force() && ownership::is_conflict(&error) => {
-            return conflict(tenant, wanted, "was created by someone else meanwhile", ctx).await;
+            return conflict(tenant, wanted, ownership::CREATED_MEANWHILE, ctx).await;
         }
         // Ours is still there unless it was deleted to be replaced.
         Err(error) => return refused(tenant, wanted, &error, matches!(how, Write::Update), ctx).await,
