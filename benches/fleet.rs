@@ -27,12 +27,13 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
+use mltenant_operator::api::environments;
 use mltenant_operator::api::labels::{self, FIELD_MANAGER};
 use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
 use mltenant_operator::api::{MLTenant, SealedBundle};
 use mltenant_operator::crypto::SealingKey;
 use mltenant_operator::reconcile::apply::apply;
-use mltenant_operator::reconcile::tenant::{access, environments, namespaces, secrets};
+use mltenant_operator::reconcile::tenant::{access, namespaces, secrets};
 use mltenant_operator::unseal::{self, cache::DecryptCache};
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
@@ -306,14 +307,16 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Server-side apply `obj` as the operator does (`reconcile::apply::apply`), within a permit.
+/// Server-side apply `obj` as the operator does (`reconcile::apply::apply`), within a permit;
+/// forced, as the operator applies what it owns (a create costs the server the same, and a
+/// fleet's namespaces are kept from earlier runs).
 async fn write<K>(api: Api<K>, obj: K, permits: &Semaphore) -> anyhow::Result<()>
 where
     K: Resource + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let _permit = permits.acquire().await?;
-    apply(&api, &name, &obj).await?;
+    apply(&api, &name, &obj, true).await?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use crate::api::labels::{self, ACTIVE, SEALING_KEY};
+use crate::api::limits;
 use crate::crypto::SealingKey;
 use crate::keyring::KeyRing;
 
@@ -140,7 +141,7 @@ async fn ensure_fresh_key(api: &Api<Secret>, ring: &KeyRing, config: &Config) {
     key_labels.insert(SEALING_KEY.to_owned(), ACTIVE.to_owned());
     let secret = Secret {
         metadata: ObjectMeta { name: Some(name.clone()), labels: Some(key_labels), ..Default::default() },
-        type_: Some("kubernetes.io/tls".to_owned()),
+        type_: Some(limits::TLS.to_owned()),
         data: Some(BTreeMap::from([
             ("tls.crt".to_owned(), ByteString(pem.cert_pem.into_bytes())),
             ("tls.key".to_owned(), ByteString(pem.key_pem.as_bytes().to_vec())),

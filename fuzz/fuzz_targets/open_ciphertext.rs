@@ -14,7 +14,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use mltenant_operator::crypto::{self, MAX_SEALED_LEN, OpenError, Opened, SealingKey};
+use mltenant_operator::crypto::{self, MAX_SEALED_LEN, OpenError, OpenedValue, SealingKey};
 
 static KEY: LazyLock<SealingKey> = LazyLock::new(|| {
     SealingKey::from_pem(
@@ -61,7 +61,7 @@ fn framing_error(raw: &[u8]) -> Option<OpenError> {
     None
 }
 
-fn check(raw: &[u8], result: Result<Opened, OpenError>) {
+fn check(raw: &[u8], result: Result<OpenedValue, OpenError>) {
     match (framing_error(raw), result) {
         (Some(expected), Err(got)) => assert_eq!(expected, got),
         (Some(expected), Ok(_)) => panic!("opened a value whose framing says {expected:?}"),
@@ -77,7 +77,7 @@ fn check(raw: &[u8], result: Result<Opened, OpenError>) {
     }
 }
 
-fn summary(r: &Result<Opened, OpenError>) -> Result<Vec<u8>, OpenError> {
+fn summary(r: &Result<OpenedValue, OpenError>) -> Result<Vec<u8>, OpenError> {
     r.as_ref().map(|o| o.plaintext.to_vec()).map_err(|e| *e)
 }
 

@@ -12,11 +12,14 @@ pub const BUILTIN_PROTECTED_NAMESPACES: [&str; 2] = ["default", "kube-*"];
 
 /// The Secret types a SealedBundle may produce. Anything else (notably
 /// `kubernetes.io/service-account-token`, which makes Kubernetes mint a token) is refused.
-pub const SECRET_TYPES: [&str; 6] =
-    [OPAQUE, DOCKER_CONFIG_JSON, DOCKER_CFG, "kubernetes.io/basic-auth", "kubernetes.io/ssh-auth", "kubernetes.io/tls"];
+pub const SECRET_TYPES: [&str; 6] = [OPAQUE, DOCKER_CONFIG_JSON, DOCKER_CFG, BASIC_AUTH, SSH_AUTH, TLS];
 pub const OPAQUE: &str = "Opaque";
 pub const DOCKER_CONFIG_JSON: &str = "kubernetes.io/dockerconfigjson";
 pub const DOCKER_CFG: &str = "kubernetes.io/dockercfg";
+pub const BASIC_AUTH: &str = "kubernetes.io/basic-auth";
+pub const SSH_AUTH: &str = "kubernetes.io/ssh-auth";
+/// Also the type of the operator's own sealing-key Secrets.
+pub const TLS: &str = "kubernetes.io/tls";
 
 /// Label and annotation prefixes a bundle's template may not use (the prefix itself or any of
 /// its subdomains): they steer Kubernetes itself, this operator or Argo CD, or they make a

@@ -3,6 +3,7 @@
 
 mod bundle;
 pub mod conditions;
+pub mod environments;
 pub mod labels;
 pub mod limits;
 mod tenant;

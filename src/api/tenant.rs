@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::conditions::reason;
 use super::limits;
 
 /// One ML team: its environment namespaces, the credentials written into them and who may
@@ -214,6 +215,23 @@ pub struct SecretStatus {
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
+impl MLTenant {
+    /// Whether the last status had environment `name` ready, or terminating (so a namespace
+    /// missing now was deleted, not never created).
+    pub fn had_environment(&self, name: &str) -> bool {
+        self.environment_status(name).is_some_and(|e| e.ready || e.reason.as_deref() == Some(reason::TERMINATING))
+    }
+
+    /// Whether the last status had Secret `secret` synced in environment `environment`.
+    pub fn had_secret(&self, environment: &str, secret: &str) -> bool {
+        self.environment_status(environment).is_some_and(|e| e.secrets.iter().any(|s| s.name == secret && s.synced))
+    }
+
+    fn environment_status(&self, name: &str) -> Option<&EnvironmentStatus> {
+        self.status.as_ref()?.environments.iter().find(|e| e.name == name)
+    }
+}
+
 impl MLTenantSpec {
     /// A spec of `environments` only, every optional field unset (no secrets, no readers, the
     /// default policies). Tests and benches build specs with these constructors (and those of
@@ -283,5 +301,68 @@ impl SecretReader {
     /// The reader may `get` only `secrets`.
     pub fn secrets(self, secrets: &[&str]) -> Self {
         SecretReader { secrets: Some(secrets.iter().map(|&s| s.to_owned()).collect()), ..self }
+    }
+
+    /// The name of the Role and RoleBinding that grant this reader its Secrets in each
+    /// environment namespace: `mltenant-reader-<sa namespace>-<sa name>`, shortened with a hash
+    /// past the name limit.
+    pub fn grant_name(&self) -> String {
+        let name = format!("mltenant-reader-{}-{}", self.service_account.namespace, self.service_account.name);
+        crate::text::fit_name(&name, 253)
+    }
+}
+
+impl MLTenantSpec {
+    /// Refuse readers whose grants would share a name (`a-b/c` and `a/b-c` both give
+    /// `mltenant-reader-a-b-c`): one Role cannot say what each of them may read.
+    pub fn check_readers(&self) -> Result<(), String> {
+        let mut seen = BTreeMap::new();
+        for reader in self.secret_readers.iter().flatten() {
+            let account = &reader.service_account;
+            if let Some(other) = seen.insert(reader.grant_name(), account) {
+                return Err(format!(
+                    "secretReaders {}/{} and {}/{} would share the Role {}: list each ServiceAccount once",
+                    other.namespace,
+                    other.name,
+                    account.namespace,
+                    account.name,
+                    reader.grant_name()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readers(readers: Vec<SecretReader>) -> MLTenantSpec {
+        MLTenantSpec { secret_readers: Some(readers), ..MLTenantSpec::with_environments(&["dev"]) }
+    }
+
+    #[test]
+    fn readers_whose_grants_would_share_a_name_are_refused() {
+        let argo = SecretReader::new("argowf", "argo-workflow");
+        assert!(readers(vec![argo.clone(), SecretReader::new("argowf", "other")]).check_readers().is_ok());
+        let err =
+            readers(vec![SecretReader::new("a-b", "c"), SecretReader::new("a", "b-c")]).check_readers().unwrap_err();
+        assert!(err.contains("a-b/c and a/b-c would share the Role mltenant-reader-a-b-c"), "{err}");
+        assert!(readers(vec![argo.clone(), argo.secrets(&["ml-platform"])]).check_readers().is_err(), "listed twice");
+    }
+
+    #[test]
+    fn long_grant_names_are_shortened() {
+        let reader = SecretReader::new("argowf", "x".repeat(253));
+        assert!(reader.grant_name().len() <= 253);
+        assert!(reader.grant_name().starts_with("mltenant-reader-argowf-xxx"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn grant_names_never_panic_and_fit(namespace in ".{0,70}", name in ".{0,300}") {
+            proptest::prop_assert!(SecretReader::new(namespace, name).grant_name().len() <= 253);
+        }
     }
 }

@@ -18,15 +18,13 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use zeroize::Zeroizing;
 
-use super::key::{Certificate, SealingKey};
+use super::key::{Certificate, SESSION_KEY_LEN, SealingKey};
 
 /// Largest accepted sealed value, in bytes after base64 decoding (1 MiB). Kubernetes caps a
 /// whole Secret at 1 MiB, so nothing larger can be useful; the limit also bounds the work an
 /// untrusted bundle can cause.
 pub const MAX_SEALED_LEN: usize = 1024 * 1024;
 
-/// Length of the AES session key (AES-256).
-const SESSION_KEY_LEN: usize = 32;
 /// Length of the AES-GCM tag appended to the value.
 const TAG_LEN: usize = 16;
 /// Length of the big-endian RSA ciphertext length prefix.
@@ -92,16 +90,16 @@ pub enum SealError {
 }
 
 /// A successfully opened value.
-pub struct Opened {
+pub struct OpenedValue {
     /// The plaintext; zeroed when dropped.
     pub plaintext: Zeroizing<Vec<u8>>,
     /// Fingerprint (`SHA256:<hex>`) of the sealing key that opened it.
     pub fingerprint: String,
 }
 
-impl fmt::Debug for Opened {
+impl fmt::Debug for OpenedValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Opened")
+        f.debug_struct("OpenedValue")
             .field("plaintext", &format_args!("<{} bytes redacted>", self.plaintext.len()))
             .field("fingerprint", &self.fingerprint)
             .finish()
@@ -163,7 +161,7 @@ pub fn encode_base64(sealed: &[u8]) -> String {
 /// Like Go's `base64.StdEncoding` (and so like the sealed-secrets controller), CR and LF
 /// characters inside the value are ignored; anything else outside the base64 alphabet is
 /// [`OpenError::InvalidBase64`]. The size limit is checked before decoding.
-pub fn open(keys: &[SealingKey], label: &[u8], encoded: &str) -> Result<Opened, OpenError> {
+pub fn open(keys: &[SealingKey], label: &[u8], encoded: &str) -> Result<OpenedValue, OpenError> {
     let raw = decode_base64(encoded)?;
     open_raw(keys, label, &raw)
 }
@@ -175,7 +173,7 @@ pub fn check_format(encoded: &str) -> Result<(), OpenError> {
 }
 
 /// Open a raw (already base64-decoded) sealed byte string. See [`open`].
-pub fn open_raw(keys: &[SealingKey], label: &[u8], sealed: &[u8]) -> Result<Opened, OpenError> {
+pub fn open_raw(keys: &[SealingKey], label: &[u8], sealed: &[u8]) -> Result<OpenedValue, OpenError> {
     if sealed.len() > MAX_SEALED_LEN {
         return Err(OpenError::TooLarge);
     }
@@ -194,7 +192,7 @@ pub fn open_raw(keys: &[SealingKey], label: &[u8], sealed: &[u8]) -> Result<Open
     let plaintext_len =
         aead.open_in_place(zero_nonce(), Aad::empty(), &mut buf[..]).map_err(|_| OpenError::Tampered)?.len();
     buf.truncate(plaintext_len);
-    Ok(Opened { plaintext: buf, fingerprint: key.fingerprint().to_owned() })
+    Ok(OpenedValue { plaintext: buf, fingerprint: key.fingerprint().to_owned() })
 }
 
 /// Decode the base64 text of a sealed value, enforcing [`MAX_SEALED_LEN`] before decoding.
@@ -243,21 +241,6 @@ fn session_aead(session_key: &[u8; SESSION_KEY_LEN]) -> Result<LessSafeKey, aws_
 
 fn zero_nonce() -> Nonce {
     Nonce::assume_unique_for_key([0u8; NONCE_LEN])
-}
-
-/// Decrypts the RSA part with one key. Used by [`SealingKey::decrypt_session_key`].
-pub(super) fn oaep_decrypt_session_key(
-    key: &aws_lc_rs::rsa::OaepPrivateDecryptingKey,
-    rsa_part: &[u8],
-    label: &[u8],
-) -> Option<Zeroizing<[u8; SESSION_KEY_LEN]>> {
-    if rsa_part.len() != key.key_size_bytes() {
-        return None;
-    }
-    let mut out = Zeroizing::new(vec![0u8; key.min_output_size()]);
-    let plaintext = key.decrypt(&OAEP_SHA256_MGF1SHA256, rsa_part, &mut out[..], Some(label)).ok()?;
-    let session_key: &[u8; SESSION_KEY_LEN] = (&*plaintext).try_into().ok()?;
-    Some(Zeroizing::new(*session_key))
 }
 
 #[cfg(test)]

@@ -19,12 +19,16 @@ use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{
-    KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey, PublicEncryptingKey,
+    KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey,
 };
 use jiff::Timestamp;
 use x509_cert::der::pem::{self, LineEnding};
 use x509_cert::der::{Decode, Encode};
 use zeroize::Zeroizing;
+
+/// Length of the AES session key a sealed value carries under RSA (AES-256).
+pub(super) const SESSION_KEY_LEN: usize = 32;
 
 /// Common name of the certificates this operator issues for its sealing keys.
 pub const SEALING_KEY_COMMON_NAME: &str = "mltenant-operator sealing key";
@@ -236,8 +240,18 @@ impl SealingKey {
 
     /// RSA-OAEP-decrypt the session key of a sealed value; `None` when this key (with this
     /// label) cannot. Constant time in the padding check (aws-lc-rs).
-    pub(super) fn decrypt_session_key(&self, rsa_part: &[u8], label: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
-        super::format::oaep_decrypt_session_key(&self.oaep, rsa_part, label)
+    pub(super) fn decrypt_session_key(
+        &self,
+        rsa_part: &[u8],
+        label: &[u8],
+    ) -> Option<Zeroizing<[u8; SESSION_KEY_LEN]>> {
+        if rsa_part.len() != self.oaep.key_size_bytes() {
+            return None;
+        }
+        let mut out = Zeroizing::new(vec![0u8; self.oaep.min_output_size()]);
+        let plaintext = self.oaep.decrypt(&OAEP_SHA256_MGF1SHA256, rsa_part, &mut out[..], Some(label)).ok()?;
+        let session_key: &[u8; SESSION_KEY_LEN] = (&*plaintext).try_into().ok()?;
+        Some(Zeroizing::new(*session_key))
     }
 }
 

@@ -11,7 +11,7 @@
 //!   certificate ([`SealingKey`]), stored as a `kubernetes.io/tls` Secret ([`PemPair`]), and
 //!   the public half alone ([`Certificate`]), which is what `GET /v1/cert.pem` serves and what
 //!   the CLI seals against.
-//! * [`label`] — the OAEP label that binds a sealed value to its consumer (design §3).
+//! * [`label`] — the OAEP label that binds a sealed value to its consumer (the table of scopes in docs/security.md).
 //!
 //! Every RSA and AES operation goes through `aws-lc-rs`; the private-key path (OAEP
 //! decryption) is constant time. See `docs/security.md` for which library does what and why.
@@ -44,7 +44,9 @@ pub mod key;
 #[cfg(test)]
 mod tests;
 
-pub use format::{MAX_SEALED_LEN, OpenError, Opened, SealError, check_format, encode_base64, open, open_raw, seal};
+pub use format::{
+    MAX_SEALED_LEN, OpenError, OpenedValue, SealError, check_format, encode_base64, open, open_raw, seal,
+};
 pub use key::{Certificate, KeyError, PemPair, SealingKey};
 
 use crate::api::BundleScope;

@@ -13,13 +13,39 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::api::labels::{APPLIED, FIELD_MANAGER};
 
 /// Apply `desired` (a complete statement of the fields the operator owns on that object).
-/// `force` takes over fields last written by someone editing the object by hand: the operator
-/// is the source of truth for the fields it manages.
-pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K) -> kube::Result<K>
+///
+/// An object that is `ours` is applied with `force`, taking back fields someone edited by hand:
+/// the operator is the source of truth for the fields it manages. Anything else is applied as a
+/// create: with a resourceVersion no stored object can have, so the API server creates the
+/// object when the name is free and refuses (409) when something holds it. A plain apply
+/// without force would not do: it refuses only where a field's value clashes, and merges into an
+/// object someone created meanwhile (a user's Secret with other keys) whenever none does.
+pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K, ours: bool) -> kube::Result<K>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await
+    if ours {
+        return api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await;
+    }
+    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(create_only(desired))).await
+}
+
+/// A resourceVersion the precondition of an apply can never match: the largest the API server
+/// parses, which etcd's revision counter will not reach. On a name nothing holds, the API server
+/// ignores it and creates the object.
+const NO_STORED_VERSION: &str = "18446744073709551615";
+
+/// `desired` as an apply that only creates (see [`apply`]).
+fn create_only<K: Resource + Clone>(desired: &K) -> K {
+    let mut create = desired.clone();
+    create.meta_mut().resource_version = Some(NO_STORED_VERSION.to_owned());
+    create
+}
+
+/// Whether a write failed because someone else holds the object (a create found the name
+/// taken) or its fields.
+pub fn is_conflict(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
 /// Apply `status` through the `/status` subresource of `K` named `name`.
@@ -86,6 +112,13 @@ mod tests {
             },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_apply_that_only_creates_carries_a_version_no_object_has() {
+        let desired = k8s_openapi::api::core::v1::Secret::default();
+        assert_eq!(create_only(&desired).metadata.resource_version.as_deref(), Some(NO_STORED_VERSION));
+        assert_eq!(NO_STORED_VERSION.parse::<u64>(), Ok(u64::MAX), "the API server parses it as a uint64");
     }
 
     #[test]

@@ -12,9 +12,9 @@ use kube::{Api, ResourceExt};
 use crate::api::conditions::{DECRYPTABLE, reason};
 use crate::api::{SealedBundle, SealedBundleStatus};
 use crate::reconcile::apply;
-use crate::reconcile::conditions::{self, Observed};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::Result;
+use crate::reconcile::observed::{self, Observed};
 use crate::unseal;
 
 #[tracing::instrument(skip_all, fields(bundle = %sealed.name_any()))]
@@ -25,23 +25,70 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let (observed, fingerprint) = match ctx.open(&sealed, unseal::declared_label(&sealed)).await? {
+    let opened = ctx.open(&sealed, unseal::declared_label(&sealed)).await?;
+    let status = build(&sealed, opened.as_ref(), &Time(jiff::Timestamp::now()));
+    if sealed.status.as_ref() != Some(&status) {
+        apply::apply_status(&Api::<SealedBundle>::all(ctx.client.clone()), &sealed.name_any(), &status).await?;
+    }
+    Ok(Action::requeue(ctx.config.resync))
+}
+
+/// The status `sealed` gets from opening it for the consumer its scope names; no IO.
+fn build(sealed: &SealedBundle, opened: Result<&unseal::Opened, &unseal::Failure>, now: &Time) -> SealedBundleStatus {
+    let (observed, fingerprint) = match opened {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
             let message = format!("all {count} values open with sealing key {}", opened.fingerprint);
-            (Observed::new(DECRYPTABLE, true, reason::DECRYPTABLE, message), Some(opened.fingerprint))
+            (Observed::new(DECRYPTABLE, true, reason::DECRYPTABLE, message), Some(opened.fingerprint.clone()))
         }
         Err(failure) => (Observed::new(DECRYPTABLE, false, failure.reason(), failure.to_string()), None),
     };
     let previous = sealed.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = sealed.metadata.generation;
-    let status = SealedBundleStatus {
+    SealedBundleStatus {
         observed_generation: generation,
-        conditions: conditions::merge(previous, &[observed], generation, &Time(jiff::Timestamp::now())),
+        conditions: observed::merge(previous, &[observed], generation, now),
         key_fingerprint: fingerprint,
-    };
-    if sealed.status.as_ref() != Some(&status) {
-        apply::apply_status(&Api::<SealedBundle>::all(ctx.client.clone()), &sealed.name_any(), &status).await?;
     }
-    Ok(Action::requeue(ctx.config.resync))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::api::conditions::{FALSE, TRUE};
+    use crate::api::{BundleScope, SealedBundleSpec};
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn a_bundle_that_opens_names_its_key_and_one_that_fails_says_why() {
+        let values = BTreeMap::from([("A".to_string(), "x".to_string()), ("B".to_string(), "y".to_string())]);
+        let mut sealed = SealedBundle::new("b", SealedBundleSpec::new(BundleScope::Cluster, values));
+        sealed.metadata.generation = Some(3);
+        let opened = unseal::Opened { data: BTreeMap::new(), fingerprint: "SHA256:ab".into() };
+
+        let decryptable = build(&sealed, Ok(&opened), &at(0));
+        let condition = &decryptable.conditions[0];
+        assert_eq!((condition.type_.as_str(), condition.status.as_str()), (DECRYPTABLE, TRUE));
+        assert_eq!(condition.message, "all 2 values open with sealing key SHA256:ab");
+        assert_eq!(
+            (decryptable.observed_generation, decryptable.key_fingerprint.as_deref()),
+            (Some(3), Some("SHA256:ab"))
+        );
+
+        // Looked at again later, nothing changed: the same status, so nothing to write.
+        sealed.status = Some(decryptable.clone());
+        assert_eq!(build(&sealed, Ok(&opened), &at(60)), decryptable);
+
+        let failure = unseal::Failure::NotFound { bundle: "b".into() };
+        let failed = build(&sealed, Err(&failure), &at(60));
+        let condition = &failed.conditions[0];
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), (FALSE, failure.reason()));
+        assert_eq!(condition.last_transition_time, at(60), "the status changed, so its transition time moves");
+        assert_eq!(failed.key_fingerprint, None);
+    }
 }

@@ -235,7 +235,7 @@ mod tests {
             block_owner_deletion: Some(true),
         }]);
         let keys = ["MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MLFLOW_TRACKING_URI"];
-        s.data = Some(keys.iter().map(|k| (k.to_string(), trim::digest(&[value, k.len() as u8]))).collect());
+        s.data = Some(keys.iter().map(|k| (k.to_string(), trim::value_digest(&[value, k.len() as u8]))).collect());
         s
     }
 

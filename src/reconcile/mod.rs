@@ -2,11 +2,11 @@
 
 pub mod apply;
 pub mod bundle_status;
-pub mod conditions;
 mod context;
 mod error;
 mod failures;
 pub mod index;
+pub mod observed;
 pub mod rejected;
 pub mod tenant;
 pub mod trim;

@@ -35,7 +35,7 @@ fn slim(meta: &mut ObjectMeta) {
 /// whether a live value is the one the operator would write (finding another value with the
 /// same 128 bits is out of reach) in half the space of the whole hash, 1 MiB of the cache at
 /// 1,000 tenants.
-pub fn digest(value: &[u8]) -> ByteString {
+pub fn value_digest(value: &[u8]) -> ByteString {
     ByteString(crate::text::sha256(&[value])[..16].to_vec())
 }
 
@@ -43,7 +43,7 @@ impl Trim for Secret {
     fn trim(&mut self) {
         slim(&mut self.metadata);
         for value in self.data.iter_mut().flat_map(|d| d.values_mut()) {
-            *value = digest(&value.0);
+            *value = value_digest(&value.0);
         }
         self.string_data = None;
     }
@@ -108,7 +108,7 @@ mod tests {
             ..Default::default()
         };
         secret.trim();
-        assert_eq!(secret.data.as_ref().unwrap()["password"], digest(b"hunter2"));
+        assert_eq!(secret.data.as_ref().unwrap()["password"], value_digest(b"hunter2"));
         assert_ne!(secret.data.unwrap()["password"].0, b"hunter2");
         assert_eq!(secret.metadata.managed_fields, None);
         assert_eq!(secret.metadata.creation_timestamp, None);

@@ -158,7 +158,7 @@ impl DecryptCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unseal::digest;
+    use crate::unseal::ciphertext_digest;
 
     fn plain(b: &[u8]) -> Result<Plain, ()> {
         Ok(Plain { bytes: Zeroizing::new(b.to_vec()), fingerprint: "fp".into() })
@@ -170,7 +170,7 @@ mod tests {
         let mut opened = 0;
         for _ in 0..3 {
             cache
-                .get_or_open(&digest("c"), b"t", || {
+                .get_or_open(&ciphertext_digest("c"), b"t", || {
                     opened += 1;
                     plain(b"v")
                 })
@@ -178,14 +178,14 @@ mod tests {
         }
         assert_eq!(opened, 1);
         assert_eq!(cache.decryptions(), 1);
-        cache.get_or_open(&digest("c"), b"other", || plain(b"v")).unwrap();
+        cache.get_or_open(&ciphertext_digest("c"), b"other", || plain(b"v")).unwrap();
         assert_eq!(cache.len(), 2, "the label is part of the key");
     }
 
     #[test]
     fn failures_are_not_cached() {
         let cache = DecryptCache::default();
-        assert!(cache.get_or_open(&digest("c"), b"", || Err::<Plain, _>("no key")).is_err());
+        assert!(cache.get_or_open(&ciphertext_digest("c"), b"", || Err::<Plain, _>("no key")).is_err());
         assert!(cache.is_empty());
     }
 
@@ -194,21 +194,21 @@ mod tests {
         let cache = DecryptCache::with_capacity(10_000);
         let value = vec![7u8; 1000];
         for i in 0..100 {
-            cache.get_or_open(&digest(&i.to_string()), b"", || plain(&value)).unwrap();
+            cache.get_or_open(&ciphertext_digest(&i.to_string()), b"", || plain(&value)).unwrap();
         }
         assert!(cache.bytes() <= 10_000, "{} bytes", cache.bytes());
         assert!(cache.len() >= 8, "{} entries", cache.len());
         let before = cache.decryptions();
-        cache.get_or_open(&digest("99"), b"", || plain(&value)).unwrap();
+        cache.get_or_open(&ciphertext_digest("99"), b"", || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before, "the newest entry is kept");
-        cache.get_or_open(&digest("0"), b"", || plain(&value)).unwrap();
+        cache.get_or_open(&ciphertext_digest("0"), b"", || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before + 1, "the oldest entry went first");
     }
 
     #[test]
     fn a_value_larger_than_the_cache_is_returned_but_not_kept() {
         let cache = DecryptCache::with_capacity(100);
-        assert_eq!(cache.get_or_open(&digest("big"), b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
+        assert_eq!(cache.get_or_open(&ciphertext_digest("big"), b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
         assert!(cache.is_empty());
     }
 
@@ -216,14 +216,14 @@ mod tests {
     fn only_what_a_removed_key_opened_is_dropped() {
         let cache = DecryptCache::default();
         let by = |fp: &str| Ok::<_, ()>(Plain { bytes: Zeroizing::new(b"v".to_vec()), fingerprint: fp.into() });
-        cache.get_or_open(&digest("a"), b"", || by("old")).unwrap();
-        cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
+        cache.get_or_open(&ciphertext_digest("a"), b"", || by("old")).unwrap();
+        cache.get_or_open(&ciphertext_digest("b"), b"", || by("new")).unwrap();
         cache.retain_keys(&["old", "new", "newer"]);
         assert_eq!(cache.len(), 2, "adding a key keeps everything");
         cache.retain_keys(&["new"]);
         assert_eq!(cache.len(), 1);
         let before = cache.decryptions();
-        cache.get_or_open(&digest("b"), b"", || by("new")).unwrap();
+        cache.get_or_open(&ciphertext_digest("b"), b"", || by("new")).unwrap();
         assert_eq!(cache.decryptions(), before);
         assert_eq!(cache.bytes(), cost(&by("new").unwrap()));
     }
@@ -231,8 +231,8 @@ mod tests {
     #[test]
     fn entries_of_one_key_share_its_fingerprint() {
         let cache = DecryptCache::default();
-        let a = cache.get_or_open(&digest("a"), b"", || plain(b"v")).unwrap();
-        let b = cache.get_or_open(&digest("b"), b"", || plain(b"w")).unwrap();
+        let a = cache.get_or_open(&ciphertext_digest("a"), b"", || plain(b"v")).unwrap();
+        let b = cache.get_or_open(&ciphertext_digest("b"), b"", || plain(b"w")).unwrap();
         assert!(Arc::ptr_eq(&a.fingerprint, &b.fingerprint), "one copy for both entries");
     }
 }

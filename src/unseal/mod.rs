@@ -143,7 +143,7 @@ pub fn source_hash(bundle: &SealedBundle) -> String {
 /// The decrypt cache is keyed by it.
 pub type Digest = [u8; 32];
 
-pub fn digest(ciphertext: &str) -> Digest {
+pub fn ciphertext_digest(ciphertext: &str) -> Digest {
     crate::text::sha256(&[ciphertext.as_bytes()])
 }
 
@@ -158,7 +158,7 @@ pub fn keep_digests(bundle: &mut SealedBundle) {
     let hash = source_hash(bundle);
     bundle.annotations_mut().insert(labels::SOURCE_HASH.to_owned(), hash);
     for value in bundle.spec.encrypted_data.values_mut() {
-        *value = format!("{CACHED_PREFIX}{}", BASE64.encode(digest(value)));
+        *value = format!("{CACHED_PREFIX}{}", BASE64.encode(ciphertext_digest(value)));
     }
 }
 
@@ -176,7 +176,10 @@ fn cached_digest(value: &str) -> Option<Digest> {
 pub fn same_values(cached: &SealedBundle, sealed: &SealedBundle) -> bool {
     let (cached, sealed) = (&cached.spec.encrypted_data, &sealed.spec.encrypted_data);
     cached.len() == sealed.len()
-        && cached.iter().zip(sealed).all(|((ck, cv), (k, v))| ck == k && cached_digest(cv) == Some(digest(v)))
+        && cached
+            .iter()
+            .zip(sealed)
+            .all(|((ck, cv), (k, v))| ck == k && cached_digest(cv) == Some(ciphertext_digest(v)))
 }
 
 /// Every value of a bundle, opened. `Debug` shows the keys and sizes, never a value.
@@ -204,7 +207,7 @@ pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &De
     let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
     for (key, value) in &bundle.spec.encrypted_data {
         let plain = cache
-            .get_or_open(&digest(value), label, || {
+            .get_or_open(&ciphertext_digest(value), label, || {
                 crypto::open(keys, label, value)
                     .map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
             })

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use crate::api::SealedBundle;
-use crate::api::limits::{self, DOCKER_CFG, DOCKER_CONFIG_JSON, MAX_VALUES, OPAQUE};
+use crate::api::limits::{self, BASIC_AUTH, DOCKER_CFG, DOCKER_CONFIG_JSON, MAX_VALUES, OPAQUE, SSH_AUTH, TLS};
 
 /// The Kubernetes limit on a Secret's data.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -72,13 +72,13 @@ pub fn check_values(
                 return Err((key, "is not a JSON object of registries"));
             }
         }
-        "kubernetes.io/basic-auth" if get("username").is_none() && get("password").is_none() => {
+        BASIC_AUTH if get("username").is_none() && get("password").is_none() => {
             return Err(("username", "or password is required by type kubernetes.io/basic-auth"));
         }
-        "kubernetes.io/ssh-auth" => {
+        SSH_AUTH => {
             get("ssh-privatekey").ok_or(("ssh-privatekey", "is missing (required by type kubernetes.io/ssh-auth)"))?;
         }
-        "kubernetes.io/tls" => {
+        TLS => {
             let crt = get("tls.crt").ok_or(("tls.crt", "is missing (required by type kubernetes.io/tls)"))?;
             let labels = pem_labels(crt).ok_or(("tls.crt", "is not PEM"))?;
             if labels.is_empty() || labels.iter().any(|l| l != "CERTIFICATE") {

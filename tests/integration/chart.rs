@@ -215,7 +215,7 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
     let spec = &find(&shard, "ValidatingAdmissionPolicy", "shard-b-mltenant-operator-guard")["spec"];
     let variables = spec["variables"].as_sequence().unwrap();
     let protected = variables.iter().find(|v| v["name"] == "protected").unwrap()["expression"].as_str().unwrap();
-    for needle in [r#""mltenant-shard-b""#, r#""platform-db""#, r#"["openshift-"]"#] {
+    for needle in [r#""mltenant-shard-b""#, r#""platform-db""#, r#"["kube-","openshift-"]"#] {
         assert!(protected.contains(needle), "{needle} missing from the protected namespaces: {protected}");
     }
     let identity = spec["matchConditions"][0]["expression"].as_str().unwrap();

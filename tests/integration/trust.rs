@@ -196,7 +196,7 @@ async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
 /// anyway), onto a user's Secret whose keys are not ours, so that no field clashes.
 #[tokio::test]
 async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
-    use mltenant_operator::reconcile::tenant::ownership;
+    use mltenant_operator::reconcile::apply;
     let admin = admin().await;
     let ns = unique("race");
     create_namespace(&admin, &ns, &[]).await;
@@ -223,8 +223,8 @@ async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
     assert_eq!(merged.labels().get(labels::MANAGED_BY_KEY).map(String::as_str), Some(labels::MANAGED_BY));
 
     let user = create_user_secret(&admin, &ns, "ml-platform", b"hand-made").await;
-    let refused = ownership::apply(&api, "ml-platform", &ours("ml-platform"), false).await.unwrap_err();
-    assert!(ownership::is_conflict(&refused), "{refused}");
+    let refused = apply::apply(&api, "ml-platform", &ours("ml-platform"), false).await.unwrap_err();
+    assert!(apply::is_conflict(&refused), "{refused}");
     let after = api.get("ml-platform").await.unwrap();
     assert_eq!(
         (after.data, after.metadata.labels),
@@ -233,7 +233,7 @@ async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
     );
     assert_eq!(after.metadata.resource_version, user.metadata.resource_version);
     // A free name is created.
-    let created = ownership::apply(&api, "free", &ours("free"), false).await.unwrap();
+    let created = apply::apply(&api, "free", &ours("free"), false).await.unwrap();
     assert_eq!(created.data, ours("free").data);
 }
 

@@ -25,9 +25,9 @@ use serde_json::Value;
 
 use self::error::{ErrorKind, FieldError, Path as FieldPath};
 use super::read_input;
+use crate::api::environments;
 use crate::api::{MLTenant, SealedBundle};
 use crate::crypto;
-use crate::reconcile::tenant::environments;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -10,14 +10,11 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 
-use super::Write;
-use super::environments::Environment;
-use super::namespaces::owner_reference;
-use super::ownership::{self, Claim};
+use super::ownership::{self, Claim, Write, owner_reference};
 use super::secrets::WantedSecret;
+use crate::api::MLTenant;
+use crate::api::environments::Environment;
 use crate::api::labels;
-use crate::api::limits::Protected;
-use crate::api::{MLTenant, SecretReader};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
 use crate::reconcile::index::{Cached, Child};
@@ -28,32 +25,6 @@ use crate::reconcile::rejected::Rejected;
 pub struct Grant {
     pub role: Role,
     pub binding: RoleBinding,
-}
-
-/// `mltenant-reader-<sa namespace>-<sa name>`, shortened with a hash past the name limit.
-pub fn grant_name(reader: &SecretReader) -> String {
-    let name = format!("mltenant-reader-{}-{}", reader.service_account.namespace, reader.service_account.name);
-    crate::text::fit_name(&name, 253)
-}
-
-/// Refuse readers whose grants would share a name (`a-b/c` and `a/b-c` both give
-/// `mltenant-reader-a-b-c`): one Role cannot say what each of them may read.
-pub fn check_readers(tenant: &MLTenant) -> Result<(), String> {
-    let mut seen = std::collections::BTreeMap::new();
-    for reader in tenant.spec.secret_readers.iter().flatten() {
-        let account = &reader.service_account;
-        if let Some(other) = seen.insert(grant_name(reader), account) {
-            return Err(format!(
-                "secretReaders {}/{} and {}/{} would share the Role {}: list each ServiceAccount once",
-                other.namespace,
-                other.name,
-                account.namespace,
-                account.name,
-                grant_name(reader)
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The grants `tenant` wants in `env`, given the Secrets of ours that exist there (`present`:
@@ -73,7 +44,7 @@ pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&WantedSecret]) 
             continue;
         }
         let metadata = ObjectMeta {
-            name: Some(grant_name(reader)),
+            name: Some(reader.grant_name()),
             namespace: Some(env.namespace.clone()),
             labels: Some(labels::managed(&tenant.name_any(), &env.name)),
             owner_references: Some(vec![owner_reference(tenant)]),
@@ -94,7 +65,7 @@ pub fn desired(tenant: &MLTenant, env: &Environment, present: &[&WantedSecret]) 
             role_ref: RoleRef {
                 api_group: "rbac.authorization.k8s.io".into(),
                 kind: "Role".into(),
-                name: grant_name(reader),
+                name: reader.grant_name(),
             },
             subjects: Some(vec![Subject {
                 kind: "ServiceAccount".into(),
@@ -152,7 +123,7 @@ pub async fn sync(
 }
 
 /// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned):
-/// read, decide ([`plan`]), write. A request the API server refused is returned as such, naming
+/// read, [`decide`], write. A request the API server refused is returned as such, naming
 /// the object it was about.
 async fn sync_one(
     tenant: &MLTenant,
@@ -171,9 +142,9 @@ async fn sync_one(
     let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh).await.map_err(rejected("Role"))?;
     let live_binding =
         ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh).await.map_err(rejected("RoleBinding"))?;
-    let (role, binding) = match plan(tenant, grant, live_role, live_binding) {
-        GrantPlan::Conflict(why) => return Ok(Claim::Foreign(why)),
-        GrantPlan::Apply { role, binding } => (role, binding),
+    let (role, binding) = match decide(tenant, grant, live_role, live_binding) {
+        GrantDecision::Conflict(why) => return Ok(Claim::Foreign(why)),
+        GrantDecision::Apply { role, binding } => (role, binding),
     };
     if let Some(how) = role
         && let Claim::Foreign(why) = write(ctx, &namespace, &name, &grant.role, how).await.map_err(rejected("Role"))?
@@ -188,7 +159,7 @@ async fn sync_one(
 
 /// What one grant needs.
 #[derive(Debug, PartialEq)]
-enum GrantPlan {
+enum GrantDecision {
     /// A Role or RoleBinding of that name is not ours (why): nothing is written.
     Conflict(&'static str),
     /// How to write the Role and the RoleBinding; `None`: already as wanted.
@@ -196,19 +167,19 @@ enum GrantPlan {
 }
 
 /// Decide from the live Role and RoleBinding of the grant's name (ours or not); no IO.
-fn plan(
+fn decide(
     tenant: &MLTenant,
     grant: &Grant,
     live_role: Option<Arc<Role>>,
     live_binding: Option<Arc<RoleBinding>>,
-) -> GrantPlan {
+) -> GrantDecision {
     let metas = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)];
     let foreign = |meta: &ObjectMeta| match ownership::claim(meta, tenant) {
         Claim::Foreign(why) => Some(why),
         Claim::Ours | Claim::Absent => None,
     };
     if let Some(why) = metas.into_iter().flatten().find_map(foreign) {
-        return GrantPlan::Conflict(why);
+        return GrantDecision::Conflict(why);
     }
     let role = match live_role {
         None => Some(Write::Create),
@@ -231,10 +202,10 @@ fn plan(
         }
         Some(_) => None,
     };
-    GrantPlan::Apply { role, binding }
+    GrantDecision::Apply { role, binding }
 }
 
-/// Write one Role or RoleBinding of a grant as its plan says. A create that finds the name
+/// Write one Role or RoleBinding of a grant as decided. A create that finds the name
 /// taken meanwhile is a conflict like any other name taken.
 async fn write<K>(ctx: &Context, namespace: &str, name: &str, desired: &K, how: Write<K>) -> kube::Result<Claim>
 where
@@ -248,11 +219,9 @@ where
         ownership::delete(ctx, &**live).await?;
     }
     let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
-    match ownership::apply(&api, name, desired, how.force()).await {
+    match apply::apply(&api, name, desired, how.ours()).await {
         Ok(_) => Ok(Claim::Ours),
-        Err(error) if !how.force() && ownership::is_conflict(&error) => {
-            Ok(Claim::Foreign(ownership::CREATED_MEANWHILE))
-        }
+        Err(error) if !how.ours() && apply::is_conflict(&error) => Ok(Claim::Foreign(ownership::CREATED_MEANWHILE)),
         Err(error) => Err(error),
     }
 }
@@ -277,7 +246,7 @@ where
 {
     let mut refused = Vec::new();
     for obj in cached.of(&tenant.name_any()) {
-        if revocable(&*obj, tenant, keep, &ctx.config.protected)
+        if ownership::revocable(&*obj, tenant, keep, &ctx.config.protected)
             && let Err(error) = ownership::delete(ctx, &*obj).await
         {
             let rejected =
@@ -289,22 +258,11 @@ where
     refused
 }
 
-/// Whether `obj`, a Role or RoleBinding labelled for `tenant`, is to be deleted: ours, not in
-/// `keep` (namespace, name), and not in a protected namespace; no IO.
-fn revocable<K: Resource>(
-    obj: &K,
-    tenant: &MLTenant,
-    keep: &BTreeSet<(String, String)>,
-    protected: &Protected,
-) -> bool {
-    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-    ownership::claim(obj.meta(), tenant) == Claim::Ours && !protected.contains(&key.0) && !keep.contains(&key)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MLTenantSpec, SecretSpec};
+    use crate::api::environments;
+    use crate::api::{MLTenantSpec, SecretReader, SecretSpec};
 
     fn tenant(readers: Vec<SecretReader>) -> MLTenant {
         let mut t = MLTenant::new(
@@ -334,18 +292,9 @@ mod tests {
     }
 
     #[test]
-    fn readers_whose_grants_would_share_a_name_are_refused() {
-        assert!(check_readers(&tenant(vec![reader(None), SecretReader::new("argowf", "other")])).is_ok());
-        let err =
-            check_readers(&tenant(vec![SecretReader::new("a-b", "c"), SecretReader::new("a", "b-c")])).unwrap_err();
-        assert!(err.contains("a-b/c and a/b-c would share the Role mltenant-reader-a-b-c"), "{err}");
-        assert!(check_readers(&tenant(vec![reader(None), reader(Some(vec!["ml-platform"]))])).is_err(), "listed twice");
-    }
-
-    #[test]
     fn get_only_on_the_granted_secrets() {
         let t = tenant(vec![reader(None)]);
-        let env = &super::super::environments::plan(&t).unwrap()[0];
+        let env = &environments::plan(&t).unwrap()[0];
         let grants = desired(&t, env, &[&wanted("ml-platform"), &wanted("ghcr")]);
         assert_eq!(grants.len(), 1);
         let rule = &grants[0].role.rules.as_ref().unwrap()[0];
@@ -375,7 +324,7 @@ mod tests {
         ];
         for (secrets, present, want) in table {
             let t = tenant(vec![reader(secrets.clone())]);
-            let env = &super::super::environments::plan(&t).unwrap()[0];
+            let env = &environments::plan(&t).unwrap()[0];
             let grants = desired(&t, env, &present.iter().collect::<Vec<_>>());
             let names = grants.first().map(|g| g.role.rules.as_ref().unwrap()[0].resource_names.clone().unwrap());
             let want = want.as_ref().map(|w| w.iter().map(|s| s.to_string()).collect::<Vec<_>>());
@@ -384,9 +333,9 @@ mod tests {
     }
 
     #[test]
-    fn plans() {
+    fn decisions() {
         let t = tenant(vec![reader(None)]);
-        let env = &super::super::environments::plan(&t).unwrap()[0];
+        let env = &environments::plan(&t).unwrap()[0];
         let grant = desired(&t, env, &[&wanted("ml-platform")]).remove(0);
         let role = || Some(Arc::new(grant.role.clone()));
         let binding = || Some(Arc::new(grant.binding.clone()));
@@ -409,25 +358,25 @@ mod tests {
         let unstamped = role_with(|r| r.metadata.annotations = None);
         let resubjected = binding_with(|b| b.subjects.as_mut().unwrap()[0].name = "old".into());
         let rebound = binding_with(|b| b.role_ref.name = "old".into());
-        let write = |role, binding| GrantPlan::Apply { role, binding };
+        let write = |role, binding| GrantDecision::Apply { role, binding };
         let not_ours = "it is not managed by mltenant-operator";
         let table = [
             ("nothing there", None, None, write(Some(Write::Create), Some(Write::Create))),
             ("converged", role(), binding(), write(None, None)),
-            ("a Role not managed by the operator", unmanaged.clone(), None, GrantPlan::Conflict(not_ours)),
+            ("a Role not managed by the operator", unmanaged.clone(), None, GrantDecision::Conflict(not_ours)),
             (
                 "a Role without this tenant's ownerReference",
                 disowned,
                 binding(),
-                GrantPlan::Conflict("it does not carry this MLTenant's ownerReference"),
+                GrantDecision::Conflict("it does not carry this MLTenant's ownerReference"),
             ),
             (
                 "a RoleBinding of another tenant",
                 role(),
                 other_tenant.clone(),
-                GrantPlan::Conflict("it is managed for another MLTenant"),
+                GrantDecision::Conflict("it is managed for another MLTenant"),
             ),
-            ("both taken: the Role tells", unmanaged, other_tenant, GrantPlan::Conflict(not_ours)),
+            ("both taken: the Role tells", unmanaged, other_tenant, GrantDecision::Conflict(not_ours)),
             ("other resourceNames", renamed, binding(), write(Some(Write::Update), None)),
             ("drifted Role metadata", unstamped, binding(), write(Some(Write::Update), None)),
             ("the Role deleted", None, binding(), write(Some(Write::Create), None)),
@@ -441,49 +390,7 @@ mod tests {
             ("the RoleBinding deleted", role(), None, write(None, Some(Write::Create))),
         ];
         for (row, live_role, live_binding, want) in table {
-            assert_eq!(plan(&t, &grant, live_role, live_binding), want, "{row}");
-        }
-    }
-
-    #[test]
-    fn revocations() {
-        let t = tenant(vec![reader(None)]);
-        let env = &super::super::environments::plan(&t).unwrap()[0];
-        let grant = desired(&t, env, &[&wanted("ml-platform")]).remove(0);
-        let protected = Protected::new("mltenant-system", vec![]);
-        let role_in = |namespace: &str| {
-            let mut role = grant.role.clone();
-            role.metadata.namespace = Some(namespace.into());
-            role
-        };
-        let mut disowned = grant.role.clone();
-        disowned.metadata.owner_references = None;
-        let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), grant.role.name_any())]);
-        let table = [
-            ("ours, no longer wanted", grant.role.clone(), BTreeSet::new(), true),
-            ("ours, wanted", grant.role.clone(), keep("fin-dev"), false),
-            ("ours, wanted in another namespace only", grant.role.clone(), keep("fin-prod"), true),
-            ("not ours", disowned, BTreeSet::new(), false),
-            ("in a protected namespace", role_in("kube-system"), BTreeSet::new(), false),
-            ("in the operator's namespace", role_in("mltenant-system"), BTreeSet::new(), false),
-        ];
-        for (row, role, keep, want) in table {
-            assert_eq!(revocable(&role, &t, &keep, &protected), want, "{row}");
-        }
-    }
-
-    #[test]
-    fn long_names_are_shortened() {
-        let mut r = reader(None);
-        r.service_account.name = "x".repeat(253);
-        assert!(grant_name(&r).len() <= 253);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn grant_names_never_panic_and_fit(namespace in ".{0,70}", name in ".{0,300}") {
-            let r = SecretReader::new(namespace, name);
-            proptest::prop_assert!(grant_name(&r).len() <= 253);
+            assert_eq!(decide(&t, &grant, live_role, live_binding), want, "{row}");
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The MLTenant controller: validate -> plan -> apply -> status, behind the cleanup finalizer.
 
 pub mod access;
-pub mod environments;
 pub mod namespaces;
 pub mod ownership;
 pub mod secrets;
@@ -20,37 +19,16 @@ use serde_json::json;
 
 use crate::api::MLTenant;
 use crate::api::conditions::reason;
+use crate::api::environments::{self, Environment};
 use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 use crate::reconcile::rejected::Rejected;
-use environments::Environment;
 use namespaces::NamespaceState;
 use secrets::Distribution;
 
 /// How soon to look again while something is in flight (a namespace terminating).
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
-
-/// How a child of ours (a Secret, Role or RoleBinding) is written, as its plan decided.
-#[derive(Debug, PartialEq)]
-enum Write<K> {
-    /// Nothing by that name: applied as a create, so an object someone created meanwhile makes
-    /// the apply fail (409) instead of being merged into.
-    Create,
-    /// Ours, not as wanted: applied with force, taking back fields someone edited by hand.
-    Update,
-    /// Ours, with a field that cannot change (a Secret's type, a RoleBinding's roleRef): this
-    /// very object is deleted, then the wanted one applied as a create.
-    Replace(Arc<K>),
-}
-
-impl<K> Write<K> {
-    /// Whether the apply takes over an object of ours (`ownership::apply`'s `ours`); otherwise
-    /// it only creates.
-    fn force(&self) -> bool {
-        matches!(self, Write::Update)
-    }
-}
 
 #[tracing::instrument(skip_all, fields(tenant = %tenant.name_any()))]
 pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Action> {
@@ -63,7 +41,7 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     set_finalizer(tenant, ctx, true).await?;
     let now = Time(jiff::Timestamp::now());
-    let planned = match environments::plan(tenant).and_then(|planned| access::check_readers(tenant).map(|()| planned)) {
+    let planned = match environments::plan(tenant).and_then(|planned| tenant.spec.check_readers().map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
@@ -149,7 +127,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     // Credentials and the access to them are revoked whatever the deletion policy.
     let mut refused = access::revoke_except(tenant, &BTreeSet::new(), ctx).await;
-    for secret in secrets::owned(tenant, ctx) {
+    for secret in secrets::revocable(tenant, &BTreeSet::new(), ctx) {
         if let Err(rejected) = secrets::delete(tenant, &secret, ctx).await {
             refused.push(rejected);
         }

@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 
-use super::environments::Environment;
 use super::ownership;
 use crate::api::conditions::{event, reason};
+use crate::api::environments::Environment;
 use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::api::{DeletionPolicy, MLTenant};
@@ -74,11 +74,6 @@ fn created_by(ns: &Namespace, tenant: &MLTenant) -> bool {
     ours(ns, tenant) && origin(ns) == labels::ORIGIN_CREATED
 }
 
-/// The owner reference every child of `tenant` carries.
-pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
-    tenant.controller_owner_ref(&()).expect("a stored MLTenant has a name and uid")
-}
-
 /// The namespace as the operator applies it: only the fields it owns.
 ///
 /// Only a namespace the tenant will delete (`deletionPolicy: Delete`, created by it) carries an
@@ -95,7 +90,7 @@ pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace 
                 (labels::ORIGIN.to_owned(), origin.to_owned()),
                 (labels::TENANT_UID.to_owned(), tenant.metadata.uid.clone().unwrap_or_default()),
             ])),
-            owner_references: deletes_it.then(|| vec![owner_reference(tenant)]),
+            owner_references: deletes_it.then(|| vec![ownership::owner_reference(tenant)]),
             ..Default::default()
         },
         ..Default::default()
@@ -161,9 +156,10 @@ pub struct Note {
     pub message: String,
 }
 
-/// The write [`ensure`] makes to an environment's namespace.
+/// What [`ensure`] does to an environment's namespace (a namespace's counterpart of
+/// `ownership::Write`, which has no refusals).
 #[derive(Debug, PartialEq, Eq)]
-pub enum Write {
+pub enum Change {
     /// No write: it is ours and as desired.
     Nothing,
     /// Apply the desired namespace with this origin; `creates`: it does not exist yet.
@@ -173,23 +169,23 @@ pub enum Write {
     Refuse(NamespaceState),
 }
 
-/// What [`ensure`] does about an environment's namespace: the write, then the Event.
+/// What [`ensure`] does about an environment's namespace: the change, then the Event.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Decision {
-    pub write: Write,
+    pub change: Change,
     pub event: Option<Note>,
 }
 
 /// A refusal reported by a Warning Event saying the same as the state.
 fn refused(state: fn(String) -> NamespaceState, reason: &'static str, message: String) -> Decision {
     let event = Note { type_: EventType::Warning, reason, message: message.clone() };
-    Decision { write: Write::Refuse(state(message)), event: Some(event) }
+    Decision { change: Change::Refuse(state(message)), event: Some(event) }
 }
 
 /// An apply reported by a Normal Event with reason `reason`, if any.
 fn applied(origin: &str, creates: bool, event: Option<(&'static str, String)>) -> Decision {
     let event = event.map(|(reason, message)| Note { type_: EventType::Normal, reason, message });
-    Decision { write: Write::Apply { origin: origin.to_owned(), creates }, event }
+    Decision { change: Change::Apply { origin: origin.to_owned(), creates }, event }
 }
 
 /// What the cache alone decides, without the claim lock: a protected name is refused before
@@ -212,7 +208,7 @@ pub fn decide_cached(
     let cached = cached?;
     let Holder::Us { origin } = holder(Some(cached), tenant) else { return None };
     let as_desired = !apply::metadata_differs(&cached.metadata, &desired(tenant, env, &origin).metadata);
-    as_desired.then_some(Decision { write: Write::Nothing, event: None })
+    as_desired.then_some(Decision { change: Change::Nothing, event: None })
 }
 
 /// The write to make to `env`'s namespace, decided on `live`, its state read under the claim
@@ -225,7 +221,8 @@ pub fn decide(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, in
         // Creating what the tenant never had is reported by its status; an Event per new object
         // would double the writes of a first converge. Recreating what someone deleted is news.
         Holder::Nobody => {
-            let event = super::status::had_environment(tenant, &env.name)
+            let event = tenant
+                .had_environment(&env.name)
                 .then(|| (event::NAMESPACE_RESTORED, format!("recreated namespace {name}, which was deleted")));
             applied(labels::ORIGIN_CREATED, true, event)
         }
@@ -261,7 +258,7 @@ pub fn decide(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, in
         }
         Holder::Terminating => {
             let message = format!("namespace {name} is terminating; it is recreated once gone");
-            Decision { write: Write::Refuse(NamespaceState::Terminating(message)), event: None }
+            Decision { change: Change::Refuse(NamespaceState::Terminating(message)), event: None }
         }
     }
 }
@@ -291,21 +288,21 @@ async fn perform(
     ctx: &Context,
 ) -> kube::Result<(NamespaceState, bool)> {
     let name = &env.namespace;
-    let outcome = match decision.write {
-        Write::Nothing => (NamespaceState::Ready, false),
-        Write::Apply { origin, creates } => {
+    let outcome = match decision.change {
+        Change::Nothing => (NamespaceState::Ready, false),
+        Change::Apply { origin, creates } => {
             let api: Api<Namespace> = Api::all(ctx.client.clone());
-            match ownership::apply(&api, name, &desired(tenant, env, &origin), !creates).await {
+            match apply::apply(&api, name, &desired(tenant, env, &origin), !creates).await {
                 Ok(_) => (NamespaceState::Ready, creates),
                 // Someone created it after it was read: decided again on the next look.
-                Err(error) if creates && ownership::is_conflict(&error) => {
+                Err(error) if creates && apply::is_conflict(&error) => {
                     let message = format!("namespace {name} {}", ownership::CREATED_MEANWHILE);
                     return Ok((NamespaceState::Conflict(message), false));
                 }
                 Err(error) => return Err(error),
             }
         }
-        Write::Refuse(state) => (state, false),
+        Change::Refuse(state) => (state, false),
     };
     if let Some(note) = decision.event {
         ctx.event(tenant, Some(reference(name)), note.type_, note.reason, &note.message).await;
@@ -384,7 +381,7 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
             (event::NAMESPACE_DELETED, format!("deleted namespace {name}"), true)
         }
         Removal::Release => {
-            apply::apply(&api, &name, &released(&name, &tenant.name_any())).await?;
+            apply::apply(&api, &name, &released(&name, &tenant.name_any()), true).await?;
             (event::NAMESPACE_RELEASED, format!("released namespace {name} (kept, no longer managed)"), false)
         }
     };
@@ -395,9 +392,9 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::environments;
     use crate::api::labels::{ADOPTABLE_BY, ORIGIN, ORIGIN_ADOPTED, ORIGIN_CREATED, TENANT, TENANT_UID};
     use crate::api::{EnvironmentSpec, EnvironmentStatus, MLTenantSpec, MLTenantStatus};
-    use crate::reconcile::tenant::environments;
 
     /// The annotation that makes a namespace `tenant()`'s.
     const OUR_UID: (&str, &str) = (TENANT_UID, "uid-fin");
@@ -451,7 +448,7 @@ mod tests {
     }
 
     fn owned_by(mut ns: Namespace, tenant: &MLTenant) -> Namespace {
-        ns.metadata.owner_references = Some(vec![owner_reference(tenant)]);
+        ns.metadata.owner_references = Some(vec![ownership::owner_reference(tenant)]);
         ns
     }
 
@@ -517,12 +514,12 @@ mod tests {
     fn expect(decision: &Decision) -> (Expect<'_>, &str) {
         let event = decision.event.as_ref();
         let reported = |fallback: &'static str| event.map_or(fallback, |e| e.message.as_str());
-        match &decision.write {
-            Write::Nothing => {
+        match &decision.change {
+            Change::Nothing => {
                 assert_eq!(event, None, "nothing written, nothing reported");
                 (Nothing, "")
             }
-            Write::Apply { origin, creates } => {
+            Change::Apply { origin, creates } => {
                 assert!(event.is_none_or(|e| e.type_ == EventType::Normal), "{event:?}");
                 let reason = event.map(|e| e.reason);
                 match creates {
@@ -531,7 +528,7 @@ mod tests {
                     false => (Apply(origin, reason), reported("")),
                 }
             }
-            Write::Refuse(state) => {
+            Change::Refuse(state) => {
                 let (NamespaceState::Protected(message)
                 | NamespaceState::Conflict(message)
                 | NamespaceState::Terminating(message)) = state

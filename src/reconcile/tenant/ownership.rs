@@ -4,20 +4,47 @@
 //! tenant's ownerReference. Anything else with the same name (a user's own Secret, another
 //! tenant's object) is a conflict: never merged into, taken over or deleted.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::MLTenant;
-use crate::api::labels::{self, FIELD_MANAGER};
+use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::reconcile::context::Context;
 use crate::reconcile::index::{Cached, Child};
 use crate::reconcile::trim::Trim;
+
+/// How a child of ours (a Secret, Role or RoleBinding) is written, as its decision says.
+#[derive(Debug, PartialEq)]
+pub enum Write<K> {
+    /// Nothing by that name: applied as a create, so an object someone created meanwhile makes
+    /// the apply fail (409) instead of being merged into.
+    Create,
+    /// Ours, not as wanted: applied with force, taking back fields someone edited by hand.
+    Update,
+    /// Ours, with a field that cannot change (a Secret's type, a RoleBinding's roleRef): this
+    /// very object is deleted, then the wanted one applied as a create.
+    Replace(Arc<K>),
+}
+
+impl<K> Write<K> {
+    /// Whether the apply takes over an object of ours (`apply::apply`'s `ours`); otherwise it
+    /// only creates.
+    pub fn ours(&self) -> bool {
+        matches!(self, Write::Update)
+    }
+}
+
+/// The owner reference every child of `tenant` carries.
+pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
+    tenant.controller_owner_ref(&()).expect("a stored MLTenant has a name and uid")
+}
 
 /// Who holds a child name, from one tenant's point of view.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +71,18 @@ pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
         return Claim::Foreign("it does not carry this MLTenant's ownerReference");
     }
     Claim::Ours
+}
+
+/// Whether `obj`, a child labelled for `tenant`, is to be deleted (revoked): ours, not in `keep`
+/// (namespace, name), and not in a protected namespace; no IO.
+pub fn revocable<K: Resource>(
+    obj: &K,
+    tenant: &MLTenant,
+    keep: &BTreeSet<(String, String)>,
+    protected: &Protected,
+) -> bool {
+    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
+    claim(obj.meta(), tenant) == Claim::Ours && !protected.contains(&key.0) && !keep.contains(&key)
 }
 
 /// The live object `name` in `namespace`: from the label-selected cache, or, when the cache has
@@ -76,34 +115,6 @@ where
     }))
 }
 
-/// Server-side apply `desired` as the one field manager. Only an object that is ours is applied
-/// with `force` (taking back fields someone edited by hand). Anything else is applied as a
-/// create: with a resourceVersion no stored object can have, so the API server creates the
-/// object when the name is free and refuses (409) when something holds it. A plain apply
-/// without force would not do: it refuses only where a field's value clashes, and merges into an
-/// object someone created meanwhile (a user's Secret with other keys) whenever none does.
-pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K, ours: bool) -> kube::Result<K>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
-{
-    if ours {
-        return api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await;
-    }
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(create_only(desired))).await
-}
-
-/// A resourceVersion the precondition of an apply can never match: the largest the API server
-/// parses, which etcd's revision counter will not reach. On a name nothing holds, the API server
-/// ignores it and creates the object.
-const NO_STORED_VERSION: &str = "18446744073709551615";
-
-/// `desired` as an apply that only creates (see [`apply`]).
-fn create_only<K: Resource + Clone>(desired: &K) -> K {
-    let mut create = desired.clone();
-    create.meta_mut().resource_version = Some(NO_STORED_VERSION.to_owned());
-    create
-}
-
 /// Delete `obj`, which was judged ours, only if it is still the very object judged (same uid
 /// and resourceVersion): an object replaced or edited since is looked at again, not deleted.
 /// Gone already is fine.
@@ -122,11 +133,6 @@ where
 
 /// Why a name that was free when read is not ours now: a create found it taken.
 pub const CREATED_MEANWHILE: &str = "was created by someone else meanwhile";
-
-/// Whether a server-side apply failed because someone else holds the object or its fields.
-pub fn is_conflict(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(status) if status.code == 409)
-}
 
 #[cfg(test)]
 mod tests {
@@ -150,10 +156,36 @@ mod tests {
     }
 
     #[test]
-    fn an_apply_that_only_creates_carries_a_version_no_object_has() {
-        let desired = k8s_openapi::api::core::v1::Secret::default();
-        assert_eq!(create_only(&desired).metadata.resource_version.as_deref(), Some(NO_STORED_VERSION));
-        assert_eq!(NO_STORED_VERSION.parse::<u64>(), Ok(u64::MAX), "the API server parses it as a uint64");
+    fn revocations() {
+        let t = tenant();
+        let ours = [(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "fin")];
+        let secret = |namespace: &str, meta: ObjectMeta| k8s_openapi::api::core::v1::Secret {
+            metadata: ObjectMeta { name: Some("s".into()), namespace: Some(namespace.into()), ..meta },
+            ..Default::default()
+        };
+        let protected = Protected::new("mltenant-system", vec![]);
+        let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), "s".to_string())]);
+        let table = [
+            ("ours, no longer wanted", secret("fin-dev", meta(&ours, Some("uid-fin"))), BTreeSet::new(), true),
+            ("ours, wanted", secret("fin-dev", meta(&ours, Some("uid-fin"))), keep("fin-dev"), false),
+            (
+                "ours, wanted in another namespace only",
+                secret("fin-dev", meta(&ours, Some("uid-fin"))),
+                keep("fin-prod"),
+                true,
+            ),
+            ("not ours", secret("fin-dev", meta(&ours, None)), BTreeSet::new(), false),
+            ("in a protected namespace", secret("kube-system", meta(&ours, Some("uid-fin"))), BTreeSet::new(), false),
+            (
+                "in the operator's namespace",
+                secret("mltenant-system", meta(&ours, Some("uid-fin"))),
+                BTreeSet::new(),
+                false,
+            ),
+        ];
+        for (row, obj, keep, want) in table {
+            assert_eq!(revocable(&obj, &t, &keep, &protected), want, "{row}");
+        }
     }
 
     #[test]

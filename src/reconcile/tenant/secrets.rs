@@ -15,17 +15,15 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
-use super::Write;
-use super::environments::Environment;
-use super::namespaces::owner_reference;
-use super::ownership::{self, Claim};
+use super::ownership::{self, Claim, Write, owner_reference};
 use crate::api::conditions::{event, reason};
+use crate::api::environments::Environment;
 use crate::api::labels;
 use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::trim::digest;
+use crate::reconcile::trim::value_digest;
 use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.
@@ -132,7 +130,7 @@ pub fn differs(live: &Secret, desired: &Secret) -> bool {
     let live_data = live.data.as_ref();
     let mut want = desired.data.iter().flatten();
     live.type_ != desired.type_
-        || !want.all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&digest(&v.0)))
+        || !want.all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&value_digest(&v.0)))
         || apply::metadata_differs(&live.metadata, &desired.metadata)
 }
 
@@ -159,26 +157,22 @@ pub async fn sync(
         for wanted in wanted(tenant, env) {
             let fresh = fresh.contains(&wanted.namespace);
             decided.push(match read(tenant, &wanted, fresh, ctx).await {
-                Ok(read) => (wanted, Ok(plan(read))),
+                Ok(read) => (wanted, Ok(decide(read))),
                 Err(error) => (wanted, Err(error)),
             });
         }
     }
     let outcomes = join_all(decided.into_iter().map(|(wanted, decided)| async move {
         match decided {
-            Ok(plan) => carry_out(tenant, wanted, plan, ctx).await,
-            Err(error) => refused(tenant, wanted, &error, false, ctx).await,
+            Ok(decision) => carry_out(tenant, wanted, decision, ctx).await,
+            Err(error) => rejected(tenant, wanted, &error, false, ctx).await,
         }
     }))
     .await;
     let mut done = Distribution { outcomes, unrevoked: Vec::new() };
-    let keep: BTreeSet<(&str, &str)> =
-        done.outcomes.iter().map(|o| (o.wanted.namespace.as_str(), o.wanted.secret.as_str())).collect();
-    let unwanted = owned(tenant, ctx).into_iter().filter(|s| {
-        let namespace = s.namespace().unwrap_or_default();
-        !keep.contains(&(namespace.as_str(), s.name_any().as_str()))
-    });
-    for secret in unwanted.collect::<Vec<_>>() {
+    let keep: BTreeSet<(String, String)> =
+        done.outcomes.iter().map(|o| (o.wanted.namespace.clone(), o.wanted.secret.clone())).collect();
+    for secret in revocable(tenant, &keep, ctx) {
         if let Err(rejected) = delete(tenant, &secret, ctx).await {
             done.unrevoked.push(rejected);
         }
@@ -186,17 +180,15 @@ pub async fn sync(
     done
 }
 
-/// The Secrets the operator distributed for `tenant`, which it may revoke: in the
-/// label-selected cache, ours (labels and ownerReference), and outside protected namespaces.
-pub fn owned(tenant: &MLTenant, ctx: &Context) -> Vec<Arc<Secret>> {
-    let ours = |s: &Secret| {
-        ownership::claim(&s.metadata, tenant) == Claim::Ours
-            && !ctx.config.protected.contains(&s.namespace().unwrap_or_default())
-    };
-    ctx.secrets.of(&tenant.name_any()).into_iter().filter(|s| ours(s)).collect()
+/// The Secrets the operator distributed for `tenant` that it revokes: in the label-selected
+/// cache, ours (labels and ownerReference), outside protected namespaces, and not in `keep`
+/// (namespace, name).
+pub fn revocable(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Vec<Arc<Secret>> {
+    let secrets = ctx.secrets.of(&tenant.name_any()).into_iter();
+    secrets.filter(|s| ownership::revocable(&**s, tenant, keep, &ctx.config.protected)).collect()
 }
 
-/// Revoke: delete one of the [`owned`] Secrets; a refusal is reported.
+/// Revoke: delete one of the [`revocable`] Secrets; a refusal is reported.
 pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::result::Result<(), Rejected> {
     let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
     if let Err(error) = ownership::delete(ctx, secret).await {
@@ -233,7 +225,7 @@ enum Read {
 
 /// What to do about one wanted Secret.
 #[derive(Debug, PartialEq)]
-enum Plan {
+enum Decision {
     /// The live Secret holds the bundle's content already.
     Unchanged(Synced),
     /// Apply the bundle's Secret, then say `verb` in a `SecretSynced` Event. A first write
@@ -257,36 +249,36 @@ async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, ctx: &Conte
         secret: Box::new(desired(tenant, wanted, &bundle, &opened)),
         synced: Synced { source_hash: unseal::cached_source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() },
     });
-    let had_secret = super::status::had_secret(tenant, &wanted.environment, &wanted.secret);
+    let had_secret = tenant.had_secret(&wanted.environment, &wanted.secret);
     Ok(Read::Writable { live, content, had_secret })
 }
 
 /// Decide from what was read; no IO.
-fn plan(read: Read) -> Plan {
+fn decide(read: Read) -> Decision {
     let (live, content, had_secret) = match read {
-        Read::Foreign(why) => return Plan::Conflict(why),
+        Read::Foreign(why) => return Decision::Conflict(why),
         Read::Writable { live, content, had_secret } => (live, content, had_secret),
     };
     let content = match content {
         Ok(content) => content,
-        Err(failure) => return Plan::KeepLast { failure, present: live.is_some() },
+        Err(failure) => return Decision::KeepLast { failure, present: live.is_some() },
     };
     let (how, verb) = match live {
         None => (Write::Create, had_secret.then_some("recreated")),
-        Some(live) if !differs(&live, &content.secret) => return Plan::Unchanged(content.synced),
+        Some(live) if !differs(&live, &content.secret) => return Decision::Unchanged(content.synced),
         Some(live) if live.type_ != content.secret.type_ => (Write::Replace(live), Some("updated")),
         Some(_) => (Write::Update, Some("updated")),
     };
-    Plan::Apply { content, how, verb }
+    Decision::Apply { content, how, verb }
 }
 
-/// Do what `plan` decided: the writes, Events and metrics.
-async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, plan: Plan, ctx: &Context) -> Outcome {
-    match plan {
-        Plan::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
-        Plan::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, ctx).await,
-        Plan::Conflict(why) => conflict(tenant, wanted, why, ctx).await,
-        Plan::KeepLast { failure, present } => {
+/// Do what [`decide`] decided: the writes, Events and metrics.
+async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, decision: Decision, ctx: &Context) -> Outcome {
+    match decision {
+        Decision::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
+        Decision::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, ctx).await,
+        Decision::Conflict(why) => conflict(tenant, wanted, why, ctx).await,
+        Decision::KeepLast { failure, present } => {
             ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
             let note = format!("Secret {}/{} not updated: {failure}", wanted.namespace, wanted.secret);
             let related = Some(reference(&wanted.namespace, &wanted.secret));
@@ -309,17 +301,17 @@ async fn write(
         // The payload was checked against the new type already, so the apply right after
         // cannot be refused for it.
         if let Err(error) = ownership::delete(ctx, &**live).await {
-            return refused(tenant, wanted, &error, true, ctx).await;
+            return rejected(tenant, wanted, &error, true, ctx).await;
         }
     }
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    match ownership::apply(&api, name, &content.secret, how.force()).await {
+    match apply::apply(&api, name, &content.secret, how.ours()).await {
         Ok(_) => {}
-        Err(error) if !how.force() && ownership::is_conflict(&error) => {
+        Err(error) if !how.ours() && apply::is_conflict(&error) => {
             return conflict(tenant, wanted, ownership::CREATED_MEANWHILE, ctx).await;
         }
         // Ours is still there unless it was deleted to be replaced.
-        Err(error) => return refused(tenant, wanted, &error, matches!(how, Write::Update), ctx).await,
+        Err(error) => return rejected(tenant, wanted, &error, matches!(how, Write::Update), ctx).await,
     }
     if let Some(verb) = verb {
         let note = format!("{verb} Secret {namespace}/{name} from SealedBundle {}", wanted.bundle);
@@ -339,7 +331,7 @@ async fn conflict(tenant: &MLTenant, wanted: WantedSecret, why: &'static str, ct
 
 /// The API server refused a request about `wanted`; `present`: whether a Secret of ours is
 /// still there.
-async fn refused(
+async fn rejected(
     tenant: &MLTenant,
     wanted: WantedSecret,
     error: &kube::Error,
@@ -434,7 +426,7 @@ mod tests {
     }
 
     #[test]
-    fn plans() {
+    fn decisions() {
         let content = || Content {
             secret: Box::new(secret("Opaque", &[("K", b"v")])),
             synced: Synced { source_hash: "sha256:h".into(), expires_at: None },
@@ -455,21 +447,21 @@ mod tests {
             error: crate::crypto::OpenError::NoKeyCouldDecrypt,
         };
         let writable = |live, content, had_secret| Read::Writable { live, content, had_secret };
-        let apply = |how, verb| Plan::Apply { content: content(), how, verb };
+        let apply = |how, verb| Decision::Apply { content: content(), how, verb };
         let not_ours = "it is not managed by mltenant-operator";
-        let table: Vec<(&str, Read, Plan)> = vec![
-            ("a name someone else holds", Read::Foreign(not_ours), Plan::Conflict(not_ours)),
+        let table: Vec<(&str, Read, Decision)> = vec![
+            ("a name someone else holds", Read::Foreign(not_ours), Decision::Conflict(not_ours)),
             ("first write", writable(None, Ok(content()), false), apply(Write::Create, None)),
             (
                 "a deleted Secret comes back",
                 writable(None, Ok(content()), true),
                 apply(Write::Create, Some("recreated")),
             ),
-            ("converged", writable(Some(current()), Ok(content()), true), Plan::Unchanged(content().synced)),
+            ("converged", writable(Some(current()), Ok(content()), true), Decision::Unchanged(content().synced)),
             (
                 "a key someone else added is tolerated",
                 writable(Some(live("Opaque", &[("K", b"v"), ("theirs", b"x")])), Ok(content()), true),
-                Plan::Unchanged(content().synced),
+                Decision::Unchanged(content().synced),
             ),
             (
                 "a re-sealed or drifted value",
@@ -489,16 +481,16 @@ mod tests {
             (
                 "the bundle fails before a first write",
                 writable(None, Err(failure()), false),
-                Plan::KeepLast { failure: failure(), present: false },
+                Decision::KeepLast { failure: failure(), present: false },
             ),
             (
                 "the bundle fails: the last good Secret stays",
                 writable(Some(live("Opaque", &[("K", b"old")])), Err(failure()), true),
-                Plan::KeepLast { failure: failure(), present: true },
+                Decision::KeepLast { failure: failure(), present: true },
             ),
         ];
         for (row, read, want) in table {
-            assert_eq!(plan(read), want, "{row}");
+            assert_eq!(decide(read), want, "{row}");
         }
     }
 }

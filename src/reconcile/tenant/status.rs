@@ -4,15 +4,15 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
 use super::access::Granted;
-use super::environments::Environment;
 use super::namespaces::NamespaceState;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
 use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
+use crate::api::environments::Environment;
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
 use crate::reconcile::apply;
-use crate::reconcile::conditions::{self, Observed};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::Result;
+use crate::reconcile::observed::{self, Observed};
 use crate::reconcile::rejected::Rejected;
 
 /// Credentials expiring within this window make `CredentialsExpiring` True.
@@ -162,7 +162,7 @@ pub fn build(
     MLTenantStatus {
         environments_ready: Some(format!("{ready}/{}", tenant.spec.environments.len())),
         observed_generation: tenant.metadata.generation,
-        conditions: conditions::merge(previous, observed, tenant.metadata.generation, now),
+        conditions: observed::merge(previous, observed, tenant.metadata.generation, now),
         environments: outcomes
             .iter()
             .map(|(env, state)| EnvironmentStatus {
@@ -174,21 +174,6 @@ pub fn build(
             })
             .collect(),
     }
-}
-
-/// Whether the tenant's last status had environment `name` ready, or terminating (so a missing
-/// namespace was deleted, not never created).
-pub fn had_environment(tenant: &MLTenant, name: &str) -> bool {
-    environment(tenant, name).is_some_and(|e| e.ready || e.reason.as_deref() == Some(reason::TERMINATING))
-}
-
-/// Whether the tenant's last status had Secret `secret` synced in environment `environment`.
-pub fn had_secret(tenant: &MLTenant, environment_name: &str, secret: &str) -> bool {
-    environment(tenant, environment_name).is_some_and(|e| e.secrets.iter().any(|s| s.name == secret && s.synced))
-}
-
-fn environment<'a>(tenant: &'a MLTenant, name: &str) -> Option<&'a EnvironmentStatus> {
-    tenant.status.as_ref()?.environments.iter().find(|e| e.name == name)
 }
 
 /// Write `status` through `/status`, unless it is what the object already has.

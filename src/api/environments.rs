@@ -1,10 +1,11 @@
-//! Which namespace each environment of a tenant lives in. Pure: no client.
+//! Which namespace each environment of a tenant lives in (part of the API: the naming rule,
+//! and what the CRD's rules cannot check). Pure: no client.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{EnvironmentSpec, MLTenant};
-use crate::api::{labels, limits};
 use kube::ResourceExt;
+
+use super::{EnvironmentSpec, MLTenant, labels, limits};
 
 /// The environment named `production` lives in the namespace named like the tenant.
 pub const PRODUCTION: &str = "production";
