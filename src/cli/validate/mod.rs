@@ -2,8 +2,10 @@
 //! committed, the way the API server will check them on create: object metadata, then the
 //! CRDs' own OpenAPI schema and CEL rules as generated from [`crate::api`] (read, not copied:
 //! a new rule is checked as soon as it is in the CRD). Then what only the operator can tell:
-//! the sealed format of every value and the tenant's namespace plan. `--server-dry-run` also
-//! asks the API server of the current kubeconfig for its verdict.
+//! the sealed format of every value and the tenant's namespace plan (their lines say that the
+//! API server accepts what they refuse). `--server-dry-run` also asks the API server of the
+//! current kubeconfig for its verdict. Manifests are read as kubectl reads them (YAML 1.1 plain
+//! scalars: `yes` is a boolean; see [`yaml`]), so both judge the JSON `kubectl apply` sends.
 //!
 //! Every problem is one line naming the manifest and the field; any problem makes the command
 //! fail, including a rule this offline check cannot evaluate.
@@ -13,14 +15,14 @@ mod metadata;
 mod rules;
 mod schema;
 mod server;
+mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use kube::CustomResourceExt;
 use kube::api::ApiResource;
-use serde::Deserialize;
 use serde_json::Value;
 
 use self::error::{ErrorKind, FieldError, Path as FieldPath};
@@ -88,14 +90,13 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
     let mut problems = Vec::new();
     for file in &files {
         let text = read_input(file)?;
-        for (index, document) in serde_yaml::Deserializer::from_slice(&text).enumerate() {
+        let text = std::str::from_utf8(&text).with_context(|| format!("{}: not UTF-8 text", file.display()))?;
+        let documents = yaml::documents(text).map_err(|e| {
+            anyhow!("{} document {}: not YAML as kubectl reads it: {}", file.display(), e.document, e.message)
+        })?;
+        for (index, document) in documents.into_iter().enumerate() {
             let origin = format!("{} document {}", file.display(), index + 1);
-            let yaml = serde_yaml::Value::deserialize(document).with_context(|| format!("{origin}: not YAML"))?;
-            if yaml.is_null() {
-                continue;
-            }
-            let document: Value = serde_json::to_value(&yaml)
-                .with_context(|| format!("{origin}: not a JSON-compatible YAML document"))?;
+            let Some(document) = document else { continue };
             let (what, errors) = check(&document);
             let origin = format!("{origin} ({what})");
             problems.extend(errors.iter().map(|e| format!("{origin}: {e}")));
