@@ -57,31 +57,41 @@ build_sealed_secrets_cmd() {
   echo "$dir/$cmd"
 }
 
+# The Debian prometheus package whose promtool and server the tests and the demo run: bookworm's,
+# with its security update (what this project's machines' apt offers). Pinned, so that a new
+# package is a deliberate change (the alert and dashboard tests run against it, README names it),
+# never whatever apt offers that day.
+PROMETHEUS_DEB_VERSION=2.42.0+ds-5+deb12u1
+
 # prometheus_package_dir: extract (once, cached by version) the binaries of Debian's prometheus
-# package, promtool and the prometheus server, without installing the package or starting its
-# service; prints the directory holding both.
+# package at PROMETHEUS_DEB_VERSION, promtool and the prometheus server, without installing the
+# package or starting its service; prints the directory holding both (and a `version` file).
+# Dies, saying which version apt offers, when apt does not offer the pinned one.
 prometheus_package_dir() {
+  local version=$PROMETHEUS_DEB_VERSION dir offered tmp
+  dir=$CACHE_DIR/tools/prometheus-${version//[^A-Za-z0-9._-]/_}
+  if [ -x "$dir/prometheus" ] && [ -x "$dir/promtool" ] && [ "$(cat "$dir/version" 2>/dev/null)" = "$version" ]; then
+    echo "$dir"
+    return 0
+  fi
   need apt-get
   need dpkg-deb
-  local version dir tmp
-  version=$(apt-cache policy prometheus 2>/dev/null | awk '/Candidate:/ {print $2}')
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+  offered=$(apt-cache madison prometheus 2>/dev/null | awk -F' [|] ' '{print $2}')
+  if [ -z "$offered" ]; then
     apt-get update -qq >/dev/null 2>&1 || die "apt-get update failed (needed to find the prometheus package)"
-    version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
+    offered=$(apt-cache madison prometheus 2>/dev/null | awk -F' [|] ' '{print $2}')
   fi
-  [ -n "$version" ] && [ "$version" != "(none)" ] || die "Debian package prometheus not found"
-  dir=$CACHE_DIR/tools/prometheus-${version//[^A-Za-z0-9._-]/_}
-  if [ ! -x "$dir/prometheus" ] || [ ! -x "$dir/promtool" ]; then
-    log "extracting prometheus and promtool from Debian's prometheus $version (once)"
-    tmp=$(mktemp -d)
-    chmod 777 "$tmp"  # apt's download sandbox user must be able to write here
-    (cd "$tmp" && apt-get download -qq "prometheus=$version" >/dev/null 2>&1) || die "apt-get download prometheus failed"
-    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
-    mkdir -p "$dir"
-    mv "$tmp/x/usr/bin/promtool" "$tmp/x/usr/bin/prometheus" "$dir/"
-    echo "$version" >"$dir/version"
-    rm -rf "$tmp"
-  fi
+  grep -qxF "$version" <<<"$offered" \
+    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in README) after running the monitoring tests with it."
+  log "extracting prometheus and promtool from Debian's prometheus $version (once)"
+  tmp=$(mktemp -d)
+  chmod 777 "$tmp"  # apt's download sandbox user must be able to write here
+  (cd "$tmp" && apt-get download -qq "prometheus=$version" >/dev/null 2>&1) || die "apt-get download prometheus=$version failed"
+  dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x"
+  mkdir -p "$dir"
+  mv "$tmp/x/usr/bin/promtool" "$tmp/x/usr/bin/prometheus" "$dir/"
+  echo "$version" >"$dir/version"
+  rm -rf "$tmp"
   echo "$dir"
 }
 

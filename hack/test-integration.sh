@@ -14,6 +14,7 @@ MLTENANT_TEST_HELM=$("$HACK_DIR/build-helm.sh")
 # Prometheus (the Debian package's server), for the alert and dashboard tests: each test starts
 # its own, scraping its own operator.
 MLTENANT_TEST_PROMETHEUS=$("$HACK_DIR/prometheus.sh")
+log "prometheus: Debian package $(cat "$(dirname "$MLTENANT_TEST_PROMETHEUS")/version") ($("$MLTENANT_TEST_PROMETHEUS" --version 2>&1 | head -1))"
 export MLTENANT_TEST_KUBESEAL MLTENANT_TEST_HELM MLTENANT_TEST_PROMETHEUS
 crd_files=$("$HACK_DIR/prometheus-operator-crds.sh")
 prometheus_crds=()
@@ -23,6 +24,8 @@ trap '"$HACK_DIR/controlplane-down.sh" "$STATE"' EXIT
 # shellcheck disable=SC1090
 source "$env_file"
 
+# kubectl's and the API server's versions (hack/controlplane/go.mod pins both).
+log "$(kubectl version 2>/dev/null | grep -E '^(Client|Server) Version' | paste -sd ',' | sed 's/,/, /')"
 "$HACK_DIR/install.sh"
 kubectl apply --server-side --field-manager mltenant-test "${prometheus_crds[@]}" >/dev/null
 cd "$REPO_DIR"

@@ -3,8 +3,7 @@
 //! a converged and on a failing tenant, and the binary works as the `kubectl mltenant` plugin.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -15,17 +14,9 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-fn bin_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("MLTENANT_TEST_BIN_DIR").expect("MLTENANT_TEST_BIN_DIR (hack/test-integration.sh)"))
-}
-
 /// Run the control plane's kubectl as the admin.
 fn kubectl(args: &[&str]) -> Output {
-    Command::new(bin_dir().join("kubectl"))
-        .args(args)
-        .env("KUBECONFIG", std::env::var_os("MLTENANT_TEST_ADMIN_KUBECONFIG").expect("admin kubeconfig"))
-        .output()
-        .expect("run kubectl")
+    kubectl_command().args(args).output().expect("run kubectl")
 }
 
 fn stdout_of(args: &[&str]) -> String {
@@ -236,10 +227,9 @@ async fn the_binary_works_as_the_kubectl_mltenant_plugin() {
     let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
     let plugin = |args: &[&str], stdin: &str| {
         use std::io::Write as _;
-        let mut child = Command::new(bin_dir().join("kubectl"))
+        let mut child = kubectl_command()
             .args(args)
             .env("PATH", &path)
-            .env("KUBECONFIG", std::env::var_os("MLTENANT_TEST_ADMIN_KUBECONFIG").unwrap())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -1,17 +1,24 @@
-//! `mltenant validate` agrees with the API server: every manifest of the corpus in
-//! `tests/fixtures/validate/` (`valid/` and `invalid/`, each file saying why) gets the same
-//! verdict from the offline check and from a server-side dry-run create with strict field
-//! validation (what `kubectl apply` asks for), and the verdict its directory names.
+//! `mltenant validate` agrees with the API server as users reach it, through kubectl: every
+//! manifest of the corpus in `tests/fixtures/validate/` (each file saying why) is given as a
+//! file both to `mltenant validate -f` and to the real kubectl (`kubectl create -f`, which reads
+//! the YAML itself, as YAML 1.1, and asks for strict field validation). `valid/`: both accept.
+//! `invalid/`: both refuse, and validate names every field the server names and repeats the
+//! message of every CEL rule the server reports. `operator-only/`: the API server accepts what
+//! validate refuses on the operator's behalf, and validate's lines say so.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use kube::Client;
+use kube::{Client, CustomResourceExt};
+use mltenant_operator::api::{MLTenant, SealedBundle};
 use serde_json::Value;
 
 use crate::harness::*;
 
 const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/validate");
+
+/// What validate prints on a line of the operator's own checks.
+const OPERATOR_CHECK: &str = "Invalid value (the operator's own check; the API server accepts it)";
 
 fn corpus(verdict: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new(CORPUS).join(verdict))
@@ -24,7 +31,7 @@ fn corpus(verdict: &str) -> Vec<PathBuf> {
 }
 
 fn validate(args: &[&str], kubeconfig: Option<&Path>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_mltenant"));
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mltenant"));
     command.arg("validate").args(args).env_remove("KUBECONFIG");
     if let Some(path) = kubeconfig {
         command.env("KUBECONFIG", path);
@@ -32,43 +39,80 @@ fn validate(args: &[&str], kubeconfig: Option<&Path>) -> Output {
     command.output().expect("run mltenant validate")
 }
 
-/// The API server's refusal: its message and the fields its causes name.
+/// kubectl's refusal of a manifest: what it printed, the fields it names, the unknown fields
+/// it names and the causes' messages.
+#[derive(Debug)]
 struct Refusal {
-    message: String,
+    output: String,
     fields: Vec<String>,
+    unknown_fields: Vec<String>,
+    messages: Vec<String>,
 }
 
-/// The API server's verdict: `Ok(())` when it creates the object, else why not. First a
-/// dry-run create; when that accepts, a real create (deleted at once), because a dry run skips
-/// the storage layer, which has checks of its own (a `resourceVersion` on create).
-async fn server_verdict(client: &Client, document: &Value) -> Result<(), Refusal> {
-    let plural = match document["kind"].as_str() {
-        Some("MLTenant") => "mltenants",
-        Some("SealedBundle") => "sealedbundles",
-        other => panic!("the corpus holds only MLTenants and SealedBundles, not {other:?}"),
-    };
-    let collection = format!("/apis/mltenant.io/v1alpha1/{plural}");
-    let mut created = None;
-    for query in ["dryRun=All&fieldValidation=Strict", "fieldValidation=Strict"] {
-        let request = http::Request::post(format!("{collection}?{query}"))
-            .header("Content-Type", "application/json")
-            .body(serde_json::to_vec(document).unwrap())
-            .unwrap();
-        match client.request::<Value>(request).await {
-            Ok(object) => created = Some(object),
-            Err(kube::Error::Api(status)) if matches!(status.code, 400 | 422 | 500) => {
-                let fields = status.details.iter().flat_map(|d| &d.causes).map(|c| c.field.clone());
-                // Causes without a field, or for the object as a whole, name none.
-                let fields = fields.filter(|f| !f.is_empty() && f != "<nil>").collect();
-                return Err(Refusal { message: format!("{} ({query})", status.message), fields });
+/// Read kubectl's error output. An invalid object (422) is printed as
+/// `The MLTenant "name" is invalid: FIELD: MESSAGE`, or with one `* FIELD: MESSAGE` line per
+/// cause; a strict-decoding refusal (400) names unknown fields in its message; an apiVersion
+/// the server does not serve and metadata that does not decode are refused by kubectl itself,
+/// before asking the server. Anything else (an internal error, no connection, forbidden) is
+/// no verdict on the manifest and fails the test: no corpus case expects one.
+fn refusal(file: &Path, stderr: &str) -> Refusal {
+    let output = stderr.trim().to_owned();
+    let (mut fields, mut unknown_fields, mut messages) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some((_, causes)) = output.split_once(" is invalid: ").filter(|_| output.starts_with("The ")) {
+        for cause in causes.lines().map(|l| l.trim().trim_start_matches("* ")).filter(|l| !l.is_empty()) {
+            let (field, message) = cause.split_once(": ").unwrap_or(("", cause));
+            // Causes for the object as a whole name no field.
+            if !field.is_empty() && field != "<nil>" {
+                fields.push(field.to_owned());
             }
-            Err(other) => panic!("the API server could not judge the manifest: {other}"),
+            messages.push(message.to_owned());
         }
+    } else if output.starts_with("Error from server (BadRequest): ") {
+        for unknown in output.split("unknown field \"").skip(1) {
+            unknown_fields.push(unknown.split('"').next().unwrap().to_owned());
+        }
+    } else if output.starts_with("error: unable to decode ") {
+        // kubectl itself refuses what does not decode into object metadata (a label value
+        // that YAML 1.1 made a boolean), naming the Go field: `ObjectMeta.metadata.labels`.
+        if let Some((_, rest)) = output.split_once("Go struct field ObjectMeta.") {
+            fields.push(rest.split_whitespace().next().unwrap().to_owned());
+        }
+    } else {
+        // Only for an apiVersion the server does not serve: the CRDs are installed.
+        assert!(
+            output.starts_with("error: resource mapping not found for name: ")
+                && !output.contains("\"mltenant.io/v1alpha1\""),
+            "kubectl could not judge {}: {output}",
+            file.display()
+        );
+    }
+    Refusal { output, fields, unknown_fields, messages }
+}
+
+/// The API server's verdict on `file` through kubectl: `Ok(())` when it creates the object,
+/// else why not. First `kubectl create --dry-run=server`; when that accepts, a real create
+/// (deleted at once), because a dry run skips the storage layer, which has checks of its own.
+async fn server_verdict(client: &Client, file: &Path) -> Result<(), Refusal> {
+    let mut created = Value::Null;
+    for dry_run in [true, false] {
+        let mut args = vec!["create", "-o", "json", "-f", file.to_str().unwrap()];
+        if dry_run {
+            args.push("--dry-run=server");
+        }
+        let out = kubectl_command().args(&args).output().expect("run kubectl");
+        if !out.status.success() {
+            return Err(refusal(file, &String::from_utf8_lossy(&out.stderr)));
+        }
+        created = serde_json::from_slice(&out.stdout).expect("kubectl create -o json prints the object");
     }
     // Nothing handles these objects (no test's operator selects them): delete at once, after
     // dropping any finalizer a manifest carries (nobody would remove it).
-    let name = created.as_ref().and_then(|o| o["metadata"]["name"].as_str()).expect("a created object has a name");
-    if created.as_ref().is_some_and(|o| o["metadata"]["finalizers"].is_array()) {
+    let collection = format!(
+        "/apis/mltenant.io/v1alpha1/{}",
+        if created["kind"] == "MLTenant" { "mltenants" } else { "sealedbundles" }
+    );
+    let name = created["metadata"]["name"].as_str().expect("a created object has a name");
+    if created["metadata"]["finalizers"].is_array() {
         let patch = http::Request::patch(format!("{collection}/{name}"))
             .header("Content-Type", "application/merge-patch+json")
             .body(br#"{"metadata":{"finalizers":null}}"#.to_vec())
@@ -80,50 +124,115 @@ async fn server_verdict(client: &Client, document: &Value) -> Result<(), Refusal
     Ok(())
 }
 
+/// `field` and the fields above it: `spec.a[0].b`, `spec.a[0]`, `spec.a`, `spec`.
+fn ancestors(field: &str) -> impl Iterator<Item = &str> {
+    let ends = field.match_indices(['.', '[']).map(|(i, _)| i).rev();
+    std::iter::once(field).chain(ends.map(|i| &field[..i]))
+}
+
+/// The messages of the CRDs' CEL rules (`x-kubernetes-validations`).
+fn rule_messages() -> Vec<String> {
+    fn walk(value: &Value, messages: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                let rules = map.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten();
+                messages.extend(rules.filter_map(|r| r["message"].as_str()).map(str::to_owned));
+                map.values().for_each(|v| walk(v, messages));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, messages)),
+            _ => {}
+        }
+    }
+    let mut messages = Vec::new();
+    for crd in [MLTenant::crd(), SealedBundle::crd()] {
+        walk(&serde_json::to_value(crd).unwrap(), &mut messages);
+    }
+    assert!(messages.len() >= 10, "the CRDs' rule messages: {messages:?}");
+    messages
+}
+
 #[tokio::test]
 async fn validate_gives_the_api_servers_verdict_on_every_corpus_manifest() {
     let client = admin().await;
-    let (valid, invalid) = (corpus("valid"), corpus("invalid"));
+    let (valid, invalid, operator_only) = (corpus("valid"), corpus("invalid"), corpus("operator-only"));
     assert!(
-        valid.len() >= 10 && invalid.len() >= 30,
-        "corpus too small: {} valid, {} invalid",
+        valid.len() >= 10 && invalid.len() >= 30 && operator_only.len() >= 3,
+        "corpus too small: {} valid, {} invalid, {} operator-only",
         valid.len(),
-        invalid.len()
+        invalid.len(),
+        operator_only.len()
     );
+    let rules = rule_messages();
     let mut disagreements = Vec::new();
-    for (expected_valid, file) in valid.iter().map(|f| (true, f)).chain(invalid.iter().map(|f| (false, f))) {
-        let text = std::fs::read_to_string(file).unwrap();
-        let document: Value = serde_yaml::from_str(&text).unwrap();
-        let server = server_verdict(&client, &document).await;
+    // How many server errors were compared, so that a change in kubectl's output that this
+    // test no longer reads cannot make it pass by comparing nothing.
+    let (mut fields_compared, mut rule_messages_compared) = (0, 0);
+    let cases = valid.iter().map(|f| ("valid", f));
+    let cases = cases.chain(invalid.iter().map(|f| ("invalid", f)));
+    for (expected, file) in cases.chain(operator_only.iter().map(|f| ("operator-only", f))) {
+        let server = server_verdict(&client, file).await;
         let offline = validate(&["-f", file.to_str().unwrap()], None);
         let stderr = String::from_utf8_lossy(&offline.stderr).into_owned();
         let name = file.strip_prefix(CORPUS).unwrap().display().to_string();
-        if server.is_ok() != expected_valid || offline.status.success() != expected_valid {
+        let server_accepts = expected != "invalid";
+        let validate_accepts = expected == "valid";
+        if server.is_ok() != server_accepts || offline.status.success() != validate_accepts {
             disagreements.push(format!(
-                "{name}: expected {}; API server: {}; validate: {}",
-                if expected_valid { "valid" } else { "invalid" },
-                server.as_ref().err().map_or("valid".to_owned(), |e| format!("invalid ({})", e.message)),
+                "{name}: expected {expected}; API server (kubectl): {}; validate: {}",
+                server.as_ref().err().map_or("valid".to_owned(), |e| format!("invalid ({})", e.output)),
                 if offline.status.success() { "valid".to_owned() } else { format!("invalid ({})", stderr.trim()) },
             ));
             continue;
         }
-        if let Err(refusal) = &server {
-            // One line per problem, each naming the file and the object ...
+        if !offline.status.success() {
+            // One line per problem, each naming the file and the object.
             for line in stderr.lines() {
                 assert!(
                     line.starts_with(&format!("error: {} document 1 (", file.display())),
                     "{name}: not a one-line problem naming the manifest: {line}"
                 );
             }
-            // ... and every field the API server names is named by validate too.
+        }
+        if expected == "operator-only" {
+            // The API server took it: every line must say whose check refuses it.
+            for line in stderr.lines().filter(|l| !l.contains(OPERATOR_CHECK)) {
+                disagreements.push(format!("{name}: not marked as the operator's own check: {line}"));
+            }
+        }
+        if let Err(refusal) = &server {
+            // Every field the API server (or kubectl) names is named by validate too (a map
+            // field also by one of its keys: `metadata.labels[team]`) ...
+            fields_compared += refusal.fields.len() + refusal.unknown_fields.len();
             for field in &refusal.fields {
-                if !stderr.lines().any(|l| l.contains(&format!("): {field}: "))) {
+                if !stderr.lines().any(|l| l.contains(&format!("): {field}: ")) || l.contains(&format!("): {field}[")))
+                {
                     disagreements.push(format!("{name}: the API server names {field}, validate does not: {stderr}"));
+                }
+            }
+            // ... as is every unknown field, or the field above it that validate refused first
+            // (the server's strict decoder calls `name` in an object given for a list
+            // `spec.environments.name`) ...
+            for field in &refusal.unknown_fields {
+                let mut named = ancestors(field).map(|f| format!("): {f}: "));
+                if !named.any(|f| stderr.contains(&f)) {
+                    disagreements.push(format!("{name}: the API server names {field}, validate does not: {stderr}"));
+                }
+            }
+            // ... and a CEL rule's error carries the rule's message in both (the same text by
+            // construction: validate evaluates the CRD's own rules).
+            for message in refusal.messages.iter().filter_map(|m| rules.iter().find(|r| m.contains(r.as_str()))) {
+                rule_messages_compared += 1;
+                if !stderr.contains(message.as_str()) {
+                    disagreements.push(format!("{name}: the API server says {message:?}, validate does not: {stderr}"));
                 }
             }
         }
     }
     assert!(disagreements.is_empty(), "validate and the API server disagree:\n{}", disagreements.join("\n"));
+    assert!(
+        fields_compared >= 30 && rule_messages_compared >= 20,
+        "too few server errors compared: {fields_compared} fields, {rule_messages_compared} rule messages"
+    );
 }
 
 #[tokio::test]
@@ -145,6 +254,20 @@ async fn server_dry_run_reports_the_api_servers_errors_by_field() {
     assert!(
         lines[1].contains("(MLTenant corpus-tenant): API server: spec: ") && lines[1].contains(message),
         "{stderr}"
+    );
+
+    // What the API server is sent is the manifest as kubectl reads it: `no` is false (valid),
+    // an unquoted `yes` label value is true (refused by the server too).
+    let no = Path::new(CORPUS).join("valid/tenant-adopt-no.yaml");
+    let out = validate(&["--server-dry-run", "-f", no.to_str().unwrap()], Some(&kubeconfig));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yes = Path::new(CORPUS).join("invalid/env-label-yes.yaml");
+    let out = validate(&["--server-dry-run", "-f", yes.to_str().unwrap()], Some(&kubeconfig));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.lines().any(|l| l.contains("API server: spec.environments[0].labels.team: ")),
+        "the API server is sent the boolean: {stderr}"
     );
 
     // Without a kubeconfig, --server-dry-run says so in one line.

@@ -36,7 +36,10 @@ impl fmt::Display for Path {
 }
 
 /// The API server's error types (`field.ErrorType`), plus `Unsupported`: a part of the schema
-/// or a CEL rule this offline check cannot evaluate. That is an error too, never a pass.
+/// or a CEL rule this offline check cannot evaluate. That is an error too, never a pass. And
+/// `Operator`: what the API server accepts but the operator will refuse (a value not in the
+/// sealed format, namespaces that cannot be planned); its label says so, so that nobody looks
+/// for the rule in the CRD or expects `kubectl apply` to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
     Required,
@@ -49,6 +52,7 @@ pub enum ErrorKind {
     Duplicate,
     Unknown,
     Unsupported,
+    Operator,
 }
 
 impl ErrorKind {
@@ -70,6 +74,7 @@ impl ErrorKind {
             Self::Duplicate => "Duplicate value",
             Self::Unknown => "unknown field (not in the CRD schema)",
             Self::Unsupported => "cannot be checked offline (check with --server-dry-run)",
+            Self::Operator => "Invalid value (the operator's own check; the API server accepts it)",
         }
     }
 }

@@ -1,7 +1,6 @@
 //! `metadata` of a manifest, which no CRD schema describes: the API server checks it against
 //! its own object-metadata rules (names are DNS subdomains, label and annotation keys are
-//! qualified names, label values are short) and refuses unknown fields and a
-//! `resourceVersion` on create.
+//! qualified names, label values are short) and refuses unknown fields.
 
 use regex::Regex;
 use serde_json::Value;
@@ -137,13 +136,9 @@ pub fn check(metadata: Option<&Value>, errors: &mut Vec<FieldError>) {
     {
         errors.push(FieldError::new(&path.child("generateName"), ErrorKind::Invalid, format!("{prefix:?}: {problem}")));
     }
-    if text("resourceVersion").is_some() {
-        errors.push(FieldError::new(
-            &path.child("resourceVersion"),
-            ErrorKind::Invalid,
-            "resourceVersion should not be set on objects to be created",
-        ));
-    }
+    // A `resourceVersion` is not refused: the API server refuses it on create, but kubectl
+    // (create, apply, apply --server-side) drops it before creating (measured), so the verdict
+    // users get is "valid".
     if let Some(labels) = map.get("labels").filter(|v| !v.is_null()) {
         let labels_path = path.child("labels");
         for (key, value) in string_map(labels, &labels_path, errors) {

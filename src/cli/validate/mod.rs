@@ -2,8 +2,10 @@
 //! committed, the way the API server will check them on create: object metadata, then the
 //! CRDs' own OpenAPI schema and CEL rules as generated from [`crate::api`] (read, not copied:
 //! a new rule is checked as soon as it is in the CRD). Then what only the operator can tell:
-//! the sealed format of every value and the tenant's namespace plan. `--server-dry-run` also
-//! asks the API server of the current kubeconfig for its verdict.
+//! the sealed format of every value and the tenant's namespace plan (their lines say that the
+//! API server accepts what they refuse). `--server-dry-run` also asks the API server of the
+//! current kubeconfig for its verdict. Manifests are read as kubectl reads them (YAML 1.1 plain
+//! scalars: `yes` is a boolean; see [`yaml`]), so both judge the JSON `kubectl apply` sends.
 //!
 //! Every problem is one line naming the manifest and the field; any problem makes the command
 //! fail, including a rule this offline check cannot evaluate.
@@ -13,14 +15,14 @@ mod metadata;
 mod rules;
 mod schema;
 mod server;
+mod yaml;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use kube::CustomResourceExt;
 use kube::api::ApiResource;
-use serde::Deserialize;
 use serde_json::Value;
 
 use self::error::{ErrorKind, FieldError, Path as FieldPath};
@@ -88,14 +90,13 @@ pub async fn run(args: &Args) -> anyhow::Result<String> {
     let mut problems = Vec::new();
     for file in &files {
         let text = read_input(file)?;
-        for (index, document) in serde_yaml::Deserializer::from_slice(&text).enumerate() {
+        let text = std::str::from_utf8(&text).with_context(|| format!("{}: not UTF-8 text", file.display()))?;
+        let documents = yaml::documents(text).map_err(|e| {
+            anyhow!("{} document {}: not YAML as kubectl reads it: {}", file.display(), e.document, e.message)
+        })?;
+        for (index, document) in documents.into_iter().enumerate() {
             let origin = format!("{} document {}", file.display(), index + 1);
-            let yaml = serde_yaml::Value::deserialize(document).with_context(|| format!("{origin}: not YAML"))?;
-            if yaml.is_null() {
-                continue;
-            }
-            let document: Value = serde_json::to_value(&yaml)
-                .with_context(|| format!("{origin}: not a JSON-compatible YAML document"))?;
+            let Some(document) = document else { continue };
             let (what, errors) = check(&document);
             let origin = format!("{origin} ({what})");
             problems.extend(errors.iter().map(|e| format!("{origin}: {e}")));
@@ -191,23 +192,24 @@ pub fn check(document: &Value) -> (String, Vec<FieldError>) {
 }
 
 /// What the API server cannot know but the operator will refuse: a tenant whose namespaces
-/// cannot be planned, a value that is not in the sealed format.
+/// cannot be planned, a value that is not in the sealed format. Their lines say so
+/// ([`ErrorKind::Operator`]): `kubectl apply` will succeed and the operator report the failure.
 fn operator_checks(kind: &str, object: &Value) -> Vec<FieldError> {
     let spec = FieldPath::root().child("spec");
     match kind {
         "MLTenant" => match serde_json::from_value::<MLTenant>(object.clone()) {
             Ok(tenant) => match environments::plan(&tenant) {
                 Ok(_) => Vec::new(),
-                Err(e) => vec![FieldError::new(&spec.child("environments"), ErrorKind::Invalid, e)],
+                Err(e) => vec![FieldError::new(&spec.child("environments"), ErrorKind::Operator, e)],
             },
             Err(e) => {
-                vec![FieldError::new(&spec, ErrorKind::Invalid, format!("not an MLTenant the operator can read: {e}"))]
+                vec![FieldError::new(&spec, ErrorKind::Operator, format!("not an MLTenant the operator can read: {e}"))]
             }
         },
         "SealedBundle" => match serde_json::from_value::<SealedBundle>(object.clone()) {
             // The schema allows an empty encryptedData; a bundle without a value is a mistake.
             Ok(bundle) if bundle.spec.encrypted_data.is_empty() => {
-                vec![FieldError::new(&spec.child("encryptedData"), ErrorKind::Invalid, "holds no sealed value")]
+                vec![FieldError::new(&spec.child("encryptedData"), ErrorKind::Operator, "holds no sealed value")]
             }
             Ok(bundle) => bundle
                 .spec
@@ -215,12 +217,14 @@ fn operator_checks(kind: &str, object: &Value) -> Vec<FieldError> {
                 .iter()
                 .filter_map(|(key, value)| {
                     let path = spec.child("encryptedData").key(key);
-                    crypto::check_format(value).err().map(|e| FieldError::new(&path, ErrorKind::Invalid, e.to_string()))
+                    crypto::check_format(value)
+                        .err()
+                        .map(|e| FieldError::new(&path, ErrorKind::Operator, e.to_string()))
                 })
                 .collect(),
             Err(e) => vec![FieldError::new(
                 &spec,
-                ErrorKind::Invalid,
+                ErrorKind::Operator,
                 format!("not a SealedBundle the operator can read: {e}"),
             )],
         },
@@ -287,7 +291,9 @@ mod tests {
         let bundle = |spec: Value| json!({"apiVersion": "mltenant.io/v1alpha1", "kind": "SealedBundle", "metadata": {"name": "b"}, "spec": spec});
         assert_eq!(
             problems(bundle(json!({"scope": "Tenant", "tenant": "t", "encryptedData": {"K": "not*base64"}}))),
-            ["spec.encryptedData[K]: Invalid value: sealed value is not valid base64"]
+            [
+                "spec.encryptedData[K]: Invalid value (the operator's own check; the API server accepts it): sealed value is not valid base64"
+            ]
         );
         assert_eq!(
             problems(bundle(

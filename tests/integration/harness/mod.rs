@@ -42,6 +42,14 @@ pub fn kubeconfig_path(var: &str) -> PathBuf {
     })
 }
 
+/// The control plane's kubectl (built with it by hack/build-controlplane.sh), as the admin.
+pub fn kubectl_command() -> std::process::Command {
+    let bin_dir = std::env::var_os("MLTENANT_TEST_BIN_DIR").expect("MLTENANT_TEST_BIN_DIR (hack/test-integration.sh)");
+    let mut command = std::process::Command::new(PathBuf::from(bin_dir).join("kubectl"));
+    command.env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_ADMIN_KUBECONFIG"));
+    command
+}
+
 async fn client_for(var: &str) -> Client {
     let kubeconfig = Kubeconfig::read_from(kubeconfig_path(var)).expect("readable kubeconfig");
     let config =
