@@ -198,10 +198,15 @@ fn operator_checks(kind: &str, object: &Value) -> Vec<FieldError> {
     let spec = FieldPath::root().child("spec");
     match kind {
         "MLTenant" => match serde_json::from_value::<MLTenant>(object.clone()) {
-            Ok(tenant) => match environments::plan(&tenant) {
-                Ok(_) => Vec::new(),
-                Err(e) => vec![FieldError::new(&spec.child("environments"), ErrorKind::Operator, e)],
-            },
+            Ok(tenant) => {
+                let environments = environments::plan(&tenant).err().map(|e| (spec.child("environments"), e));
+                let readers = tenant.spec.check_readers().err().map(|e| (spec.child("secretReaders"), e));
+                environments
+                    .into_iter()
+                    .chain(readers)
+                    .map(|(at, e)| FieldError::new(&at, ErrorKind::Operator, e))
+                    .collect()
+            }
             Err(e) => {
                 vec![FieldError::new(&spec, ErrorKind::Operator, format!("not an MLTenant the operator can read: {e}"))]
             }
