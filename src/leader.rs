@@ -10,7 +10,10 @@
 //!   renewal has a deadline, so a hung request cannot keep it leading;
 //! * [`Leadership::holds`] is checked by the client for every write, so even a replica that was
 //!   frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done sends
-//!   nothing once its lease is over, before its election loop has even run again.
+//!   nothing once its lease is over, before its election loop has even run again;
+//! * a renewal that failed or timed out is tried again after the short retry period, not a
+//!   third of a lease later, so one lost request does not cost the term (client-go retries
+//!   every RetryPeriod until its renew deadline).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -40,7 +43,8 @@ impl Config {
         self.lease_duration / 3
     }
 
-    /// Try to take the Lease this often while not leading.
+    /// Try to take the Lease this often while not leading, and renew it this soon after a
+    /// renewal that failed.
     fn retry_every(&self) -> Duration {
         self.renew_every().min(Duration::from_secs(2))
     }
@@ -50,6 +54,12 @@ impl Config {
     /// the renewal, itself later than the send).
     fn renew_deadline(&self) -> Duration {
         self.lease_duration * 2 / 3
+    }
+
+    /// When to try next after an attempt sent at `sent`: a third of a lease after a successful
+    /// renewal, the retry period after anything else (not leading, an error, a timeout).
+    fn next_attempt(&self, sent: Instant, renewed: bool) -> Instant {
+        sent + if renewed { self.renew_every() } else { self.retry_every() }
     }
 }
 
@@ -116,14 +126,22 @@ pub async fn run(client: Client, config: Config, leadership: std::sync::Arc<Lead
     loop {
         let sent = Instant::now();
         let budget = leadership.attempt_budget(sent, config.retry_every());
-        match tokio::time::timeout(budget, try_hold(&api, &config, &mut observed)).await {
-            Ok(Ok(true)) => leadership.set(Some(sent)),
-            Ok(Ok(false)) => leadership.set(None),
-            Ok(Err(error)) => warn!(%error, lease = %config.lease_name, "could not renew the leader Lease"),
-            Err(_) => warn!(lease = %config.lease_name, "renewing the leader Lease timed out"),
-        }
+        let renewed = match tokio::time::timeout(budget, try_hold(&api, &config, &mut observed)).await {
+            Ok(Ok(held)) => {
+                leadership.set(held.then_some(sent));
+                held
+            }
+            Ok(Err(error)) => {
+                warn!(%error, lease = %config.lease_name, "could not renew the leader Lease");
+                false
+            }
+            Err(_) => {
+                warn!(lease = %config.lease_name, "renewing the leader Lease timed out");
+                false
+            }
+        };
         publish(&leadership, &leading, &config);
-        let next = sent + if leadership.holds() { config.renew_every() } else { config.retry_every() };
+        let next = config.next_attempt(sent, renewed);
         // Step down the moment leadership lapses, even if that comes before the next attempt.
         match leadership.expires().filter(|at| *at < next) {
             Some(lapse) => {
@@ -267,6 +285,15 @@ mod tests {
         assert!(leadership.holds(), "9s after the renewal was sent");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!leadership.holds(), "10s: two thirds of the 15s lease");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_renewal_is_retried_after_the_retry_period_not_a_third_of_a_lease() {
+        let (config, sent) = (config(), Instant::now());
+        assert_eq!(config.next_attempt(sent, true), sent + Duration::from_secs(5), "renewed: a third of 15s");
+        assert_eq!(config.next_attempt(sent, false), sent + Duration::from_secs(2), "failed, timed out or not leading");
+        let short = Config { lease_duration: Duration::from_secs(3), ..config };
+        assert_eq!(short.next_attempt(sent, false), sent + Duration::from_secs(1), "never later than a renewal");
     }
 
     #[tokio::test(start_paused = true)]
