@@ -200,7 +200,9 @@ async fn try_hold(api: &Api<Lease>, config: &Config, observed: &mut Option<Obser
 fn spec(config: &Config, acquired: jiff::Timestamp, renewed: jiff::Timestamp, transitions: i32) -> LeaseSpec {
     LeaseSpec {
         holder_identity: Some(config.identity.clone()),
-        lease_duration_seconds: Some(config.lease_duration.as_secs().max(1) as i32),
+        // Whole seconds: `--lease-duration` takes nothing else (`cli::parse_whole_seconds`), so
+        // standbys wait exactly the lease this replica's term is computed from.
+        lease_duration_seconds: Some(i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX)),
         acquire_time: Some(MicroTime(acquired)),
         renew_time: Some(MicroTime(renewed)),
         lease_transitions: Some(transitions),
@@ -294,6 +296,13 @@ mod tests {
         assert_eq!(config.next_attempt(sent, false), sent + Duration::from_secs(2), "failed, timed out or not leading");
         let short = Config { lease_duration: Duration::from_secs(3), ..config };
         assert_eq!(short.next_attempt(sent, false), sent + Duration::from_secs(1), "never later than a renewal");
+    }
+
+    #[test]
+    fn the_lease_advertises_the_duration_the_term_is_computed_from() {
+        let config = Config { lease_duration: Duration::from_secs(4), ..config() };
+        let now = jiff::Timestamp::now();
+        assert_eq!(spec(&config, now, now, 0).lease_duration_seconds, Some(4));
     }
 
     #[tokio::test(start_paused = true)]
