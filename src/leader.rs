@@ -8,9 +8,10 @@
 //! * the leader counts its lease from the moment it *sent* the renewal that succeeded, and stops
 //!   leading a third of a lease duration before that lease could look expired to anyone; each
 //!   renewal has a deadline, so a hung request cannot keep it leading;
-//! * [`Leadership::holds`] is checked by the client for every write, so even a replica that was
-//!   frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done sends
-//!   nothing once its lease is over, before its election loop has even run again;
+//! * [`Leadership::lapses_at`] is checked by the client for every write, so even a replica that
+//!   was frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done
+//!   sends nothing once its lease is over, before its election loop has even run again; and a
+//!   write it does send is abandoned (and bounded at the API server too) when the term lapses;
 //! * a renewal that failed or timed out is tried again after the short retry period, not a
 //!   third of a lease later, so one lost request does not cost the term (client-go retries
 //!   every RetryPeriod until its renew deadline).
@@ -76,9 +77,16 @@ impl Leadership {
         Self { renewed: Mutex::new(None), deadline: config.renew_deadline() }
     }
 
-    /// True only while the last renewal is recent enough: what every write is gated on.
+    /// True only while the last renewal is recent enough.
     pub fn holds(&self) -> bool {
-        self.renewed_at().is_some_and(|at| at.elapsed() < self.deadline)
+        self.lapses_at().is_some()
+    }
+
+    /// When this replica's term lapses, while it holds the Lease; `None` when it does not. What
+    /// every write is gated on, and bounded by: a write answered after this instant could land
+    /// while another replica leads.
+    pub fn lapses_at(&self) -> Option<Instant> {
+        self.expires().filter(|at| *at > Instant::now())
     }
 
     /// When leadership lapses unless renewed.
@@ -287,6 +295,17 @@ mod tests {
         assert!(leadership.holds(), "9s after the renewal was sent");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!leadership.holds(), "10s: two thirds of the 15s lease");
+        assert_eq!(leadership.lapses_at(), None, "no term to bound writes by once lapsed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_term_lapses_two_thirds_of_a_lease_after_the_renewal_was_sent() {
+        let leadership = Leadership::new(&config());
+        assert_eq!(leadership.lapses_at(), None, "never renewed");
+        let sent = Instant::now();
+        leadership.set(Some(sent));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(leadership.lapses_at(), Some(sent + Duration::from_secs(10)));
     }
 
     #[tokio::test(start_paused = true)]
