@@ -13,7 +13,7 @@ use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::index::Cached;
 use super::rejected;
@@ -22,6 +22,7 @@ use crate::api::conditions::event;
 use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::api::{MLTenant, SealedBundle};
+use crate::client::is_not_leader;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::striped::Striped;
@@ -120,7 +121,13 @@ impl Context {
 
     /// Report a refused request about one child of `tenant`: an Event on the tenant about that
     /// object, the metric, a log line. The caller records it in the status and goes on.
+    /// A write the leadership fence stopped is no news about the object (and an Event would be
+    /// stopped too): `mltenant_fenced_writes_total` counted it, a debug line is enough.
     pub async fn rejected(&self, tenant: &MLTenant, rejected: &rejected::Rejected) {
+        if rejected.fenced() {
+            debug!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, "not written: not leading");
+            return;
+        }
         warn!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, reason = rejected.reason, message = %rejected.message, "request refused");
         self.metrics.rejected_write(&tenant.name_any(), rejected.kind, rejected.reason);
         self.event(tenant, None, EventType::Warning, event::WRITE_REJECTED, &rejected.to_string()).await;
@@ -172,8 +179,10 @@ impl Context {
             action: "Reconcile".to_owned(),
             secondary: related,
         };
-        if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(%error, reason, "could not record event");
+        match self.recorder.publish(&event, &obj.object_ref(&())).await {
+            Err(error) if is_not_leader(&error) => debug!(reason, "event not recorded: not leading"),
+            Err(error) => warn!(%error, reason, "could not record event"),
+            Ok(()) => {}
         }
     }
 }
