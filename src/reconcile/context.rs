@@ -1,9 +1,8 @@
 //! What every reconcile shares: the client, the caches, the key ring, the Event recorder, and
-//! the little state kept between reconciles (claim locks, backoff counts, status fingerprints).
+//! the little state kept between reconciles (claim locks, status fingerprints).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
@@ -69,8 +68,6 @@ pub struct Context {
     /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
     /// stripe of namespace names, so claims of different namespaces run in parallel.
     namespace_claims: Striped,
-    /// Consecutive failed reconciles per object, for the backoff.
-    pub(super) failures: Failures,
     /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
     written: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
 }
@@ -95,7 +92,6 @@ impl Context {
             keys,
             synced: watches.synced,
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),
-            failures: Failures::default(),
             written: std::sync::Mutex::default(),
         }
     }
@@ -184,23 +180,5 @@ impl Context {
             Err(error) => warn!(%error, reason, "could not record event"),
             Ok(()) => {}
         }
-    }
-}
-
-/// Consecutive failed reconciles per object (`controller/name`), for the backoff.
-#[derive(Default)]
-pub struct Failures(std::sync::Mutex<HashMap<String, u32>>);
-
-impl Failures {
-    /// Count a failure of `key`; the count so far.
-    pub(super) fn failed(&self, key: &str) -> u32 {
-        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(key.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    pub(super) fn succeeded(&self, key: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 }
