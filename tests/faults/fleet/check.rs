@@ -12,7 +12,7 @@ use mltenant_operator::api::MLTenant;
 use mltenant_operator::api::labels;
 
 use super::{Fleet, KEYS, PLATFORM, READER_ROLE, SHARED, namespace, platform_bundle, values};
-use crate::harness::TEST_LABEL;
+use crate::harness::{TEST_LABEL, is_ready};
 
 /// What a snapshot of the cluster shows against the model.
 #[derive(Debug, Default)]
@@ -87,7 +87,7 @@ impl Fleet {
     /// How many members are Ready (for their current generation).
     pub async fn ready(&self) -> Result<usize, String> {
         let tenants = list(Api::<MLTenant>::all(self.client.clone()), &format!("{TEST_LABEL}={}", self.run_id)).await?;
-        Ok(tenants.iter().filter(|t| self.members.contains_key(&t.name_any()) && ready(t)).count())
+        Ok(tenants.iter().filter(|t| self.members.contains_key(&t.name_any()) && is_ready(t)).count())
     }
 
     /// How many Secrets are labelled for members.
@@ -113,7 +113,7 @@ impl Fleet {
         for (name, m) in &self.members {
             match snap.tenants.get(name) {
                 None => f.pending.push(format!("MLTenant {name} does not exist")),
-                Some(t) if !ready(t) => f.pending.push(format!("MLTenant {name} is not Ready")),
+                Some(t) if !is_ready(t) => f.pending.push(format!("MLTenant {name} is not Ready")),
                 Some(_) => {}
             }
             for env in &m.environments {
@@ -313,12 +313,6 @@ impl Fleet {
         }
         Err(format!("the fleet did not converge within {timeout:?}; last seen: {last}"))
     }
-}
-
-fn ready(t: &MLTenant) -> bool {
-    let Some(status) = &t.status else { return false };
-    status.observed_generation == t.metadata.generation
-        && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn managed_for(namespaces: &BTreeMap<String, &Namespace>, ns: &str, tenant: &str) -> bool {
