@@ -8,9 +8,13 @@
 //! * the leader counts its lease from the moment it *sent* the renewal that succeeded, and stops
 //!   leading a third of a lease duration before that lease could look expired to anyone; each
 //!   renewal has a deadline, so a hung request cannot keep it leading;
-//! * [`Leadership::holds`] is checked by the client for every write, so even a replica that was
-//!   frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done sends
-//!   nothing once its lease is over, before its election loop has even run again.
+//! * [`Leadership::lapses_at`] is checked by the client for every write, so even a replica that
+//!   was frozen (SIGSTOP, a long GC pause of the node) and resumes with a reconcile half done
+//!   sends nothing once its lease is over, before its election loop has even run again; and a
+//!   write it does send is abandoned (and bounded at the API server too) when the term lapses;
+//! * a renewal that failed or timed out is tried again after the short retry period, not a
+//!   third of a lease later, so one lost request does not cost the term (client-go retries
+//!   every RetryPeriod until its renew deadline).
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -40,7 +44,8 @@ impl Config {
         self.lease_duration / 3
     }
 
-    /// Try to take the Lease this often while not leading.
+    /// Try to take the Lease this often while not leading, and renew it this soon after a
+    /// renewal that failed.
     fn retry_every(&self) -> Duration {
         self.renew_every().min(Duration::from_secs(2))
     }
@@ -50,6 +55,12 @@ impl Config {
     /// the renewal, itself later than the send).
     fn renew_deadline(&self) -> Duration {
         self.lease_duration * 2 / 3
+    }
+
+    /// When to try next after an attempt sent at `sent`: a third of a lease after a successful
+    /// renewal, the retry period after anything else (not leading, an error, a timeout).
+    fn next_attempt(&self, sent: Instant, renewed: bool) -> Instant {
+        sent + if renewed { self.renew_every() } else { self.retry_every() }
     }
 }
 
@@ -66,9 +77,16 @@ impl Leadership {
         Self { renewed: Mutex::new(None), deadline: config.renew_deadline() }
     }
 
-    /// True only while the last renewal is recent enough: what every write is gated on.
+    /// True only while the last renewal is recent enough.
     pub fn holds(&self) -> bool {
-        self.renewed_at().is_some_and(|at| at.elapsed() < self.deadline)
+        self.lapses_at().is_some()
+    }
+
+    /// When this replica's term lapses, while it holds the Lease; `None` when it does not. What
+    /// every write is gated on, and bounded by: a write answered after this instant could land
+    /// while another replica leads.
+    pub fn lapses_at(&self) -> Option<Instant> {
+        self.expires().filter(|at| *at > Instant::now())
     }
 
     /// When leadership lapses unless renewed.
@@ -116,14 +134,22 @@ pub async fn run(client: Client, config: Config, leadership: std::sync::Arc<Lead
     loop {
         let sent = Instant::now();
         let budget = leadership.attempt_budget(sent, config.retry_every());
-        match tokio::time::timeout(budget, try_hold(&api, &config, &mut observed)).await {
-            Ok(Ok(true)) => leadership.set(Some(sent)),
-            Ok(Ok(false)) => leadership.set(None),
-            Ok(Err(error)) => warn!(%error, lease = %config.lease_name, "could not renew the leader Lease"),
-            Err(_) => warn!(lease = %config.lease_name, "renewing the leader Lease timed out"),
-        }
+        let renewed = match tokio::time::timeout(budget, try_hold(&api, &config, &mut observed)).await {
+            Ok(Ok(held)) => {
+                leadership.set(held.then_some(sent));
+                held
+            }
+            Ok(Err(error)) => {
+                warn!(%error, lease = %config.lease_name, "could not renew the leader Lease");
+                false
+            }
+            Err(_) => {
+                warn!(lease = %config.lease_name, "renewing the leader Lease timed out");
+                false
+            }
+        };
         publish(&leadership, &leading, &config);
-        let next = sent + if leadership.holds() { config.renew_every() } else { config.retry_every() };
+        let next = config.next_attempt(sent, renewed);
         // Step down the moment leadership lapses, even if that comes before the next attempt.
         match leadership.expires().filter(|at| *at < next) {
             Some(lapse) => {
@@ -182,7 +208,9 @@ async fn try_hold(api: &Api<Lease>, config: &Config, observed: &mut Option<Obser
 fn spec(config: &Config, acquired: jiff::Timestamp, renewed: jiff::Timestamp, transitions: i32) -> LeaseSpec {
     LeaseSpec {
         holder_identity: Some(config.identity.clone()),
-        lease_duration_seconds: Some(config.lease_duration.as_secs().max(1) as i32),
+        // Whole seconds: `--lease-duration` takes nothing else (`cli::parse_whole_seconds`), so
+        // standbys wait exactly the lease this replica's term is computed from.
+        lease_duration_seconds: Some(i32::try_from(config.lease_duration.as_secs()).unwrap_or(i32::MAX)),
         acquire_time: Some(MicroTime(acquired)),
         renew_time: Some(MicroTime(renewed)),
         lease_transitions: Some(transitions),
@@ -267,6 +295,33 @@ mod tests {
         assert!(leadership.holds(), "9s after the renewal was sent");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(!leadership.holds(), "10s: two thirds of the 15s lease");
+        assert_eq!(leadership.lapses_at(), None, "no term to bound writes by once lapsed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_term_lapses_two_thirds_of_a_lease_after_the_renewal_was_sent() {
+        let leadership = Leadership::new(&config());
+        assert_eq!(leadership.lapses_at(), None, "never renewed");
+        let sent = Instant::now();
+        leadership.set(Some(sent));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(leadership.lapses_at(), Some(sent + Duration::from_secs(10)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_renewal_is_retried_after_the_retry_period_not_a_third_of_a_lease() {
+        let (config, sent) = (config(), Instant::now());
+        assert_eq!(config.next_attempt(sent, true), sent + Duration::from_secs(5), "renewed: a third of 15s");
+        assert_eq!(config.next_attempt(sent, false), sent + Duration::from_secs(2), "failed, timed out or not leading");
+        let short = Config { lease_duration: Duration::from_secs(3), ..config };
+        assert_eq!(short.next_attempt(sent, false), sent + Duration::from_secs(1), "never later than a renewal");
+    }
+
+    #[test]
+    fn the_lease_advertises_the_duration_the_term_is_computed_from() {
+        let config = Config { lease_duration: Duration::from_secs(4), ..config() };
+        let now = jiff::Timestamp::now();
+        assert_eq!(spec(&config, now, now, 0).lease_duration_seconds, Some(4));
     }
 
     #[tokio::test(start_paused = true)]

@@ -68,8 +68,8 @@ struct ControllerArgs {
     /// Name of the coordination.k8s.io Lease (in --namespace) replicas elect a leader with.
     #[arg(long, env = "MLTENANT_LEASE_NAME", default_value = "mltenant-operator")]
     lease_name: String,
-    /// How long the leader's Lease is valid without renewal (failover time).
-    #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_span)]
+    /// How long the leader's Lease is valid without renewal (failover time), in whole seconds.
+    #[arg(long, env = "MLTENANT_LEASE_DURATION", default_value = "15s", value_parser = cli::parse_whole_seconds)]
     lease_duration: Duration,
     /// Reconciles run at once, per controller (tenants, bundles).
     #[arg(long, env = "MLTENANT_CONCURRENCY", default_value_t = 32)]

@@ -22,6 +22,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     reconcile_duration: HistogramVec,
     kube_requests: IntCounterVec,
+    fenced_writes: IntCounterVec,
     decryption_failures: IntCounterVec,
     rejected_writes: IntCounterVec,
     leader: IntGauge,
@@ -54,6 +55,14 @@ impl Metrics {
             &["method"],
         )
         .expect("valid metric");
+        let fenced_writes = IntCounterVec::new(
+            Opts::new(
+                "mltenant_fenced_writes_total",
+                "Writes the leadership fence stopped: refused before sending (this replica did not hold the leader Lease) or abandoned unanswered when its term lapsed.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let decryption_failures = IntCounterVec::new(
             Opts::new(
                 "mltenant_decryption_failures_total",
@@ -83,6 +92,7 @@ impl Metrics {
             Box::new(reconciles.clone()) as Box<dyn Collector>,
             Box::new(reconcile_duration.clone()),
             Box::new(kube_requests.clone()),
+            Box::new(fenced_writes.clone()),
             Box::new(decryption_failures.clone()),
             Box::new(rejected_writes.clone()),
             Box::new(leader.clone()),
@@ -95,6 +105,7 @@ impl Metrics {
             reconciles,
             reconcile_duration,
             kube_requests,
+            fenced_writes,
             decryption_failures,
             rejected_writes,
             leader,
@@ -164,6 +175,11 @@ impl Metrics {
     /// Count one request to the Kubernetes API.
     pub fn kube_request(&self, method: &http::Method) {
         self.kube_requests.with_label_values(&[method.as_str()]).inc();
+    }
+
+    /// Count a write the leadership fence stopped; `outcome` is `refused` or `abandoned`.
+    pub fn fenced_write(&self, outcome: &str) {
+        self.fenced_writes.with_label_values(&[outcome]).inc();
     }
 
     /// The text exposition of every metric.

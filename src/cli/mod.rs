@@ -46,6 +46,17 @@ pub fn parse_span(text: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{text:?} must be positive"))
 }
 
+/// A duration of whole seconds, at least one (`15s`, `1m`): what a Lease's
+/// `leaseDurationSeconds` can say. Anything finer would be truncated for standbys while the
+/// leader's term is computed from the exact value.
+pub fn parse_whole_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_span(text)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} is not a whole number of seconds"));
+    }
+    Ok(duration)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -59,6 +70,14 @@ mod tests {
         assert_eq!(parse_span("90d"), Ok(Duration::from_secs(90 * 24 * 3600)));
         assert!(parse_span("0s").unwrap_err().contains("must be positive"));
         assert!(parse_span("soon").unwrap_err().contains("is not a duration"));
+    }
+
+    #[test]
+    fn whole_seconds() {
+        assert_eq!(parse_whole_seconds("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_whole_seconds("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_whole_seconds("1900ms").unwrap_err(), "\"1900ms\" is not a whole number of seconds");
+        assert!(parse_whole_seconds("500ms").is_err() && parse_whole_seconds("0s").is_err());
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! What every reconcile shares: the client, the caches, the key ring, the Event recorder, and
-//! the little state kept between reconciles (claim locks, backoff counts, status fingerprints).
+//! the little state kept between reconciles (claim locks, status fingerprints).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Secret};
@@ -13,7 +12,7 @@ use kube::core::Selector;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::index::Cached;
 use super::rejected;
@@ -22,6 +21,7 @@ use crate::api::conditions::event;
 use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::api::{MLTenant, SealedBundle};
+use crate::client::is_not_leader;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::striped::Striped;
@@ -68,8 +68,6 @@ pub struct Context {
     /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
     /// stripe of namespace names, so claims of different namespaces run in parallel.
     namespace_claims: Striped,
-    /// Consecutive failed reconciles per object, for the backoff.
-    pub(super) failures: Failures,
     /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
     written: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
 }
@@ -94,7 +92,6 @@ impl Context {
             keys,
             synced: watches.synced,
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),
-            failures: Failures::default(),
             written: std::sync::Mutex::default(),
         }
     }
@@ -120,7 +117,13 @@ impl Context {
 
     /// Report a refused request about one child of `tenant`: an Event on the tenant about that
     /// object, the metric, a log line. The caller records it in the status and goes on.
+    /// A write the leadership fence stopped is no news about the object (and an Event would be
+    /// stopped too): `mltenant_fenced_writes_total` counted it, a debug line is enough.
     pub async fn rejected(&self, tenant: &MLTenant, rejected: &rejected::Rejected) {
+        if rejected.fenced() {
+            debug!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, "not written: not leading");
+            return;
+        }
         warn!(tenant = %tenant.name_any(), kind = rejected.kind, object = %rejected.object, reason = rejected.reason, message = %rejected.message, "request refused");
         self.metrics.rejected_write(&tenant.name_any(), rejected.kind, rejected.reason);
         self.event(tenant, None, EventType::Warning, event::WRITE_REJECTED, &rejected.to_string()).await;
@@ -172,26 +175,10 @@ impl Context {
             action: "Reconcile".to_owned(),
             secondary: related,
         };
-        if let Err(error) = self.recorder.publish(&event, &obj.object_ref(&())).await {
-            warn!(%error, reason, "could not record event");
+        match self.recorder.publish(&event, &obj.object_ref(&())).await {
+            Err(error) if is_not_leader(&error) => debug!(reason, "event not recorded: not leading"),
+            Err(error) => warn!(%error, reason, "could not record event"),
+            Ok(()) => {}
         }
-    }
-}
-
-/// Consecutive failed reconciles per object (`controller/name`), for the backoff.
-#[derive(Default)]
-pub struct Failures(std::sync::Mutex<HashMap<String, u32>>);
-
-impl Failures {
-    /// Count a failure of `key`; the count so far.
-    pub(super) fn failed(&self, key: &str) -> u32 {
-        let mut failures = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = failures.entry(key.to_owned()).or_default();
-        *count = count.saturating_add(1);
-        *count
-    }
-
-    pub(super) fn succeeded(&self, key: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(key);
     }
 }

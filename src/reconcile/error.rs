@@ -18,6 +18,8 @@ pub enum Error {
 impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
+            // The leadership fence stopped a write: this replica is stepping down.
+            Error::Kube(error) if crate::client::is_not_leader(error) => "not_leader",
             Error::Kube(_) => "kube_api",
             Error::Panic => "panic",
             Error::Partial { .. } => "partial",

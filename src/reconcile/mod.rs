@@ -26,7 +26,7 @@ use tracing::info;
 pub use context::{Config, Context};
 pub use error::{Error, Result};
 pub use failures::report_panics_without_their_message;
-use failures::{error_policy, guarded};
+use failures::{Failures, error_policy, guarded};
 use watches::{Watches, tenant_of};
 
 use crate::api::SealedBundle;
@@ -84,7 +84,8 @@ pub async fn run(
     }
 }
 
-/// Run `controller` with `reconcile` (timed, counted, a panic caught) and the backoff policy.
+/// Run `controller` with `reconcile` (timed, counted, a panic caught) and the backoff policy
+/// (failure counts for the objects of its cache).
 async fn drive<K, F>(
     controller: Controller<K>,
     name: &'static str,
@@ -94,10 +95,14 @@ async fn drive<K, F>(
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     F: Future<Output = Result<Action>> + Send + 'static,
 {
+    let failures = Arc::new(Failures::new(controller.store()));
+    let on_error = failures.clone();
     controller
         .run(
-            move |obj, ctx: Arc<Context>| guarded(name, obj.clone(), ctx.clone(), reconcile(obj, ctx)),
-            move |obj, error, ctx| error_policy(name, &obj.name_any(), error, ctx),
+            move |obj, ctx: Arc<Context>| {
+                guarded(name, obj.clone(), ctx.clone(), failures.clone(), reconcile(obj, ctx))
+            },
+            move |obj, error, ctx| error_policy(name, &*obj, error, &ctx, &on_error),
             ctx,
         )
         .for_each(|_| future::ready(()))

@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::ListParams;
+use kube::api::{ListParams, PartialObjectMeta};
 use kube::{Api, ResourceExt};
 use mltenant_operator::api::MLTenant;
 use mltenant_operator::api::labels;
 
 use super::{Fleet, KEYS, PLATFORM, READER_ROLE, SHARED, namespace, platform_bundle, values};
-use crate::harness::TEST_LABEL;
+use crate::harness::{TEST_LABEL, is_ready};
 
 /// What a snapshot of the cluster shows against the model.
 #[derive(Debug, Default)]
@@ -20,7 +20,9 @@ pub struct Findings {
     /// Not converged yet: a tenant not Ready, a missing or stale object.
     pub pending: Vec<String>,
     /// Objects that must not exist: duplicates, leftovers of removed environments or deleted
-    /// tenants, Secrets or Roles outside the tenant's managed namespaces.
+    /// tenants, Secrets or Roles outside the tenant's managed namespaces, and any Secret, Role
+    /// or RoleBinding the operator wrote that is not labelled as a tenant's (its sealing keys
+    /// aside).
     pub unexpected: Vec<String>,
     /// Never acceptable, not even for a moment: a Secret whose content is not what its source
     /// hash says, or a source hash no bundle version ever had.
@@ -54,19 +56,54 @@ pub struct Snapshot {
     secrets: Vec<Secret>,
     roles: Vec<Role>,
     bindings: Vec<RoleBinding>,
+    /// Secrets, Roles and RoleBindings the operator's field manager wrote that the lists above,
+    /// which select by label, do not hold (`Kind namespace/name`).
+    unlabelled: Vec<String>,
 }
 
-/// A list call that fails the snapshot instead of the test (the API server may be down).
+/// `call`'s answer, or what went wrong as the snapshot's error instead of the test's (the API
+/// server may be down).
+async fn answered<T>(what: &str, call: impl Future<Output = kube::Result<T>>) -> Result<T, String> {
+    match tokio::time::timeout(Duration::from_secs(30), call).await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(format!("{what}: {error}")),
+        Err(_) => Err(format!("{what}: no answer in 30s")),
+    }
+}
+
+/// The `K`s `selector` selects.
 async fn list<K>(api: Api<K>, selector: &str) -> Result<Vec<K>, String>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let lp = ListParams::default().labels(selector);
-    match tokio::time::timeout(Duration::from_secs(30), api.list(&lp)).await {
-        Ok(Ok(list)) => Ok(list.items),
-        Ok(Err(error)) => Err(format!("list {}: {error}", std::any::type_name::<K>())),
-        Err(_) => Err(format!("list {}: no answer in 30s", std::any::type_name::<K>())),
+    Ok(answered(&format!("list {}", std::any::type_name::<K>()), api.list(&lp)).await?.items)
+}
+
+/// The `K`s outside the tenant-children selector (not labelled managed-by, or without a
+/// tenant label) that the operator's field manager wrote, its sealing keys aside, as
+/// `Kind namespace/name`. Their metadata only, under two selectors that together are the
+/// selector's complement: few objects in a cluster the fleet runs on (system Roles, mostly).
+async fn unlabelled<K>(api: Api<K>) -> Result<Vec<String>, String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut found = Vec::new();
+    let not_ours = format!("{}!={}", labels::MANAGED_BY_KEY, labels::MANAGED_BY);
+    let no_tenant = format!("{}={},!{}", labels::MANAGED_BY_KEY, labels::MANAGED_BY, labels::TENANT);
+    for selector in [not_ours, no_tenant] {
+        let lp = ListParams::default().labels(&selector);
+        let listed = answered(&format!("list {} metadata", K::kind(&())), api.list_metadata(&lp)).await?.items;
+        let written = |o: &PartialObjectMeta<K>| {
+            o.managed_fields().iter().any(|f| f.manager.as_deref() == Some(labels::FIELD_MANAGER))
+                && !o.labels().contains_key(labels::SEALING_KEY)
+        };
+        let named = |o: PartialObjectMeta<K>| {
+            format!("{} {}/{}", K::kind(&()), o.namespace().unwrap_or_default(), o.name_any())
+        };
+        found.extend(listed.into_iter().filter(written).map(named));
     }
+    Ok(found)
 }
 
 impl Fleet {
@@ -81,13 +118,19 @@ impl Fleet {
             secrets: list(Api::<Secret>::all(c.clone()), &children).await?,
             roles: list(Api::<Role>::all(c.clone()), &children).await?,
             bindings: list(Api::<RoleBinding>::all(c.clone()), &children).await?,
+            unlabelled: [
+                unlabelled(Api::<Secret>::all(c.clone())).await?,
+                unlabelled(Api::<Role>::all(c.clone())).await?,
+                unlabelled(Api::<RoleBinding>::all(c.clone())).await?,
+            ]
+            .concat(),
         })
     }
 
     /// How many members are Ready (for their current generation).
     pub async fn ready(&self) -> Result<usize, String> {
         let tenants = list(Api::<MLTenant>::all(self.client.clone()), &format!("{TEST_LABEL}={}", self.run_id)).await?;
-        Ok(tenants.iter().filter(|t| self.members.contains_key(&t.name_any()) && ready(t)).count())
+        Ok(tenants.iter().filter(|t| self.members.contains_key(&t.name_any()) && is_ready(t)).count())
     }
 
     /// How many Secrets are labelled for members.
@@ -113,7 +156,7 @@ impl Fleet {
         for (name, m) in &self.members {
             match snap.tenants.get(name) {
                 None => f.pending.push(format!("MLTenant {name} does not exist")),
-                Some(t) if !ready(t) => f.pending.push(format!("MLTenant {name} is not Ready")),
+                Some(t) if !is_ready(t) => f.pending.push(format!("MLTenant {name} is not Ready")),
                 Some(_) => {}
             }
             for env in &m.environments {
@@ -135,6 +178,9 @@ impl Fleet {
                     wanted_grants.insert(ns, (name.clone(), names.iter().map(|s| (*s).to_owned()).collect()));
                 }
             }
+        }
+        for what in &snap.unlabelled {
+            f.unexpected.push(format!("{what} was written by the operator but is not labelled as a tenant's"));
         }
         self.judge_namespaces(snap, &namespaces, &mut f);
         self.judge_secrets(snap, &namespaces, &wanted_secrets, &mut f);
@@ -313,12 +359,6 @@ impl Fleet {
         }
         Err(format!("the fleet did not converge within {timeout:?}; last seen: {last}"))
     }
-}
-
-fn ready(t: &MLTenant) -> bool {
-    let Some(status) = &t.status else { return false };
-    status.observed_generation == t.metadata.generation
-        && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 fn managed_for(namespaces: &BTreeMap<String, &Namespace>, ns: &str, tenant: &str) -> bool {

@@ -145,6 +145,13 @@ pub async fn wait_tenant_gone(client: &Client, name: &str) {
     .await;
 }
 
+/// Whether `t` is Ready for its current generation.
+pub fn is_ready(t: &MLTenant) -> bool {
+    let Some(status) = &t.status else { return false };
+    status.observed_generation == t.metadata.generation
+        && status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
 /// The value of condition `type_` on the tenant, as (status, reason, message).
 pub async fn condition(client: &Client, name: &str, type_: &str) -> Option<(String, String, String)> {
     let tenant = Api::<MLTenant>::all(client.clone()).get_opt(name).await.ok()??;
