@@ -121,7 +121,7 @@ fn command_line() -> Cli {
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     telemetry::init(args.log_format);
-    reconcile::report_panics_without_their_message();
+    telemetry::report_panics_without_their_message();
     let shutdown = shutdown_signal()?;
     let keys = Arc::new(KeyRing::default());
     let metrics = Arc::new(Metrics::new(keys.clone()));

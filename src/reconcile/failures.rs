@@ -128,15 +128,6 @@ async fn catching(reconcile: impl Future<Output = Result<Action>>) -> Result<Act
     std::panic::AssertUnwindSafe(reconcile).catch_unwind().await.unwrap_or(Err(Error::Panic))
 }
 
-/// Replace the default panic report (which prints the panic's message, and a message could
-/// quote data from a spec) by its location only.
-pub fn report_panics_without_their_message() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map_or_else(|| "unknown".to_owned(), ToString::to_string);
-        tracing::error!(%location, "panic (message withheld)");
-    }));
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;

@@ -25,7 +25,6 @@ use tracing::info;
 
 pub use context::{Config, Context};
 pub use error::{Error, Result};
-pub use failures::report_panics_without_their_message;
 use failures::{Failures, error_policy, guarded};
 use watches::{Watches, tenant_of};
 
