@@ -25,6 +25,7 @@ pub struct Metrics {
     fenced_writes: IntCounterVec,
     decryption_failures: IntCounterVec,
     rejected_writes: IntCounterVec,
+    invalid_objects: prometheus::IntGaugeVec,
     leader: IntGauge,
     key_renew_period: IntGauge,
     state: StateGauges,
@@ -79,6 +80,14 @@ impl Metrics {
             &["tenant", "kind", "reason"],
         )
         .expect("valid metric");
+        let invalid_objects = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "mltenant_invalid_objects",
+                "Objects the watches could not read (skipped and reported on the object), by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let leader = IntGauge::new("mltenant_leader", "1 while this replica holds the leader Lease and reconciles.")
             .expect("valid metric");
         // The sealing-key alert's threshold depends on it (keys live two renew periods).
@@ -95,6 +104,7 @@ impl Metrics {
             Box::new(fenced_writes.clone()),
             Box::new(decryption_failures.clone()),
             Box::new(rejected_writes.clone()),
+            Box::new(invalid_objects.clone()),
             Box::new(leader.clone()),
             Box::new(key_renew_period.clone()),
         ] {
@@ -108,6 +118,7 @@ impl Metrics {
             fenced_writes,
             decryption_failures,
             rejected_writes,
+            invalid_objects,
             leader,
             key_renew_period,
             state: StateGauges { sources: sources.clone(), keys },
@@ -141,11 +152,17 @@ impl Metrics {
         Watching {
             sources: self.sources.clone(),
             failures: [self.decryption_failures.clone(), self.rejected_writes.clone()],
+            invalid: self.invalid_objects.clone(),
         }
     }
 
     pub fn rejected_write(&self, tenant: &str, kind: &str, reason: &str) {
         self.rejected_writes.with_label_values(&[tenant, kind, reason]).inc();
+    }
+
+    /// How many objects of `kind` the watches cannot read now.
+    pub fn invalid_objects(&self, kind: &str, count: usize) {
+        self.invalid_objects.with_label_values(&[kind]).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn decryption_failed(&self, tenant: &str, bundle: &str, reason: &str) {
@@ -252,12 +269,14 @@ fn label_values(counters: &IntCounterVec, names: &[&str]) -> Vec<Vec<String>> {
 pub struct Watching {
     sources: Arc<RwLock<Option<Sources>>>,
     failures: [IntCounterVec; 2],
+    invalid: prometheus::IntGaugeVec,
 }
 
 impl Drop for Watching {
     fn drop(&mut self) {
         *write(&self.sources) = None;
         self.failures.iter().for_each(IntCounterVec::reset);
+        self.invalid.reset();
     }
 }
 

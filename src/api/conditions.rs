@@ -27,6 +27,12 @@ pub mod reason {
     pub const PROTECTED_NAMESPACE: &str = "ProtectedNamespace";
     pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
     pub const NAMESPACE_REJECTED: &str = "NamespaceRejected";
+    /// A namespace keeps a Pod Security level stricter than the spec asks: a tenant only
+    /// ever tightens.
+    pub const POD_SECURITY_KEPT: &str = "PodSecurityKept";
+    /// The object (or a SealedBundle it names) holds a field the operator cannot read; Ready,
+    /// SecretsSynced and Decryptable.
+    pub const INVALID_OBJECT: &str = "InvalidObject";
     // SecretsSynced (and, for the bundle failures below, Decryptable)
     pub const SYNCED: &str = "Synced";
     pub const SECRET_CONFLICT: &str = "SecretConflict";

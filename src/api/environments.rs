@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
 
-use super::{EnvironmentSpec, MLTenant, labels, limits};
+use super::{EnvironmentSpec, MLTenant, OwnedKind, labels, limits};
 
 /// The environment named `production` lives in the namespace named like the tenant.
 pub const PRODUCTION: &str = "production";
@@ -69,6 +69,27 @@ pub fn plan(tenant: &MLTenant) -> Result<Vec<Environment>, String> {
         planned.push(Environment { name: env.name.clone(), namespace, labels });
     }
     Ok(planned)
+}
+
+/// Whether `tenant` claims the object of `kind` named `name` (in `namespace`): it is on the
+/// tenant's record, or it is what the spec wants (a namespace of its environments; a Secret, or
+/// a reader's Role or RoleBinding, the spec names, in one of them). The watches keep nothing
+/// else, so what others label as a tenant's costs the operator no memory.
+pub fn claims(tenant: &MLTenant, kind: OwnedKind, namespace: &str, name: &str) -> bool {
+    let home = if kind == OwnedKind::Namespace { "" } else { namespace };
+    let owned = tenant.status.iter().flat_map(|s| s.owned.iter().flatten());
+    if owned.into_iter().any(|o| o.kind == kind && o.name == name && o.namespace.as_deref().unwrap_or_default() == home) {
+        return true;
+    }
+    let tenant_name = tenant.name_any();
+    let of_environment = |ns: &str| tenant.spec.environments.iter().any(|e| namespace_name(&tenant_name, e) == ns);
+    match kind {
+        OwnedKind::Namespace => of_environment(name),
+        OwnedKind::Secret => of_environment(namespace) && tenant.spec.secrets.iter().flatten().any(|s| s.name == name),
+        OwnedKind::Role | OwnedKind::RoleBinding => {
+            of_environment(namespace) && tenant.spec.secret_readers.iter().flatten().any(|r| r.grant_name() == name)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ pub const TENANT_UID: &str = "mltenant.io/tenant-uid";
 pub const ADOPTABLE_BY: &str = "mltenant.io/adoptable-by";
 /// Left on a namespace the operator let go of under `deletionPolicy: Retain`.
 pub const RELEASED_FROM: &str = "mltenant.io/released-from";
+/// On an adopted namespace: its Pod Security labels as its owner had them when the tenant
+/// adopted it (`key=value` pairs, comma-separated), restored when the tenant lets it go.
+pub const POD_SECURITY_BEFORE: &str = "mltenant.io/pod-security-before";
 
 /// On everything the operator applies: a digest of what it set (see `apply::stamped`).
 pub const APPLIED: &str = "mltenant.io/applied";

@@ -34,9 +34,23 @@ pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
 /// tighten the cluster's default, never loosen it to `privileged`.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 pub const POD_SECURITY_LEVELS: [&str; 2] = ["baseline", "restricted"];
+/// Every label Pod Security admission reads: a level per mode, and the policy version per mode.
+pub const POD_SECURITY_LABELS: [&str; 6] = [
+    "pod-security.kubernetes.io/enforce",
+    "pod-security.kubernetes.io/enforce-version",
+    "pod-security.kubernetes.io/audit",
+    "pod-security.kubernetes.io/audit-version",
+    "pod-security.kubernetes.io/warn",
+    "pod-security.kubernetes.io/warn-version",
+];
 
 /// Values one SealedBundle may hold: each is one RSA decryption per consumer.
 pub const MAX_VALUES: usize = 128;
+
+/// Entries of a tenant's `status.owned`: per environment its namespace, a Secret per
+/// `spec.secrets` entry and a Role and a RoleBinding per reader (16 x (1 + 32 + 2 x 16)), twice
+/// over, for the moment a spec change has created the new ones and not yet removed the old.
+pub const MAX_OWNED: usize = 2 * 16 * (1 + 32 + 2 * 16);
 
 /// Whether `key` (a label or annotation key) uses a reserved prefix.
 pub fn is_reserved_key(key: &str) -> bool {

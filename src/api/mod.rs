@@ -10,8 +10,8 @@ mod tenant;
 
 pub use bundle::{BundleScope, SealedBundle, SealedBundleSpec, SealedBundleStatus, SecretTemplate};
 pub use tenant::{
-    DeletionPolicy, EnvironmentSpec, EnvironmentStatus, MLTenant, MLTenantSpec, MLTenantStatus, SecretReader,
-    SecretSpec, SecretStatus, ServiceAccountRef,
+    DeletionPolicy, EnvironmentSpec, EnvironmentStatus, MLTenant, MLTenantSpec, MLTenantStatus, OwnedKind, OwnedObject,
+    SecretReader, SecretSpec, SecretStatus, ServiceAccountRef,
 };
 
 use kube::CustomResourceExt;

@@ -176,6 +176,46 @@ pub struct MLTenantStatus {
     /// `<ready>/<declared>` environments, for `kubectl get mlt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environments_ready: Option<String>,
+    /// What the operator created (or adopted) for this tenant, by UID: the only namespaces it
+    /// ever deletes and the only Secrets, Roles and RoleBindings it ever updates or deletes.
+    /// Labels and annotations, which others can set, are never proof of that. Only the operator
+    /// writes it (the chart's admission policy refuses status writes by anyone else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = limits::MAX_OWNED))]
+    pub owned: Option<Vec<OwnedObject>>,
+}
+
+/// One object the operator created for a tenant (a namespace also when adopted).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedObject {
+    pub kind: OwnedKind,
+    /// The object's namespace (none for a namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub namespace: Option<String>,
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Its UID, from the answer to the create. Absent while the create is in flight: the entry
+    /// is written before the create is sent, so that an operator stopped between the two still
+    /// knows the object it may have created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub uid: Option<String>,
+    /// A namespace taken over with its owner's consent, not created: never deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, schemars::JsonSchema)]
+pub enum OwnedKind {
+    Namespace,
+    Secret,
+    Role,
+    RoleBinding,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]

@@ -1,15 +1,14 @@
 //! Server-side apply with the one field manager, and the check that keeps a resync of a
 //! converged object free of writes: desired objects are stamped with a digest of what the
-//! operator sets, and a live object carrying the desired labels, annotations (the stamp among
-//! them) and ownerReferences needs no apply.
+//! operator sets, and a live object whose fields owned by the operator hold what would be
+//! applied (`trim::OWNED`) and which carries the desired ownerReferences needs no apply.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 
+use super::guard::Guarded;
+use super::trim::{self, Compact, Trim};
 use crate::api::labels::{APPLIED, FIELD_MANAGER};
 
 /// Apply `desired` (a complete statement of the fields the operator owns on that object).
@@ -20,9 +19,9 @@ use crate::api::labels::{APPLIED, FIELD_MANAGER};
 /// object when the name is free and refuses (409) when something holds it. A plain apply
 /// without force would not do: it refuses only where a field's value clashes, and merges into an
 /// object someone created meanwhile (a user's Secret with other keys) whenever none does.
-pub async fn apply<K>(api: &Api<K>, name: &str, desired: &K, ours: bool) -> kube::Result<K>
+pub async fn apply<K>(api: &Api<Guarded<K>>, name: &str, desired: &K, ours: bool) -> kube::Result<Guarded<K>>
 where
-    K: Resource + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Trim + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     if ours {
         return api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await;
@@ -49,9 +48,9 @@ pub fn is_conflict(error: &kube::Error) -> bool {
 }
 
 /// Apply `status` through the `/status` subresource of `K` named `name`.
-pub async fn apply_status<K>(api: &Api<K>, name: &str, status: &impl Serialize) -> kube::Result<K>
+pub async fn apply_status<K>(api: &Api<Guarded<K>>, name: &str, status: &impl Serialize) -> kube::Result<Guarded<K>>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -77,26 +76,26 @@ pub fn stamped<K: Resource + Serialize>(mut desired: K) -> K {
     desired
 }
 
-/// Whether applying `desired` (stamped) would change `live`'s metadata: a desired label,
-/// annotation or ownerReference is missing or different. What the operator set earlier but no
-/// longer wants needs no separate check: it changed the stamp, which is a desired annotation.
-pub fn metadata_differs(live: &ObjectMeta, desired: &ObjectMeta) -> bool {
-    let contains = |live: &Option<BTreeMap<String, String>>, want: &Option<BTreeMap<String, String>>| {
-        want.iter().flatten().all(|(k, v)| live.as_ref().and_then(|l| l.get(k)) == Some(v))
-    };
-    let live_refs = live.owner_references.as_deref().unwrap_or_default();
-    let want_refs = desired.owner_references.as_deref().unwrap_or_default();
-    !contains(&live.labels, &desired.labels)
-        || !contains(&live.annotations, &desired.annotations)
-        || !want_refs.iter().all(|w| live_refs.contains(w))
+/// Whether applying `desired` (stamped) would change `live` (trimmed): a field the operator
+/// owns holds something else (or is gone, or taken over), or a desired ownerReference is
+/// missing. What the operator set earlier but no longer wants needs no separate check: it
+/// changed the stamp, which is a desired annotation.
+pub fn differs<K: Compact>(live: &K, desired: &K) -> bool {
+    let owned = live.meta().annotations.as_ref().and_then(|a| a.get(trim::OWNED));
+    let live_refs = live.meta().owner_references.as_deref().unwrap_or_default();
+    let want_refs = desired.meta().owner_references.as_deref().unwrap_or_default();
+    owned != Some(&trim::desired_digest(desired)) || !want_refs.iter().all(|w| live_refs.contains(w))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use k8s_openapi::api::core::v1::Namespace;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
     use super::*;
+    use crate::reconcile::trim::as_cached;
 
     fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
         Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
@@ -107,7 +106,10 @@ mod tests {
             metadata: ObjectMeta {
                 name: Some("ns".into()),
                 labels: map(labels),
-                owner_references: owner.map(|uid| vec![OwnerReference { uid: uid.into(), ..Default::default() }]),
+                owner_references: owner.map(|uid| {
+                    let kind = "MLTenant".to_owned();
+                    vec![OwnerReference { uid: uid.into(), kind, api_version: "mltenant.io/v1alpha1".into(), ..Default::default() }]
+                }),
                 ..Default::default()
             },
             ..Default::default()
@@ -124,25 +126,27 @@ mod tests {
     #[test]
     fn converged_metadata_needs_no_apply() {
         let desired = stamped(namespace(&[("a", "1")], Some("u1")));
-        let mut live = desired.clone();
-        live.metadata.labels.as_mut().unwrap().insert("someone-else".into(), "x".into());
-        assert!(!metadata_differs(&live.metadata, &desired.metadata));
+        assert!(!differs(&as_cached(&desired, |_| {}), &desired));
+        let others = as_cached(&desired, |ns| {
+            ns.metadata.labels.as_mut().unwrap().insert("someone-else".into(), "x".into());
+        });
+        assert!(!differs(&others, &desired), "what others add is not compared");
     }
 
     #[test]
     fn a_missing_or_changed_label_needs_apply() {
         let desired = stamped(namespace(&[("a", "1")], None));
-        let mut changed = desired.clone();
-        changed.metadata.labels = map(&[("a", "2")]);
-        assert!(metadata_differs(&changed.metadata, &desired.metadata));
-        assert!(metadata_differs(&ObjectMeta::default(), &desired.metadata));
+        let changed = as_cached(&desired, |ns| ns.metadata.labels = map(&[("a", "2")]));
+        assert!(differs(&changed, &desired));
+        assert!(differs(&Namespace::default(), &desired), "nothing owned");
     }
 
     #[test]
     fn what_is_no_longer_wanted_changes_the_stamp() {
-        let live = stamped(namespace(&[("a", "1"), ("old", "x")], Some("old-owner")));
-        assert!(metadata_differs(&live.metadata, &stamped(namespace(&[("a", "1")], Some("old-owner"))).metadata));
-        assert!(metadata_differs(&live.metadata, &stamped(namespace(&[("a", "1"), ("old", "x")], None)).metadata));
+        let live = as_cached(&stamped(namespace(&[("a", "1"), ("old", "x")], Some("old-owner"))), |_| {});
+        assert!(differs(&live, &stamped(namespace(&[("a", "1")], Some("old-owner")))));
+        assert!(differs(&live, &stamped(namespace(&[("a", "1"), ("old", "x")], None))));
+        assert!(differs(&live, &stamped(namespace(&[("a", "1"), ("old", "x")], Some("new-owner")))));
     }
 
     #[test]

@@ -14,13 +14,15 @@ use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, warn};
 
+use super::guard::Guarded;
 use super::index::Cached;
+use super::invalid::Invalids;
 use super::rejected;
 use super::watches::Caches;
 use crate::api::conditions::event;
 use crate::api::labels;
 use crate::api::limits::Protected;
-use crate::api::{MLTenant, SealedBundle};
+use crate::api::{MLTenant, OwnedObject, SealedBundle};
 use crate::client::is_not_leader;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
@@ -61,6 +63,8 @@ pub struct Context {
     /// Roles and RoleBindings granting `secretReaders` access (label-selected watches).
     pub roles: Cached<Role>,
     pub role_bindings: Cached<RoleBinding>,
+    /// The objects the watches could not read.
+    pub invalids: Arc<Invalids>,
     /// The sealing keys and what they opened.
     pub keys: Arc<KeyRing>,
     /// Raised once each cache above holds its initial list.
@@ -68,8 +72,11 @@ pub struct Context {
     /// Serialise "nobody holds this namespace, take it" decisions across tenants: one lock per
     /// stripe of namespace names, so claims of different namespaces run in parallel.
     namespace_claims: Striped,
-    /// Fingerprint of the status this replica last wrote, per tenant UID (see `status::write`).
+    /// Fingerprint of the status this replica last wrote, per tenant UID (see `publish::write`).
     written: std::sync::Mutex<std::collections::HashMap<String, [u8; 32]>>,
+    /// Each tenant's inventory as this replica last had it, per tenant UID: while it leads, it
+    /// is the only writer, and newer than the cached status (see `inventory::load`).
+    inventories: std::sync::Mutex<std::collections::HashMap<String, Vec<OwnedObject>>>,
 }
 
 /// Locks for namespace claims; two names share one with probability 1/64.
@@ -89,10 +96,12 @@ impl Context {
             bundles: watches.bundles,
             roles: watches.roles,
             role_bindings: watches.role_bindings,
+            invalids: watches.invalids,
             keys,
             synced: watches.synced,
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),
             written: std::sync::Mutex::default(),
+            inventories: std::sync::Mutex::default(),
         }
     }
 
@@ -110,9 +119,19 @@ impl Context {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid, fingerprint);
     }
 
+    /// The inventory of the tenant `uid` as this replica last had it.
+    pub fn inventory(&self, uid: &str) -> Option<Vec<OwnedObject>> {
+        self.inventories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(uid).cloned()
+    }
+
+    pub fn keep_inventory(&self, uid: String, owned: Vec<OwnedObject>) {
+        self.inventories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid, owned);
+    }
+
     /// The tenant `uid` is gone: nothing of it stays in memory.
     pub fn forget(&self, uid: &str) {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
+        self.inventories.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(uid);
     }
 
     /// Report a refused request about one child of `tenant`: an Event on the tenant about that
@@ -133,11 +152,11 @@ impl Context {
     /// decrypted from the bundle as the API server's watch cache has it (no older than ours):
     /// the shared cache keeps digests, not ciphertexts.
     pub async fn open(&self, bundle: &SealedBundle, label: Vec<u8>) -> kube::Result<Result<Opened, Failure>> {
-        let api = Api::<SealedBundle>::all(self.client.clone());
+        let api = Api::<Guarded<SealedBundle>>::all(self.client.clone());
         let at = GetParams::at(bundle.resource_version().as_deref().unwrap_or("0"));
         let fetch = async move {
             match api.get_with(&bundle.name_any(), &at).await {
-                Ok(sealed) => Ok(Some(sealed)),
+                Ok(sealed) => sealed.into_result().map(Some),
                 Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
                 Err(error) => Err(error),
             }
@@ -168,6 +187,18 @@ impl Context {
         reason: &str,
         note: &str,
     ) {
+        self.event_on(obj.object_ref(&()), related, type_, reason, note).await;
+    }
+
+    /// [`Context::event`] on the object `reference` points at (one the operator cannot read).
+    pub async fn event_on(
+        &self,
+        reference: ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -175,7 +206,7 @@ impl Context {
             action: "Reconcile".to_owned(),
             secondary: related,
         };
-        match self.recorder.publish(&event, &obj.object_ref(&())).await {
+        match self.recorder.publish(&event, &reference).await {
             Err(error) if is_not_leader(&error) => debug!(reason, "event not recorded: not leading"),
             Err(error) => warn!(%error, reason, "could not record event"),
             Ok(()) => {}

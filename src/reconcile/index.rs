@@ -20,6 +20,7 @@ use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::guard::Guarded;
 use crate::api::labels;
 
 /// (namespace, name) of a cached object; no namespace for cluster-scoped ones.
@@ -120,18 +121,24 @@ impl<K> Default for Cached<K> {
 }
 
 impl<K: Child> Cached<K> {
-    /// What keeps the cache in step: call it with every event of the watch feeding it.
-    pub fn observer(&self) -> impl FnMut(&watcher::Event<K>) + Send + Sync + use<K> {
+    /// What keeps the cache in step: call it with every event of the (guarded) watch feeding
+    /// it. Only objects `claimed` are kept; one no longer claimed, or no longer readable, is
+    /// dropped.
+    pub fn observer<F>(&self, claimed: F) -> impl FnMut(&watcher::Event<Guarded<K>>) + Send + Sync + use<K, F>
+    where
+        F: Fn(&K) -> bool + Send + Sync + 'static,
+    {
         let (index, relisting) = (self.index.clone(), self.relisting.clone());
         move |event| match event {
-            watcher::Event::Apply(obj) => write(&index).insert(obj),
-            watcher::Event::Delete(obj) => write(&index).remove(&key(obj)),
+            watcher::Event::Apply(Guarded(Ok(obj))) if claimed(obj) => write(&index).insert(obj),
+            watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => write(&index).remove(&key(obj)),
             watcher::Event::Init => *write(&relisting) = Some(Index::default()),
-            watcher::Event::InitApply(obj) => {
+            watcher::Event::InitApply(Guarded(Ok(obj))) if claimed(obj) => {
                 if let Some(pending) = write(&relisting).as_mut() {
                     pending.insert(obj);
                 }
             }
+            watcher::Event::InitApply(_) => {}
             watcher::Event::InitDone => {
                 if let Some(complete) = write(&relisting).take() {
                     *write(&index) = complete;
@@ -166,7 +173,16 @@ mod tests {
     use kube::runtime::watcher::Event;
 
     use super::*;
-    use crate::reconcile::trim;
+    use crate::reconcile::guard::Unreadable;
+
+    fn ok(s: Secret) -> Guarded<Secret> {
+        Guarded(Ok(s))
+    }
+
+    /// Every object counts as claimed.
+    fn all(_: &Secret) -> bool {
+        true
+    }
 
     fn secret(namespace: &str, name: &str, tenant: Option<&str>) -> Secret {
         let mut s = Secret::default();
@@ -179,8 +195,16 @@ mod tests {
     #[test]
     fn lookups_follow_the_watch() {
         let cached = Cached::<Secret>::default();
-        let mut observe = cached.observer();
-        let mut feed = |event: Event<Secret>| observe(&event);
+        let mut observe = cached.observer(all);
+        let mut feed = |event: Event<Secret>| {
+            observe(&match event {
+                Event::Apply(s) => Event::Apply(ok(s)),
+                Event::Delete(s) => Event::Delete(ok(s)),
+                Event::InitApply(s) => Event::InitApply(ok(s)),
+                Event::Init => Event::Init,
+                Event::InitDone => Event::InitDone,
+            })
+        };
         let names = |c: &Cached<Secret>, t: &str| -> Vec<String> { c.of(t).iter().map(|s| s.name_any()).collect() };
         feed(Event::Init);
         feed(Event::InitApply(secret("a", "one", Some("fin"))));
@@ -212,7 +236,7 @@ mod tests {
         stored.metadata.uid = Some("uid-1".into());
         stored.type_ = Some("Opaque".into());
         stored.data = Some([("password".to_string(), k8s_openapi::ByteString(vec![0, 159, 255]))].into());
-        cached.observer()(&Event::Apply(stored.clone()));
+        cached.observer(all)(&Event::Apply(ok(stored.clone())));
         assert_eq!(cached.get(Some("a"), "one").as_deref(), Some(&stored));
         assert_eq!(cached.of("fin").first().map(|s| &**s), Some(&stored));
         assert_eq!(cached.get(Some("b"), "one"), None);
@@ -235,17 +259,17 @@ mod tests {
             block_owner_deletion: Some(true),
         }]);
         let keys = ["MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MLFLOW_TRACKING_URI"];
-        s.data = Some(keys.iter().map(|k| (k.to_string(), trim::value_digest(&[value, k.len() as u8]))).collect());
+        s.data = Some(keys.iter().map(|k| (k.to_string(), k8s_openapi::ByteString(vec![value, k.len() as u8]))).collect());
         s
     }
 
     #[test]
     fn objects_are_kept_compressed_against_the_first() {
         let cached = Cached::<Secret>::default();
-        let mut observe = cached.observer();
-        observe(&Event::Apply(managed("fin", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", 1)));
+        let mut observe = cached.observer(all);
+        observe(&Event::Apply(ok(managed("fin", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", 1))));
         let second = managed("ops", "6ba7b810-9dad-11d1-80b4-00c04fd430c8", 2);
-        observe(&Event::Apply(second.clone()));
+        observe(&Event::Apply(ok(second.clone())));
         let json = serde_json::to_vec(&second).unwrap().len();
         let key = (second.metadata.namespace.clone(), "ml-platform".to_string());
         let packed = read(&cached.index).objects[&key].packed.len();
@@ -260,10 +284,30 @@ mod tests {
         large.data =
             Some([("blob".to_string(), k8s_openapi::ByteString((0..=255).cycle().take(64 * 1024).collect()))].into());
         let small = managed("fin", "uid", 3);
-        cached.observer()(&Event::Apply(large.clone()));
-        cached.observer()(&Event::Apply(small.clone()));
+        cached.observer(all)(&Event::Apply(ok(large.clone())));
+        cached.observer(all)(&Event::Apply(ok(small.clone())));
         assert_eq!(read(&cached.index).dictionary.len(), DICTIONARY_BYTES);
         assert_eq!(cached.get(Some("a"), "large").as_deref(), Some(&large));
         assert_eq!(cached.get(Some("fin-dev"), "ml-platform").as_deref(), Some(&small));
+    }
+
+    #[test]
+    fn only_claimed_and_readable_objects_are_kept() {
+        let cached = Cached::<Secret>::default();
+        let mut observe = cached.observer(|s: &Secret| s.metadata.name.as_deref() != Some("forged"));
+        observe(&Event::Apply(ok(secret("a", "wanted", Some("fin")))));
+        observe(&Event::Apply(ok(secret("a", "forged", Some("fin")))));
+        assert!(cached.get(Some("a"), "forged").is_none(), "nobody claims it: not kept");
+        assert!(cached.get(Some("a"), "wanted").is_some());
+        // The same object, now unreadable: dropped, not left as it was.
+        let unreadable = Unreadable { metadata: secret("a", "wanted", Some("fin")).metadata, field: "data.K".into() };
+        observe(&Event::Apply(Guarded(Err(unreadable.clone()))));
+        assert!(cached.get(Some("a"), "wanted").is_none());
+        observe(&Event::Init);
+        observe(&Event::InitApply(Guarded(Err(unreadable))));
+        observe(&Event::InitApply(ok(secret("a", "forged", Some("fin")))));
+        observe(&Event::InitApply(ok(secret("a", "other", Some("fin")))));
+        observe(&Event::InitDone);
+        assert_eq!(cached.of("fin").iter().map(|s| s.name_any()).collect::<Vec<_>>(), ["other"]);
     }
 }

@@ -5,7 +5,9 @@ pub mod bundle_status;
 mod context;
 mod error;
 mod failures;
+pub mod guard;
 pub mod index;
+mod invalid;
 pub mod observed;
 pub mod rejected;
 pub mod tenant;
@@ -15,8 +17,6 @@ mod watches;
 use std::sync::Arc;
 
 use futures::{StreamExt, future};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::runtime::WatchStreamExt as _;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -26,9 +26,10 @@ use tracing::info;
 pub use context::{Config, Context};
 pub use error::{Error, Result};
 use failures::{Failures, error_policy, guarded};
+use invalid::Invalids;
 use watches::{Watches, tenant_of};
 
-use crate::api::SealedBundle;
+use crate::api::{OwnedKind, SealedBundle};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -46,19 +47,21 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
-    let watches = Watches::new(&client, config.tenant_selector.as_deref(), &readiness);
+    let (invalids, reports) = Invalids::new(metrics.clone());
+    let watches = Watches::new(&client, config.tenant_selector.as_deref(), &readiness, invalids);
     let _gauges =
         metrics.watch(watches.tenants.clone(), watches.caches.bundles.clone(), config.bundle_selector.clone());
     let users = watches.tenants.clone();
+    let claims = &watches.claims;
     // A tenant's own writes come back as a burst of watch events (its namespaces, Secrets,
     // grants, its status) within a moment of each other: debounced, they cause one more
     // reconcile instead of one each.
     let per_controller = controller::Config::default().concurrency(config.concurrency).debounce(DEBOUNCE);
     let tenant_controller = Controller::for_stream(watches.tenant_events.applied_objects(), watches.tenants)
-        .watches_stream(watches.namespace_events.touched_objects(), |ns: Namespace| tenant_of(&ns))
-        .watches_stream(watches.secret_events.touched_objects(), |secret: Secret| tenant_of(&secret))
-        .watches_stream(watches.role_events.touched_objects(), |role: Role| tenant_of(&role))
-        .watches_stream(watches.binding_events.touched_objects(), |binding: RoleBinding| tenant_of(&binding))
+        .watches_stream(watches.namespace_events.touched_objects(), tenant_of(claims, OwnedKind::Namespace))
+        .watches_stream(watches.secret_events.touched_objects(), tenant_of(claims, OwnedKind::Secret))
+        .watches_stream(watches.role_events.touched_objects(), tenant_of(claims, OwnedKind::Role))
+        .watches_stream(watches.binding_events.touched_objects(), tenant_of(claims, OwnedKind::RoleBinding))
         .watches_shared_stream(watches.bundle_changes, move |bundle: Arc<SealedBundle>| {
             let name = bundle.name_any();
             let users = users.state().into_iter().filter(|t| t.spec.referenced_bundles().contains(name.as_str()));
@@ -75,11 +78,13 @@ pub async fn run(
     let ctx = Arc::new(Context::new(client, config, metrics, keys, watches.caches));
     info!("starting the tenant and bundle controllers");
     let tenants = drive(tenant_controller, "tenant", tenant::reconcile, ctx.clone());
-    let bundles = drive(bundle_controller, "bundle", bundle_status::reconcile, ctx);
-    // The shared watch only feeds the controllers: it ends with them.
+    let bundles = drive(bundle_controller, "bundle", bundle_status::reconcile, ctx.clone());
+    // The shared watch and the reports of unreadable objects only serve the controllers: they
+    // end with them.
     tokio::select! {
         _ = future::join(tenants, bundles) => {}
         () = watches.bundle_watch => {}
+        () = invalid::report(reports, ctx) => {}
     }
 }
 

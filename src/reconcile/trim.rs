@@ -1,25 +1,170 @@
 //! What the operator keeps in memory of each object it watches or reads: only what its
-//! decisions look at. `managedFields` (its own entry alone was most of a cached object; the
-//! `mltenant.io/applied` stamp replaces it, see `apply::stamped`) and `kubectl`'s last-applied
-//! copy (for a SealedBundle, a second copy of every ciphertext) are dropped, and a Secret's
-//! values are kept as SHA-256 digests: enough to tell whether a Secret holds what the operator
-//! would write, without a plaintext copy of every distributed credential in the caches. A
-//! SealedBundle's values are kept as digests too (`unseal::keep_digests`): they key the decrypt
-//! cache, and a value not in it is decrypted from the bundle read again.
+//! decisions look at, in a size that does not depend on what others put on the object.
+//!
+//! Before decoding ([`Trim::prune`]), `managedFields` is cut to the operator's own
+//! server-side-apply entry (see `guard`). After decoding ([`Trim::trim`]):
+//!
+//! * MLTenants and SealedBundles lose their field ownership and their annotations (`kubectl`'s
+//!   last-applied copy among them: for a bundle, a second copy of every ciphertext); a bundle
+//!   keeps digests in place of its ciphertexts (`unseal::keep_digests`).
+//! * The children (namespaces, Secrets, Roles, RoleBindings) are kept compact: their identity,
+//!   the labels and annotations decisions read whoever set them (the operator's own keys, Pod
+//!   Security's, the adoption consent; each value capped), a Secret's type, a RoleBinding's
+//!   roleRef, the MLTenant ownerReferences, and one digest, [`OWNED`], of everything the
+//!   operator's field manager owns on the object (labels, annotations, a Secret's data, a Role's
+//!   rules, a RoleBinding's subjects). A decision compares it with [`desired_digest`] of the
+//!   object it would apply: after a server-side apply the manager owns exactly what it applied,
+//!   so the two are equal until someone changes, removes or takes over one of those fields. What
+//!   others add (labels, annotations, data keys, however large) is neither kept nor compared.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde_json::Value;
 
+use crate::api::labels::{self, FIELD_MANAGER};
+use crate::api::limits::POD_SECURITY_LABELS;
 use crate::api::{MLTenant, SealedBundle};
 use crate::unseal;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// In a cached child, in place of what the operator set on it: see the module docs. Only ever
+/// in memory; a stored object carrying this key has it replaced.
+pub const OWNED: &str = "mltenant.io/cached-owned-digest";
+
+/// Longest label or annotation value kept as it is; a longer one is kept as a digest (no value
+/// the operator writes under a kept key is that long).
+const KEPT_VALUE_BYTES: usize = 256;
+
 /// An object the operator caches, reduced to what it uses.
 pub trait Trim {
+    /// Before decoding: drop what is never read (by default, every `managedFields` entry but
+    /// the operator's own apply, and every entry's time, which anyone who updates the object
+    /// may set to a date no time library reads).
+    fn prune(value: &mut Value) {
+        keep_own_field_entry(value);
+    }
+
+    /// After decoding: reduce to what decisions read.
     fn trim(&mut self);
+}
+
+/// Of `managedFields`, keep only the operator's own server-side-apply entry, without its time.
+fn keep_own_field_entry(value: &mut Value) {
+    let Some(entries) = value.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) else {
+        return;
+    };
+    entries.retain(|entry| {
+        entry["manager"] == FIELD_MANAGER && entry["operation"] == "Apply" && entry.get("subresource").is_none()
+    });
+    for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
+        entry.remove("time");
+    }
+}
+
+/// A child kind kept compact: what of its content (beyond labels and annotations) the operator
+/// sets, and how to drop it once digested.
+pub trait Compact: Resource {
+    /// Feed the content the operator sets into `digest`: only the fields `owned` lists (the
+    /// operator's `fieldsV1` on a live object), or all of it (`None`, a desired object).
+    fn content(&self, owned: Option<&Value>, digest: &mut Digest);
+    /// Drop the content, now digested.
+    fn drop_content(&mut self);
+}
+
+/// A SHA-256 over length-prefixed parts (so no two sequences of parts feed the same bytes).
+pub struct Digest(aws_lc_rs::digest::Context);
+
+impl Digest {
+    fn new() -> Self {
+        Digest(aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256))
+    }
+
+    pub fn part(&mut self, bytes: &[u8]) {
+        self.0.update(&(bytes.len() as u64).to_be_bytes());
+        self.0.update(bytes);
+    }
+
+    fn finish(self) -> String {
+        format!("sha256:{}", crate::text::hex(self.0.finish().as_ref()))
+    }
+}
+
+/// The digest of everything the operator sets on `desired` (labels, annotations, content).
+pub fn desired_digest<K: Compact>(desired: &K) -> String {
+    digest(desired, None)
+}
+
+/// The digest of `obj`'s labels, annotations and content, restricted to the fields `owned`
+/// lists (`None`: all of them).
+fn digest<K: Compact>(obj: &K, owned: Option<&Value>) -> String {
+    let mut digest = Digest::new();
+    let meta = obj.meta();
+    let owned_meta = owned.map(|o| &o["f:metadata"]);
+    for (part, map, field) in [("labels", &meta.labels, "f:labels"), ("annotations", &meta.annotations, "f:annotations")]
+    {
+        digest.part(part.as_bytes());
+        let keys: Vec<&str> = match owned_meta {
+            Some(fields) => owned_keys(&fields[field]).collect(),
+            None => map.iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != OWNED).collect(),
+        };
+        for key in keys {
+            digest.part(key.as_bytes());
+            match map.as_ref().and_then(|m| m.get(key)) {
+                Some(value) => digest.part(value.as_bytes()),
+                // Owned by the operator's manager but not there: someone rewrote managedFields.
+                None => digest.part(b"\xffmissing"),
+            }
+        }
+    }
+    obj.content(owned, &mut digest);
+    digest.finish()
+}
+
+/// The keys a `fieldsV1` map of a map field lists (`f:<key>`), in order.
+fn owned_keys(fields: &Value) -> impl Iterator<Item = &str> {
+    fields.as_object().into_iter().flatten().filter_map(|(k, _)| k.strip_prefix("f:"))
+}
+
+/// Whether the operator's `fieldsV1` (`None`: a desired object, which owns everything) lists
+/// the top-level field `field` (e.g. `f:rules`).
+fn owns(owned: Option<&Value>, field: &str) -> bool {
+    owned.is_none_or(|o| o.get(field).is_some())
+}
+
+/// Label and annotation keys decisions read whoever set them.
+fn read_as_is(key: &str) -> bool {
+    [
+        labels::MANAGED_BY_KEY,
+        labels::TENANT,
+        labels::ENVIRONMENT,
+        labels::ORIGIN,
+        labels::TENANT_UID,
+        labels::ADOPTABLE_BY,
+        labels::RELEASED_FROM,
+        labels::APPLIED,
+        labels::BUNDLE,
+        labels::SOURCE_HASH,
+        labels::EXPIRES_AT,
+        labels::POD_SECURITY_BEFORE,
+    ]
+    .contains(&key)
+        || POD_SECURITY_LABELS.contains(&key)
+}
+
+/// Keep of `map` the keys read as they are, each value capped.
+fn keep_read_as_is(map: &mut Option<BTreeMap<String, String>>) {
+    if let Some(entries) = map.as_mut() {
+        entries.retain(|k, _| read_as_is(k));
+        for value in entries.values_mut().filter(|v| v.len() > KEPT_VALUE_BYTES) {
+            *value = format!("sha256:{}", crate::text::hex(&crate::text::sha256(&[value.as_bytes()])));
+        }
+    }
 }
 
 /// Drop field ownership, the last-applied copy and the creation time: no decision reads them.
@@ -31,87 +176,314 @@ fn slim(meta: &mut ObjectMeta) {
     }
 }
 
-/// A Secret value as the trimmed Secret holds it: the first 16 bytes of its SHA-256. That tells
-/// whether a live value is the one the operator would write (finding another value with the
-/// same 128 bits is out of reach) in half the space of the whole hash, 1 MiB of the cache at
-/// 1,000 tenants.
-pub fn value_digest(value: &[u8]) -> ByteString {
-    ByteString(crate::text::sha256(&[value])[..16].to_vec())
+/// A child reduced as the module docs say.
+fn compact<K: Compact>(obj: &mut K) {
+    let own_entry = obj.meta().managed_fields.iter().flatten().find_map(|entry| entry.fields_v1.clone());
+    let owned = own_entry.map_or(Value::Null, |fields| fields.0);
+    let digest = digest(obj, Some(&owned));
+    obj.drop_content();
+    let meta = obj.meta_mut();
+    slim(meta);
+    keep_read_as_is(&mut meta.labels);
+    keep_read_as_is(&mut meta.annotations);
+    meta.annotations.get_or_insert_default().insert(OWNED.to_owned(), digest);
+    // Only the references decisions look at: to MLTenants, a handful at most.
+    if let Some(references) = meta.owner_references.as_mut() {
+        references.retain(|r| r.kind == "MLTenant" && r.api_version.starts_with("mltenant.io/"));
+        references.truncate(4);
+    }
+    meta.finalizers = None;
 }
 
-impl Trim for Secret {
-    fn trim(&mut self) {
-        slim(&mut self.metadata);
-        for value in self.data.iter_mut().flat_map(|d| d.values_mut()) {
-            *value = value_digest(&value.0);
+/// A Secret value as it is digested: its SHA-256.
+fn value_digest(value: &[u8]) -> [u8; 32] {
+    crate::text::sha256(&[value])
+}
+
+impl Compact for Secret {
+    fn content(&self, owned: Option<&Value>, digest: &mut Digest) {
+        digest.part(b"data");
+        let data = self.data.as_ref();
+        let keys: Vec<&str> = match owned {
+            Some(fields) => owned_keys(&fields["f:data"]).collect(),
+            None => data.into_iter().flatten().map(|(k, _)| k.as_str()).collect(),
+        };
+        for key in keys {
+            digest.part(key.as_bytes());
+            match data.and_then(|d| d.get(key)) {
+                Some(ByteString(value)) => digest.part(&value_digest(value)),
+                None => digest.part(b"\xffmissing"),
+            }
         }
+    }
+
+    fn drop_content(&mut self) {
+        self.data = None;
         self.string_data = None;
     }
 }
 
-impl Trim for Namespace {
-    /// Its finalizers and phase are the API server's business; a namespace being deleted
-    /// shows in its metadata.
-    fn trim(&mut self) {
-        slim(&mut self.metadata);
+impl Compact for Namespace {
+    fn content(&self, _: Option<&Value>, _: &mut Digest) {}
+
+    fn drop_content(&mut self) {
         self.spec = None;
         self.status = None;
     }
 }
 
+impl Compact for Role {
+    fn content(&self, owned: Option<&Value>, digest: &mut Digest) {
+        if owns(owned, "f:rules") {
+            digest.part(b"rules");
+            digest.part(&serde_json::to_vec(&self.rules).expect("rules serialize"));
+        }
+    }
+
+    fn drop_content(&mut self) {
+        self.rules = None;
+    }
+}
+
+impl Compact for RoleBinding {
+    fn content(&self, owned: Option<&Value>, digest: &mut Digest) {
+        if owns(owned, "f:subjects") {
+            digest.part(b"subjects");
+            digest.part(&serde_json::to_vec(&self.subjects).expect("subjects serialize"));
+        }
+    }
+
+    /// The roleRef stays: it cannot change, so a different one means replacing the binding.
+    fn drop_content(&mut self) {
+        self.subjects = None;
+    }
+}
+
+impl Trim for Secret {
+    fn trim(&mut self) {
+        compact(self);
+    }
+}
+
+impl Trim for Namespace {
+    /// Its spec and status (finalizers, phase, conditions) are the API server's business, and a
+    /// namespace being deleted shows in its metadata: neither is decoded.
+    fn prune(value: &mut Value) {
+        keep_own_field_entry(value);
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("spec");
+            fields.remove("status");
+        }
+    }
+
+    fn trim(&mut self) {
+        compact(self);
+    }
+}
+
 impl Trim for Role {
     fn trim(&mut self) {
-        slim(&mut self.metadata);
+        compact(self);
     }
 }
 
 impl Trim for RoleBinding {
     fn trim(&mut self) {
-        slim(&mut self.metadata);
+        compact(self);
     }
 }
 
 impl Trim for MLTenant {
+    fn prune(value: &mut Value) {
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+    }
+
     fn trim(&mut self) {
         slim(&mut self.metadata);
+        // No decision reads a tenant's annotations.
+        self.metadata.annotations = None;
     }
 }
 
 impl Trim for SealedBundle {
+    fn prune(value: &mut Value) {
+        <MLTenant as Trim>::prune(value);
+    }
+
     fn trim(&mut self) {
         slim(&mut self.metadata);
+        // No decision reads a bundle's annotations: the cache gets only the source hash.
+        self.metadata.annotations = None;
         unseal::keep_digests(self);
     }
 }
 
+/// `desired` as the cache holds it once the operator applied it (its field manager owning
+/// exactly what it applied) and `edit` changed it: for the tables of decisions.
+#[cfg(test)]
+pub fn as_cached<K: Compact + Trim + Clone + serde::Serialize>(desired: &K, edit: impl FnOnce(&mut K)) -> K {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    let value = serde_json::to_value(desired).expect("an object serializes");
+    let keys = |map: &Value| -> Value {
+        let owned = map.as_object().into_iter().flatten().map(|(k, _)| (format!("f:{k}"), Value::Object(Default::default())));
+        Value::Object(owned.collect())
+    };
+    let mut fields = serde_json::json!({"f:metadata": {
+        "f:labels": keys(&value["metadata"]["labels"]),
+        "f:annotations": keys(&value["metadata"]["annotations"]),
+    }});
+    if value.get("data").is_some() {
+        fields["f:data"] = keys(&value["data"]);
+    }
+    for field in ["rules", "subjects", "type"] {
+        if value.get(field).is_some() {
+            fields[format!("f:{field}")] = Value::Object(Default::default());
+        }
+    }
+    let mut stored = desired.clone();
+    stored.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some(FIELD_MANAGER.into()),
+        operation: Some("Apply".into()),
+        fields_v1: Some(FieldsV1(fields)),
+        ..Default::default()
+    }]);
+    edit(&mut stored);
+    stored.trim();
+    stored
+}
+
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, OwnerReference};
+    use serde_json::json;
 
     use super::*;
 
-    #[test]
-    fn a_trimmed_secret_holds_digests_and_no_field_ownership() {
-        let entry = |manager: &str, operation: &str| ManagedFieldsEntry {
-            manager: Some(manager.into()),
-            operation: Some(operation.into()),
+    fn entry(fields: Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(fields)),
             ..Default::default()
-        };
-        let mut secret = Secret {
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> Option<BTreeMap<String, String>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    /// A Secret as the operator applies it.
+    fn desired() -> Secret {
+        Secret {
             metadata: ObjectMeta {
-                managed_fields: Some(vec![entry("mltenant-operator", "Apply"), entry("kubectl-edit", "Update")]),
-                annotations: Some([(LAST_APPLIED.to_string(), "{...}".to_string())].into()),
-                creation_timestamp: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+                name: Some("s".into()),
+                labels: map(&[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), ("team", "fin")]),
+                annotations: map(&[(labels::BUNDLE, "b"), ("note", "from the bundle's template")]),
                 ..Default::default()
             },
-            data: Some([("password".to_string(), ByteString(b"hunter2".to_vec()))].into()),
+            type_: Some("Opaque".into()),
+            data: Some([("K".to_string(), ByteString(b"v".to_vec()))].into()),
             ..Default::default()
-        };
-        secret.trim();
-        assert_eq!(secret.data.as_ref().unwrap()["password"], value_digest(b"hunter2"));
-        assert_ne!(secret.data.unwrap()["password"].0, b"hunter2");
-        assert_eq!(secret.metadata.managed_fields, None);
-        assert_eq!(secret.metadata.creation_timestamp, None);
-        assert!(secret.metadata.annotations.unwrap().is_empty());
+        }
+    }
+
+    /// `desired()` as stored after the operator applied it: its manager owns exactly that.
+    fn stored() -> Secret {
+        let mut s = desired();
+        s.metadata.managed_fields = Some(vec![entry(json!({
+            "f:metadata": {
+                "f:labels": {"f:app.kubernetes.io/managed-by": {}, "f:team": {}},
+                "f:annotations": {"f:mltenant.io/bundle": {}, "f:note": {}},
+            },
+            "f:data": {"f:K": {}},
+            "f:type": {},
+        }))]);
+        s
+    }
+
+    fn trimmed(mut s: Secret) -> Secret {
+        s.trim();
+        s
+    }
+
+    fn owned(s: &Secret) -> &str {
+        &s.metadata.annotations.as_ref().unwrap()[OWNED]
+    }
+
+    #[test]
+    fn a_secret_as_applied_digests_like_the_desired_one_and_keeps_no_value() {
+        let live = trimmed(stored());
+        assert_eq!(owned(&live), desired_digest(&desired()));
+        assert_eq!(live.data, None, "no value, not even a digest per key");
+        assert_eq!(live.metadata.managed_fields, None);
+        let kept: Vec<&String> = live.metadata.labels.as_ref().unwrap().keys().collect();
+        assert_eq!(kept, [labels::MANAGED_BY_KEY], "a template label is digested, not kept");
+        assert_eq!(live.type_.as_deref(), Some("Opaque"));
+    }
+
+    #[test]
+    fn what_others_add_is_neither_kept_nor_compared() {
+        let mut s = stored();
+        let huge = "x".repeat(200 * 1024);
+        s.metadata.annotations.as_mut().unwrap().insert("someone/else".into(), huge.clone());
+        s.metadata.labels.as_mut().unwrap().insert("other".into(), "label".into());
+        s.data.as_mut().unwrap().insert("theirs".into(), ByteString(huge.into_bytes()));
+        s.metadata.owner_references = Some(vec![OwnerReference { kind: "Pod".into(), ..Default::default() }; 100]);
+        let live = trimmed(s);
+        assert_eq!(owned(&live), desired_digest(&desired()), "converged whatever others added");
+        let size = serde_json::to_vec(&live).unwrap().len();
+        assert!(size < 1024, "{size} bytes kept");
+    }
+
+    #[test]
+    fn a_change_to_what_the_operator_set_shows_in_the_digest() {
+        let edits: [(&str, fn(&mut Secret)); 4] = [
+            ("a value edited", |s| {
+                s.data.as_mut().unwrap().insert("K".into(), ByteString(b"other".to_vec()));
+            }),
+            ("a template annotation edited", |s| {
+                s.metadata.annotations.as_mut().unwrap().insert("note".into(), "edited".into());
+            }),
+            ("a label removed", |s| {
+                s.metadata.labels.as_mut().unwrap().remove("team");
+            }),
+            ("managedFields rewritten to claim a key the operator never set", |s| {
+                s.metadata.managed_fields = Some(vec![entry(json!({"f:data": {"f:K": {}, "f:forged": {}}}))]);
+            }),
+        ];
+        for (why, edit) in edits {
+            let mut s = stored();
+            edit(&mut s);
+            assert_ne!(owned(&trimmed(s)), desired_digest(&desired()), "{why}");
+        }
+        let mut taken = stored();
+        taken.metadata.managed_fields = None;
+        assert_ne!(owned(&trimmed(taken)), desired_digest(&desired()), "nothing owned any more");
+    }
+
+    #[test]
+    fn values_read_as_they_are_are_capped_and_a_forged_digest_is_replaced() {
+        let mut s = stored();
+        let annotations = s.metadata.annotations.as_mut().unwrap();
+        annotations.insert(labels::TENANT_UID.into(), "u".repeat(100_000));
+        annotations.insert(OWNED.into(), "sha256:forged".into());
+        let live = trimmed(s);
+        let annotations = live.metadata.annotations.as_ref().unwrap();
+        assert!(annotations[labels::TENANT_UID].len() <= 71, "{}", annotations[labels::TENANT_UID].len());
+        assert_eq!(annotations[OWNED], desired_digest(&desired()));
+    }
+
+    #[test]
+    fn a_trimmed_bundle_keeps_only_its_source_hash_of_annotations() {
+        let mut bundle = SealedBundle::new(
+            "b",
+            crate::api::SealedBundleSpec::new(crate::api::BundleScope::Cluster, [("K".into(), "AgB".into())].into()),
+        );
+        bundle.metadata.annotations = map(&[(LAST_APPLIED, "{...}"), ("big", "x"), ("argocd.argoproj.io/x", "y")]);
+        bundle.trim();
+        let kept: Vec<&String> = bundle.metadata.annotations.as_ref().unwrap().keys().collect();
+        assert_eq!(kept, [labels::SOURCE_HASH]);
     }
 }

@@ -35,6 +35,9 @@ pub enum Failure {
     InvalidPayload { bundle: String, key: String, problem: &'static str },
     #[error("SealedBundle {bundle}: {}", describe(.refusal))]
     Refused { bundle: String, refusal: Refusal },
+    /// The bundle holds a field the operator cannot read (see `reconcile::guard`).
+    #[error("SealedBundle {bundle}: field {field} holds a value the operator cannot read")]
+    Unreadable { bundle: String, field: String },
 }
 
 fn describe(refusal: &Refusal) -> String {
@@ -58,6 +61,7 @@ impl Failure {
             Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => reason::UNSUPPORTED_TYPE,
             Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => reason::RESERVED_METADATA,
             Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => reason::TOO_MANY_VALUES,
+            Failure::Unreadable { .. } => reason::INVALID_OBJECT,
         }
     }
 
@@ -75,7 +79,8 @@ impl Failure {
             | Failure::ScopeMismatch { bundle, .. }
             | Failure::Decryption { bundle, .. }
             | Failure::InvalidPayload { bundle, .. }
-            | Failure::Refused { bundle, .. } => bundle,
+            | Failure::Refused { bundle, .. }
+            | Failure::Unreadable { bundle, .. } => bundle,
         }
     }
 }

@@ -10,15 +10,17 @@ use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 
+use super::inventory::{self, Key, Records};
 use super::ownership::{self, Claim, Write, owner_reference};
 use super::secrets::WantedSecret;
-use crate::api::MLTenant;
 use crate::api::environments::Environment;
 use crate::api::labels;
+use crate::api::{MLTenant, OwnedKind};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
-use crate::reconcile::index::{Cached, Child};
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
+use crate::reconcile::trim::Trim;
 
 /// The Role and RoleBinding for one reader in one namespace, named after the reader.
 #[derive(Clone, Debug, PartialEq)]
@@ -96,12 +98,47 @@ pub async fn sync(
     environments: &[&Environment],
     present: &[&WantedSecret],
     fresh: &BTreeSet<String>,
+    records: &Records,
     ctx: &Context,
 ) -> Granted {
     let grants: Vec<Grant> = environments.iter().flat_map(|env| desired(tenant, env, present)).collect();
-    // The grants are independent and sent together; within one, the Role goes first (the
-    // operator may not `bind`, so a RoleBinding needs its Role to exist).
-    let synced = join_all(grants.iter().map(|grant| sync_one(tenant, grant, fresh, ctx))).await;
+    // Read and decide every grant together, put what they create on record, then write them
+    // together; within one grant, the Role goes first (the operator may not `bind`, so a
+    // RoleBinding needs its Role to exist).
+    let decided = join_all(grants.iter().map(|grant| read_and_decide(tenant, grant, fresh, records, ctx))).await;
+    let creates: Vec<(Key, bool)> = grants
+        .iter()
+        .zip(&decided)
+        .flat_map(|(grant, decided)| match decided {
+            Ok(GrantDecision::Apply { role, binding }) => {
+                let (namespace, name) = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
+                let role = role.as_ref().is_some_and(Write::creates).then(|| Key::child(OwnedKind::Role, &namespace, &name));
+                let binding = binding
+                    .as_ref()
+                    .is_some_and(Write::creates)
+                    .then(|| Key::child(OwnedKind::RoleBinding, &namespace, &name));
+                [role, binding]
+            }
+            _ => [None, None],
+        })
+        .flatten()
+        .map(|key| (key, false))
+        .collect();
+    let recorded = inventory::intend(tenant, records, creates, ctx).await;
+    let synced = join_all(grants.iter().zip(decided).map(|(grant, decided)| {
+        let recorded = &recorded;
+        async move {
+            let decision = decided?;
+            if let (Err(error), GrantDecision::Apply { role, binding }) = (recorded, &decision)
+                && (role.as_ref().is_some_and(Write::creates) || binding.as_ref().is_some_and(Write::creates))
+            {
+                let (namespace, name) = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
+                return Err(Rejected::new("Role", format!("{namespace}/{name}"), error));
+            }
+            write_grant(grant, decision, records, ctx).await
+        }
+    }))
+    .await;
     let mut granted = Granted::default();
     let mut keep = BTreeSet::new();
     for (grant, synced) in grants.iter().zip(synced) {
@@ -118,41 +155,64 @@ pub async fn sync(
             }
         }
     }
-    granted.rejected.extend(revoke_except(tenant, &keep, ctx).await);
+    granted.rejected.extend(revoke_except(tenant, &keep, records, ctx).await);
     granted
 }
 
-/// Apply one grant unless its Role or RoleBinding name is taken (then that claim is returned):
-/// read, [`decide`], write. A request the API server refused is returned as such, naming
-/// the object it was about.
-async fn sync_one(
+/// Read the Role and RoleBinding of one grant and [`decide`]. A read the API server refused is
+/// returned as such, naming the object it was about.
+async fn read_and_decide(
     tenant: &MLTenant,
     grant: &Grant,
     fresh: &BTreeSet<String>,
+    records: &Records,
+    ctx: &Context,
+) -> std::result::Result<GrantDecision, Rejected> {
+    let namespace = grant.role.namespace().unwrap_or_default();
+    let name = grant.role.name_any();
+    let fresh = fresh.contains(&namespace);
+    let object = format!("{namespace}/{name}");
+    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh)
+        .await
+        .map_err(|e| Rejected::new("Role", object.clone(), &e))?;
+    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh)
+        .await
+        .map_err(|e| Rejected::new("RoleBinding", object.clone(), &e))?;
+    let claims = records.with(|inventory| {
+        let claim = |kind, meta| ownership::claim(meta, tenant, inventory, &Key::child(kind, &namespace, &name));
+        [
+            claim(OwnedKind::Role, live_role.as_ref().map(|r| &r.metadata)),
+            claim(OwnedKind::RoleBinding, live_binding.as_ref().map(|b| &b.metadata)),
+        ]
+    });
+    Ok(decide(grant, claims, live_role, live_binding))
+}
+
+/// Write one grant as decided: the Role, then the RoleBinding; a create that finds the name
+/// taken meanwhile is a conflict like any other name taken.
+async fn write_grant(
+    grant: &Grant,
+    decision: GrantDecision,
+    records: &Records,
     ctx: &Context,
 ) -> std::result::Result<Claim, Rejected> {
     let namespace = grant.role.namespace().unwrap_or_default();
     let name = grant.role.name_any();
     let object = format!("{namespace}/{name}");
-    let rejected = |kind: &'static str| {
-        let object = &object;
-        move |error| Rejected::new(kind, object.clone(), &error)
-    };
-    let fresh = fresh.contains(&namespace);
-    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh).await.map_err(rejected("Role"))?;
-    let live_binding =
-        ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh).await.map_err(rejected("RoleBinding"))?;
-    let (role, binding) = match decide(tenant, grant, live_role, live_binding) {
+    let (role, binding) = match decision {
         GrantDecision::Conflict(why) => return Ok(Claim::Foreign(why)),
         GrantDecision::Apply { role, binding } => (role, binding),
     };
-    if let Some(how) = role
-        && let Claim::Foreign(why) = write(ctx, &namespace, &name, &grant.role, how).await.map_err(rejected("Role"))?
-    {
-        return Ok(Claim::Foreign(why));
+    if let Some(how) = role {
+        let key = Key::child(OwnedKind::Role, &namespace, &name);
+        let written = write(ctx, &key, &grant.role, how, records).await;
+        if let Claim::Foreign(why) = written.map_err(|e| Rejected::new("Role", object.clone(), &e))? {
+            return Ok(Claim::Foreign(why));
+        }
     }
     if let Some(how) = binding {
-        return write(ctx, &namespace, &name, &grant.binding, how).await.map_err(rejected("RoleBinding"));
+        let key = Key::child(OwnedKind::RoleBinding, &namespace, &name);
+        return write(ctx, &key, &grant.binding, how, records).await.map_err(|e| Rejected::new("RoleBinding", object, &e));
     }
     Ok(Claim::Ours)
 }
@@ -166,50 +226,38 @@ enum GrantDecision {
     Apply { role: Option<Write<Role>>, binding: Option<Write<RoleBinding>> },
 }
 
-/// Decide from the live Role and RoleBinding of the grant's name (ours or not); no IO.
+/// Decide from the live Role and RoleBinding of the grant's name and whether each is ours
+/// (`claims`: the Role's, the RoleBinding's); no IO.
 fn decide(
-    tenant: &MLTenant,
     grant: &Grant,
+    claims: [Claim; 2],
     live_role: Option<Arc<Role>>,
     live_binding: Option<Arc<RoleBinding>>,
 ) -> GrantDecision {
-    let metas = [live_role.as_ref().map(|r| &r.metadata), live_binding.as_ref().map(|b| &b.metadata)];
-    let foreign = |meta: &ObjectMeta| match ownership::claim(meta, tenant) {
-        Claim::Foreign(why) => Some(why),
-        Claim::Ours | Claim::Absent => None,
-    };
-    if let Some(why) = metas.into_iter().flatten().find_map(foreign) {
+    if let Some(why) = claims.iter().find_map(|c| if let Claim::Foreign(why) = c { Some(*why) } else { None }) {
         return GrantDecision::Conflict(why);
     }
     let role = match live_role {
         None => Some(Write::Create),
-        Some(live)
-            if live.rules != grant.role.rules || apply::metadata_differs(&live.metadata, &grant.role.metadata) =>
-        {
-            Some(Write::Update)
-        }
+        Some(live) if apply::differs(&*live, &grant.role) => Some(Write::Update),
         Some(_) => None,
     };
     let binding = match live_binding {
         None => Some(Write::Create),
         // roleRef is immutable.
         Some(live) if live.role_ref != grant.binding.role_ref => Some(Write::Replace(live)),
-        Some(live)
-            if live.subjects != grant.binding.subjects
-                || apply::metadata_differs(&live.metadata, &grant.binding.metadata) =>
-        {
-            Some(Write::Update)
-        }
+        Some(live) if apply::differs(&*live, &grant.binding) => Some(Write::Update),
         Some(_) => None,
     };
     GrantDecision::Apply { role, binding }
 }
 
-/// Write one Role or RoleBinding of a grant as decided. A create that finds the name
-/// taken meanwhile is a conflict like any other name taken.
-async fn write<K>(ctx: &Context, namespace: &str, name: &str, desired: &K, how: Write<K>) -> kube::Result<Claim>
+/// Write one Role or RoleBinding of a grant as decided, recording what it creates. A create
+/// that finds the name taken meanwhile is a conflict like any other name taken.
+async fn write<K>(ctx: &Context, key: &Key, desired: &K, how: Write<K>, records: &Records) -> kube::Result<Claim>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Trim
         + Clone
         + serde::Serialize
         + serde::de::DeserializeOwned
@@ -218,41 +266,51 @@ where
     if let Write::Replace(live) = &how {
         ownership::delete(ctx, &**live).await?;
     }
-    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
-    match apply::apply(&api, name, desired, how.ours()).await {
-        Ok(_) => Ok(Claim::Ours),
-        Err(error) if !how.ours() && apply::is_conflict(&error) => Ok(Claim::Foreign(ownership::CREATED_MEANWHILE)),
+    let api = Api::<Guarded<K>>::namespaced(ctx.client.clone(), &key.namespace);
+    match apply::apply(&api, &key.name, desired, how.ours()).await {
+        Ok(written) => {
+            if let (true, Some(uid)) = (how.creates(), Resource::meta(&written).uid.clone()) {
+                records.with(|inventory| inventory.record(key.clone(), uid, false));
+            }
+            Ok(Claim::Ours)
+        }
+        Err(error) if how.creates() && apply::is_conflict(&error) => {
+            records.with(|inventory| inventory.forget(key));
+            Ok(Claim::Foreign(ownership::CREATED_MEANWHILE))
+        }
         Err(error) => Err(error),
     }
 }
 
-/// Delete the tenant's Roles and RoleBindings except `keep` (namespace, name): only those that
-/// are ours, never in a protected namespace. Returns the deletions the API server refused.
-pub async fn revoke_except(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Vec<Rejected> {
-    let mut rejected = delete_unwanted(tenant, "RoleBinding", &ctx.role_bindings, keep, ctx).await;
-    rejected.extend(delete_unwanted(tenant, "Role", &ctx.roles, keep, ctx).await);
-    rejected
-}
-
-async fn delete_unwanted<K>(
+/// Delete the tenant's recorded Roles and RoleBindings except `keep` (namespace, name), never in
+/// a protected namespace. Returns the deletions the API server refused.
+pub async fn revoke_except(
     tenant: &MLTenant,
-    kind: &'static str,
-    cached: &Cached<K>,
     keep: &BTreeSet<(String, String)>,
+    records: &Records,
     ctx: &Context,
-) -> Vec<Rejected>
-where
-    K: Child + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-{
+) -> Vec<Rejected> {
+    // Bindings first: a binding without its Role grants nothing, a Role without binding neither.
+    let revocable: Vec<(Key, String)> = records.with(|inventory| {
+        let bindings = inventory.of(OwnedKind::RoleBinding);
+        let recorded = bindings.chain(inventory.of(OwnedKind::Role));
+        let uids = recorded.filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)));
+        uids.filter(|(key, _)| ownership::revocable(key, keep, &ctx.config.protected)).collect()
+    });
     let mut refused = Vec::new();
-    for obj in cached.of(&tenant.name_any()) {
-        if ownership::revocable(&*obj, tenant, keep, &ctx.config.protected)
-            && let Err(error) = ownership::delete(ctx, &*obj).await
-        {
-            let rejected =
-                Rejected::new(kind, format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), &error);
-            ctx.rejected(tenant, &rejected).await;
-            refused.push(rejected);
+    for (key, uid) in revocable {
+        let deleted = match key.kind {
+            OwnedKind::Role => ownership::delete_recorded::<Role>(ctx, &key, &uid).await,
+            _ => ownership::delete_recorded::<RoleBinding>(ctx, &key, &uid).await,
+        };
+        match deleted {
+            Ok(()) => records.with(|inventory| inventory.forget(&key)),
+            Err(error) => {
+                let kind = if key.kind == OwnedKind::Role { "Role" } else { "RoleBinding" };
+                let rejected = Rejected::new(kind, format!("{}/{}", key.namespace, key.name), &error);
+                ctx.rejected(tenant, &rejected).await;
+                refused.push(rejected);
+            }
         }
     }
     refused
@@ -263,6 +321,7 @@ mod tests {
     use super::*;
     use crate::api::environments;
     use crate::api::{MLTenantSpec, SecretReader, SecretSpec};
+    use crate::reconcile::trim::as_cached;
 
     fn tenant(readers: Vec<SecretReader>) -> MLTenant {
         let mut t = MLTenant::new(
@@ -337,60 +396,49 @@ mod tests {
         let t = tenant(vec![reader(None)]);
         let env = &environments::plan(&t).unwrap()[0];
         let grant = desired(&t, env, &[&wanted("ml-platform")]).remove(0);
-        let role = || Some(Arc::new(grant.role.clone()));
-        let binding = || Some(Arc::new(grant.binding.clone()));
-        let role_with = |edit: fn(&mut Role)| {
-            let mut role = grant.role.clone();
-            edit(&mut role);
-            Some(Arc::new(role))
-        };
-        let binding_with = |edit: fn(&mut RoleBinding)| {
-            let mut binding = grant.binding.clone();
-            edit(&mut binding);
-            Some(Arc::new(binding))
-        };
-        let unmanaged = role_with(|r| r.metadata.labels = None);
-        let disowned = role_with(|r| r.metadata.owner_references = None);
-        let other_tenant = binding_with(|b| {
-            b.metadata.labels.as_mut().unwrap().insert(labels::TENANT.into(), "other".into());
-        });
+        let role = || Some(Arc::new(as_cached(&grant.role, |_| {})));
+        let binding = || Some(Arc::new(as_cached(&grant.binding, |_| {})));
+        let role_with = |edit: fn(&mut Role)| Some(Arc::new(as_cached(&grant.role, edit)));
+        let binding_with = |edit: fn(&mut RoleBinding)| Some(Arc::new(as_cached(&grant.binding, edit)));
         let renamed = role_with(|r| r.rules.as_mut().unwrap()[0].resource_names = Some(vec!["old".into()]));
         let unstamped = role_with(|r| r.metadata.annotations = None);
+        let widened = role_with(|r| r.rules.as_mut().unwrap()[0].verbs.push("list".into()));
+        let relabelled = role_with(|r| {
+            r.metadata.labels.as_mut().unwrap().insert("someone-else".into(), "x".into());
+        });
         let resubjected = binding_with(|b| b.subjects.as_mut().unwrap()[0].name = "old".into());
         let rebound = binding_with(|b| b.role_ref.name = "old".into());
         let write = |role, binding| GrantDecision::Apply { role, binding };
-        let not_ours = "it is not managed by mltenant-operator";
+        let (ours, absent) = (Claim::Ours, Claim::Absent);
+        let not_ours = Claim::Foreign("it is not managed by mltenant-operator");
         let table = [
-            ("nothing there", None, None, write(Some(Write::Create), Some(Write::Create))),
-            ("converged", role(), binding(), write(None, None)),
-            ("a Role not managed by the operator", unmanaged.clone(), None, GrantDecision::Conflict(not_ours)),
+            ("nothing there", [absent.clone(), absent.clone()], None, None, write(Some(Write::Create), Some(Write::Create))),
+            ("converged", [ours.clone(), ours.clone()], role(), binding(), write(None, None)),
+            ("a label someone else added", [ours.clone(), ours.clone()], relabelled, binding(), write(None, None)),
+            ("a Role not ours", [not_ours.clone(), absent.clone()], role(), None, GrantDecision::Conflict("it is not managed by mltenant-operator")),
             (
-                "a Role without this tenant's ownerReference",
-                disowned,
-                binding(),
-                GrantDecision::Conflict("it does not carry this MLTenant's ownerReference"),
-            ),
-            (
-                "a RoleBinding of another tenant",
+                "a RoleBinding not ours",
+                [ours.clone(), Claim::Foreign(ownership::NOT_CREATED_HERE)],
                 role(),
-                other_tenant.clone(),
-                GrantDecision::Conflict("it is managed for another MLTenant"),
+                binding(),
+                GrantDecision::Conflict(ownership::NOT_CREATED_HERE),
             ),
-            ("both taken: the Role tells", unmanaged, other_tenant, GrantDecision::Conflict(not_ours)),
-            ("other resourceNames", renamed, binding(), write(Some(Write::Update), None)),
-            ("drifted Role metadata", unstamped, binding(), write(Some(Write::Update), None)),
-            ("the Role deleted", None, binding(), write(Some(Write::Create), None)),
-            ("other subjects", role(), resubjected, write(None, Some(Write::Update))),
+            ("other resourceNames", [ours.clone(), ours.clone()], renamed, binding(), write(Some(Write::Update), None)),
+            ("a verb added", [ours.clone(), ours.clone()], widened, binding(), write(Some(Write::Update), None)),
+            ("drifted Role metadata", [ours.clone(), ours.clone()], unstamped, binding(), write(Some(Write::Update), None)),
+            ("the Role deleted", [absent.clone(), ours.clone()], None, binding(), write(Some(Write::Create), None)),
+            ("other subjects", [ours.clone(), ours.clone()], role(), resubjected, write(None, Some(Write::Update))),
             (
                 "another roleRef is replaced",
+                [ours.clone(), ours.clone()],
                 role(),
                 rebound.clone(),
                 write(None, Some(Write::Replace(rebound.unwrap()))),
             ),
-            ("the RoleBinding deleted", role(), None, write(None, Some(Write::Create))),
+            ("the RoleBinding deleted", [ours.clone(), absent.clone()], role(), None, write(None, Some(Write::Create))),
         ];
-        for (row, live_role, live_binding, want) in table {
-            assert_eq!(decide(&t, &grant, live_role, live_binding), want, "{row}");
+        for (row, claims, live_role, live_binding, want) in table {
+            assert_eq!(decide(&grant, claims, live_role, live_binding), want, "{row}");
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The MLTenant controller: validate -> plan -> apply -> status, behind the cleanup finalizer.
 
 pub mod access;
+pub mod inventory;
 pub mod namespaces;
 pub mod ownership;
+mod publish;
 pub mod secrets;
 pub mod status;
 
@@ -11,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -23,7 +24,9 @@ use crate::api::environments::{self, Environment};
 use crate::api::labels::{self, FIELD_MANAGER};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
+use inventory::Records;
 use namespaces::NamespaceState;
 use secrets::Distribution;
 
@@ -41,12 +44,14 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     set_finalizer(tenant, ctx, true).await?;
     let now = Time(jiff::Timestamp::now());
+    let records = Records::new(inventory::load(tenant, ctx).await?);
     let planned = match environments::plan(tenant).and_then(|planned| tenant.spec.check_readers().map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
-            status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
+            let status = status::build(tenant, &observed, &[], &Distribution::default(), &records.snapshot(), &now);
+            publish::write(tenant, status, ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
@@ -56,34 +61,35 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     // Event, metric) and the tenant retried with backoff once its status is written. Within a
     // step the writes are independent, so they are sent together: a tenant then waits for
     // one round trip per step, not one per object.
-    let ensured = join_all(planned.iter().map(|env| namespaces::ensure_reported(tenant, env, ctx))).await;
+    let ensured = join_all(planned.iter().map(|env| namespaces::ensure_reported(tenant, env, &records, ctx))).await;
     let mut namespace_states: Vec<(Environment, NamespaceState)> = Vec::with_capacity(planned.len());
     let mut fresh = BTreeSet::new();
-    for (env, (state, created)) in planned.into_iter().zip(ensured) {
-        if created {
+    let mut kept = Vec::new();
+    for (env, ensured) in planned.into_iter().zip(ensured) {
+        if ensured.created {
             fresh.insert(env.namespace.clone());
         }
-        namespace_states.push((env, state));
+        kept.extend(ensured.kept);
+        namespace_states.push((env, ensured.state));
     }
 
     // Environments removed from spec: apply the deletion policy to their namespaces.
-    let wanted_namespaces: BTreeSet<&str> = namespace_states.iter().map(|(e, _)| e.namespace.as_str()).collect();
+    let wanted_namespaces: Vec<&str> = namespace_states.iter().map(|(e, _)| e.namespace.as_str()).collect();
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
     let mut unreleased = Vec::new();
-    for ns in namespaces::labelled_for(tenant, ctx) {
-        if !wanted_namespaces.contains(ns.name_any().as_str())
-            && let Err(rejected) = namespaces::remove_reported(tenant, &ns, policy, ctx).await
-        {
+    let removed = namespaces::recorded_except(&records.snapshot(), Some(&wanted_namespaces), &ctx.config.protected);
+    for (key, entry) in removed {
+        if let Err(rejected) = namespaces::remove_reported(tenant, &key, &entry, policy, &records, ctx).await {
             unreleased.push(rejected);
         }
     }
 
     let ready: Vec<&Environment> =
         namespace_states.iter().filter(|(_, s)| *s == NamespaceState::Ready).map(|(e, _)| e).collect();
-    let distribution = secrets::sync(tenant, &ready, &fresh, ctx).await;
+    let distribution = secrets::sync(tenant, &ready, &fresh, &records, ctx).await;
     let present: Vec<&secrets::WantedSecret> =
         distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
-    let granted = access::sync(tenant, &ready, &present, &fresh, ctx).await;
+    let granted = access::sync(tenant, &ready, &present, &fresh, &records, ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
@@ -92,8 +98,11 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
             || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
     // Failure series of bundles the tenant no longer names go now, not only at the next scrape.
     ctx.metrics.forget_failures(&tenant.name_any(), Some(&tenant.spec.referenced_bundles()));
-    let observed = status::observe(&namespace_states, &unreleased, &distribution, &granted, now.0);
-    status::write(tenant, status::build(tenant, &observed, &namespace_states, &distribution, &now), ctx).await?;
+    let inventory = records.snapshot();
+    ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
+    let observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
+    let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now);
+    publish::write(tenant, status, ctx).await?;
 
     let refused: Vec<&Rejected> = namespace_states
         .iter()
@@ -119,49 +128,36 @@ fn partial(refused: &[&Rejected]) -> Result<()> {
     }
 }
 
-/// Apply the deletion policy to every namespace of the tenant, then let the object go.
-/// Tolerates `apply` never having run. The finalizer stays until every revocation succeeded.
+/// Revoke everything on the tenant's record and apply the deletion policy to its namespaces,
+/// then let the object go: whatever the deletion's propagation, since the record does not
+/// depend on ownerReferences (an orphaning delete strips them before this runs). Tolerates
+/// `apply` never having run. The finalizer stays until every revocation succeeded.
 async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
+    let records = Records::new(inventory::load(tenant, ctx).await?);
     // Credentials and the access to them are revoked whatever the deletion policy.
-    let mut refused = access::revoke_except(tenant, &BTreeSet::new(), ctx).await;
-    for secret in secrets::revocable(tenant, &BTreeSet::new(), ctx) {
-        if let Err(rejected) = secrets::delete(tenant, &secret, ctx).await {
-            refused.push(rejected);
-        }
-    }
+    let nothing = BTreeSet::new();
+    let mut refused = access::revoke_except(tenant, &nothing, &records, ctx).await;
+    refused.extend(secrets::revoke_except(tenant, &nothing, &records, ctx).await);
     let policy = tenant.spec.deletion_policy.unwrap_or_default();
-    let mut ours: Vec<Arc<Namespace>> = namespaces::labelled_for(tenant, ctx);
-    // A namespace whose labels were stripped is not in the label-selected cache but is still
-    // ours (annotation or ownerReference): release or delete it too.
-    if let Ok(planned) = environments::plan(tenant) {
-        let api: Api<Namespace> = Api::all(ctx.client.clone());
-        for env in planned {
-            if ours.iter().all(|ns| ns.name_any() != env.namespace)
-                && !ctx.config.protected.contains(&env.namespace)
-                && let Some(ns) = api.get_opt(&env.namespace).await?
-                && matches!(namespaces::holder(Some(&ns), tenant), namespaces::Holder::Us { .. })
-            {
-                ours.push(Arc::new(ns));
-            }
-        }
-    }
-
     let mut pending = Vec::new();
-    for ns in &ours {
-        match namespaces::remove_reported(tenant, ns, policy, ctx).await {
-            Ok(true) => pending.push(ns.name_any()),
+    for (key, entry) in namespaces::recorded_except(&records.snapshot(), None, &ctx.config.protected) {
+        match namespaces::remove_reported(tenant, &key, &entry, policy, &records, ctx).await {
+            Ok(true) => pending.push(key.name),
             Ok(false) => {}
             Err(rejected) => refused.push(rejected),
         }
     }
+    let inventory = records.snapshot();
+    ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
     partial(&refused.iter().collect::<Vec<_>>())?;
     if !pending.is_empty() {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
-        status::write(tenant, status::build(tenant, &observed, &[], &Distribution::default(), &now), ctx).await?;
+        let status = status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now);
+        publish::write(tenant, status, ctx).await?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
     set_finalizer(tenant, ctx, false).await?;
@@ -180,10 +176,10 @@ async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Resul
     if has_finalizer(tenant) == present {
         return Ok(());
     }
-    let api: Api<MLTenant> = Api::all(ctx.client.clone());
+    let api: Api<Guarded<MLTenant>> = Api::all(ctx.client.clone());
     if !present {
         match api.get_opt(&tenant.name_any()).await? {
-            Some(live) if live.uid() == tenant.uid() && has_finalizer(&live) => {}
+            Some(live) if live.uid() == tenant.uid() && live.finalizers().iter().any(|f| f == labels::FINALIZER) => {}
             _ => return Ok(()),
         }
     }

@@ -1,23 +1,30 @@
 //! Environment namespaces: who holds a namespace, what ours must look like, what to do about
 //! it (decided without IO: [`decide_cached`], [`decide`], [`removal`]) and the writes that
 //! create, adopt, restore, release or delete them.
+//!
+//! A namespace is ours only when the tenant's inventory recorded its UID (created, or adopted
+//! with its owner's consent); only one it created is ever deleted. Its Pod Security labels are
+//! only ever tightened: a level the namespace already has more strictly is kept, and letting it
+//! go puts back what its owner had.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
+use super::inventory::{self, Entry, Inventory, Key, Records};
 use super::ownership;
 use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
 use crate::api::labels;
-use crate::api::limits::Protected;
+use crate::api::limits::{POD_SECURITY_LABELS, Protected};
 use crate::api::{DeletionPolicy, MLTenant};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
 
 /// Who holds a namespace, from the point of view of one tenant.
@@ -25,14 +32,13 @@ use crate::reconcile::rejected::Rejected;
 pub enum Holder {
     /// It does not exist.
     Nobody,
-    /// It is ours: it carries this tenant's UID (annotation or ownerReference), and no other
-    /// tenant's label (ours may have been stripped by hand).
-    Us { origin: String },
+    /// It is ours: the tenant's inventory recorded its UID, as created or adopted.
+    Us { adopted: bool },
     /// It exists without any tenant label.
     Unlabelled,
-    /// It carries this tenant's name but not its UID: left over from an earlier MLTenant of the
-    /// same name (deleted without the operator releasing it), or labelled by hand. Not ours
-    /// until its owner consents, like an unlabelled one.
+    /// It carries this tenant's name but is not on its record: left over from an earlier
+    /// MLTenant of the same name, labelled by hand, or forged. Not ours until its owner
+    /// consents, like an unlabelled one.
     Stale,
     /// Another tenant holds it.
     Tenant(String),
@@ -40,68 +46,113 @@ pub enum Holder {
     Terminating,
 }
 
-/// Decide who holds `ns` from the point of view of `tenant`.
-pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant) -> Holder {
+/// Decide who holds `ns` from the point of view of `tenant`, whose inventory is `inventory`.
+pub fn holder(ns: Option<&Namespace>, tenant: &MLTenant, inventory: &Inventory) -> Holder {
     let Some(ns) = ns else { return Holder::Nobody };
     if ns.metadata.deletion_timestamp.is_some() {
         return Holder::Terminating;
     }
+    let key = Key::namespace(&ns.name_any());
+    if inventory.owns(&key, &ns.metadata) {
+        return Holder::Us { adopted: inventory.get(&key).is_some_and(|e| e.adopted) };
+    }
     match ns.labels().get(labels::TENANT) {
-        _ if ours(ns, tenant) => Holder::Us { origin: origin(ns).to_owned() },
         Some(name) if *name == tenant.name_any() => Holder::Stale,
         Some(other) => Holder::Tenant(other.clone()),
         None => Holder::Unlabelled,
     }
 }
 
-/// Carries `tenant`'s UID (the annotation every namespace it created or adopted gets, or its
-/// ownerReference) and no other tenant's label.
-fn ours(ns: &Namespace, tenant: &MLTenant) -> bool {
-    let Some(uid) = tenant.metadata.uid.as_ref() else { return false };
-    let labelled_for_other = ns.labels().get(labels::TENANT).is_some_and(|t| *t != tenant.name_any());
-    !labelled_for_other
-        && (ns.annotations().get(labels::TENANT_UID) == Some(uid)
-            || ns.owner_references().iter().any(|o| o.uid == *uid))
+fn origin(adopted: bool) -> &'static str {
+    if adopted { labels::ORIGIN_ADOPTED } else { labels::ORIGIN_CREATED }
 }
 
-/// Unknown origin counts as adopted: `Delete` only ever removes what we know we created.
-fn origin(ns: &Namespace) -> &str {
-    ns.annotations().get(labels::ORIGIN).map_or(labels::ORIGIN_ADOPTED, String::as_str)
+/// Pod Security levels from the loosest; a level outside them is not compared.
+fn strictness(level: &str) -> Option<usize> {
+    ["privileged", "baseline", "restricted"].iter().position(|l| *l == level)
 }
 
-/// Whether `tenant` created `ns`, terminating or not.
-fn created_by(ns: &Namespace, tenant: &MLTenant) -> bool {
-    ours(ns, tenant) && origin(ns) == labels::ORIGIN_CREATED
+/// The Pod Security modes whose level a label sets.
+const POD_SECURITY_MODES: [&str; 3] =
+    ["pod-security.kubernetes.io/enforce", "pod-security.kubernetes.io/audit", "pod-security.kubernetes.io/warn"];
+
+/// `wanted` (a namespace's labels as the spec has them) with each Pod Security level `live`
+/// holds more strictly kept, and a line for each level kept that way: a tenant only ever
+/// tightens what a namespace has.
+fn tightened(wanted: &BTreeMap<String, String>, live: Option<&Namespace>) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut labels = wanted.clone();
+    let mut kept = Vec::new();
+    let current = live.map(|ns| ns.labels());
+    for mode in POD_SECURITY_MODES {
+        let (Some(want), Some(have)) = (wanted.get(mode), current.and_then(|c| c.get(mode))) else { continue };
+        if let (Some(w), Some(h)) = (strictness(want), strictness(have))
+            && h > w
+        {
+            kept.push(format!("{mode}={have} (the spec asks {want})"));
+            labels.insert(mode.to_owned(), have.clone());
+        }
+    }
+    (labels, kept)
 }
 
-/// The namespace as the operator applies it: only the fields it owns.
+/// A namespace's Pod Security labels as `k=v` pairs, comma-separated (what
+/// `mltenant.io/pod-security-before` holds).
+fn pod_security_text(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> =
+        POD_SECURITY_LABELS.iter().filter_map(|k| Some(format!("{k}={}", labels.get(*k)?))).collect();
+    pairs.join(",")
+}
+
+fn parse_pod_security(text: &str) -> BTreeMap<String, String> {
+    let pairs = text.split(',').filter_map(|pair| pair.split_once('='));
+    pairs.filter(|(k, _)| POD_SECURITY_LABELS.contains(k)).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// The namespace as the operator applies it (only the fields it owns), and the Pod Security
+/// levels kept from `live` because the spec asks less.
 ///
 /// Only a namespace the tenant will delete (`deletionPolicy: Delete`, created by it) carries an
 /// ownerReference. Any other would be deleted by the garbage collector when the tenant is
 /// deleted with foreground propagation (Argo CD's default when pruning) or when the finalizer
 /// is removed without the operator, which would break `Retain` and adoption.
-pub fn desired(tenant: &MLTenant, env: &Environment, origin: &str) -> Namespace {
-    let deletes_it = tenant.spec.deletion_policy == Some(DeletionPolicy::Delete) && origin == labels::ORIGIN_CREATED;
-    apply::stamped(Namespace {
+pub fn desired(tenant: &MLTenant, env: &Environment, adopted: bool, live: Option<&Namespace>) -> (Namespace, Vec<String>) {
+    let deletes_it = tenant.spec.deletion_policy == Some(DeletionPolicy::Delete) && !adopted;
+    let (labels_wanted, kept) = tightened(&env.labels, live);
+    let mut annotations = BTreeMap::from([
+        (labels::ORIGIN.to_owned(), origin(adopted).to_owned()),
+        (labels::TENANT_UID.to_owned(), tenant.metadata.uid.clone().unwrap_or_default()),
+    ]);
+    if adopted {
+        // What its owner had, to put back on release: noted when adopting, kept after.
+        let noted = live.and_then(|ns| ns.annotations().get(labels::POD_SECURITY_BEFORE).cloned());
+        let before = noted.unwrap_or_else(|| pod_security_text(live.map(|ns| ns.labels()).unwrap_or(&BTreeMap::new())));
+        annotations.insert(labels::POD_SECURITY_BEFORE.to_owned(), before);
+    }
+    let namespace = apply::stamped(Namespace {
         metadata: ObjectMeta {
             name: Some(env.namespace.clone()),
-            labels: Some(env.labels.clone()),
-            annotations: Some(BTreeMap::from([
-                (labels::ORIGIN.to_owned(), origin.to_owned()),
-                (labels::TENANT_UID.to_owned(), tenant.metadata.uid.clone().unwrap_or_default()),
-            ])),
+            labels: Some(labels_wanted),
+            annotations: Some(annotations),
             owner_references: deletes_it.then(|| vec![ownership::owner_reference(tenant)]),
             ..Default::default()
         },
         ..Default::default()
-    })
+    });
+    (namespace, kept)
 }
 
-/// What a namespace let go of under `Retain` keeps from us: only a note of where it came from.
-fn released(name: &str, tenant: &str) -> Namespace {
+/// What a namespace let go of under `Retain` keeps from us: a note of where it came from, and
+/// Pod Security labels never looser than its owner's: an adopted one gets back what its owner
+/// had, one the tenant created keeps its levels.
+fn released(ns: &Namespace, adopted: bool, tenant: &str) -> Namespace {
+    let labels = match (adopted, ns.annotations().get(labels::POD_SECURITY_BEFORE)) {
+        (true, Some(before)) => parse_pod_security(before),
+        _ => ns.labels().iter().filter(|(k, _)| POD_SECURITY_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
     Namespace {
         metadata: ObjectMeta {
-            name: Some(name.to_owned()),
+            name: Some(ns.name_any()),
+            labels: Some(labels),
             annotations: Some(BTreeMap::from([(labels::RELEASED_FROM.to_owned(), tenant.to_owned())])),
             ..Default::default()
         },
@@ -143,6 +194,22 @@ impl NamespaceState {
     }
 }
 
+/// What `ensure` did to one environment's namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ensured {
+    pub state: NamespaceState,
+    /// Created by this reconcile (nothing else can be in it yet).
+    pub created: bool,
+    /// Pod Security levels the namespace keeps because the spec asks less (see [`tightened`]).
+    pub kept: Option<String>,
+}
+
+impl Ensured {
+    fn new(state: NamespaceState) -> Self {
+        Ensured { state, created: false, kept: None }
+    }
+}
+
 /// Whether the namespace's owner consents to `tenant` adopting it.
 fn consents(ns: &Namespace, tenant: &MLTenant) -> bool {
     ns.labels().get(labels::ADOPTABLE_BY) == Some(&tenant.name_any())
@@ -162,8 +229,11 @@ pub struct Note {
 pub enum Change {
     /// No write: it is ours and as desired.
     Nothing,
-    /// Apply the desired namespace with this origin; `creates`: it does not exist yet.
-    Apply { origin: String, creates: bool },
+    /// Apply the desired namespace. `creates`: it does not exist yet; `adopted`: it is (or
+    /// becomes) ours by adoption; `consent`: the owner's adoption label is still on it and is
+    /// removed once adopted, so that it cannot outlive this tenant and be taken by a later one
+    /// of the same name.
+    Apply { adopted: bool, creates: bool, consent: bool },
     /// No write: the namespace is left alone, and the state (protected, conflict or
     /// terminating) says why.
     Refuse(NamespaceState),
@@ -183,9 +253,9 @@ fn refused(state: fn(String) -> NamespaceState, reason: &'static str, message: S
 }
 
 /// An apply reported by a Normal Event with reason `reason`, if any.
-fn applied(origin: &str, creates: bool, event: Option<(&'static str, String)>) -> Decision {
+fn applied(adopted: bool, creates: bool, consent: bool, event: Option<(&'static str, String)>) -> Decision {
     let event = event.map(|(reason, message)| Note { type_: EventType::Normal, reason, message });
-    Decision { change: Change::Apply { origin: origin.to_owned(), creates }, event }
+    Decision { change: Change::Apply { adopted, creates, consent }, event }
 }
 
 /// What the cache alone decides, without the claim lock: a protected name is refused before
@@ -195,6 +265,7 @@ pub fn decide_cached(
     tenant: &MLTenant,
     env: &Environment,
     protected: &Protected,
+    inventory: &Inventory,
     cached: Option<&Namespace>,
 ) -> Option<Decision> {
     let name = &env.namespace;
@@ -206,35 +277,44 @@ pub fn decide_cached(
         return Some(refused(NamespaceState::Protected, reason::PROTECTED_NAMESPACE, message));
     }
     let cached = cached?;
-    let Holder::Us { origin } = holder(Some(cached), tenant) else { return None };
-    let as_desired = !apply::metadata_differs(&cached.metadata, &desired(tenant, env, &origin).metadata);
+    let Holder::Us { adopted } = holder(Some(cached), tenant, inventory) else { return None };
+    let (want, _) = desired(tenant, env, adopted, Some(cached));
+    let as_desired = !apply::differs(cached, &want) && !consents(cached, tenant);
     as_desired.then_some(Decision { change: Change::Nothing, event: None })
 }
 
 /// The write to make to `env`'s namespace, decided on `live`, its state read under the claim
 /// lock. `in_cache`: whether the cache had it; one of ours missing from that label-selected
 /// cache had its labels stripped.
-pub fn decide(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, in_cache: bool) -> Decision {
+pub fn decide(
+    tenant: &MLTenant,
+    env: &Environment,
+    inventory: &Inventory,
+    live: Option<&Namespace>,
+    in_cache: bool,
+) -> Decision {
     let name = &env.namespace;
     let adopting = tenant.spec.adopt_existing_namespaces == Some(true);
-    match holder(live, tenant) {
+    let consent = live.is_some_and(|ns| consents(ns, tenant));
+    match holder(live, tenant, inventory) {
         // Creating what the tenant never had is reported by its status; an Event per new object
         // would double the writes of a first converge. Recreating what someone deleted is news.
         Holder::Nobody => {
             let event = tenant
                 .had_environment(&env.name)
                 .then(|| (event::NAMESPACE_RESTORED, format!("recreated namespace {name}, which was deleted")));
-            applied(labels::ORIGIN_CREATED, true, event)
+            applied(false, true, false, event)
         }
-        Holder::Us { origin } => {
+        Holder::Us { adopted } => {
             let event =
                 (!in_cache).then(|| (event::NAMESPACE_RESTORED, format!("restored the labels of namespace {name}")));
-            applied(&origin, false, event)
+            applied(adopted, false, consent, event)
         }
         // Adoption is two-sided: the tenant asks for it and the namespace's owner consents.
-        Holder::Unlabelled | Holder::Stale if adopting && live.is_some_and(|ns| consents(ns, tenant)) => applied(
-            labels::ORIGIN_ADOPTED,
+        Holder::Unlabelled | Holder::Stale if adopting && consent => applied(
+            true,
             false,
+            true,
             Some((event::NAMESPACE_ADOPTED, format!("adopted existing namespace {name}"))),
         ),
         Holder::Unlabelled | Holder::Stale => {
@@ -265,44 +345,62 @@ pub fn decide(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, in
 
 /// Make `env`'s namespace exist, labelled and owned by `tenant`, unless it is protected or
 /// someone else holds it.
-/// Also says whether it created the namespace just now.
-pub async fn ensure(tenant: &MLTenant, env: &Environment, ctx: &Context) -> kube::Result<(NamespaceState, bool)> {
+pub async fn ensure(tenant: &MLTenant, env: &Environment, records: &Records, ctx: &Context) -> kube::Result<Ensured> {
     let cached = ctx.namespaces.get(None, &env.namespace);
-    if let Some(decision) = decide_cached(tenant, env, &ctx.config.protected, cached.as_deref()) {
-        return perform(tenant, env, decision, ctx).await;
+    let inventory = records.snapshot();
+    if let Some(decision) = decide_cached(tenant, env, &ctx.config.protected, &inventory, cached.as_deref()) {
+        return perform(tenant, env, decision, cached.as_deref(), records, ctx).await;
     }
     // A write may be needed. Decide on the live object, under the claim lock, so that two
     // tenants reconciled at once cannot both take a namespace that nobody holds yet.
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
     let _claim = ctx.claim(&env.namespace).await;
-    let live = api.get_opt(&env.namespace).await?;
-    perform(tenant, env, decide(tenant, env, live.as_ref(), cached.is_some()), ctx).await
+    let live = ownership::read_namespace(ctx, &env.namespace).await?;
+    let decision = decide(tenant, env, &inventory, live.as_deref(), cached.is_some());
+    perform(tenant, env, decision, live.as_deref(), records, ctx).await
 }
 
 /// Make the write `decision` describes, then record its Event (not if the write failed).
-/// Returns the namespace's state and whether it was created.
 async fn perform(
     tenant: &MLTenant,
     env: &Environment,
     decision: Decision,
+    live: Option<&Namespace>,
+    records: &Records,
     ctx: &Context,
-) -> kube::Result<(NamespaceState, bool)> {
+) -> kube::Result<Ensured> {
     let name = &env.namespace;
+    let key = Key::namespace(name);
     let outcome = match decision.change {
-        Change::Nothing => (NamespaceState::Ready, false),
-        Change::Apply { origin, creates } => {
-            let api: Api<Namespace> = Api::all(ctx.client.clone());
-            match apply::apply(&api, name, &desired(tenant, env, &origin), !creates).await {
-                Ok(_) => (NamespaceState::Ready, creates),
+        Change::Nothing => Ensured { kept: kept_note(tenant, env, live, records), ..Ensured::new(NamespaceState::Ready) },
+        Change::Apply { adopted, creates, consent } => {
+            let (want, kept) = desired(tenant, env, adopted, live);
+            // A create or an adoption goes on record before it is sent.
+            let on_record = records.with(|inventory| inventory.uid(&key).is_some());
+            if creates || !on_record {
+                inventory::intend(tenant, records, [(key.clone(), adopted)], ctx).await?;
+            }
+            let api = Api::<Guarded<Namespace>>::all(ctx.client.clone());
+            let written = match apply::apply(&api, name, &want, !creates).await {
+                Ok(written) => written,
                 // Someone created it after it was read: decided again on the next look.
                 Err(error) if creates && apply::is_conflict(&error) => {
+                    records.with(|inventory| inventory.forget(&key));
                     let message = format!("namespace {name} {}", ownership::CREATED_MEANWHILE);
-                    return Ok((NamespaceState::Conflict(message), false));
+                    return Ok(Ensured::new(NamespaceState::Conflict(message)));
                 }
                 Err(error) => return Err(error),
+            };
+            if let Some(uid) = kube::Resource::meta(&written).uid.clone() {
+                records.with(|inventory| inventory.record(key, uid, adopted));
             }
+            if consent {
+                let without = serde_json::json!({"metadata": {"labels": {labels::ADOPTABLE_BY: null}}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(without)).await?;
+            }
+            let kept = (!kept.is_empty()).then(|| kept_message(name, &kept));
+            Ensured { state: NamespaceState::Ready, created: creates, kept }
         }
-        Change::Refuse(state) => (state, false),
+        Change::Refuse(state) => Ensured::new(state),
     };
     if let Some(note) = decision.event {
         ctx.event(tenant, Some(reference(name)), note.type_, note.reason, &note.message).await;
@@ -310,36 +408,55 @@ async fn perform(
     Ok(outcome)
 }
 
-/// Namespaces currently labelled for `tenant`, except protected ones: a protected namespace
-/// someone labelled by hand is never released or deleted (both are writes).
-pub fn labelled_for(tenant: &MLTenant, ctx: &Context) -> Vec<std::sync::Arc<Namespace>> {
-    let labelled = ctx.namespaces.of(&tenant.name_any()).into_iter();
-    labelled.filter(|ns| ours(ns, tenant) && !ctx.config.protected.contains(&ns.name_any())).collect()
+/// The levels a namespace that needed no write keeps against the spec.
+fn kept_note(tenant: &MLTenant, env: &Environment, live: Option<&Namespace>, records: &Records) -> Option<String> {
+    let adopted = records.with(|inventory| inventory.get(&Key::namespace(&env.namespace)).is_some_and(|e| e.adopted));
+    let (_, kept) = desired(tenant, env, adopted, live);
+    (!kept.is_empty()).then(|| kept_message(&env.namespace, &kept))
+}
+
+fn kept_message(namespace: &str, kept: &[String]) -> String {
+    format!(
+        "namespace {namespace} keeps {}: a tenant only ever tightens Pod Security (raise the spec's level to match)",
+        kept.join(", ")
+    )
 }
 
 /// [`ensure`], with a refusal of the API server reported and turned into the environment's state.
-pub async fn ensure_reported(tenant: &MLTenant, env: &Environment, ctx: &Context) -> (NamespaceState, bool) {
-    match ensure(tenant, env, ctx).await {
+pub async fn ensure_reported(tenant: &MLTenant, env: &Environment, records: &Records, ctx: &Context) -> Ensured {
+    match ensure(tenant, env, records, ctx).await {
         Ok(ensured) => ensured,
         Err(error) => {
             let rejected = Rejected::new("Namespace", &env.namespace, &error);
             ctx.rejected(tenant, &rejected).await;
-            (NamespaceState::Rejected(rejected), false)
+            Ensured::new(NamespaceState::Rejected(rejected))
         }
     }
+}
+
+/// The namespaces on `tenant`'s record that `wanted` does not name (all of them when `None`),
+/// except protected ones: a protected namespace is never released or deleted (both are writes).
+pub fn recorded_except(inventory: &Inventory, wanted: Option<&[&str]>, protected: &Protected) -> Vec<(Key, Entry)> {
+    inventory
+        .of(crate::api::OwnedKind::Namespace)
+        .filter(|(key, _)| wanted.is_none_or(|w| !w.contains(&key.name.as_str())) && !protected.contains(&key.name))
+        .map(|(key, entry)| (key.clone(), entry.clone()))
+        .collect()
 }
 
 /// [`remove`], with a refusal of the API server reported and returned.
 pub async fn remove_reported(
     tenant: &MLTenant,
-    ns: &Namespace,
+    key: &Key,
+    entry: &Entry,
     policy: DeletionPolicy,
+    records: &Records,
     ctx: &Context,
 ) -> Result<bool, Rejected> {
-    match remove(tenant, ns, policy, ctx).await {
+    match remove(tenant, key, entry, policy, records, ctx).await {
         Ok(pending) => Ok(pending),
         Err(error) => {
-            let rejected = Rejected::new("Namespace", ns.name_any(), &error);
+            let rejected = Rejected::new("Namespace", &key.name, &error);
             ctx.rejected(tenant, &rejected).await;
             Err(rejected)
         }
@@ -349,6 +466,8 @@ pub async fn remove_reported(
 /// What becomes of a namespace the tenant no longer wants.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Removal {
+    /// It is gone, or the name is held by another namespace: only the record goes.
+    Forget,
     /// Delete it.
     Delete,
     /// It is being deleted already: wait for it to go.
@@ -357,35 +476,54 @@ pub enum Removal {
     Release,
 }
 
-/// Under `Delete` a namespace this tenant created is deleted; anything else is released:
-/// `Delete` only ever removes what we know we created.
-pub fn removal(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy) -> Removal {
-    match (policy, created_by(ns, tenant)) {
-        (DeletionPolicy::Delete, true) if ns.metadata.deletion_timestamp.is_some() => Removal::AwaitDeletion,
-        (DeletionPolicy::Delete, true) => Removal::Delete,
+/// Under `Delete` a namespace this tenant created (on record as created, the same UID) is
+/// deleted; anything else of ours is released: `Delete` only ever removes what the operator
+/// knows it created.
+pub fn removal(entry: &Entry, live: Option<&Namespace>, policy: DeletionPolicy) -> Removal {
+    let Some(ns) = live.filter(|ns| ns.metadata.uid.is_some() && ns.metadata.uid == entry.uid) else {
+        return Removal::Forget;
+    };
+    match (policy, entry.adopted) {
+        (DeletionPolicy::Delete, false) if ns.metadata.deletion_timestamp.is_some() => Removal::AwaitDeletion,
+        (DeletionPolicy::Delete, false) => Removal::Delete,
+        _ if ns.metadata.deletion_timestamp.is_some() => Removal::Forget,
         _ => Removal::Release,
     }
 }
 
-/// Let go of `ns` according to `policy` (see [`removal`]).
+/// Let go of the namespace on record at `key` according to `policy` (see [`removal`]).
 /// Returns whether the namespace is (still) being deleted.
-pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, ctx: &Context) -> kube::Result<bool> {
-    let api: Api<Namespace> = Api::all(ctx.client.clone());
-    let name = ns.name_any();
-    let (reason, message, pending) = match removal(tenant, ns, policy) {
+pub async fn remove(
+    tenant: &MLTenant,
+    key: &Key,
+    entry: &Entry,
+    policy: DeletionPolicy,
+    records: &Records,
+    ctx: &Context,
+) -> kube::Result<bool> {
+    let api = Api::<Guarded<Namespace>>::all(ctx.client.clone());
+    let name = &key.name;
+    let live = ownership::read_namespace(ctx, name).await?;
+    let (reason, message, pending) = match removal(entry, live.as_deref(), policy) {
+        Removal::Forget => {
+            records.with(|inventory| inventory.forget(key));
+            return Ok(false);
+        }
         Removal::AwaitDeletion => return Ok(true),
         Removal::Delete => {
-            // This very namespace, judged ours: not one of the same name created since.
-            let judged = Preconditions { uid: ns.uid(), resource_version: None };
-            api.delete(&name, &DeleteParams::background().preconditions(judged)).await?;
+            // This very namespace, the one on record: not one of the same name created since.
+            let recorded = Preconditions { uid: entry.uid.clone(), resource_version: None };
+            api.delete(name, &DeleteParams::background().preconditions(recorded)).await?;
             (event::NAMESPACE_DELETED, format!("deleted namespace {name}"), true)
         }
         Removal::Release => {
-            apply::apply(&api, &name, &released(&name, &tenant.name_any()), true).await?;
+            let ns = live.as_deref().expect("a namespace to release exists");
+            apply::apply(&api, name, &released(ns, entry.adopted, &tenant.name_any()), true).await?;
+            records.with(|inventory| inventory.forget(key));
             (event::NAMESPACE_RELEASED, format!("released namespace {name} (kept, no longer managed)"), false)
         }
     };
-    ctx.event(tenant, Some(reference(&name)), EventType::Normal, reason, &message).await;
+    ctx.event(tenant, Some(reference(name)), EventType::Normal, reason, &message).await;
     Ok(pending)
 }
 
@@ -393,11 +531,11 @@ pub async fn remove(tenant: &MLTenant, ns: &Namespace, policy: DeletionPolicy, c
 mod tests {
     use super::*;
     use crate::api::environments;
-    use crate::api::labels::{ADOPTABLE_BY, ORIGIN, ORIGIN_ADOPTED, ORIGIN_CREATED, TENANT, TENANT_UID};
+    use crate::api::labels::{ADOPTABLE_BY, TENANT, TENANT_UID};
     use crate::api::{EnvironmentSpec, EnvironmentStatus, MLTenantSpec, MLTenantStatus};
+    use crate::reconcile::trim::as_cached;
 
-    /// The annotation that makes a namespace `tenant()`'s.
-    const OUR_UID: (&str, &str) = (TENANT_UID, "uid-fin");
+    const ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 
     /// The tenant `fin` (uid `uid-fin`) with one environment, `dev`, in namespace `namespace`
     /// (`fin-dev` when `None`).
@@ -419,6 +557,13 @@ mod tests {
         t
     }
 
+    /// `tenant()` whose spec asks `labels` of its namespace.
+    fn labelled(labels: &[(&str, &str)]) -> MLTenant {
+        let mut t = adopting(true);
+        t.spec.environments[0].labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        t
+    }
+
     /// `tenant()` whose last status had `dev` ready or not, for `reason`.
     fn with_history(ready: bool, reason: Option<&str>) -> MLTenant {
         let mut t = tenant();
@@ -437,18 +582,14 @@ mod tests {
         environments::plan(tenant).unwrap().remove(0)
     }
 
-    /// Namespace `fin-dev` with these labels and annotations.
-    fn ns(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Namespace {
+    /// Namespace `fin-dev` of `uid` with these labels and annotations.
+    fn ns(uid: &str, labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> Namespace {
         let map = |pairs: &[(&str, &str)]| Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         let mut ns = Namespace::default();
         ns.metadata.name = Some("fin-dev".into());
+        ns.metadata.uid = Some(uid.into());
         ns.metadata.labels = map(labels);
         ns.metadata.annotations = map(annotations);
-        ns
-    }
-
-    fn owned_by(mut ns: Namespace, tenant: &MLTenant) -> Namespace {
-        ns.metadata.owner_references = Some(vec![ownership::owner_reference(tenant)]);
         ns
     }
 
@@ -458,42 +599,44 @@ mod tests {
         ns
     }
 
-    fn us(origin: &str) -> Holder {
-        Holder::Us { origin: origin.into() }
+    /// An inventory holding `fin-dev` as `uid` (created, or adopted).
+    fn recorded(uid: &str, adopted: bool) -> Inventory {
+        let mut inventory = Inventory::default();
+        inventory.record(Key::namespace("fin-dev"), uid.into(), adopted);
+        inventory
+    }
+
+    /// `desired` as the cache holds it after the operator applied it, as the namespace `uid`.
+    fn applied(desired: &Namespace, uid: &str) -> Namespace {
+        as_cached(desired, |ns| ns.metadata.uid = Some(uid.into()))
     }
 
     #[test]
     fn holders() {
         let t = tenant();
+        let ours = [(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (TENANT, "fin")];
+        let forged = ns("victim", &ours, &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
+        let none = Inventory::default();
         let rows = [
-            ("absent", None, Holder::Nobody),
-            ("no tenant label", Some(ns(&[], &[])), Holder::Unlabelled),
-            ("another tenant's label", Some(ns(&[(TENANT, "other")], &[])), Holder::Tenant("other".into())),
-            ("our name, not our uid", Some(ns(&[(TENANT, "fin")], &[])), Holder::Stale),
+            ("absent", None, &none, Holder::Nobody),
+            ("no tenant label", Some(ns("u", &[], &[])), &none, Holder::Unlabelled),
+            ("another tenant's label", Some(ns("u", &[(TENANT, "other")], &[])), &none, Holder::Tenant("other".into())),
+            ("our name, not on record", Some(ns("u", &[(TENANT, "fin")], &[])), &none, Holder::Stale),
+            ("our labels and annotations, forged by a patch: hints, not proof", Some(forged.clone()), &none, Holder::Stale),
+            ("on record, its labels stripped", Some(ns("ns-ours", &[], &[])), &recorded("ns-ours", false), Holder::Us { adopted: false }),
             (
-                "an earlier MLTenant of the same name",
-                Some(ns(&[(TENANT, "fin")], &[(TENANT_UID, "uid-earlier")])),
-                Holder::Stale,
+                "on record, relabelled for another tenant: the record wins",
+                Some(ns("ns-ours", &[(TENANT, "other")], &[])),
+                &recorded("ns-ours", false),
+                Holder::Us { adopted: false },
             ),
-            ("our name and uid, origin unknown", Some(ns(&[(TENANT, "fin")], &[OUR_UID])), us(ORIGIN_ADOPTED)),
-            (
-                "our name and uid, created",
-                Some(ns(&[(TENANT, "fin")], &[OUR_UID, (ORIGIN, ORIGIN_CREATED)])),
-                us(ORIGIN_CREATED),
-            ),
-            (
-                "another tenant's label wins over our uid and ownerReference",
-                Some(owned_by(ns(&[(TENANT, "other")], &[OUR_UID]), &t)),
-                Holder::Tenant("other".into()),
-            ),
-            // Labels stripped by hand: our ownerReference or tenant-uid annotation still proves it is ours.
-            ("labels stripped, our ownerReference", Some(owned_by(ns(&[], &[]), &t)), us(ORIGIN_ADOPTED)),
-            ("labels stripped, our uid", Some(ns(&[], &[OUR_UID])), us(ORIGIN_ADOPTED)),
-            ("terminating", Some(terminating(ns(&[(TENANT, "fin")], &[]))), Holder::Terminating),
-            ("terminating, even ours", Some(terminating(ns(&[(TENANT, "fin")], &[OUR_UID]))), Holder::Terminating),
+            ("adopted", Some(ns("ns-ours", &ours, &[])), &recorded("ns-ours", true), Holder::Us { adopted: true }),
+            ("recreated under the same name since", Some(forged), &recorded("ns-ours", false), Holder::Stale),
+            ("terminating", Some(terminating(ns("u", &[(TENANT, "fin")], &[]))), &none, Holder::Terminating),
+            ("terminating, even ours", Some(terminating(ns("ns-ours", &ours, &[]))), &recorded("ns-ours", false), Holder::Terminating),
         ];
-        for (why, ns, expected) in rows {
-            assert_eq!(holder(ns.as_ref(), &t), expected, "{why}");
+        for (why, ns, inventory, expected) in rows {
+            assert_eq!(holder(ns.as_ref(), &t, inventory), expected, "{why}");
         }
     }
 
@@ -504,7 +647,8 @@ mod tests {
     enum Expect<'a> {
         Nothing,
         Create(Option<&'a str>),
-        Apply(&'a str, Option<&'a str>),
+        /// adopted, removes the consent label, the Event's reason
+        Apply(bool, bool, Option<&'a str>),
         Refuse(&'a str, bool),
     }
     use Expect::{Apply, Create, Nothing, Refuse};
@@ -519,13 +663,13 @@ mod tests {
                 assert_eq!(event, None, "nothing written, nothing reported");
                 (Nothing, "")
             }
-            Change::Apply { origin, creates } => {
+            Change::Apply { adopted, creates, consent } => {
                 assert!(event.is_none_or(|e| e.type_ == EventType::Normal), "{event:?}");
                 let reason = event.map(|e| e.reason);
                 match creates {
-                    true if origin == ORIGIN_CREATED => (Create(reason), reported("")),
-                    true => panic!("creates a namespace of origin {origin}"),
-                    false => (Apply(origin, reason), reported("")),
+                    true if !adopted && !consent => (Create(reason), reported("")),
+                    true => panic!("creates a namespace adopted or with consent to remove"),
+                    false => (Apply(*adopted, *consent, reason), reported("")),
                 }
             }
             Change::Refuse(state) => {
@@ -556,20 +700,26 @@ mod tests {
         let (adopting, declining) = (adopting(true), adopting(false));
         let system = tenant_in(Some("kube-system"));
 
-        let as_desired = desired(&t, &env(&t), ORIGIN_CREATED);
-        let system_as_desired = desired(&system, &env(&system), ORIGIN_CREATED);
-        let outdated = ns(&[(TENANT, "fin")], &[OUR_UID, (ORIGIN, ORIGIN_CREATED)]);
-        let adopted = desired(&t, &env(&t), ORIGIN_ADOPTED);
-        let stripped = ns(&[], &[OUR_UID, (ORIGIN, ORIGIN_CREATED)]);
-        let owned = owned_by(ns(&[], &[]), &t);
-        let others = ns(&[(TENANT, "other")], &[]);
-        let others_consenting = ns(&[(TENANT, "other"), (ADOPTABLE_BY, "fin")], &[]);
-        let others_with_our_uid = ns(&[(TENANT, "other")], &[OUR_UID]);
-        let unmanaged = ns(&[], &[]);
-        let consenting = ns(&[(ADOPTABLE_BY, "fin")], &[]);
-        let consenting_to_other = ns(&[(ADOPTABLE_BY, "other")], &[]);
-        let stale = ns(&[(TENANT, "fin")], &[(TENANT_UID, "uid-earlier")]);
-        let stale_consenting = ns(&[(TENANT, "fin"), (ADOPTABLE_BY, "fin")], &[(TENANT_UID, "uid-earlier")]);
+        let none = Inventory::default();
+        let ours = recorded("ns-ours", false);
+        let ours_adopted = recorded("ns-ours", true);
+        let as_desired = applied(&desired(&t, &env(&t), false, None).0, "ns-ours");
+        let system_as_desired = applied(&desired(&system, &env(&system), false, None).0, "ns-ours");
+        let outdated = ns("ns-ours", &[(TENANT, "fin")], &[]);
+        let adopted = applied(&desired(&t, &env(&t), true, None).0, "ns-ours");
+        let adopted_consent_left = as_cached(&desired(&t, &env(&t), true, None).0, |ns| {
+            ns.metadata.uid = Some("ns-ours".into());
+            ns.metadata.labels.as_mut().unwrap().insert(ADOPTABLE_BY.into(), "fin".into());
+        });
+        let stripped = ns("ns-ours", &[], &[]);
+        let forged = ns("victim", &[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (TENANT, "fin")], &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
+        let others = ns("u", &[(TENANT, "other")], &[]);
+        let others_consenting = ns("u", &[(TENANT, "other"), (ADOPTABLE_BY, "fin")], &[]);
+        let unmanaged = ns("u", &[], &[]);
+        let consenting = ns("u", &[(ADOPTABLE_BY, "fin")], &[]);
+        let consenting_to_other = ns("u", &[(ADOPTABLE_BY, "other")], &[]);
+        let stale = ns("u", &[(TENANT, "fin")], &[(TENANT_UID, "uid-earlier")]);
+        let stale_consenting = ns("u", &[(TENANT, "fin"), (ADOPTABLE_BY, "fin")], &[(TENANT_UID, "uid-earlier")]);
         let ours_terminating = terminating(as_desired.clone());
         let consenting_terminating = terminating(consenting.clone());
 
@@ -579,68 +729,68 @@ mod tests {
         let no_consent = "has not consented to adoption: label it mltenant.io/adoptable-by=fin";
         #[rustfmt::skip]
         let rows = [
-            // why                                                tenant            cached                   live
+            // why                                                tenant            record           cached                   live
             //     -> decision                                    part of the message
             // Settled by the cache, without the claim lock.
-            ("protected, nothing there",                          &system,          None,                    None,
+            ("protected, nothing there",                          &system,          &none,           None,                    None,
                 Refuse(protected, true),                          "namespace kube-system is protected (the operator never writes into default, "),
-            ("protected before anything else: ours, as desired",  &system,          Some(&system_as_desired), Some(&system_as_desired),
+            ("protected before anything else: ours, as desired",  &system,          &ours,           Some(&system_as_desired), Some(&system_as_desired),
                 Refuse(protected, true),                          "choose another environments[].namespace"),
-            ("ours and as desired",                               &t,               Some(&as_desired),       Some(&as_desired),
+            ("ours and as desired",                               &t,               &ours,           Some(&as_desired),       Some(&as_desired),
                 Nothing,                                          ""),
             // Decided on the live object.
-            ("not found, never had",                              &t,               None,                    None,
+            ("not found, never had",                              &t,               &none,           None,                    None,
                 Create(None),                                     ""),
-            ("not found, in conflict before",                     &was_conflicting, None,                    None,
+            ("not found, in conflict before",                     &was_conflicting, &none,           None,                    None,
                 Create(None),                                     ""),
-            ("not found, ready before: someone deleted it",       &returning,       None,                    None,
+            ("not found, ready before: someone deleted it",       &returning,       &ours,           None,                    None,
                 Create(restored),                                 "recreated namespace fin-dev, which was deleted"),
-            ("not found, terminating before",                     &was_terminating, None,                    None,
+            ("not found, terminating before",                     &was_terminating, &ours,           None,                    None,
                 Create(restored),                                 "recreated namespace fin-dev"),
-            ("gone since the cache saw it outdated",              &returning,       Some(&outdated),         None,
+            ("gone since the cache saw it outdated",              &returning,       &ours,           Some(&outdated),         None,
                 Create(restored),                                 "recreated namespace fin-dev"),
-            ("ours, outdated (the spec's labels changed)",        &t,               Some(&outdated),         Some(&outdated),
-                Apply(ORIGIN_CREATED, None),                      ""),
-            ("ours, as desired before deletionPolicy: Delete",    &deleting,        Some(&as_desired),       Some(&as_desired),
-                Apply(ORIGIN_CREATED, None),                      ""),
-            ("ours, adopted, adoption since turned off",          &declining,       Some(&adopted),          Some(&adopted),
+            ("ours, outdated (the spec's labels changed)",        &t,               &ours,           Some(&outdated),         Some(&outdated),
+                Apply(false, false, None),                        ""),
+            ("ours, as desired before deletionPolicy: Delete",    &deleting,        &ours,           Some(&as_desired),       Some(&as_desired),
+                Apply(false, false, None),                        ""),
+            ("ours, adopted, adoption since turned off",          &declining,       &ours_adopted,   Some(&adopted),          Some(&adopted),
                 Nothing,                                          ""),
-            ("ours, labels stripped: not in the cache",           &t,               None,                    Some(&stripped),
-                Apply(ORIGIN_CREATED, restored),                  "restored the labels of namespace fin-dev"),
-            ("ours by ownerReference only: origin unknown",       &t,               None,                    Some(&owned),
-                Apply(ORIGIN_ADOPTED, restored),                  "restored the labels of namespace fin-dev"),
-            ("another tenant's",                                  &t,               Some(&others),           Some(&others),
+            ("ours, adopted, the consent label still there",      &adopting,        &ours_adopted,   Some(&adopted_consent_left), Some(&adopted_consent_left),
+                Apply(true, true, None),                          ""),
+            ("ours, labels stripped: not in the cache",           &t,               &ours,           None,                    Some(&stripped),
+                Apply(false, false, restored),                    "restored the labels of namespace fin-dev"),
+            ("our labels and uid annotation forged on another namespace", &t,       &ours,           Some(&forged),           Some(&forged),
+                Refuse(conflict, true),                           not_asked),
+            ("another tenant's",                                  &t,               &none,           Some(&others),           Some(&others),
                 Refuse(conflict, true),                           "namespace fin-dev belongs to MLTenant other"),
-            ("another tenant's, adoptable-by us, adopting",       &adopting,        Some(&others_consenting), Some(&others_consenting),
+            ("another tenant's, adoptable-by us, adopting",       &adopting,        &none,           Some(&others_consenting), Some(&others_consenting),
                 Refuse(conflict, true),                           "belongs to MLTenant other"),
-            ("another tenant's label on our uid",                 &t,               Some(&others_with_our_uid), Some(&others_with_our_uid),
-                Refuse(conflict, true),                           "belongs to MLTenant other"),
-            ("unmanaged, adoption not asked",                     &t,               None,                    Some(&unmanaged),
+            ("unmanaged, adoption not asked",                     &t,               &none,           None,                    Some(&unmanaged),
                 Refuse(conflict, true),                           not_asked),
-            ("unmanaged, adoptable-by us, adoption not asked",    &t,               None,                    Some(&consenting),
+            ("unmanaged, adoptable-by us, adoption not asked",    &t,               &none,           None,                    Some(&consenting),
                 Refuse(conflict, true),                           not_asked),
-            ("unmanaged, adoptable-by us, adoption declined",     &declining,       None,                    Some(&consenting),
+            ("unmanaged, adoptable-by us, adoption declined",     &declining,       &none,           None,                    Some(&consenting),
                 Refuse(conflict, true),                           not_asked),
-            ("unmanaged, adopting, no consent",                   &adopting,        None,                    Some(&unmanaged),
+            ("unmanaged, adopting, no consent",                   &adopting,        &none,           None,                    Some(&unmanaged),
                 Refuse(conflict, true),                           no_consent),
-            ("unmanaged, adopting, adoptable-by another tenant",  &adopting,        None,                    Some(&consenting_to_other),
+            ("unmanaged, adopting, adoptable-by another tenant",  &adopting,        &none,           None,                    Some(&consenting_to_other),
                 Refuse(conflict, true),                           no_consent),
-            ("unmanaged, adopting, adoptable-by us",              &adopting,        None,                    Some(&consenting),
-                Apply(ORIGIN_ADOPTED, adopted_event),             "adopted existing namespace fin-dev"),
-            ("stale (an earlier fin's), adopting, no consent",    &adopting,        Some(&stale),            Some(&stale),
+            ("unmanaged, adopting, adoptable-by us",              &adopting,        &none,           None,                    Some(&consenting),
+                Apply(true, true, adopted_event),                 "adopted existing namespace fin-dev"),
+            ("stale (an earlier fin's), adopting, no consent",    &adopting,        &none,           Some(&stale),            Some(&stale),
                 Refuse(conflict, true),                           no_consent),
-            ("stale, adopting, adoptable-by us",                  &adopting,        Some(&stale_consenting), Some(&stale_consenting),
-                Apply(ORIGIN_ADOPTED, adopted_event),             "adopted existing namespace fin-dev"),
-            ("terminating, ours",                                 &t,               Some(&ours_terminating), Some(&ours_terminating),
+            ("stale, adopting, adoptable-by us",                  &adopting,        &none,           Some(&stale_consenting), Some(&stale_consenting),
+                Apply(true, true, adopted_event),                 "adopted existing namespace fin-dev"),
+            ("terminating, ours",                                 &t,               &ours,           Some(&ours_terminating), Some(&ours_terminating),
                 Refuse(reason::TERMINATING, false),               "namespace fin-dev is terminating; it is recreated once gone"),
-            ("terminating, adopting, adoptable-by us",            &adopting,        None,                    Some(&consenting_terminating),
+            ("terminating, adopting, adoptable-by us",            &adopting,        &none,           None,                    Some(&consenting_terminating),
                 Refuse(reason::TERMINATING, false),               "namespace fin-dev is terminating"),
         ];
         let protected_set = Protected::new("mltenant-system", Vec::new());
-        for (why, tenant, cached, live, expected, says) in rows {
+        for (why, tenant, inventory, cached, live, expected, says) in rows {
             let env = env(tenant);
-            let decision = decide_cached(tenant, &env, &protected_set, cached)
-                .unwrap_or_else(|| decide(tenant, &env, live, cached.is_some()));
+            let decision = decide_cached(tenant, &env, &protected_set, inventory, cached)
+                .unwrap_or_else(|| decide(tenant, &env, inventory, live, cached.is_some()));
             let (decided, message) = expect(&decision);
             assert_eq!(decided, expected, "{why}: {decision:?}");
             assert!(message.contains(says), "{why}: {message:?} does not say {says:?}");
@@ -648,31 +798,72 @@ mod tests {
     }
 
     #[test]
+    fn pod_security_is_only_ever_tightened() {
+        let owner = |level: &str| ns("u", &[(ENFORCE, level)], &[]);
+        // (spec's level, the namespace's, the level applied, kept)
+        let rows = [
+            (Some("restricted"), None, Some("restricted"), false),
+            (Some("restricted"), Some("baseline"), Some("restricted"), false),
+            (Some("baseline"), Some("restricted"), Some("restricted"), true),
+            (Some("baseline"), Some("privileged"), Some("baseline"), false),
+            (None, Some("restricted"), None, false),
+        ];
+        for (spec, have, want, kept) in rows {
+            let t = labelled(&spec.map(|l| vec![(ENFORCE, l)]).unwrap_or_default());
+            let live = have.map(owner);
+            let (applied, noted) = desired(&t, &env(&t), true, live.as_ref());
+            let level = applied.metadata.labels.as_ref().unwrap().get(ENFORCE).map(String::as_str);
+            assert_eq!((level, !noted.is_empty()), (want, kept), "spec {spec:?}, namespace {have:?}");
+        }
+    }
+
+    #[test]
+    fn an_adopted_namespace_gets_back_its_owners_levels_and_a_created_one_keeps_its_own() {
+        let t = labelled(&[(ENFORCE, "restricted")]);
+        let owners = ns("u", &[(ENFORCE, "baseline"), ("pod-security.kubernetes.io/warn-version", "v1.28"), ("team", "a")], &[]);
+        let (adopted, _) = desired(&t, &env(&t), true, Some(&owners));
+        let before = adopted.metadata.annotations.as_ref().unwrap()[labels::POD_SECURITY_BEFORE].clone();
+        assert_eq!(before, "pod-security.kubernetes.io/enforce=baseline,pod-security.kubernetes.io/warn-version=v1.28");
+        // Adopted and tightened, then let go: its owner's levels come back.
+        let managed = applied(&adopted, "u");
+        let back = released(&managed, true, "fin");
+        let labels = back.metadata.labels.unwrap();
+        assert_eq!(labels.get(ENFORCE).map(String::as_str), Some("baseline"));
+        assert_eq!(labels.get("pod-security.kubernetes.io/warn-version").map(String::as_str), Some("v1.28"));
+        assert_eq!(back.metadata.annotations.unwrap()[labels::RELEASED_FROM], "fin");
+        // Created by the tenant, then let go under Retain: it keeps the levels it had.
+        let created = applied(&desired(&t, &env(&t), false, None).0, "u");
+        let kept = released(&created, false, "fin").metadata.labels.unwrap();
+        assert_eq!(kept.get(ENFORCE).map(String::as_str), Some("restricted"));
+        assert!(!kept.contains_key(TENANT), "no label of ours stays");
+    }
+
+    #[test]
     fn removals() {
         use DeletionPolicy::{Delete, Retain};
-        let t = tenant();
-        let created = ns(&[(TENANT, "fin")], &[OUR_UID, (ORIGIN, ORIGIN_CREATED)]);
-        let adopted = ns(&[(TENANT, "fin")], &[OUR_UID, (ORIGIN, ORIGIN_ADOPTED)]);
-        let earlier = ns(&[(TENANT, "fin")], &[(TENANT_UID, "uid-earlier"), (ORIGIN, ORIGIN_CREATED)]);
+        let created = Entry { uid: Some("ns-ours".into()), adopted: false };
+        let adopted = Entry { uid: Some("ns-ours".into()), adopted: true };
+        let live = ns("ns-ours", &[(TENANT, "fin")], &[]);
+        let recreated = ns("other", &[(TENANT, "fin")], &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
         let rows = [
-            ("Retain keeps what we created", created.clone(), Retain, Removal::Release),
-            ("Retain keeps what we adopted", adopted.clone(), Retain, Removal::Release),
-            ("Retain releases one being deleted", terminating(created.clone()), Retain, Removal::Release),
-            ("Delete deletes what we created", created.clone(), Delete, Removal::Delete),
-            ("Delete waits for one being deleted", terminating(created), Delete, Removal::AwaitDeletion),
-            ("Delete keeps what we adopted", adopted, Delete, Removal::Release),
-            ("Delete keeps one of unknown origin", owned_by(ns(&[(TENANT, "fin")], &[]), &t), Delete, Removal::Release),
-            ("Delete keeps what an earlier fin created", earlier, Delete, Removal::Release),
+            ("Retain keeps what we created", &created, Some(live.clone()), Retain, Removal::Release),
+            ("Retain keeps what we adopted", &adopted, Some(live.clone()), Retain, Removal::Release),
+            ("Retain forgets one being deleted", &created, Some(terminating(live.clone())), Retain, Removal::Forget),
+            ("Delete deletes what we created", &created, Some(live.clone()), Delete, Removal::Delete),
+            ("Delete waits for one being deleted", &created, Some(terminating(live.clone())), Delete, Removal::AwaitDeletion),
+            ("Delete keeps what we adopted", &adopted, Some(live.clone()), Delete, Removal::Release),
+            ("gone", &created, None, Delete, Removal::Forget),
+            ("the name now held by another namespace, whatever its marks", &created, Some(recreated), Delete, Removal::Forget),
         ];
-        for (why, ns, policy, expected) in rows {
-            assert_eq!(removal(&t, &ns, policy), expected, "{why}");
+        for (why, entry, live, policy, expected) in rows {
+            assert_eq!(removal(entry, live.as_ref(), policy), expected, "{why}");
         }
     }
 
     #[test]
     fn desired_namespace_carries_labels_and_origin() {
         let t = tenant();
-        let ns = desired(&t, &env(&t), ORIGIN_CREATED);
+        let (ns, _) = desired(&t, &env(&t), false, None);
         let labels = ns.metadata.labels.unwrap();
         assert_eq!(labels[labels::MANAGED_BY_KEY], labels::MANAGED_BY);
         assert_eq!(labels[labels::TENANT], "fin");
@@ -686,10 +877,10 @@ mod tests {
     fn only_namespaces_the_tenant_will_delete_are_owned() {
         let mut t = tenant();
         let env = env(&t);
-        assert_eq!(desired(&t, &env, ORIGIN_CREATED).metadata.owner_references, None, "Retain");
+        assert_eq!(desired(&t, &env, false, None).0.metadata.owner_references, None, "Retain");
         t.spec.deletion_policy = Some(DeletionPolicy::Delete);
-        assert_eq!(desired(&t, &env, ORIGIN_ADOPTED).metadata.owner_references, None, "adopted");
-        let owned = desired(&t, &env, ORIGIN_CREATED).metadata.owner_references.unwrap();
+        assert_eq!(desired(&t, &env, true, None).0.metadata.owner_references, None, "adopted");
+        let owned = desired(&t, &env, false, None).0.metadata.owner_references.unwrap();
         let owner = &owned[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("MLTenant", "uid-fin", Some(true)));
     }

@@ -1,22 +1,27 @@
-//! Whether a tenant's Secret, Role or RoleBinding is really ours, and the guarded writes that
-//! follow from it. The operator holds cluster-wide rights on these kinds, so a name alone must
-//! never be enough: an object is ours only when it carries our labels for this tenant *and* the
-//! tenant's ownerReference. Anything else with the same name (a user's own Secret, another
-//! tenant's object) is a conflict: never merged into, taken over or deleted.
+//! Whether a tenant's Secret, Role or RoleBinding is really ours, and the guarded reads and
+//! writes that follow from it. The operator holds cluster-wide rights on these kinds, so a name
+//! must never be enough, nor labels and ownerReferences, which anyone allowed to patch the object
+//! can set: an object is ours only when its UID is the one the tenant's inventory recorded when
+//! the operator created it (`inventory`). Anything else with the same name (a user's own Secret,
+//! another tenant's object, one forged with our labels) is a conflict: never merged into, taken
+//! over or deleted.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
+use super::inventory::{Inventory, Key};
 use crate::api::MLTenant;
 use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::reconcile::context::Context;
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::index::{Cached, Child};
 use crate::reconcile::trim::Trim;
 
@@ -39,6 +44,11 @@ impl<K> Write<K> {
     pub fn ours(&self) -> bool {
         matches!(self, Write::Update)
     }
+
+    /// Whether the write creates an object (which the inventory records first).
+    pub fn creates(&self) -> bool {
+        !self.ours()
+    }
 }
 
 /// The owner reference every child of `tenant` carries.
@@ -51,14 +61,19 @@ pub fn owner_reference(tenant: &MLTenant) -> OwnerReference {
 pub enum Claim {
     /// Nothing by that name exists.
     Absent,
-    /// Ours: our labels for this tenant and its ownerReference.
+    /// Ours: the UID the inventory recorded.
     Ours,
     /// Someone else's; the text says why it is not ours.
     Foreign(&'static str),
 }
 
-/// Decide from an object's metadata whether it belongs to `tenant`.
-pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
+/// Decide whether `live`, the object at `key`, belongs to `tenant`: only if the inventory
+/// recorded its UID. Its labels only say, in the message, why it is not.
+pub fn claim(live: Option<&ObjectMeta>, tenant: &MLTenant, inventory: &Inventory, key: &Key) -> Claim {
+    let Some(meta) = live else { return Claim::Absent };
+    if inventory.owns(key, meta) {
+        return Claim::Ours;
+    }
     let label = |key: &str| meta.labels.as_ref().and_then(|l| l.get(key)).map(String::as_str);
     if label(labels::MANAGED_BY_KEY) != Some(labels::MANAGED_BY) {
         return Claim::Foreign("it is not managed by mltenant-operator");
@@ -66,23 +81,16 @@ pub fn claim(meta: &ObjectMeta, tenant: &MLTenant) -> Claim {
     if label(labels::TENANT) != Some(tenant.name_any().as_str()) {
         return Claim::Foreign("it is managed for another MLTenant");
     }
-    let owned = meta.owner_references.iter().flatten().any(|o| Some(&o.uid) == tenant.metadata.uid.as_ref());
-    if !owned {
-        return Claim::Foreign("it does not carry this MLTenant's ownerReference");
-    }
-    Claim::Ours
+    Claim::Foreign(NOT_CREATED_HERE)
 }
 
-/// Whether `obj`, a child labelled for `tenant`, is to be deleted (revoked): ours, not in `keep`
-/// (namespace, name), and not in a protected namespace; no IO.
-pub fn revocable<K: Resource>(
-    obj: &K,
-    tenant: &MLTenant,
-    keep: &BTreeSet<(String, String)>,
-    protected: &Protected,
-) -> bool {
-    let key = (obj.namespace().unwrap_or_default(), obj.name_any());
-    claim(obj.meta(), tenant) == Claim::Ours && !protected.contains(&key.0) && !keep.contains(&key)
+/// Why an object labelled for the tenant is not its: the operator did not record creating it.
+pub const NOT_CREATED_HERE: &str = "mltenant-operator did not create it for this MLTenant (its labels say so, its UID does not)";
+
+/// Whether the recorded object at `key` is to be deleted (revoked): not in `keep` (namespace,
+/// name) and not in a protected namespace; no IO.
+pub fn revocable(key: &Key, keep: &BTreeSet<(String, String)>, protected: &Protected) -> bool {
+    !protected.contains(&key.namespace) && !keep.contains(&(key.namespace.clone(), key.name.clone()))
 }
 
 /// The live object `name` in `namespace`: from the label-selected cache, or, when the cache has
@@ -107,11 +115,28 @@ where
     if fresh {
         return Ok(None);
     }
-    let read = Api::<K>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
+    let read = Api::<Guarded<K>>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
     // Decided on like a cached object, so trimmed like one.
-    Ok(read.map(|mut obj| {
+    Ok(read.map(Guarded::into_result).transpose()?.map(|mut obj| {
         obj.trim();
         Arc::new(obj)
+    }))
+}
+
+/// The live namespace `name`: from the cache, or from one GET (trimmed like a cached one).
+pub async fn live_namespace(ctx: &Context, name: &str) -> kube::Result<Option<Arc<Namespace>>> {
+    if let Some(cached) = ctx.namespaces.get(None, name) {
+        return Ok(Some(cached));
+    }
+    read_namespace(ctx, name).await
+}
+
+/// Namespace `name` as the API server has it now (trimmed like a cached one).
+pub async fn read_namespace(ctx: &Context, name: &str) -> kube::Result<Option<Arc<Namespace>>> {
+    let read = Api::<Guarded<Namespace>>::all(ctx.client.clone()).get_opt(name).await?;
+    Ok(read.map(Guarded::into_result).transpose()?.map(|mut ns| {
+        ns.trim();
+        Arc::new(ns)
     }))
 }
 
@@ -120,11 +145,33 @@ where
 /// Gone already is fine.
 pub async fn delete<K>(ctx: &Context, obj: &K) -> kube::Result<()>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let api = Api::<K>::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let preconditions = Preconditions { uid: obj.uid(), resource_version: obj.resource_version() };
-    match api.delete(&obj.name_any(), &DeleteParams::background().preconditions(preconditions)).await {
+    delete_with::<K>(ctx, &obj.namespace().unwrap_or_default(), &obj.name_any(), preconditions).await.map(|_| ())
+}
+
+/// Delete the object the inventory recorded at `key` under `uid`, whatever was done to it since
+/// (relabelled, its ownerReferences stripped by an orphaning delete of the tenant). Gone
+/// already, or the name held by another object (so ours is gone), is fine.
+pub async fn delete_recorded<K>(ctx: &Context, key: &Key, uid: &str) -> kube::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let preconditions = Preconditions { uid: Some(uid.to_owned()), resource_version: None };
+    match delete_with::<K>(ctx, &key.namespace, &key.name, preconditions).await {
+        // The precondition failed: the name is held by another object, ours is gone.
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
+async fn delete_with<K>(ctx: &Context, namespace: &str, name: &str, preconditions: Preconditions) -> kube::Result<()>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let api = Api::<Guarded<K>>::namespaced(ctx.client.clone(), namespace);
+    match api.delete(name, &DeleteParams::background().preconditions(preconditions)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error),
@@ -136,10 +183,8 @@ pub const CREATED_MEANWHILE: &str = "was created by someone else meanwhile";
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
     use super::*;
-    use crate::api::MLTenantSpec;
+    use crate::api::{MLTenantSpec, OwnedKind};
 
     fn tenant() -> MLTenant {
         let mut t = MLTenant::new("fin", MLTenantSpec::with_environments(&[]));
@@ -147,64 +192,53 @@ mod tests {
         t
     }
 
-    fn meta(labels: &[(&str, &str)], owner_uid: Option<&str>) -> ObjectMeta {
+    fn meta(labels: &[(&str, &str)], uid: &str) -> ObjectMeta {
         ObjectMeta {
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
-            owner_references: owner_uid.map(|uid| vec![OwnerReference { uid: uid.into(), ..Default::default() }]),
+            uid: Some(uid.into()),
             ..Default::default()
         }
     }
 
     #[test]
     fn revocations() {
-        let t = tenant();
-        let ours = [(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "fin")];
-        let secret = |namespace: &str, meta: ObjectMeta| k8s_openapi::api::core::v1::Secret {
-            metadata: ObjectMeta { name: Some("s".into()), namespace: Some(namespace.into()), ..meta },
-            ..Default::default()
-        };
+        let key = |namespace: &str| Key::child(OwnedKind::Secret, namespace, "s");
         let protected = Protected::new("mltenant-system", vec![]);
         let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), "s".to_string())]);
         let table = [
-            ("ours, no longer wanted", secret("fin-dev", meta(&ours, Some("uid-fin"))), BTreeSet::new(), true),
-            ("ours, wanted", secret("fin-dev", meta(&ours, Some("uid-fin"))), keep("fin-dev"), false),
-            (
-                "ours, wanted in another namespace only",
-                secret("fin-dev", meta(&ours, Some("uid-fin"))),
-                keep("fin-prod"),
-                true,
-            ),
-            ("not ours", secret("fin-dev", meta(&ours, None)), BTreeSet::new(), false),
-            ("in a protected namespace", secret("kube-system", meta(&ours, Some("uid-fin"))), BTreeSet::new(), false),
-            (
-                "in the operator's namespace",
-                secret("mltenant-system", meta(&ours, Some("uid-fin"))),
-                BTreeSet::new(),
-                false,
-            ),
+            ("no longer wanted", key("fin-dev"), BTreeSet::new(), true),
+            ("wanted", key("fin-dev"), keep("fin-dev"), false),
+            ("wanted in another namespace only", key("fin-dev"), keep("fin-prod"), true),
+            ("in a protected namespace", key("kube-system"), BTreeSet::new(), false),
+            ("in the operator's namespace", key("mltenant-system"), BTreeSet::new(), false),
         ];
-        for (row, obj, keep, want) in table {
-            assert_eq!(revocable(&obj, &t, &keep, &protected), want, "{row}");
+        for (row, key, keep, want) in table {
+            assert_eq!(revocable(&key, &keep, &protected), want, "{row}");
         }
     }
 
     #[test]
     fn claims() {
         let t = tenant();
+        let key = Key::child(OwnedKind::Secret, "fin-dev", "s");
+        let mut inventory = Inventory::default();
+        inventory.record(key.clone(), "recorded".into(), false);
         let ours = [(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "fin")];
-        let table: &[(ObjectMeta, Claim)] = &[
-            (meta(&ours, Some("uid-fin")), Claim::Ours),
-            (meta(&[], None), Claim::Foreign("it is not managed by mltenant-operator")),
-            (meta(&[], Some("uid-fin")), Claim::Foreign("it is not managed by mltenant-operator")),
+        let table: &[(&str, Option<ObjectMeta>, Claim)] = &[
+            ("nothing there", None, Claim::Absent),
+            ("the recorded object", Some(meta(&ours, "recorded")), Claim::Ours),
+            ("the recorded object, its labels stripped", Some(meta(&[], "recorded")), Claim::Ours),
+            ("unlabelled", Some(meta(&[], "other")), Claim::Foreign("it is not managed by mltenant-operator")),
             (
-                meta(&[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "other")], Some("uid-fin")),
+                "labelled for another tenant",
+                Some(meta(&[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "x")], "other")),
                 Claim::Foreign("it is managed for another MLTenant"),
             ),
-            (meta(&ours, None), Claim::Foreign("it does not carry this MLTenant's ownerReference")),
-            (meta(&ours, Some("uid-other")), Claim::Foreign("it does not carry this MLTenant's ownerReference")),
+            ("our labels, not our UID (forged, or recreated)", Some(meta(&ours, "other")), Claim::Foreign(NOT_CREATED_HERE)),
         ];
-        for (meta, want) in table {
-            assert_eq!(claim(meta, &t), *want, "{meta:?}");
+        for (why, live, want) in table {
+            assert_eq!(claim(live.as_ref(), &t, &inventory, &key), *want, "{why}");
         }
+        assert_eq!(claim(Some(&meta(&ours, "recorded")), &t, &Inventory::default(), &key), Claim::Foreign(NOT_CREATED_HERE));
     }
 }

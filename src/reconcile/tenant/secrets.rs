@@ -15,15 +15,16 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
+use super::inventory::{self, Key, Records};
 use super::ownership::{self, Claim, Write, owner_reference};
 use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
 use crate::api::labels;
-use crate::api::{MLTenant, SealedBundle, SecretSpec, SecretStatus};
+use crate::api::{MLTenant, OwnedKind, SealedBundle, SecretSpec, SecretStatus};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
-use crate::reconcile::trim::value_digest;
 use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.
@@ -122,16 +123,16 @@ pub fn desired(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, 
     })
 }
 
-/// Whether applying `desired` would change `live` (trimmed: its values are digests). Keys
-/// someone else added to the data are tolerated (server-side apply cannot remove fields it does
-/// not own); ours must match. A key the bundle no longer has changed its ciphertexts, so the
-/// `source-hash` annotation (hence the stamp) tells.
+/// Whether applying `desired` would change `live` (trimmed: what the operator owns on it is a
+/// digest). Keys someone else added to the data are tolerated (server-side apply cannot remove
+/// fields it does not own); ours must match.
 pub fn differs(live: &Secret, desired: &Secret) -> bool {
-    let live_data = live.data.as_ref();
-    let mut want = desired.data.iter().flatten();
-    live.type_ != desired.type_
-        || !want.all(|(k, v)| live_data.and_then(|d| d.get(k)) == Some(&value_digest(&v.0)))
-        || apply::metadata_differs(&live.metadata, &desired.metadata)
+    live.type_ != desired.type_ || apply::differs(live, desired)
+}
+
+/// Where a wanted Secret is on the tenant's record.
+fn key(wanted: &WantedSecret) -> Key {
+    Key::child(OwnedKind::Secret, &wanted.namespace, &wanted.secret)
 }
 
 /// What `sync` did: one outcome per wanted Secret, and the revocations the API server refused.
@@ -148,6 +149,7 @@ pub async fn sync(
     tenant: &MLTenant,
     environments: &[&Environment],
     fresh: &BTreeSet<String>,
+    records: &Records,
     ctx: &Context,
 ) -> Distribution {
     // Read and decide one Secret after the other (a bundle is opened once, the others of the
@@ -156,48 +158,72 @@ pub async fn sync(
     for env in environments {
         for wanted in wanted(tenant, env) {
             let fresh = fresh.contains(&wanted.namespace);
-            decided.push(match read(tenant, &wanted, fresh, ctx).await {
+            decided.push(match read(tenant, &wanted, fresh, records, ctx).await {
                 Ok(read) => (wanted, Ok(decide(read))),
                 Err(error) => (wanted, Err(error)),
             });
         }
     }
-    let outcomes = join_all(decided.into_iter().map(|(wanted, decided)| async move {
-        match decided {
-            Ok(decision) => carry_out(tenant, wanted, decision, ctx).await,
-            Err(error) => rejected(tenant, wanted, &error, false, ctx).await,
+    // What is about to be created goes on record first.
+    let creates = decided.iter().filter_map(|(wanted, decision)| match decision {
+        Ok(Decision::Apply { how, .. }) if how.creates() => Some((key(wanted), false)),
+        _ => None,
+    });
+    let recorded = inventory::intend(tenant, records, creates.collect::<Vec<_>>(), ctx).await;
+    let outcomes = join_all(decided.into_iter().map(|(wanted, decided)| {
+        let recorded = recorded.as_ref().map_err(|e| Rejected::new("Secret", format!("{}/{}", wanted.namespace, wanted.secret), e));
+        async move {
+            match (decided, recorded) {
+                (Ok(Decision::Apply { how, .. }), Err(unrecorded)) if how.creates() => {
+                    ctx.rejected(tenant, &unrecorded).await;
+                    Outcome { wanted, result: Err(Unsynced::Rejected(unrecorded)), present: false }
+                }
+                (Ok(decision), _) => carry_out(tenant, wanted, decision, records, ctx).await,
+                (Err(error), _) => rejected(tenant, wanted, &error, false, ctx).await,
+            }
         }
     }))
     .await;
     let mut done = Distribution { outcomes, unrevoked: Vec::new() };
     let keep: BTreeSet<(String, String)> =
         done.outcomes.iter().map(|o| (o.wanted.namespace.clone(), o.wanted.secret.clone())).collect();
-    for secret in revocable(tenant, &keep, ctx) {
-        if let Err(rejected) = delete(tenant, &secret, ctx).await {
-            done.unrevoked.push(rejected);
-        }
-    }
+    done.unrevoked = revoke_except(tenant, &keep, records, ctx).await;
     done
 }
 
-/// The Secrets the operator distributed for `tenant` that it revokes: in the label-selected
-/// cache, ours (labels and ownerReference), outside protected namespaces, and not in `keep`
-/// (namespace, name).
-pub fn revocable(tenant: &MLTenant, keep: &BTreeSet<(String, String)>, ctx: &Context) -> Vec<Arc<Secret>> {
-    let secrets = ctx.secrets.of(&tenant.name_any()).into_iter();
-    secrets.filter(|s| ownership::revocable(&**s, tenant, keep, &ctx.config.protected)).collect()
+/// Delete the Secrets on the tenant's record except `keep` (namespace, name), never in a
+/// protected namespace (credentials revoked); the deletions the API server refused.
+pub async fn revoke_except(
+    tenant: &MLTenant,
+    keep: &BTreeSet<(String, String)>,
+    records: &Records,
+    ctx: &Context,
+) -> Vec<Rejected> {
+    let revocable: Vec<(Key, String)> = records.with(|inventory| {
+        let recorded = inventory.of(OwnedKind::Secret);
+        let uids = recorded.filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)));
+        uids.filter(|(key, _)| ownership::revocable(key, keep, &ctx.config.protected)).collect()
+    });
+    let mut refused = Vec::new();
+    for (key, uid) in revocable {
+        if let Err(rejected) = delete(tenant, &key, &uid, records, ctx).await {
+            refused.push(rejected);
+        }
+    }
+    refused
 }
 
-/// Revoke: delete one of the [`revocable`] Secrets; a refusal is reported.
-pub async fn delete(tenant: &MLTenant, secret: &Secret, ctx: &Context) -> std::result::Result<(), Rejected> {
-    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-    if let Err(error) = ownership::delete(ctx, secret).await {
+/// Revoke: delete the recorded Secret at `key`; a refusal is reported.
+async fn delete(tenant: &MLTenant, key: &Key, uid: &str, records: &Records, ctx: &Context) -> std::result::Result<(), Rejected> {
+    let (namespace, name) = (&key.namespace, &key.name);
+    if let Err(error) = ownership::delete_recorded::<Secret>(ctx, key, uid).await {
         let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
         ctx.rejected(tenant, &rejected).await;
         return Err(rejected);
     }
+    records.with(|inventory| inventory.forget(key));
     let note = format!("deleted Secret {namespace}/{name} (no longer wanted)");
-    ctx.event(tenant, Some(reference(&namespace, &name)), EventType::Normal, event::SECRET_REMOVED, &note).await;
+    ctx.event(tenant, Some(reference(namespace, name)), EventType::Normal, event::SECRET_REMOVED, &note).await;
     Ok(())
 }
 
@@ -240,9 +266,10 @@ enum Decision {
 }
 
 /// The live Secret of `wanted`'s name and, unless it is someone else's, the bundle opened.
-async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, ctx: &Context) -> kube::Result<Read> {
+async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, records: &Records, ctx: &Context) -> kube::Result<Read> {
     let live = ownership::live(ctx, &ctx.secrets, &wanted.namespace, &wanted.secret, fresh).await?;
-    if let Some(Claim::Foreign(why)) = live.as_deref().map(|s| ownership::claim(&s.metadata, tenant)) {
+    let claim = records.with(|inventory| ownership::claim(live.as_deref().map(|s| &s.metadata), tenant, inventory, &key(wanted)));
+    if let Claim::Foreign(why) = claim {
         return Ok(Read::Foreign(why));
     }
     let content = open(tenant, wanted, ctx).await?.map(|(bundle, opened)| Content {
@@ -273,10 +300,10 @@ fn decide(read: Read) -> Decision {
 }
 
 /// Do what [`decide`] decided: the writes, Events and metrics.
-async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, decision: Decision, ctx: &Context) -> Outcome {
+async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, decision: Decision, records: &Records, ctx: &Context) -> Outcome {
     match decision {
         Decision::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
-        Decision::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, ctx).await,
+        Decision::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, records, ctx).await,
         Decision::Conflict(why) => conflict(tenant, wanted, why, ctx).await,
         Decision::KeepLast { failure, present } => {
             ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
@@ -294,6 +321,7 @@ async fn write(
     content: Content,
     how: Write<Secret>,
     verb: Option<&'static str>,
+    records: &Records,
     ctx: &Context,
 ) -> Outcome {
     let (namespace, name) = (wanted.namespace.as_str(), wanted.secret.as_str());
@@ -304,10 +332,15 @@ async fn write(
             return rejected(tenant, wanted, &error, true, ctx).await;
         }
     }
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let api: Api<Guarded<Secret>> = Api::namespaced(ctx.client.clone(), namespace);
     match apply::apply(&api, name, &content.secret, how.ours()).await {
-        Ok(_) => {}
-        Err(error) if !how.ours() && apply::is_conflict(&error) => {
+        Ok(written) => {
+            if let (true, Some(uid)) = (how.creates(), kube::Resource::meta(&written).uid.clone()) {
+                records.with(|inventory| inventory.record(key(&wanted), uid, false));
+            }
+        }
+        Err(error) if how.creates() && apply::is_conflict(&error) => {
+            records.with(|inventory| inventory.forget(&key(&wanted)));
             return conflict(tenant, wanted, ownership::CREATED_MEANWHILE, ctx).await;
         }
         // Ours is still there unless it was deleted to be replaced.
@@ -350,7 +383,11 @@ async fn open(
     ctx: &Context,
 ) -> kube::Result<std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure>> {
     let Some(bundle) = ctx.bundles.get(&ObjectRef::new(&wanted.bundle)) else {
-        return Ok(Err(Failure::NotFound { bundle: wanted.bundle.clone() }));
+        let bundle = wanted.bundle.clone();
+        return Ok(Err(match ctx.invalids.get("SealedBundle", &bundle) {
+            Some(unreadable) => Failure::Unreadable { bundle, field: unreadable.field },
+            None => Failure::NotFound { bundle },
+        }));
     };
     let label = match unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment) {
         Ok(label) => label,
@@ -398,7 +435,7 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::trim::Trim as _;
+    use crate::reconcile::trim::as_cached;
 
     fn secret(type_: &str, data: &[(&str, &[u8])]) -> Secret {
         apply::stamped(Secret {
@@ -408,20 +445,23 @@ mod tests {
         })
     }
 
+    /// `desired` as the cache has it once applied and then edited by `edit`.
+    fn live(desired: &Secret, edit: fn(&mut Secret)) -> Arc<Secret> {
+        Arc::new(as_cached(desired, edit))
+    }
+
     #[test]
     fn a_trimmed_live_secret_is_compared_by_digest() {
         let desired = secret("Opaque", &[("K", b"v")]);
-        let mut live = desired.clone();
-        live.trim();
-        assert!(!differs(&live, &desired), "same values");
-        let mut changed = secret("Opaque", &[("K", b"other")]);
-        changed.trim();
+        assert!(!differs(&live(&desired, |_| {}), &desired), "same values");
+        let changed = live(&desired, |s| {
+            s.data.as_mut().unwrap().insert("K".into(), ByteString(b"other".to_vec()));
+        });
         assert!(differs(&changed, &desired), "another value");
-        let mut retyped = secret("kubernetes.io/basic-auth", &[("K", b"v")]);
-        retyped.trim();
-        assert!(differs(&retyped, &desired), "another type");
-        let mut extra = secret("Opaque", &[("K", b"v"), ("theirs", b"x")]);
-        extra.trim();
+        assert!(differs(&live(&desired, |s| s.type_ = Some("kubernetes.io/basic-auth".into())), &desired), "another type");
+        let extra = live(&desired, |s| {
+            s.data.as_mut().unwrap().insert("theirs".into(), ByteString(b"x".to_vec()));
+        });
         assert!(!differs(&extra, &desired), "a key someone else added is tolerated");
     }
 
@@ -431,16 +471,17 @@ mod tests {
             secret: Box::new(secret("Opaque", &[("K", b"v")])),
             synced: Synced { source_hash: "sha256:h".into(), expires_at: None },
         };
-        // Live Secrets as the cache has them: trimmed.
-        let live = |type_: &str, data: &[(&str, &[u8])]| {
-            let mut live = secret(type_, data);
-            live.trim();
-            Arc::new(live)
-        };
-        let current = || live("Opaque", &[("K", b"v")]);
-        let mut unstamped = (*current()).clone();
-        unstamped.metadata.annotations = None;
-        let retyped = live("kubernetes.io/basic-auth", &[("K", b"v")]);
+        // Live Secrets as the cache has them once applied: trimmed.
+        let applied = secret("Opaque", &[("K", b"v")]);
+        let current = || live(&applied, |_| {});
+        let unstamped = live(&applied, |s| s.metadata.annotations = None);
+        let retyped = live(&applied, |s| s.type_ = Some("kubernetes.io/basic-auth".into()));
+        let theirs = live(&applied, |s| {
+            s.data.as_mut().unwrap().insert("theirs".into(), ByteString(b"x".to_vec()));
+        });
+        let drifted = live(&applied, |s| {
+            s.data.as_mut().unwrap().insert("K".into(), ByteString(b"old".to_vec()));
+        });
         let failure = || Failure::Decryption {
             bundle: "b".into(),
             key: "K".into(),
@@ -460,17 +501,17 @@ mod tests {
             ("converged", writable(Some(current()), Ok(content()), true), Decision::Unchanged(content().synced)),
             (
                 "a key someone else added is tolerated",
-                writable(Some(live("Opaque", &[("K", b"v"), ("theirs", b"x")])), Ok(content()), true),
+                writable(Some(theirs), Ok(content()), true),
                 Decision::Unchanged(content().synced),
             ),
             (
                 "a re-sealed or drifted value",
-                writable(Some(live("Opaque", &[("K", b"old")])), Ok(content()), true),
+                writable(Some(drifted.clone()), Ok(content()), true),
                 apply(Write::Update, Some("updated")),
             ),
             (
                 "drifted metadata",
-                writable(Some(Arc::new(unstamped)), Ok(content()), true),
+                writable(Some(unstamped), Ok(content()), true),
                 apply(Write::Update, Some("updated")),
             ),
             (
@@ -485,7 +526,7 @@ mod tests {
             ),
             (
                 "the bundle fails: the last good Secret stays",
-                writable(Some(live("Opaque", &[("K", b"old")])), Err(failure()), true),
+                writable(Some(drifted), Err(failure()), true),
                 Decision::KeepLast { failure: failure(), present: true },
             ),
         ];

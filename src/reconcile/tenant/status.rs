@@ -1,17 +1,15 @@
-//! The tenant's status: conditions and per-environment state, written only when it changed.
+//! The tenant's status: conditions, per-environment state and the inventory (`publish` writes
+//! it, only when it changed).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt};
 
 use super::access::Granted;
+use super::inventory::Inventory;
 use super::namespaces::NamespaceState;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
 use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
 use crate::api::environments::Environment;
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
-use crate::reconcile::apply;
-use crate::reconcile::context::Context;
-use crate::reconcile::error::Result;
 use crate::reconcile::observed::{self, Observed};
 use crate::reconcile::rejected::Rejected;
 
@@ -21,6 +19,7 @@ pub const EXPIRY_WARNING: jiff::SignedDuration = jiff::SignedDuration::from_hour
 /// Conditions for a tenant whose environments were all worked on.
 pub fn observe(
     namespaces: &[(Environment, NamespaceState)],
+    kept: &[String],
     unreleased: &[Rejected],
     distribution: &Distribution,
     granted: &Granted,
@@ -40,7 +39,7 @@ pub fn observe(
         Observed::new(ACCESS_GRANTED, false, reason::ACCESS_CONFLICT, message)
     };
     let mut conditions = with_ready(vec![
-        observe_namespaces(namespaces, unreleased),
+        observe_namespaces(namespaces, kept, unreleased),
         observe_secrets(&distribution.outcomes, &distribution.unrevoked),
         access,
     ]);
@@ -52,7 +51,7 @@ fn joined(refused: &[Rejected]) -> String {
     refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
-fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], unreleased: &[Rejected]) -> Observed {
+fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], kept: &[String], unreleased: &[Rejected]) -> Observed {
     let rejected: Vec<Rejected> = outcomes
         .iter()
         .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r.clone()) } else { None })
@@ -72,6 +71,8 @@ fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], unreleased: &[
         Observed::new(NAMESPACES_READY, false, reason::NAMESPACE_CONFLICT, conflicts.join("; "))
     } else if !terminating.is_empty() {
         Observed::new(NAMESPACES_READY, false, reason::TERMINATING, terminating.join("; "))
+    } else if !kept.is_empty() {
+        Observed::new(NAMESPACES_READY, false, reason::POD_SECURITY_KEPT, kept.join("; "))
     } else {
         let names: Vec<&str> = outcomes.iter().map(|(e, _)| e.namespace.as_str()).collect();
         Observed::new(NAMESPACES_READY, true, reason::CREATED, format!("namespaces ready: {}", names.join(", ")))
@@ -155,6 +156,7 @@ pub fn build(
     observed: &[Observed],
     outcomes: &[(Environment, NamespaceState)],
     distribution: &Distribution,
+    inventory: &Inventory,
     now: &Time,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -173,37 +175,8 @@ pub fn build(
                 secrets: secrets::statuses(&distribution.outcomes, &env.name),
             })
             .collect(),
+        owned: Some(inventory.to_status()),
     }
-}
-
-/// Write `status` through `/status`, unless it is what the object already has.
-///
-/// Also not when this replica wrote the same status already and the cache has not caught up:
-/// the writes of a reconcile trigger the next one (through the children's watches) before the
-/// tenant's own watch delivers the new status, and that reconcile must not write it again.
-pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> Result<()> {
-    if tenant.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let uid = tenant.uid().unwrap_or_default();
-    let fingerprint = fingerprint(&status);
-    if ctx.written_status(&uid) == Some(fingerprint) {
-        return Ok(());
-    }
-    apply::apply_status(&Api::<MLTenant>::all(ctx.client.clone()), &tenant.name_any(), &status).await?;
-    ctx.wrote_status(uid, fingerprint);
-    Ok(())
-}
-
-/// What a status says, without the transition times (a stale copy of the tenant merges its
-/// conditions with no previous ones, so its times are new even when nothing changed).
-fn fingerprint(status: &MLTenantStatus) -> [u8; 32] {
-    let mut timeless = status.clone();
-    for condition in &mut timeless.conditions {
-        condition.last_transition_time = Time(jiff::Timestamp::UNIX_EPOCH);
-    }
-    let json = serde_json::to_vec(&timeless).expect("a status always serializes");
-    crate::text::sha256(&[&json])
 }
 
 #[cfg(test)]
@@ -242,7 +215,7 @@ mod tests {
         outcomes: Vec<Outcome>,
         granted: &Granted,
     ) -> Vec<Observed> {
-        observe(namespaces, &[], &Distribution { outcomes, unrevoked: vec![] }, granted, now())
+        observe(namespaces, &[], &[], &Distribution { outcomes, unrevoked: vec![] }, granted, now())
     }
 
     fn find<'a>(c: &'a [Observed], type_: &str) -> &'a Observed {
