@@ -44,6 +44,7 @@ fn describe(refusal: &Refusal) -> String {
         }
         Refusal::ReservedMetadata(key) => format!("template key {key:?} uses a reserved prefix"),
         Refusal::TooManyValues(count) => format!("{count} values, more than the {MAX_VALUES} allowed"),
+        Refusal::OutOfBounds(out) => out.to_string(),
     }
 }
 
@@ -58,6 +59,7 @@ impl Failure {
             Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => reason::UNSUPPORTED_TYPE,
             Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => reason::RESERVED_METADATA,
             Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => reason::TOO_MANY_VALUES,
+            Failure::Refused { refusal: Refusal::OutOfBounds(_), .. } => reason::OUT_OF_BOUNDS,
         }
     }
 
