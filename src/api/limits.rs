@@ -188,13 +188,21 @@ fn cel_escape(pattern: &str) -> String {
     pattern.replace('\\', "\\\\").replace('\'', "\\'")
 }
 
-/// The run-time side of the bounds: the same patterns, compiled once.
+/// The run-time side of the bounds: the same patterns, each compiled once.
 fn compiled(pattern: &'static str) -> &'static regex::Regex {
-    use std::collections::HashMap;
-    use std::sync::{LazyLock, Mutex};
-    static COMPILED: LazyLock<Mutex<HashMap<&'static str, &'static regex::Regex>>> = LazyLock::new(Default::default);
-    let mut compiled = COMPILED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    compiled.entry(pattern).or_insert_with(|| Box::leak(Box::new(regex::Regex::new(pattern).expect("a valid pattern"))))
+    use std::sync::LazyLock;
+    const PATTERNS: [&str; 6] = [
+        DNS_LABEL_PATTERN,
+        DNS_SUBDOMAIN_PATTERN,
+        QUALIFIED_NAME_PATTERN,
+        QUALIFIED_PREFIX_PATTERN,
+        LABEL_VALUE_PATTERN,
+        SECRET_KEY_PATTERN,
+    ];
+    static COMPILED: LazyLock<Vec<regex::Regex>> =
+        LazyLock::new(|| PATTERNS.iter().map(|p| regex::Regex::new(p).expect("a valid pattern")).collect());
+    let index = PATTERNS.iter().position(|p| *p == pattern).expect("one of the patterns above");
+    &COMPILED[index]
 }
 
 /// Whether `text` has at most `max` characters and matches `pattern` (as the CRD's `maxLength`
