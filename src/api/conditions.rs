@@ -45,6 +45,8 @@ pub mod reason {
     pub const UNSUPPORTED_TYPE: &str = "UnsupportedType";
     pub const RESERVED_METADATA: &str = "ReservedMetadata";
     pub const TOO_MANY_VALUES: &str = "TooManyValues";
+    /// A field of the bundle outside the bounds of the CRD (stored under an older one).
+    pub const OUT_OF_BOUNDS: &str = "OutOfBounds";
     // AccessGranted
     pub const GRANTED: &str = "Granted";
     pub const ACCESS_CONFLICT: &str = "AccessConflict";

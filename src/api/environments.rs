@@ -40,9 +40,10 @@ pub fn is_dns_label(name: &str) -> bool {
 }
 
 /// The environments of `tenant`, or why the spec cannot be realised. The CRD's CEL rules
-/// reject most of these cases already; this guards objects stored under an older CRD and the
-/// collisions CEL cannot see (an explicit namespace equal to another environment's computed one).
+/// reject most of these cases already; this guards objects stored under an older CRD (every
+/// field's bounds first: `MLTenantSpec::check_bounds`) and the collisions CEL cannot see (an explicit namespace equal to another environment's computed one).
 pub fn plan(tenant: &MLTenant) -> Result<Vec<Environment>, String> {
+    tenant.spec.check_bounds().map_err(|e| e.to_string())?;
     let tenant_name = tenant.name_any();
     let mut seen_envs = BTreeSet::new();
     let mut seen_namespaces = BTreeMap::new();
@@ -146,6 +147,22 @@ mod tests {
             let err = labelled(key, value).unwrap_err();
             assert!(err.contains(why) && err.contains(key), "{key}={value}: {err}");
         }
+    }
+
+    /// What got through before the bounds: a 313-character bundle name with spaces, stored
+    /// under an older CRD, would have become a metric label value. Refused before any plan,
+    /// naming the field, not the value.
+    #[test]
+    fn a_spec_out_of_bounds_is_refused_first() {
+        let mut t = tenant("t", vec![env("dev")]);
+        let mut secret = crate::api::SecretSpec::new("s", "b");
+        secret.environment_bundles = Some(BTreeMap::from([("dev".to_owned(), "a bundle ".repeat(35))]));
+        t.spec.secrets = Some(vec![secret]);
+        let err = plan(&t).unwrap_err();
+        assert_eq!(
+            err,
+            "spec.secrets[0].environmentBundles is out of bounds: values must be DNS-1123 subdomains of at most 253 characters"
+        );
     }
 
     #[test]

@@ -47,10 +47,208 @@ pub const POD_SECURITY_LABELS: [&str; 6] = [
 /// Values one SealedBundle may hold: each is one RSA decryption per consumer.
 pub const MAX_VALUES: usize = 128;
 
+// The bounds of every field of both kinds (rule 9 of the trust boundaries). The CRDs'
+// `maxLength`, `maxItems`, `maxProperties`, `pattern` and CEL rules are generated from these
+// constants, and the run-time checks (`MLTenantSpec::check_bounds`,
+// `SealedBundleSpec::check_bounds`) use the same ones, for objects stored under an older CRD or
+// with a CRD installed without them. `api::tests::every_field_is_bounded` fails on a field of
+// the CRDs that has none.
+
+/// Environments of a tenant (each a namespace).
+pub const MAX_ENVIRONMENTS: usize = 16;
+/// Secrets of a tenant, written into each of its environments.
+pub const MAX_SECRETS: usize = 32;
+/// Readers of a tenant (each a Role and RoleBinding per environment).
+pub const MAX_READERS: usize = 16;
 /// Entries of a tenant's `status.owned`: per environment its namespace, a Secret per
-/// `spec.secrets` entry and a Role and a RoleBinding per reader (16 x (1 + 32 + 2 x 16)), twice
-/// over, for the moment a spec change has created the new ones and not yet removed the old.
-pub const MAX_OWNED: usize = 2 * 16 * (1 + 32 + 2 * 16);
+/// `spec.secrets` entry and a Role and a RoleBinding per reader, twice over, for the moment a
+/// spec change has created the new ones and not yet removed the old.
+pub const MAX_OWNED: usize = 2 * MAX_ENVIRONMENTS * (1 + MAX_SECRETS + 2 * MAX_READERS);
+/// Labels of an environment's namespace or of a template; annotations of a template.
+pub const MAX_LABELS: usize = 64;
+pub const MAX_ANNOTATIONS: usize = 64;
+/// Characters of one template annotation value.
+pub const MAX_ANNOTATION_VALUE: usize = 4 * 1024;
+/// Characters of a whole map of labels, annotations or names, keys and values together. A
+/// bundle's template is copied onto one Secret per consuming environment, so this is what
+/// one bundle can add to each of them.
+pub const MAX_MAP_CHARS: usize = 16 * 1024;
+
+/// A DNS-1123 label (namespace and environment names) and subdomain (Secret, SealedBundle,
+/// MLTenant and ServiceAccount names).
+pub const DNS_LABEL_MAX: usize = 63;
+pub const DNS_SUBDOMAIN_MAX: usize = 253;
+pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A label or annotation key: an optional DNS subdomain prefix of at most 253 characters and
+/// `/`, then a name of at most 63 (Kubernetes' qualified name). Two patterns: the shape, and
+/// the prefix's length, which a regular expression cannot count across its dots.
+pub const QUALIFIED_NAME_MAX: usize = DNS_SUBDOMAIN_MAX + 1 + 63;
+pub const QUALIFIED_NAME_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+pub const QUALIFIED_PREFIX_PATTERN: &str = r"^([^/]{1,253}/)?[^/]*$";
+/// A label value: empty, or at most 63 alphanumerics, `-`, `_` and `.` starting and ending
+/// with an alphanumeric.
+pub const LABEL_VALUE_MAX: usize = 63;
+pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+
+/// A Secret data key (`encryptedData` keys), as Kubernetes checks a Secret's keys.
+pub const SECRET_KEY_MAX: usize = 253;
+pub const SECRET_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// Characters of one sealed value: the base64 of the 1 MiB the crypto layer opens at most
+/// (`crypto::MAX_SEALED_LEN`).
+pub const MAX_SEALED_VALUE_CHARS: usize = (1024 * 1024usize).div_ceil(3) * 4;
+/// Characters of all of `encryptedData`, keys and values: 1.5 MiB, etcd's default limit on a
+/// whole object, above what 128 values of a 1 MiB Secret take once sealed.
+pub const MAX_SEALED_DATA_CHARS: usize = 1536 * 1024;
+/// Characters of a bundle's `type` (the allowed types are shorter).
+pub const MAX_SECRET_TYPE_CHARS: usize = 63;
+
+/// A SealedBundle's `tenantSelector`: `matchLabels` entries, `matchExpressions`, the values of
+/// one expression, and the operators Kubernetes knows.
+pub const MAX_SELECTOR_LABELS: usize = 16;
+pub const MAX_SELECTOR_EXPRESSIONS: usize = 16;
+pub const MAX_SELECTOR_VALUES: usize = 64;
+pub const SELECTOR_OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/// Status conditions, bounded as Kubernetes bounds `metav1.Condition` in its own APIs.
+pub const MAX_CONDITIONS: usize = 16;
+pub const CONDITION_TYPE_MAX: usize = 316;
+pub const CONDITION_TYPE_PATTERN: &str =
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$";
+pub const CONDITION_REASON_MAX: usize = 1024;
+pub const CONDITION_REASON_PATTERN: &str = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$";
+pub const CONDITION_MESSAGE_MAX: usize = 32 * 1024;
+pub const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+/// Other status text the operator writes: a reason, a `sha256:` digest, a key fingerprint,
+/// `<ready>/<declared>`.
+pub const STATUS_REASON_MAX: usize = CONDITION_REASON_MAX;
+pub const STATUS_DIGEST_MAX: usize = 128;
+pub const STATUS_COUNT_MAX: usize = 32;
+
+/// Timestamps (`expiresAt`, `lastTransitionTime`): from `EARLIEST_TIME` up to, not
+/// including, `END_OF_TIME`, far inside what every reader can represent (Rust's jiff ends
+/// at 9999-12-30T22:00:00Z, so a later date would make a stored object unreadable), at most
+/// `MAX_TIME_CHARS` characters (RFC 3339 allows any number of fractional digits).
+pub const EARLIEST_TIME: &str = "1970-01-01T00:00:00Z";
+pub const END_OF_TIME: &str = "9000-01-01T00:00:00Z";
+pub const MAX_TIME_CHARS: usize = 64;
+
+/// The start of every total-size rule, [`map_size_rule`] (the bounds test recognises it).
+pub const MAP_SIZE_RULE_PREFIX: &str = "self.map(k, size(k) + size(self[k])).sum() <= ";
+
+/// CEL (on a map of strings): keys and values together hold at most `max` characters. `sum()`
+/// is Kubernetes' list library; its cost is one step per entry, which `maxProperties` bounds.
+pub fn map_size_rule(max: usize) -> String {
+    format!("{MAP_SIZE_RULE_PREFIX}{max}")
+}
+
+pub fn map_size_message(what: &str, max: usize) -> String {
+    format!("{what} may hold at most {max} characters in all, keys and values together")
+}
+
+/// CEL (on a map of labels or annotations): every key is a qualified name. Annotation keys are
+/// checked lowercased, as Kubernetes checks them.
+pub fn qualified_keys_rule(lowercase: bool) -> String {
+    let key = if lowercase { "k.lowerAscii()" } else { "k" };
+    format!(
+        "self.all(k, {key}.matches('{}') && k.matches('{}'))",
+        cel_escape(QUALIFIED_NAME_PATTERN),
+        cel_escape(QUALIFIED_PREFIX_PATTERN)
+    )
+}
+
+pub fn qualified_keys_message(what: &str) -> String {
+    format!(
+        "{what} keys must be qualified names: an optional DNS subdomain prefix of at most {DNS_SUBDOMAIN_MAX} characters and '/', then at most 63 characters of [-A-Za-z0-9_.] starting and ending with an alphanumeric"
+    )
+}
+
+/// CEL (on a string): the prefix of a qualified name fits (its shape is the field's `pattern`).
+pub fn qualified_prefix_rule() -> String {
+    format!("self.matches('{}')", cel_escape(QUALIFIED_PREFIX_PATTERN))
+}
+
+pub fn qualified_prefix_message() -> String {
+    format!("the prefix of a qualified name (before '/') may have at most {DNS_SUBDOMAIN_MAX} characters")
+}
+
+/// CEL (on a `date-time`): within [`EARLIEST_TIME`, `END_OF_TIME`).
+pub fn time_range_rule() -> String {
+    format!("self >= timestamp('{EARLIEST_TIME}') && self < timestamp('{END_OF_TIME}')")
+}
+
+pub fn time_range_message() -> String {
+    format!("must be a time from {EARLIEST_TIME} up to (not including) {END_OF_TIME}")
+}
+
+/// The rule and message of [`time_range_rule`] as an `x-kubernetes-validations` list, for the
+/// schemas that are not derived with `KubeSchema`.
+pub fn time_range_validations() -> serde_json::Value {
+    serde_json::json!([{"rule": time_range_rule(), "message": time_range_message()}])
+}
+
+/// CEL (on `encryptedData`): every key is a Secret data key.
+pub fn secret_keys_rule() -> String {
+    format!("self.all(k, size(k) <= {SECRET_KEY_MAX} && k.matches('{}'))", cel_escape(SECRET_KEY_PATTERN))
+}
+
+pub fn secret_keys_message() -> String {
+    format!("encryptedData keys must be valid Secret keys ([-._a-zA-Z0-9]+, at most {SECRET_KEY_MAX} characters)")
+}
+
+/// A regular expression as a single-quoted CEL string literal's content.
+fn cel_escape(pattern: &str) -> String {
+    pattern.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// The run-time side of the bounds: the same patterns, each compiled once.
+fn compiled(pattern: &'static str) -> &'static regex::Regex {
+    use std::sync::LazyLock;
+    const PATTERNS: [&str; 6] = [
+        DNS_LABEL_PATTERN,
+        DNS_SUBDOMAIN_PATTERN,
+        QUALIFIED_NAME_PATTERN,
+        QUALIFIED_PREFIX_PATTERN,
+        LABEL_VALUE_PATTERN,
+        SECRET_KEY_PATTERN,
+    ];
+    static COMPILED: LazyLock<Vec<regex::Regex>> =
+        LazyLock::new(|| PATTERNS.iter().map(|p| regex::Regex::new(p).expect("a valid pattern")).collect());
+    let index = PATTERNS.iter().position(|p| *p == pattern).expect("one of the patterns above");
+    &COMPILED[index]
+}
+
+/// Whether `text` has at most `max` characters and matches `pattern` (as the CRD's `maxLength`
+/// and `pattern` judge it: lengths in characters).
+pub fn fits(text: &str, max: usize, pattern: &'static str) -> bool {
+    text.chars().nth(max).is_none() && compiled(pattern).is_match(text)
+}
+
+/// Whether `text` has at most `max` characters.
+pub fn fits_length(text: &str, max: usize) -> bool {
+    text.chars().nth(max).is_none()
+}
+
+/// Whether `key` is a qualified name (lowercased first for an annotation key).
+pub fn is_qualified_name(key: &str, lowercase: bool) -> bool {
+    let shape = if lowercase {
+        compiled(QUALIFIED_NAME_PATTERN).is_match(&key.to_ascii_lowercase())
+    } else {
+        compiled(QUALIFIED_NAME_PATTERN).is_match(key)
+    };
+    shape && compiled(QUALIFIED_PREFIX_PATTERN).is_match(key)
+}
+
+/// Characters of a map, keys and values together (what [`map_size_rule`] counts).
+pub fn map_chars<'a>(map: impl IntoIterator<Item = (&'a String, &'a String)>) -> usize {
+    map.into_iter().map(|(k, v)| k.chars().count() + v.chars().count()).sum()
+}
+
+/// Whether `time` is within [`EARLIEST_TIME`, `END_OF_TIME`).
+pub fn time_in_range(time: jiff::Timestamp) -> bool {
+    let parse = |text: &str| text.parse::<jiff::Timestamp>().expect("a valid bound");
+    parse(EARLIEST_TIME) <= time && time < parse(END_OF_TIME)
+}
 
 /// Whether `key` (a label or annotation key) uses a reserved prefix.
 pub fn is_reserved_key(key: &str) -> bool {

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::conditions::reason;
-use super::limits;
+use super::limits::{self, *};
 
 /// One ML team: its environment namespaces, the credentials written into them and who may
 /// read those credentials. Cluster-scoped; every field is optional except `environments`, and
@@ -46,20 +46,20 @@ use super::limits;
 )]
 pub struct MLTenantSpec {
     /// The team's environments; each gets its own namespace.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = MAX_ENVIRONMENTS))]
     #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("environment names must be unique"))]
     pub environments: Vec<EnvironmentSpec>,
 
     /// Secrets written, with the same name, into the environment namespaces.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = MAX_SECRETS))]
     #[x_kube(validation = Rule::new("self.all(s, self.exists_one(t, t.name == s.name))").message("secret names must be unique"))]
     pub secrets: Option<Vec<SecretSpec>>,
 
     /// Service accounts allowed to `get` the distributed Secrets (and nothing else); each at
     /// most once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = MAX_READERS))]
     #[x_kube(validation = Rule::new("self.all(r, self.exists_one(o, o.serviceAccount == r.serviceAccount))").message("each serviceAccount must be listed once in secretReaders"))]
     pub secret_readers: Option<Vec<SecretReader>>,
 
@@ -85,24 +85,26 @@ pub enum DeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
     /// Environment name, a DNS-1123 label: `dev`, `staging`, `production`, ...
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub name: String,
 
     /// Explicit namespace name. Default: the tenant name for `production`,
     /// `<tenant>-<environment>` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: Option<String>,
 
     /// Extra labels for the namespace (e.g. Pod Security admission levels). Reserved prefixes
     /// (`kubernetes.io/`, `k8s.io/`, `mltenant.io/`, `argocd.argoproj.io/`, ... and their
     /// subdomains) are refused, except `pod-security.kubernetes.io/`, whose `enforce` level may
-    /// only be `baseline` or `restricted`.
+    /// only be `baseline` or `restricted`. At most 64 labels of Kubernetes' label syntax.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = MAX_LABELS, "additionalProperties" = super::schemas::label_value()))]
     #[x_kube(
         validation = Rule::new(limits::namespace_label_rule()).message(limits::namespace_label_message().as_str()),
-        validation = Rule::new(limits::pod_security_rule()).message(limits::pod_security_message().as_str())
+        validation = Rule::new(limits::pod_security_rule()).message(limits::pod_security_message().as_str()),
+        validation = Rule::new(limits::qualified_keys_rule(false)).message(limits::qualified_keys_message("environments[].labels").as_str()),
+        validation = Rule::new(limits::map_size_rule(MAX_MAP_CHARS)).message(limits::map_size_message("environments[].labels", MAX_MAP_CHARS).as_str())
     )]
     pub labels: Option<BTreeMap<String, String>>,
 }
@@ -111,27 +113,31 @@ pub struct EnvironmentSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SecretSpec {
     /// Name of the Secret in every environment namespace.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 
     /// The SealedBundle to decrypt.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub bundle: String,
 
-    /// Per-environment bundle override, keyed by environment name.
+    /// Per-environment bundle override, keyed by environment name; each a SealedBundle name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("maxProperties" = 16))]
+    #[schemars(extend(
+        "maxProperties" = MAX_ENVIRONMENTS,
+        "additionalProperties" = {"type": "string", "maxLength": DNS_SUBDOMAIN_MAX, "pattern": DNS_SUBDOMAIN_PATTERN},
+        "x-kubernetes-validations" = [{
+            "rule": limits::map_size_rule(MAX_MAP_CHARS),
+            "message": limits::map_size_message("secrets[].environmentBundles", MAX_MAP_CHARS),
+        }]
+    ))]
     pub environment_bundles: Option<BTreeMap<String, String>>,
 
     /// Only these environments get the Secret. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 16), inner(length(max = 63)))]
+    #[schemars(
+        length(min = 1, max = MAX_ENVIRONMENTS),
+        inner(length(max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))
+    )]
     pub environments: Option<Vec<String>>,
 }
 
@@ -143,20 +149,20 @@ pub struct SecretReader {
     pub service_account: ServiceAccountRef,
     /// Secrets this account may `get`. Default: every secret in `spec.secrets`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), inner(length(max = 253)))]
+    #[schemars(
+        length(min = 1, max = MAX_SECRETS),
+        inner(length(max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))
+    )]
     pub secrets: Option<Vec<String>>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, schemars::JsonSchema)]
 pub struct ServiceAccountRef {
     /// The ServiceAccount's namespace (a DNS-1123 label).
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: String,
     /// The ServiceAccount's name (a DNS-1123 subdomain).
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
 }
 
@@ -165,16 +171,20 @@ pub struct ServiceAccountRef {
 pub struct MLTenantStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub observed_generation: Option<i64>,
     /// `Ready` (overall), `NamespacesReady`, `SecretsSynced`, `AccessGranted` and
     /// `CredentialsExpiring`, each with a reason and message.
     #[serde(default)]
+    #[schemars(schema_with = "super::schemas::conditions")]
     pub conditions: Vec<Condition>,
     /// Per environment: its namespace, whether it is ready and the Secrets in it.
     #[serde(default)]
+    #[schemars(length(max = MAX_ENVIRONMENTS))]
     pub environments: Vec<EnvironmentStatus>,
     /// `<ready>/<declared>` environments, for `kubectl get mlt`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = STATUS_COUNT_MAX))]
     pub environments_ready: Option<String>,
     /// What the operator created (or adopted) for this tenant, by UID: the only namespaces it
     /// ever deletes and the only Secrets, Roles and RoleBindings it ever updates or deletes.
@@ -192,12 +202,9 @@ pub struct OwnedObject {
     pub kind: OwnedKind,
     /// The object's namespace (none for a namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: Option<String>,
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-    )]
+    #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// Its UID, from the answer to the create. Absent while the create is in flight: the entry
     /// is written before the create is sent, so that an operator stopped between the two still
@@ -222,16 +229,20 @@ pub enum OwnedKind {
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentStatus {
     /// The environment's name, as in `spec.environments`.
+    #[schemars(length(max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub name: String,
     /// The environment's namespace.
+    #[schemars(length(max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: String,
     /// Whether the namespace exists and belongs to this tenant.
     pub ready: bool,
     /// Why it is not ready (e.g. `NamespaceConflict`), when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = STATUS_REASON_MAX))]
     pub reason: Option<String>,
     /// The Secrets distributed into this environment's namespace.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_SECRETS))]
     pub secrets: Vec<SecretStatus>,
 }
 
@@ -239,19 +250,24 @@ pub struct EnvironmentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct SecretStatus {
     /// Name of the Secret in the namespace.
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// The SealedBundle it is written from.
+    #[schemars(length(max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub bundle: String,
     /// Whether the Secret holds the bundle's current content.
     pub synced: bool,
     /// Why not (a `SecretsSynced` reason), when not synced; the last good Secret stays in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = STATUS_REASON_MAX))]
     pub reason: Option<String>,
     /// `sha256:` of the bundle ciphertext the Secret was written from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = STATUS_DIGEST_MAX))]
     pub source_hash: Option<String>,
     /// When the credentials in it stop working (the bundle's `expiresAt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = MAX_TIME_CHARS, "x-kubernetes-validations" = limits::time_range_validations()))]
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 

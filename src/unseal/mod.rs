@@ -47,6 +47,7 @@ fn describe(refusal: &Refusal) -> String {
         }
         Refusal::ReservedMetadata(key) => format!("template key {key:?} uses a reserved prefix"),
         Refusal::TooManyValues(count) => format!("{count} values, more than the {MAX_VALUES} allowed"),
+        Refusal::OutOfBounds(out) => out.to_string(),
     }
 }
 
@@ -61,6 +62,7 @@ impl Failure {
             Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => reason::UNSUPPORTED_TYPE,
             Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => reason::RESERVED_METADATA,
             Failure::Refused { refusal: Refusal::TooManyValues(_), .. } => reason::TOO_MANY_VALUES,
+            Failure::Refused { refusal: Refusal::OutOfBounds(_), .. } => reason::OUT_OF_BOUNDS,
             Failure::Unreadable { .. } => reason::INVALID_OBJECT,
         }
     }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use crate::api::SealedBundle;
 use crate::api::limits::{self, BASIC_AUTH, DOCKER_CFG, DOCKER_CONFIG_JSON, MAX_VALUES, OPAQUE, SSH_AUTH, TLS};
+use crate::api::{OutOfBounds, SealedBundle};
 
 /// The Kubernetes limit on a Secret's data.
 pub const MAX_SECRET_BYTES: usize = 1024 * 1024;
@@ -20,6 +20,9 @@ pub enum Refusal {
     UnsupportedType(String),
     ReservedMetadata(String),
     TooManyValues(usize),
+    /// A field outside the bounds of the CRD (stored under an older one, or with a CRD
+    /// installed without them): which field, which bound.
+    OutOfBounds(OutOfBounds),
 }
 
 /// The Secret type the bundle produces.
@@ -27,8 +30,9 @@ pub fn secret_type(bundle: &SealedBundle) -> &str {
     bundle.spec.type_.as_deref().unwrap_or(OPAQUE)
 }
 
-/// Check what needs no plaintext: type, template keys, number of values. Cheap, so it runs
-/// before any RSA work.
+/// Check what needs no plaintext: type, template keys, number of values, then every field's
+/// bounds (the CRD's, again: `SealedBundleSpec::check_bounds`). Cheap, so it runs before any
+/// RSA work.
 pub fn check_claims(bundle: &SealedBundle) -> Result<(), Refusal> {
     let type_ = secret_type(bundle);
     if !limits::SECRET_TYPES.contains(&type_) {
@@ -43,7 +47,7 @@ pub fn check_claims(bundle: &SealedBundle) -> Result<(), Refusal> {
     if count > MAX_VALUES {
         return Err(Refusal::TooManyValues(count));
     }
-    Ok(())
+    bundle.spec.check_bounds().map_err(Refusal::OutOfBounds)
 }
 
 /// Check opened values against the Secret type: (data key, problem) when refused.
@@ -208,5 +212,42 @@ mod tests {
         assert!(matches!(check_claims(&bundle(None, Some(argo), 1)), Err(Refusal::ReservedMetadata(_))));
         assert_eq!(check_claims(&bundle(None, None, MAX_VALUES)), Ok(()));
         assert_eq!(check_claims(&bundle(None, None, MAX_VALUES + 1)), Err(Refusal::TooManyValues(MAX_VALUES + 1)));
+    }
+
+    /// A bundle stored before the CRD bounded it (or with a CRD without the bounds) is refused
+    /// before any RSA work, naming the field and the bound, never the value.
+    #[test]
+    fn fields_out_of_bounds_are_refused_without_their_value() {
+        let refused = |b: SealedBundle| match check_claims(&b) {
+            Err(Refusal::OutOfBounds(out)) => out,
+            other => panic!("{other:?}"),
+        };
+        let mut late = bundle(None, None, 1);
+        late.spec.expires_at =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time("9999-12-30T00:00:00Z".parse().unwrap()));
+        let out = refused(late);
+        assert_eq!(out.field, "spec.expiresAt");
+        assert!(out.to_string().contains("up to (not including) 9000-01-01T00:00:00Z"), "{out}");
+        let noisy = SecretTemplate {
+            annotations: Some((0..5).map(|i| (format!("note-{i}"), "secret-looking ".repeat(240))).collect()),
+            ..Default::default()
+        };
+        let out = refused(bundle(None, Some(noisy), 1));
+        assert_eq!(
+            out.to_string(),
+            "spec.template.annotations is out of bounds: may hold at most 16384 characters in all, keys and values together"
+        );
+        let mut tenant = bundle(None, None, 1);
+        tenant.spec.tenant = Some("a tenant ".repeat(40));
+        let out = refused(tenant);
+        assert!(!out.to_string().contains("a tenant"), "{out}");
+        let mut sealed = bundle(None, None, 1);
+        sealed.spec.encrypted_data.insert("K0".into(), "A".repeat(limits::MAX_SEALED_VALUE_CHARS + 1));
+        assert_eq!(refused(sealed).field, "spec.encryptedData");
+    }
+
+    #[test]
+    fn the_sealed_value_bound_is_the_base64_of_what_the_crypto_layer_opens() {
+        assert_eq!(limits::MAX_SEALED_VALUE_CHARS, crate::crypto::MAX_SEALED_LEN.div_ceil(3) * 4);
     }
 }

@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use kube::api::{Api, PostParams};
 use kube::{Client, CustomResourceExt};
-use mltenant_operator::api::{MLTenant, SealedBundle};
-use serde_json::Value;
+use mltenant_operator::api::{BundleScope, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
+use serde_json::{Value, json};
 
 use crate::harness::*;
 
@@ -274,4 +275,139 @@ async fn server_dry_run_reports_the_api_servers_errors_by_field() {
     let out = validate(&["--server-dry-run", "-f", valid.to_str().unwrap()], Some(Path::new("/nonexistent")));
     assert!(!out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end().lines().count(), 1);
+}
+
+/// Rule 9 holds for status too: every replica reads the stored status back, so a status writer
+/// other than the operator (anyone granted `mltenants/status` or `sealedbundles/status`) must
+/// not be able to store what the operator could not read or should not repeat. First a status
+/// at every bound is stored, then each value one past its bound is refused, naming its field.
+#[tokio::test]
+async fn the_api_server_bounds_what_a_status_writer_stores() {
+    let client = admin().await;
+    let (tenant, bundle) = (unique("status-bounds-t"), unique("status-bounds-b"));
+    let tenants = Api::<MLTenant>::all(client.clone());
+    let bundles = Api::<SealedBundle>::all(client.clone());
+    tenants
+        .create(&PostParams::default(), &MLTenant::new(&tenant, MLTenantSpec::with_environments(&["dev"])))
+        .await
+        .unwrap();
+    let data = [("K".to_owned(), "x".to_owned())].into();
+    let spec = SealedBundleSpec { tenant: Some(tenant.clone()), ..SealedBundleSpec::new(BundleScope::Tenant, data) };
+    bundles.create(&PostParams::default(), &SealedBundle::new(&bundle, spec)).await.unwrap();
+
+    let condition = |type_: &str| {
+        json!({"type": type_, "status": "True", "reason": "Synced", "message": "m".repeat(32 * 1024),
+            "lastTransitionTime": "8999-12-31T23:59:59Z", "observedGeneration": 0})
+    };
+    let at_bounds_tenant = json!({"observedGeneration": 0, "environmentsReady": "16/16",
+        "conditions": (0..16).map(|i| condition(&format!("example.com/C{i}"))).collect::<Vec<_>>(),
+        "environments": [{"name": "d".repeat(63), "namespace": "n".repeat(63), "ready": false, "reason": "R".repeat(1024),
+            "secrets": [{"name": "s".repeat(253), "bundle": "b".repeat(253), "synced": true,
+                "sourceHash": "h".repeat(128), "expiresAt": "1970-01-01T00:00:00Z"}]}]});
+    let at_bounds_bundle = json!({"observedGeneration": 0, "keyFingerprint": "f".repeat(128),
+        "conditions": [condition("Decryptable")]});
+    let status = |resource: &str, name: &str, value: &Value| {
+        let patch = json!({"status": value});
+        http::Request::patch(format!("/apis/mltenant.io/v1alpha1/{resource}/{name}/status"))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&patch).unwrap())
+            .unwrap()
+    };
+    client
+        .request::<Value>(status("mltenants", &tenant, &at_bounds_tenant))
+        .await
+        .expect("a status at its bounds is stored");
+    client
+        .request::<Value>(status("sealedbundles", &bundle, &at_bounds_bundle))
+        .await
+        .expect("a status at its bounds is stored");
+
+    // (resource, what to change in the status at its bounds, the field the API server names)
+    type Change<'a> = Box<dyn Fn(&mut Value) + 'a>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        ("mltenants", Box::new(|s| s["observedGeneration"] = json!(-1)), "status.observedGeneration"),
+        ("mltenants", Box::new(|s| s["environmentsReady"] = json!("9".repeat(33))), "status.environmentsReady"),
+        (
+            "mltenants",
+            Box::new(|s| s["conditions"].as_array_mut().unwrap().push(condition("example.com/C16"))),
+            "status.conditions",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["conditions"][0]["lastTransitionTime"] = json!("9999-12-31T23:59:59Z")),
+            "status.conditions[0].lastTransitionTime",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["conditions"][0]["lastTransitionTime"] = json!("1969-12-31T23:59:59Z")),
+            "status.conditions[0].lastTransitionTime",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["conditions"][0]["message"] = json!("m".repeat(32 * 1024 + 1))),
+            "status.conditions[0].message",
+        ),
+        ("mltenants", Box::new(|s| s["conditions"][0]["reason"] = json!("")), "status.conditions[0].reason"),
+        (
+            "mltenants",
+            Box::new(|s| s["conditions"][0]["reason"] = json!("not a reason")),
+            "status.conditions[0].reason",
+        ),
+        ("mltenants", Box::new(|s| s["conditions"][0]["status"] = json!("Maybe")), "status.conditions[0].status"),
+        ("mltenants", Box::new(|s| s["conditions"][0]["type"] = json!("T".repeat(317))), "status.conditions[0].type"),
+        ("mltenants", Box::new(|s| s["environments"][0]["name"] = json!("Not A Label")), "status.environments[0].name"),
+        (
+            "mltenants",
+            Box::new(|s| s["environments"][0]["namespace"] = json!("n".repeat(64))),
+            "status.environments[0].namespace",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["environments"][0]["reason"] = json!("R".repeat(1025))),
+            "status.environments[0].reason",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["environments"][0]["secrets"][0]["bundle"] = json!("a bundle")),
+            "status.environments[0].secrets[0].bundle",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["environments"][0]["secrets"][0]["sourceHash"] = json!("h".repeat(129))),
+            "status.environments[0].secrets[0].sourceHash",
+        ),
+        (
+            "mltenants",
+            Box::new(|s| s["environments"][0]["secrets"][0]["expiresAt"] = json!("9999-12-31T23:59:59Z")),
+            "status.environments[0].secrets[0].expiresAt",
+        ),
+        ("sealedbundles", Box::new(|s| s["keyFingerprint"] = json!("f".repeat(129))), "status.keyFingerprint"),
+        (
+            "sealedbundles",
+            Box::new(|s| s["conditions"][0]["lastTransitionTime"] = json!("9999-12-31T23:59:59Z")),
+            "status.conditions[0].lastTransitionTime",
+        ),
+        ("sealedbundles", Box::new(|s| s["observedGeneration"] = json!(-1)), "status.observedGeneration"),
+    ];
+    let mut stored = Vec::new();
+    for (resource, change, field) in &cases {
+        let (name, mut value) = match *resource {
+            "mltenants" => (&tenant, at_bounds_tenant.clone()),
+            _ => (&bundle, at_bounds_bundle.clone()),
+        };
+        change(&mut value);
+        match client.request::<Value>(status(resource, name, &value)).await {
+            Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains(&format!("{field}: ")) => {}
+            other => stored.push(format!(
+                "{resource} {field}: {}",
+                match other {
+                    Ok(_) => "stored".to_owned(),
+                    Err(e) => format!("refused otherwise: {e}"),
+                }
+            )),
+        }
+    }
+    tenants.delete(&tenant, &Default::default()).await.unwrap();
+    bundles.delete(&bundle, &Default::default()).await.unwrap();
+    assert!(stored.is_empty(), "status values past their bound, not refused by field:\n{}", stored.join("\n"));
 }

@@ -20,9 +20,9 @@ use super::error::{ErrorKind, FieldError, Path};
 use super::schema::shown;
 
 /// The CEL functions and operators (as the parser names them) this evaluator is known to get
-/// right: each is exercised by a unit test below. Kubernetes has more (its list, regex, URL,
-/// quantity, IP/CIDR, format, semver and sets libraries, two-variable comprehensions); a rule
-/// using one of those is reported instead of evaluated.
+/// right: each is exercised by a unit test below. Kubernetes has more (the rest of its list
+/// library, its regex, URL, quantity, IP/CIDR, format, semver and sets libraries, two-variable
+/// comprehensions); a rule using one of those is reported instead of evaluated.
 pub const SUPPORTED_FUNCTIONS: &[&str] = &[
     // operators and the macros' expansions (`has`, `all`, `exists`, `exists_one`, `map`, `filter`)
     "_&&_",
@@ -66,6 +66,8 @@ pub const SUPPORTED_FUNCTIONS: &[&str] = &[
     "lastIndexOf",
     "substring",
     "charAt",
+    // Kubernetes' list library: `sum` of a list of ints (the total-size rules)
+    "sum",
 ];
 
 /// Keys of one `x-kubernetes-validations` entry.
@@ -80,6 +82,8 @@ impl Default for Rules {
     fn default() -> Self {
         let mut env = Env::stdlib();
         env.add_extension(cel::extensions::strings).expect("the strings extension registers once");
+        env.add_member_overload("sum", "list_int_sum", cel::common::types::LIST_TYPE, vec![], sum)
+            .expect("sum registers once");
         Self { env: Arc::new(env), programs: HashMap::new() }
     }
 }
@@ -230,6 +234,26 @@ impl Rules {
             other => Err(format!("messageExpression {expression:?} gave {other:?}")),
         }
     }
+}
+
+/// Kubernetes' `list.sum()` for a list of ints (the only kind our rules sum): their total, an
+/// error on overflow as in Kubernetes, 0 for an empty list.
+fn sum<'b, 'v>(
+    args: Vec<cel::common::value::CowVal<'b, 'v>>,
+) -> Result<cel::common::value::CowVal<'b, 'v>, ExecutionError> {
+    use cel::common::types::CelInt;
+    let [list] = <[_; 1]>::try_from(args).map_err(|args| ExecutionError::invalid_argument_count(1, args.len()))?;
+    let list = list.as_ref();
+    let items = list.as_iterable().ok_or_else(|| ExecutionError::function_error("sum", "not a list"))?;
+    let mut items = items.iter();
+    let mut total: i64 = 0;
+    while let Some(item) = items.next() {
+        let int =
+            item.downcast_ref::<CelInt>().ok_or_else(|| ExecutionError::function_error("sum", "not a list of ints"))?;
+        total =
+            total.checked_add(*int.inner()).ok_or_else(|| ExecutionError::function_error("sum", "integer overflow"))?;
+    }
+    Ok(cel::common::value::CowVal::owned(CelInt::from(total)))
 }
 
 /// A rule's `fieldPath` (`.a.b`, `.a['b']`) below the rule's node.
@@ -450,6 +474,7 @@ mod tests {
             "'AbC'.lowerAscii() == 'abc' && self.upperAscii() == 'ABC' && ' a '.trim() == 'a'",
             "'a,b'.split(',') == ['a', 'b'] && ['a', 'b'].join('-') == 'a-b' && self.replace('b', 'x') == 'axc'",
             "self.indexOf('c') == 2 && 'abca'.lastIndexOf('a') == 3 && self.substring(1) == 'bc' && self.charAt(0) == 'a'",
+            "[1, 2, 3].sum() == 6 && {}.map(k, size(k)).sum() == 0 && {'ab': 'cde', 'f': ''}.map(k, size(k)).sum() == 3",
         ];
         for rule in checks {
             assert!(holds(rule), "{rule} is false");
@@ -478,6 +503,45 @@ mod tests {
         let untested: Vec<_> = SUPPORTED_FUNCTIONS.iter().filter(|f| !covered.contains(f)).collect();
         assert!(untested.is_empty(), "supported but not exercised: {untested:?}");
         assert!(!holds("self.startsWith('b')"));
+    }
+
+    /// The bounds' rules (`api::limits`) at their edges: sizes in characters, key syntax, and
+    /// the time range (at both ends, and at a date past what jiff can hold).
+    #[test]
+    fn the_bounds_rules_evaluate_at_their_edges() {
+        use crate::api::limits;
+        let map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+        let size = limits::map_size_rule(6);
+        assert!(eval(&size, json!({"ab": "cdé", "f": ""}), map.clone()).is_empty(), "2 + 3 + 1 characters");
+        assert_eq!(eval(&size, json!({"ab": "cdéxy"}), map.clone()).len(), 1);
+        let long_prefix = format!("{}/x", "a".repeat(254));
+        for (key, label, annotation) in [
+            ("team", true, true),
+            ("example.com/team", true, true),
+            (&*format!("{}/x", "a".repeat(253)), true, true),
+            (&*format!("x/{}", "a".repeat(63)), true, true),
+            ("Example.COM/x", false, true),
+            (&*long_prefix, false, false),
+            (&*format!("x/{}", "a".repeat(64)), false, false),
+            ("a b", false, false),
+            ("x/y/z", false, false),
+            ("-a", false, false),
+            ("", false, false),
+        ] {
+            let judged =
+                |lowercase| eval(&limits::qualified_keys_rule(lowercase), json!({key: "v"}), map.clone()).is_empty();
+            assert_eq!((judged(false), judged(true)), (label, annotation), "{key}");
+        }
+        let time = json!({"type": "string", "format": "date-time"});
+        for (at, ok) in [
+            ("1970-01-01T00:00:00Z", true),
+            ("8999-12-31T23:59:59Z", true),
+            ("1969-12-31T23:59:59Z", false),
+            ("9000-01-01T00:00:00Z", false),
+            ("9999-12-31T23:59:59Z", false),
+        ] {
+            assert_eq!(eval(&limits::time_range_rule(), json!(at), time.clone()).is_empty(), ok, "{at}");
+        }
     }
 
     #[test]

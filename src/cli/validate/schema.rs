@@ -400,10 +400,14 @@ pub fn is_date_time(text: &str) -> bool {
         || matches!(zone[1..].split(':').collect::<Vec<_>>().as_slice(),
             [h, m] if h.len() == 2 && m.len() == 2 && digits(h) && digits(m));
     let (hms, fraction) = clock.split_once('.').map_or((clock, None), |(a, b)| (a, Some(b)));
+    // Go's parser refuses a leap second (60), which chrono would take.
     let hms_ok = matches!(hms.split(':').collect::<Vec<_>>().as_slice(),
-        [h, m, s] if h.len() == 2 && m.len() == 2 && s.len() == 2 && digits(h) && digits(m) && digits(s));
-    // The shape is right; the calendar (month 13, February 30, hour 25) decides the rest.
-    zone_ok && hms_ok && fraction.is_none_or(digits) && upper.parse::<jiff::Timestamp>().is_ok()
+        [h, m, s] if h.len() == 2 && m.len() == 2 && s.len() == 2 && digits(h) && digits(m) && digits(s) && *s < "60");
+    // The shape is right; the calendar (month 13, February 30, hour 25) decides the rest. With
+    // chrono, whose years go far beyond 9999, not jiff, whose last instant (9999-12-30T22:00:00Z)
+    // would make a date-time the server takes, such as 9999-12-31T23:59:59Z, a type error here
+    // instead of the range rule's refusal.
+    zone_ok && hms_ok && fraction.is_none_or(digits) && chrono::DateTime::parse_from_rfc3339(&upper).is_ok()
 }
 
 #[cfg(test)]
@@ -412,9 +416,13 @@ mod tests {
 
     #[test]
     fn date_times() {
-        for ok in
-            ["2027-03-01T00:00:00Z", "2027-03-01t00:00:00z", "2027-03-01T00:00:00.5+02:00", "2027-03-01T23:59:59-01:30"]
-        {
+        for ok in [
+            "2027-03-01T00:00:00Z",
+            "2027-03-01t00:00:00z",
+            "2027-03-01T00:00:00.5+02:00",
+            "2027-03-01T23:59:59-01:30",
+            "9999-12-31T23:59:59Z",
+        ] {
             assert!(is_date_time(ok), "{ok}");
         }
         for bad in [
@@ -424,6 +432,7 @@ mod tests {
             "tomorrow",
             "2027-03-01 00:00:00Z",
             "2027-02-30T00:00:00Z",
+            "2027-03-01T23:59:60Z",
         ] {
             assert!(!is_date_time(bad), "{bad}");
         }
