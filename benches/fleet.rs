@@ -33,7 +33,9 @@ use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
 use mltenant_operator::api::{MLTenant, SealedBundle};
 use mltenant_operator::crypto::SealingKey;
 use mltenant_operator::reconcile::apply::apply;
+use mltenant_operator::reconcile::guard::Guarded;
 use mltenant_operator::reconcile::tenant::{access, namespaces, secrets};
+use mltenant_operator::reconcile::trim::Trim;
 use mltenant_operator::unseal::{self, cache::DecryptCache};
 use serde::Deserialize as _;
 use serde::de::DeserializeOwned;
@@ -217,7 +219,7 @@ fn desired_for(
 ) -> anyhow::Result<()> {
     let planned = environments::plan(tenant).map_err(anyhow::Error::msg)?;
     for env in &planned {
-        out.namespaces.push(namespaces::desired(tenant, env, labels::ORIGIN_CREATED));
+        out.namespaces.push(namespaces::desired(tenant, env, false, None).0);
         let wanted = secrets::wanted(tenant, env);
         let mut here = Vec::new();
         for w in &wanted {
@@ -268,7 +270,7 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
             let permits = permits.clone();
             async move {
                 let name = ns.name_any();
-                write(Api::<Namespace>::all(client.clone()), ns, &permits).await?;
+                write(Api::<Guarded<Namespace>>::all(client.clone()), ns, &permits).await?;
                 let secrets =
                     secrets.into_iter().map(|s| write(Api::namespaced(client.clone(), &name), s, &permits).boxed());
                 // A RoleBinding is refused while its Role is missing (the API server's escalation
@@ -310,9 +312,9 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
 /// Server-side apply `obj` as the operator does (`reconcile::apply::apply`), within a permit;
 /// forced, as the operator applies what it owns (a create costs the server the same, and a
 /// fleet's namespaces are kept from earlier runs).
-async fn write<K>(api: Api<K>, obj: K, permits: &Semaphore) -> anyhow::Result<()>
+async fn write<K>(api: Api<Guarded<K>>, obj: K, permits: &Semaphore) -> anyhow::Result<()>
 where
-    K: Resource + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource + Trim + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let _permit = permits.acquire().await?;

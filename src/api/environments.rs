@@ -79,7 +79,8 @@ pub fn plan(tenant: &MLTenant) -> Result<Vec<Environment>, String> {
 pub fn claims(tenant: &MLTenant, kind: OwnedKind, namespace: &str, name: &str) -> bool {
     let home = if kind == OwnedKind::Namespace { "" } else { namespace };
     let owned = tenant.status.iter().flat_map(|s| s.owned.iter().flatten());
-    if owned.into_iter().any(|o| o.kind == kind && o.name == name && o.namespace.as_deref().unwrap_or_default() == home) {
+    if owned.into_iter().any(|o| o.kind == kind && o.name == name && o.namespace.as_deref().unwrap_or_default() == home)
+    {
         return true;
     }
     let tenant_name = tenant.name_any();

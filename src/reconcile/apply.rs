@@ -108,7 +108,12 @@ mod tests {
                 labels: map(labels),
                 owner_references: owner.map(|uid| {
                     let kind = "MLTenant".to_owned();
-                    vec![OwnerReference { uid: uid.into(), kind, api_version: "mltenant.io/v1alpha1".into(), ..Default::default() }]
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        kind,
+                        api_version: "mltenant.io/v1alpha1".into(),
+                        ..Default::default()
+                    }]
                 }),
                 ..Default::default()
             },

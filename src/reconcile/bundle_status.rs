@@ -13,8 +13,8 @@ use crate::api::conditions::{DECRYPTABLE, reason};
 use crate::api::{SealedBundle, SealedBundleStatus};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
-use crate::reconcile::guard::Guarded;
 use crate::reconcile::error::Result;
+use crate::reconcile::guard::Guarded;
 use crate::reconcile::observed::{self, Observed};
 use crate::unseal;
 
@@ -29,7 +29,8 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     let opened = ctx.open(&sealed, unseal::declared_label(&sealed)).await?;
     let status = build(&sealed, opened.as_ref(), &Time(jiff::Timestamp::now()));
     if sealed.status.as_ref() != Some(&status) {
-        apply::apply_status(&Api::<Guarded<SealedBundle>>::all(ctx.client.clone()), &sealed.name_any(), &status).await?;
+        apply::apply_status(&Api::<Guarded<SealedBundle>>::all(ctx.client.clone()), &sealed.name_any(), &status)
+            .await?;
     }
     Ok(Action::requeue(ctx.config.resync))
 }

@@ -32,7 +32,7 @@ pub struct Guarded<K>(pub Result<K, Unreadable>);
 pub struct Unreadable {
     /// What could be read of its metadata: name, namespace, uid, resourceVersion, generation,
     /// labels.
-    pub metadata: ObjectMeta,
+    pub metadata: Box<ObjectMeta>,
     /// The path of the field that failed (`spec.expiresAt`), never its value.
     pub field: String,
 }
@@ -76,7 +76,7 @@ impl<'de, K: Trim + DeserializeOwned> Deserialize<'de> for Guarded<K> {
 /// `value` as a `K`, or what can be said about it.
 fn decode<K: DeserializeOwned>(value: &Value) -> Result<K, Unreadable> {
     serde_path_to_error::deserialize(value)
-        .map_err(|error| Unreadable { metadata: lenient_metadata(value), field: error.path().to_string() })
+        .map_err(|error| Unreadable { metadata: Box::new(lenient_metadata(value)), field: error.path().to_string() })
 }
 
 /// The metadata of an object that did not decode, field by field: whatever has the expected
@@ -84,9 +84,9 @@ fn decode<K: DeserializeOwned>(value: &Value) -> Result<K, Unreadable> {
 fn lenient_metadata(value: &Value) -> ObjectMeta {
     let meta = &value["metadata"];
     let text = |key: &str| meta[key].as_str().map(str::to_owned);
-    let labels = meta["labels"].as_object().map(|labels| {
-        labels.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect()
-    });
+    let labels = meta["labels"]
+        .as_object()
+        .map(|labels| labels.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect());
     ObjectMeta {
         name: text("name"),
         namespace: text("namespace"),
@@ -119,11 +119,11 @@ impl<K: Resource> Resource for Guarded<K> {
     }
 
     fn meta(&self) -> &ObjectMeta {
-        self.0.as_ref().map_or_else(|unreadable| &unreadable.metadata, K::meta)
+        self.0.as_ref().map_or_else(|unreadable| &*unreadable.metadata, K::meta)
     }
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
-        self.0.as_mut().map_or_else(|unreadable| &mut unreadable.metadata, K::meta_mut)
+        self.0.as_mut().map_or_else(|unreadable| &mut *unreadable.metadata, K::meta_mut)
     }
 }
 
@@ -161,7 +161,11 @@ mod tests {
             json!({"metadata": {"name": name}, "spec": {"scope": "Cluster", "tenantSelector": {},
                    "expiresAt": expires, "encryptedData": {"K": "x"}}})
         };
-        let list = json!([item("a", "2027-01-01T00:00:00Z"), item("b", "9999-12-31T23:59:59Z"), item("c", "2028-01-01T00:00:00Z")]);
+        let list = json!([
+            item("a", "2027-01-01T00:00:00Z"),
+            item("b", "9999-12-31T23:59:59Z"),
+            item("c", "2028-01-01T00:00:00Z")
+        ]);
         let read: Vec<Guarded<SealedBundle>> = serde_json::from_value(list).unwrap();
         let readable: Vec<bool> = read.iter().map(|g| g.0.is_ok()).collect();
         assert_eq!(readable, [true, false, true]);
@@ -190,10 +194,17 @@ mod tests {
     #[test]
     fn an_unreadable_read_becomes_an_error_naming_object_and_field() {
         let unreadable = Unreadable {
-            metadata: ObjectMeta { name: Some("s".into()), namespace: Some("ns".into()), ..Default::default() },
+            metadata: Box::new(ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("ns".into()),
+                ..Default::default()
+            }),
             field: "data.K".into(),
         };
         let error = Guarded::<Secret>(Err(unreadable)).into_result().unwrap_err();
-        assert!(matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message == "Secret ns/s: field data.K holds a value the operator cannot read"), "{error}");
+        assert!(
+            matches!(&error, kube::Error::Api(s) if s.code == 422 && s.message == "Secret ns/s: field data.K holds a value the operator cannot read"),
+            "{error}"
+        );
     }
 }

@@ -259,7 +259,8 @@ mod tests {
             block_owner_deletion: Some(true),
         }]);
         let keys = ["MINIO_ENDPOINT", "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MLFLOW_TRACKING_URI"];
-        s.data = Some(keys.iter().map(|k| (k.to_string(), k8s_openapi::ByteString(vec![value, k.len() as u8]))).collect());
+        s.data =
+            Some(keys.iter().map(|k| (k.to_string(), k8s_openapi::ByteString(vec![value, k.len() as u8]))).collect());
         s
     }
 
@@ -300,7 +301,8 @@ mod tests {
         assert!(cached.get(Some("a"), "forged").is_none(), "nobody claims it: not kept");
         assert!(cached.get(Some("a"), "wanted").is_some());
         // The same object, now unreadable: dropped, not left as it was.
-        let unreadable = Unreadable { metadata: secret("a", "wanted", Some("fin")).metadata, field: "data.K".into() };
+        let metadata = Box::new(secret("a", "wanted", Some("fin")).metadata);
+        let unreadable = Unreadable { metadata, field: "data.K".into() };
         observe(&Event::Apply(Guarded(Err(unreadable.clone()))));
         assert!(cached.get(Some("a"), "wanted").is_none());
         observe(&Event::Init);

@@ -106,7 +106,8 @@ fn digest<K: Compact>(obj: &K, owned: Option<&Value>) -> String {
     let mut digest = Digest::new();
     let meta = obj.meta();
     let owned_meta = owned.map(|o| &o["f:metadata"]);
-    for (part, map, field) in [("labels", &meta.labels, "f:labels"), ("annotations", &meta.annotations, "f:annotations")]
+    for (part, map, field) in
+        [("labels", &meta.labels, "f:labels"), ("annotations", &meta.annotations, "f:annotations")]
     {
         digest.part(part.as_bytes());
         let keys: Vec<&str> = match owned_meta {
@@ -327,7 +328,8 @@ pub fn as_cached<K: Compact + Trim + Clone + serde::Serialize>(desired: &K, edit
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
     let value = serde_json::to_value(desired).expect("an object serializes");
     let keys = |map: &Value| -> Value {
-        let owned = map.as_object().into_iter().flatten().map(|(k, _)| (format!("f:{k}"), Value::Object(Default::default())));
+        let owned =
+            map.as_object().into_iter().flatten().map(|(k, _)| (format!("f:{k}"), Value::Object(Default::default())));
         Value::Object(owned.collect())
     };
     let mut fields = serde_json::json!({"f:metadata": {
@@ -439,7 +441,8 @@ mod tests {
 
     #[test]
     fn a_change_to_what_the_operator_set_shows_in_the_digest() {
-        let edits: [(&str, fn(&mut Secret)); 4] = [
+        type Edit = fn(&mut Secret);
+        let edits: [(&str, Edit); 4] = [
             ("a value edited", |s| {
                 s.data.as_mut().unwrap().insert("K".into(), ByteString(b"other".to_vec()));
             }),

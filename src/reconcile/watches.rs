@@ -105,7 +105,8 @@ impl Watches {
         let bundle_changes = bundle_writer.subscribe().expect("a shared store");
         let bundle_triggers = bundle_writer.subscribe().expect("a shared store");
         let flag = bundles_synced.clone();
-        let bundle_stream = readable(guarded(Api::all(client.clone()), watcher::Config::default()), bundles.clone(), invalids.clone());
+        let bundle_stream =
+            readable(guarded(Api::all(client.clone()), watcher::Config::default()), bundles.clone(), invalids.clone());
         let bundle_watch = reflector::reflector(bundle_writer, bundle_stream)
             .default_backoff()
             .for_each(move |event| {
@@ -140,7 +141,10 @@ impl Watches {
 }
 
 /// A watch of `api` through the guard, each object trimmed as it arrives.
-fn guarded<K>(api: Api<Guarded<K>>, config: watcher::Config) -> impl Stream<Item = watcher::Result<watcher::Event<Guarded<K>>>> + Send
+fn guarded<K>(
+    api: Api<Guarded<K>>,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<Guarded<K>>>> + Send
 where
     K: Child + Trim,
 {

@@ -223,7 +223,8 @@ async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
     assert_eq!(merged.labels().get(labels::MANAGED_BY_KEY).map(String::as_str), Some(labels::MANAGED_BY));
 
     let user = create_user_secret(&admin, &ns, "ml-platform", b"hand-made").await;
-    let refused = apply::apply(&api, "ml-platform", &ours("ml-platform"), false).await.unwrap_err();
+    let guarded = Api::<mltenant_operator::reconcile::guard::Guarded<Secret>>::namespaced(admin.clone(), &ns);
+    let refused = apply::apply(&guarded, "ml-platform", &ours("ml-platform"), false).await.unwrap_err();
     assert!(apply::is_conflict(&refused), "{refused}");
     let after = api.get("ml-platform").await.unwrap();
     assert_eq!(
@@ -233,8 +234,8 @@ async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
     );
     assert_eq!(after.metadata.resource_version, user.metadata.resource_version);
     // A free name is created.
-    let created = apply::apply(&api, "free", &ours("free"), false).await.unwrap();
-    assert_eq!(created.data, ours("free").data);
+    let created = apply::apply(&guarded, "free", &ours("free"), false).await.unwrap();
+    assert_eq!(created.0.expect("readable").data, ours("free").data);
 }
 
 #[tokio::test]

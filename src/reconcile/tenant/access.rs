@@ -112,7 +112,8 @@ pub async fn sync(
         .flat_map(|(grant, decided)| match decided {
             Ok(GrantDecision::Apply { role, binding }) => {
                 let (namespace, name) = (grant.role.namespace().unwrap_or_default(), grant.role.name_any());
-                let role = role.as_ref().is_some_and(Write::creates).then(|| Key::child(OwnedKind::Role, &namespace, &name));
+                let role =
+                    role.as_ref().is_some_and(Write::creates).then(|| Key::child(OwnedKind::Role, &namespace, &name));
                 let binding = binding
                     .as_ref()
                     .is_some_and(Write::creates)
@@ -212,7 +213,9 @@ async fn write_grant(
     }
     if let Some(how) = binding {
         let key = Key::child(OwnedKind::RoleBinding, &namespace, &name);
-        return write(ctx, &key, &grant.binding, how, records).await.map_err(|e| Rejected::new("RoleBinding", object, &e));
+        return write(ctx, &key, &grant.binding, how, records)
+            .await
+            .map_err(|e| Rejected::new("RoleBinding", object, &e));
     }
     Ok(Claim::Ours)
 }
@@ -412,10 +415,22 @@ mod tests {
         let (ours, absent) = (Claim::Ours, Claim::Absent);
         let not_ours = Claim::Foreign("it is not managed by mltenant-operator");
         let table = [
-            ("nothing there", [absent.clone(), absent.clone()], None, None, write(Some(Write::Create), Some(Write::Create))),
+            (
+                "nothing there",
+                [absent.clone(), absent.clone()],
+                None,
+                None,
+                write(Some(Write::Create), Some(Write::Create)),
+            ),
             ("converged", [ours.clone(), ours.clone()], role(), binding(), write(None, None)),
             ("a label someone else added", [ours.clone(), ours.clone()], relabelled, binding(), write(None, None)),
-            ("a Role not ours", [not_ours.clone(), absent.clone()], role(), None, GrantDecision::Conflict("it is not managed by mltenant-operator")),
+            (
+                "a Role not ours",
+                [not_ours.clone(), absent.clone()],
+                role(),
+                None,
+                GrantDecision::Conflict("it is not managed by mltenant-operator"),
+            ),
             (
                 "a RoleBinding not ours",
                 [ours.clone(), Claim::Foreign(ownership::NOT_CREATED_HERE)],
@@ -425,7 +440,13 @@ mod tests {
             ),
             ("other resourceNames", [ours.clone(), ours.clone()], renamed, binding(), write(Some(Write::Update), None)),
             ("a verb added", [ours.clone(), ours.clone()], widened, binding(), write(Some(Write::Update), None)),
-            ("drifted Role metadata", [ours.clone(), ours.clone()], unstamped, binding(), write(Some(Write::Update), None)),
+            (
+                "drifted Role metadata",
+                [ours.clone(), ours.clone()],
+                unstamped,
+                binding(),
+                write(Some(Write::Update), None),
+            ),
             ("the Role deleted", [absent.clone(), ours.clone()], None, binding(), write(Some(Write::Create), None)),
             ("other subjects", [ours.clone(), ours.clone()], role(), resubjected, write(None, Some(Write::Update))),
             (

@@ -173,7 +173,9 @@ pub fn marked_for(meta: &ObjectMeta, kind: OwnedKind, tenant: &MLTenant) -> bool
     match kind {
         OwnedKind::Namespace => {
             label(labels::TENANT).is_none_or(|t| t == tenant.name_any())
-                && (owner || meta.annotations.as_ref().and_then(|a| a.get(labels::TENANT_UID)).map(String::as_str) == Some(uid))
+                && (owner
+                    || meta.annotations.as_ref().and_then(|a| a.get(labels::TENANT_UID)).map(String::as_str)
+                        == Some(uid))
         }
         _ => {
             label(labels::MANAGED_BY_KEY) == Some(labels::MANAGED_BY)
@@ -252,7 +254,9 @@ async fn live_meta(ctx: &Context, key: &Key) -> kube::Result<Option<ObjectMeta>>
     let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
     Ok(match key.kind {
         OwnedKind::Namespace => ownership::live_namespace(ctx, name).await?.map(|o| o.metadata.clone()),
-        OwnedKind::Secret => ownership::live(ctx, &ctx.secrets, namespace, name, false).await?.map(|o| o.metadata.clone()),
+        OwnedKind::Secret => {
+            ownership::live(ctx, &ctx.secrets, namespace, name, false).await?.map(|o| o.metadata.clone())
+        }
         OwnedKind::Role => ownership::live(ctx, &ctx.roles, namespace, name, false).await?.map(|o| o.metadata.clone()),
         OwnedKind::RoleBinding => {
             ownership::live(ctx, &ctx.role_bindings, namespace, name, false).await?.map(|o| o.metadata.clone())
@@ -269,7 +273,8 @@ pub async fn intend(
     keys: impl IntoIterator<Item = (Key, bool)>,
     ctx: &Context,
 ) -> kube::Result<()> {
-    let added = records.with(|inventory| keys.into_iter().filter(|(key, adopted)| inventory.intend(key, *adopted)).count());
+    let added =
+        records.with(|inventory| keys.into_iter().filter(|(key, adopted)| inventory.intend(key, *adopted)).count());
     if added == 0 {
         return Ok(());
     }
@@ -296,7 +301,10 @@ mod tests {
         inventory.record(Key::namespace("fin-dev"), "u1".into(), false);
         inventory.record(Key::namespace("shared"), "u2".into(), true);
         assert!(inventory.intend(&Key::child(OwnedKind::Secret, "fin-dev", "ml-platform"), false));
-        assert!(!inventory.intend(&Key::child(OwnedKind::Secret, "fin-dev", "ml-platform"), false), "in flight already");
+        assert!(
+            !inventory.intend(&Key::child(OwnedKind::Secret, "fin-dev", "ml-platform"), false),
+            "in flight already"
+        );
         let status = inventory.to_status();
         assert_eq!(status.len(), 3);
         let secret = status.iter().find(|o| o.kind == OwnedKind::Secret).unwrap();
@@ -334,8 +342,18 @@ mod tests {
             ("a Secret with both", OwnedKind::Secret, meta(&ours, Some("uid-fin"), &[]), true),
             ("a Secret without the owner", OwnedKind::Secret, meta(&ours, None, &[]), false),
             ("a Secret of another tenant", OwnedKind::Secret, meta(&ours, Some("uid-other"), &[]), false),
-            ("a namespace by annotation", OwnedKind::Namespace, meta(&[], None, &[(labels::TENANT_UID, "uid-fin")]), true),
-            ("a namespace by owner", OwnedKind::Namespace, meta(&[(labels::TENANT, "fin")], Some("uid-fin"), &[]), true),
+            (
+                "a namespace by annotation",
+                OwnedKind::Namespace,
+                meta(&[], None, &[(labels::TENANT_UID, "uid-fin")]),
+                true,
+            ),
+            (
+                "a namespace by owner",
+                OwnedKind::Namespace,
+                meta(&[(labels::TENANT, "fin")], Some("uid-fin"), &[]),
+                true,
+            ),
             (
                 "a namespace labelled for another tenant",
                 OwnedKind::Namespace,

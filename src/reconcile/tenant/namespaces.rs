@@ -115,7 +115,12 @@ fn parse_pod_security(text: &str) -> BTreeMap<String, String> {
 /// ownerReference. Any other would be deleted by the garbage collector when the tenant is
 /// deleted with foreground propagation (Argo CD's default when pruning) or when the finalizer
 /// is removed without the operator, which would break `Retain` and adoption.
-pub fn desired(tenant: &MLTenant, env: &Environment, adopted: bool, live: Option<&Namespace>) -> (Namespace, Vec<String>) {
+pub fn desired(
+    tenant: &MLTenant,
+    env: &Environment,
+    adopted: bool,
+    live: Option<&Namespace>,
+) -> (Namespace, Vec<String>) {
     let deletes_it = tenant.spec.deletion_policy == Some(DeletionPolicy::Delete) && !adopted;
     let (labels_wanted, kept) = tightened(&env.labels, live);
     let mut annotations = BTreeMap::from([
@@ -147,7 +152,12 @@ pub fn desired(tenant: &MLTenant, env: &Environment, adopted: bool, live: Option
 fn released(ns: &Namespace, adopted: bool, tenant: &str) -> Namespace {
     let labels = match (adopted, ns.annotations().get(labels::POD_SECURITY_BEFORE)) {
         (true, Some(before)) => parse_pod_security(before),
-        _ => ns.labels().iter().filter(|(k, _)| POD_SECURITY_LABELS.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => ns
+            .labels()
+            .iter()
+            .filter(|(k, _)| POD_SECURITY_LABELS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     };
     Namespace {
         metadata: ObjectMeta {
@@ -311,12 +321,9 @@ pub fn decide(
             applied(adopted, false, consent, event)
         }
         // Adoption is two-sided: the tenant asks for it and the namespace's owner consents.
-        Holder::Unlabelled | Holder::Stale if adopting && consent => applied(
-            true,
-            false,
-            true,
-            Some((event::NAMESPACE_ADOPTED, format!("adopted existing namespace {name}"))),
-        ),
+        Holder::Unlabelled | Holder::Stale if adopting && consent => {
+            applied(true, false, true, Some((event::NAMESPACE_ADOPTED, format!("adopted existing namespace {name}"))))
+        }
         Holder::Unlabelled | Holder::Stale => {
             let tenant_name = tenant.name_any();
             let message = if adopting {
@@ -371,7 +378,9 @@ async fn perform(
     let name = &env.namespace;
     let key = Key::namespace(name);
     let outcome = match decision.change {
-        Change::Nothing => Ensured { kept: kept_note(tenant, env, live, records), ..Ensured::new(NamespaceState::Ready) },
+        Change::Nothing => {
+            Ensured { kept: kept_note(tenant, env, live, records), ..Ensured::new(NamespaceState::Ready) }
+        }
         Change::Apply { adopted, creates, consent } => {
             let (want, kept) = desired(tenant, env, adopted, live);
             // A create or an adoption goes on record before it is sent.
@@ -622,8 +631,18 @@ mod tests {
             ("no tenant label", Some(ns("u", &[], &[])), &none, Holder::Unlabelled),
             ("another tenant's label", Some(ns("u", &[(TENANT, "other")], &[])), &none, Holder::Tenant("other".into())),
             ("our name, not on record", Some(ns("u", &[(TENANT, "fin")], &[])), &none, Holder::Stale),
-            ("our labels and annotations, forged by a patch: hints, not proof", Some(forged.clone()), &none, Holder::Stale),
-            ("on record, its labels stripped", Some(ns("ns-ours", &[], &[])), &recorded("ns-ours", false), Holder::Us { adopted: false }),
+            (
+                "our labels and annotations, forged by a patch: hints, not proof",
+                Some(forged.clone()),
+                &none,
+                Holder::Stale,
+            ),
+            (
+                "on record, its labels stripped",
+                Some(ns("ns-ours", &[], &[])),
+                &recorded("ns-ours", false),
+                Holder::Us { adopted: false },
+            ),
             (
                 "on record, relabelled for another tenant: the record wins",
                 Some(ns("ns-ours", &[(TENANT, "other")], &[])),
@@ -633,7 +652,12 @@ mod tests {
             ("adopted", Some(ns("ns-ours", &ours, &[])), &recorded("ns-ours", true), Holder::Us { adopted: true }),
             ("recreated under the same name since", Some(forged), &recorded("ns-ours", false), Holder::Stale),
             ("terminating", Some(terminating(ns("u", &[(TENANT, "fin")], &[]))), &none, Holder::Terminating),
-            ("terminating, even ours", Some(terminating(ns("ns-ours", &ours, &[]))), &recorded("ns-ours", false), Holder::Terminating),
+            (
+                "terminating, even ours",
+                Some(terminating(ns("ns-ours", &ours, &[]))),
+                &recorded("ns-ours", false),
+                Holder::Terminating,
+            ),
         ];
         for (why, ns, inventory, expected) in rows {
             assert_eq!(holder(ns.as_ref(), &t, inventory), expected, "{why}");
@@ -712,7 +736,11 @@ mod tests {
             ns.metadata.labels.as_mut().unwrap().insert(ADOPTABLE_BY.into(), "fin".into());
         });
         let stripped = ns("ns-ours", &[], &[]);
-        let forged = ns("victim", &[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (TENANT, "fin")], &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
+        let forged = ns(
+            "victim",
+            &[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (TENANT, "fin")],
+            &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)],
+        );
         let others = ns("u", &[(TENANT, "other")], &[]);
         let others_consenting = ns("u", &[(TENANT, "other"), (ADOPTABLE_BY, "fin")], &[]);
         let unmanaged = ns("u", &[], &[]);
@@ -820,7 +848,8 @@ mod tests {
     #[test]
     fn an_adopted_namespace_gets_back_its_owners_levels_and_a_created_one_keeps_its_own() {
         let t = labelled(&[(ENFORCE, "restricted")]);
-        let owners = ns("u", &[(ENFORCE, "baseline"), ("pod-security.kubernetes.io/warn-version", "v1.28"), ("team", "a")], &[]);
+        let owners =
+            ns("u", &[(ENFORCE, "baseline"), ("pod-security.kubernetes.io/warn-version", "v1.28"), ("team", "a")], &[]);
         let (adopted, _) = desired(&t, &env(&t), true, Some(&owners));
         let before = adopted.metadata.annotations.as_ref().unwrap()[labels::POD_SECURITY_BEFORE].clone();
         assert_eq!(before, "pod-security.kubernetes.io/enforce=baseline,pod-security.kubernetes.io/warn-version=v1.28");
@@ -844,16 +873,29 @@ mod tests {
         let created = Entry { uid: Some("ns-ours".into()), adopted: false };
         let adopted = Entry { uid: Some("ns-ours".into()), adopted: true };
         let live = ns("ns-ours", &[(TENANT, "fin")], &[]);
-        let recreated = ns("other", &[(TENANT, "fin")], &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
+        let recreated =
+            ns("other", &[(TENANT, "fin")], &[(TENANT_UID, "uid-fin"), (labels::ORIGIN, labels::ORIGIN_CREATED)]);
         let rows = [
             ("Retain keeps what we created", &created, Some(live.clone()), Retain, Removal::Release),
             ("Retain keeps what we adopted", &adopted, Some(live.clone()), Retain, Removal::Release),
             ("Retain forgets one being deleted", &created, Some(terminating(live.clone())), Retain, Removal::Forget),
             ("Delete deletes what we created", &created, Some(live.clone()), Delete, Removal::Delete),
-            ("Delete waits for one being deleted", &created, Some(terminating(live.clone())), Delete, Removal::AwaitDeletion),
+            (
+                "Delete waits for one being deleted",
+                &created,
+                Some(terminating(live.clone())),
+                Delete,
+                Removal::AwaitDeletion,
+            ),
             ("Delete keeps what we adopted", &adopted, Some(live.clone()), Delete, Removal::Release),
             ("gone", &created, None, Delete, Removal::Forget),
-            ("the name now held by another namespace, whatever its marks", &created, Some(recreated), Delete, Removal::Forget),
+            (
+                "the name now held by another namespace, whatever its marks",
+                &created,
+                Some(recreated),
+                Delete,
+                Removal::Forget,
+            ),
         ];
         for (why, entry, live, policy, expected) in rows {
             assert_eq!(removal(entry, live.as_ref(), policy), expected, "{why}");

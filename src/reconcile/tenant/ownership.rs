@@ -85,7 +85,8 @@ pub fn claim(live: Option<&ObjectMeta>, tenant: &MLTenant, inventory: &Inventory
 }
 
 /// Why an object labelled for the tenant is not its: the operator did not record creating it.
-pub const NOT_CREATED_HERE: &str = "mltenant-operator did not create it for this MLTenant (its labels say so, its UID does not)";
+pub const NOT_CREATED_HERE: &str =
+    "mltenant-operator did not create it for this MLTenant (its labels say so, its UID does not)";
 
 /// Whether the recorded object at `key` is to be deleted (revoked): not in `keep` (namespace,
 /// name) and not in a protected namespace; no IO.
@@ -234,11 +235,18 @@ mod tests {
                 Some(meta(&[(labels::MANAGED_BY_KEY, labels::MANAGED_BY), (labels::TENANT, "x")], "other")),
                 Claim::Foreign("it is managed for another MLTenant"),
             ),
-            ("our labels, not our UID (forged, or recreated)", Some(meta(&ours, "other")), Claim::Foreign(NOT_CREATED_HERE)),
+            (
+                "our labels, not our UID (forged, or recreated)",
+                Some(meta(&ours, "other")),
+                Claim::Foreign(NOT_CREATED_HERE),
+            ),
         ];
         for (why, live, want) in table {
             assert_eq!(claim(live.as_ref(), &t, &inventory, &key), *want, "{why}");
         }
-        assert_eq!(claim(Some(&meta(&ours, "recorded")), &t, &Inventory::default(), &key), Claim::Foreign(NOT_CREATED_HERE));
+        assert_eq!(
+            claim(Some(&meta(&ours, "recorded")), &t, &Inventory::default(), &key),
+            Claim::Foreign(NOT_CREATED_HERE)
+        );
     }
 }

@@ -171,7 +171,9 @@ pub async fn sync(
     });
     let recorded = inventory::intend(tenant, records, creates.collect::<Vec<_>>(), ctx).await;
     let outcomes = join_all(decided.into_iter().map(|(wanted, decided)| {
-        let recorded = recorded.as_ref().map_err(|e| Rejected::new("Secret", format!("{}/{}", wanted.namespace, wanted.secret), e));
+        let recorded = recorded
+            .as_ref()
+            .map_err(|e| Rejected::new("Secret", format!("{}/{}", wanted.namespace, wanted.secret), e));
         async move {
             match (decided, recorded) {
                 (Ok(Decision::Apply { how, .. }), Err(unrecorded)) if how.creates() => {
@@ -214,7 +216,13 @@ pub async fn revoke_except(
 }
 
 /// Revoke: delete the recorded Secret at `key`; a refusal is reported.
-async fn delete(tenant: &MLTenant, key: &Key, uid: &str, records: &Records, ctx: &Context) -> std::result::Result<(), Rejected> {
+async fn delete(
+    tenant: &MLTenant,
+    key: &Key,
+    uid: &str,
+    records: &Records,
+    ctx: &Context,
+) -> std::result::Result<(), Rejected> {
     let (namespace, name) = (&key.namespace, &key.name);
     if let Err(error) = ownership::delete_recorded::<Secret>(ctx, key, uid).await {
         let rejected = Rejected::new("Secret", format!("{namespace}/{name}"), &error);
@@ -266,9 +274,16 @@ enum Decision {
 }
 
 /// The live Secret of `wanted`'s name and, unless it is someone else's, the bundle opened.
-async fn read(tenant: &MLTenant, wanted: &WantedSecret, fresh: bool, records: &Records, ctx: &Context) -> kube::Result<Read> {
+async fn read(
+    tenant: &MLTenant,
+    wanted: &WantedSecret,
+    fresh: bool,
+    records: &Records,
+    ctx: &Context,
+) -> kube::Result<Read> {
     let live = ownership::live(ctx, &ctx.secrets, &wanted.namespace, &wanted.secret, fresh).await?;
-    let claim = records.with(|inventory| ownership::claim(live.as_deref().map(|s| &s.metadata), tenant, inventory, &key(wanted)));
+    let claim = records
+        .with(|inventory| ownership::claim(live.as_deref().map(|s| &s.metadata), tenant, inventory, &key(wanted)));
     if let Claim::Foreign(why) = claim {
         return Ok(Read::Foreign(why));
     }
@@ -300,7 +315,13 @@ fn decide(read: Read) -> Decision {
 }
 
 /// Do what [`decide`] decided: the writes, Events and metrics.
-async fn carry_out(tenant: &MLTenant, wanted: WantedSecret, decision: Decision, records: &Records, ctx: &Context) -> Outcome {
+async fn carry_out(
+    tenant: &MLTenant,
+    wanted: WantedSecret,
+    decision: Decision,
+    records: &Records,
+    ctx: &Context,
+) -> Outcome {
     match decision {
         Decision::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
         Decision::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, records, ctx).await,
@@ -458,7 +479,10 @@ mod tests {
             s.data.as_mut().unwrap().insert("K".into(), ByteString(b"other".to_vec()));
         });
         assert!(differs(&changed, &desired), "another value");
-        assert!(differs(&live(&desired, |s| s.type_ = Some("kubernetes.io/basic-auth".into())), &desired), "another type");
+        assert!(
+            differs(&live(&desired, |s| s.type_ = Some("kubernetes.io/basic-auth".into())), &desired),
+            "another type"
+        );
         let extra = live(&desired, |s| {
             s.data.as_mut().unwrap().insert("theirs".into(), ByteString(b"x".to_vec()));
         });
@@ -509,11 +533,7 @@ mod tests {
                 writable(Some(drifted.clone()), Ok(content()), true),
                 apply(Write::Update, Some("updated")),
             ),
-            (
-                "drifted metadata",
-                writable(Some(unstamped), Ok(content()), true),
-                apply(Write::Update, Some("updated")),
-            ),
+            ("drifted metadata", writable(Some(unstamped), Ok(content()), true), apply(Write::Update, Some("updated"))),
             (
                 "another type is replaced",
                 writable(Some(retyped.clone()), Ok(content()), true),

@@ -51,7 +51,11 @@ fn joined(refused: &[Rejected]) -> String {
     refused.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
-fn observe_namespaces(outcomes: &[(Environment, NamespaceState)], kept: &[String], unreleased: &[Rejected]) -> Observed {
+fn observe_namespaces(
+    outcomes: &[(Environment, NamespaceState)],
+    kept: &[String],
+    unreleased: &[Rejected],
+) -> Observed {
     let rejected: Vec<Rejected> = outcomes
         .iter()
         .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r.clone()) } else { None })
