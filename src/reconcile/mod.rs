@@ -10,6 +10,7 @@ pub mod index;
 mod invalid;
 pub mod observed;
 pub mod rejected;
+mod report;
 pub mod tenant;
 pub mod trim;
 mod watches;
@@ -84,7 +85,7 @@ pub async fn run(
     tokio::select! {
         _ = future::join(tenants, bundles) => {}
         () = watches.bundle_watch => {}
-        () = invalid::report(reports, ctx) => {}
+        () = report::unreadable(reports, ctx) => {}
     }
 }
 

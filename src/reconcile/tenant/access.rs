@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Api, Resource, ResourceExt};
 
 use super::inventory::{self, Key, Records};
+use super::live;
 use super::ownership::{self, Claim, Write, owner_reference};
 use super::secrets::WantedSecret;
 use crate::api::environments::Environment;
@@ -173,10 +174,10 @@ async fn read_and_decide(
     let name = grant.role.name_any();
     let fresh = fresh.contains(&namespace);
     let object = format!("{namespace}/{name}");
-    let live_role = ownership::live(ctx, &ctx.roles, &namespace, &name, fresh)
+    let live_role = live::object(ctx, &ctx.roles, &namespace, &name, fresh)
         .await
         .map_err(|e| Rejected::new("Role", object.clone(), &e))?;
-    let live_binding = ownership::live(ctx, &ctx.role_bindings, &namespace, &name, fresh)
+    let live_binding = live::object(ctx, &ctx.role_bindings, &namespace, &name, fresh)
         .await
         .map_err(|e| Rejected::new("RoleBinding", object.clone(), &e))?;
     let claims = records.with(|inventory| {

@@ -18,7 +18,7 @@ use std::sync::{Mutex, PoisonError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use super::{ownership, publish};
+use super::{live, publish};
 use crate::api::labels;
 use crate::api::{MLTenant, OwnedKind, OwnedObject};
 use crate::reconcile::context::Context;
@@ -253,13 +253,11 @@ fn carry_over(tenant: &MLTenant, ctx: &Context) -> Inventory {
 async fn live_meta(ctx: &Context, key: &Key) -> kube::Result<Option<ObjectMeta>> {
     let (namespace, name) = (key.namespace.as_str(), key.name.as_str());
     Ok(match key.kind {
-        OwnedKind::Namespace => ownership::live_namespace(ctx, name).await?.map(|o| o.metadata.clone()),
-        OwnedKind::Secret => {
-            ownership::live(ctx, &ctx.secrets, namespace, name, false).await?.map(|o| o.metadata.clone())
-        }
-        OwnedKind::Role => ownership::live(ctx, &ctx.roles, namespace, name, false).await?.map(|o| o.metadata.clone()),
+        OwnedKind::Namespace => live::namespace(ctx, name).await?.map(|o| o.metadata.clone()),
+        OwnedKind::Secret => live::object(ctx, &ctx.secrets, namespace, name, false).await?.map(|o| o.metadata.clone()),
+        OwnedKind::Role => live::object(ctx, &ctx.roles, namespace, name, false).await?.map(|o| o.metadata.clone()),
         OwnedKind::RoleBinding => {
-            ownership::live(ctx, &ctx.role_bindings, namespace, name, false).await?.map(|o| o.metadata.clone())
+            live::object(ctx, &ctx.role_bindings, namespace, name, false).await?.map(|o| o.metadata.clone())
         }
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod inventory;
+mod live;
 pub mod namespaces;
 pub mod ownership;
 mod publish;

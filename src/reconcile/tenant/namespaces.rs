@@ -16,7 +16,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::inventory::{self, Entry, Inventory, Key, Records};
-use super::ownership;
+use super::{live, ownership};
 use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
 use crate::api::labels;
@@ -361,7 +361,7 @@ pub async fn ensure(tenant: &MLTenant, env: &Environment, records: &Records, ctx
     // A write may be needed. Decide on the live object, under the claim lock, so that two
     // tenants reconciled at once cannot both take a namespace that nobody holds yet.
     let _claim = ctx.claim(&env.namespace).await;
-    let live = ownership::read_namespace(ctx, &env.namespace).await?;
+    let live = live::read_namespace(ctx, &env.namespace).await?;
     let decision = decide(tenant, env, &inventory, live.as_deref(), cached.is_some());
     perform(tenant, env, decision, live.as_deref(), records, ctx).await
 }
@@ -512,7 +512,7 @@ pub async fn remove(
 ) -> kube::Result<bool> {
     let api = Api::<Guarded<Namespace>>::all(ctx.client.clone());
     let name = &key.name;
-    let live = ownership::read_namespace(ctx, name).await?;
+    let live = live::read_namespace(ctx, name).await?;
     let (reason, message, pending) = match removal(entry, live.as_deref(), policy) {
         Removal::Forget => {
             records.with(|inventory| inventory.forget(key));

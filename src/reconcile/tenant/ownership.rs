@@ -1,5 +1,5 @@
-//! Whether a tenant's Secret, Role or RoleBinding is really ours, and the guarded reads and
-//! writes that follow from it. The operator holds cluster-wide rights on these kinds, so a name
+//! Whether a tenant's Secret, Role or RoleBinding is really ours, and the guarded writes that
+//! follow from it. The operator holds cluster-wide rights on these kinds, so a name
 //! must never be enough, nor labels and ownerReferences, which anyone allowed to patch the object
 //! can set: an object is ours only when its UID is the one the tenant's inventory recorded when
 //! the operator created it (`inventory`). Anything else with the same name (a user's own Secret,
@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{DeleteParams, Preconditions};
 use kube::{Api, Resource, ResourceExt};
@@ -22,7 +21,6 @@ use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::reconcile::context::Context;
 use crate::reconcile::guard::Guarded;
-use crate::reconcile::index::{Cached, Child};
 use crate::reconcile::trim::Trim;
 
 /// How a child of ours (a Secret, Role or RoleBinding) is written, as its decision says.
@@ -92,53 +90,6 @@ pub const NOT_CREATED_HERE: &str =
 /// name) and not in a protected namespace; no IO.
 pub fn revocable(key: &Key, keep: &BTreeSet<(String, String)>, protected: &Protected) -> bool {
     !protected.contains(&key.namespace) && !keep.contains(&(key.namespace.clone(), key.name.clone()))
-}
-
-/// The live object `name` in `namespace`: from the label-selected cache, or, when the cache has
-/// nothing (a new name, or an object without our labels, which the cache never sees), from one
-/// GET. Deciding on the cache alone would let an apply merge into a user's own object. In a
-/// namespace this reconcile has just created (`fresh`) nothing can exist yet but what a
-/// cluster-wide writer raced in within milliseconds, so no GET is spent there (a first converge
-/// would otherwise read every object it writes).
-pub async fn live<K>(
-    ctx: &Context,
-    cache: &Cached<K>,
-    namespace: &str,
-    name: &str,
-    fresh: bool,
-) -> kube::Result<Option<Arc<K>>>
-where
-    K: Child + Resource<Scope = NamespaceResourceScope> + Trim,
-{
-    if let Some(cached) = cache.get(Some(namespace), name) {
-        return Ok(Some(cached));
-    }
-    if fresh {
-        return Ok(None);
-    }
-    let read = Api::<Guarded<K>>::namespaced(ctx.client.clone(), namespace).get_opt(name).await?;
-    // Decided on like a cached object, so trimmed like one.
-    Ok(read.map(Guarded::into_result).transpose()?.map(|mut obj| {
-        obj.trim();
-        Arc::new(obj)
-    }))
-}
-
-/// The live namespace `name`: from the cache, or from one GET (trimmed like a cached one).
-pub async fn live_namespace(ctx: &Context, name: &str) -> kube::Result<Option<Arc<Namespace>>> {
-    if let Some(cached) = ctx.namespaces.get(None, name) {
-        return Ok(Some(cached));
-    }
-    read_namespace(ctx, name).await
-}
-
-/// Namespace `name` as the API server has it now (trimmed like a cached one).
-pub async fn read_namespace(ctx: &Context, name: &str) -> kube::Result<Option<Arc<Namespace>>> {
-    let read = Api::<Guarded<Namespace>>::all(ctx.client.clone()).get_opt(name).await?;
-    Ok(read.map(Guarded::into_result).transpose()?.map(|mut ns| {
-        ns.trim();
-        Arc::new(ns)
-    }))
 }
 
 /// Delete `obj`, which was judged ours, only if it is still the very object judged (same uid

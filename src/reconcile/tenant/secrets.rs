@@ -16,6 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 
 use super::inventory::{self, Key, Records};
+use super::live;
 use super::ownership::{self, Claim, Write, owner_reference};
 use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
@@ -281,7 +282,7 @@ async fn read(
     records: &Records,
     ctx: &Context,
 ) -> kube::Result<Read> {
-    let live = ownership::live(ctx, &ctx.secrets, &wanted.namespace, &wanted.secret, fresh).await?;
+    let live = live::object(ctx, &ctx.secrets, &wanted.namespace, &wanted.secret, fresh).await?;
     let claim = records
         .with(|inventory| ownership::claim(live.as_deref().map(|s| &s.metadata), tenant, inventory, &key(wanted)));
     if let Claim::Foreign(why) = claim {
