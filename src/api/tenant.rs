@@ -199,11 +199,13 @@ pub struct MLTenantStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedObject {
+    /// `Namespace`, `Secret`, `Role` or `RoleBinding`.
     pub kind: OwnedKind,
     /// The object's namespace (none for a namespace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = DNS_LABEL_MAX), regex(pattern = DNS_LABEL_PATTERN))]
     pub namespace: Option<String>,
+    /// The object's name.
     #[schemars(length(min = 1, max = DNS_SUBDOMAIN_MAX), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
     pub name: String,
     /// Its UID, from the answer to the create. Absent while the create is in flight: the entry

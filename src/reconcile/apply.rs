@@ -47,16 +47,26 @@ pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
 }
 
-/// Apply `status` through the `/status` subresource of `K` named `name`.
-pub async fn apply_status<K>(api: &Api<Guarded<K>>, name: &str, status: &impl Serialize) -> kube::Result<Guarded<K>>
+/// Apply `status` through the `/status` subresource of `K` named `name`; with `version`, only
+/// onto the object at that resourceVersion (409 otherwise): a status decided on an object
+/// changed since, by a replica that no longer leads among others, is not written.
+pub async fn apply_status<K>(
+    api: &Api<Guarded<K>>,
+    name: &str,
+    version: Option<&str>,
+    status: &impl Serialize,
+) -> kube::Result<Guarded<K>>
 where
     K: Resource<DynamicType = ()> + Trim + Clone + DeserializeOwned + std::fmt::Debug,
 {
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
+    if let Some(version) = version {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(patch)).await
 }
 

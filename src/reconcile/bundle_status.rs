@@ -29,8 +29,9 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     let opened = ctx.open(&sealed, unseal::declared_label(&sealed)).await?;
     let status = build(&sealed, opened.as_ref(), &Time(jiff::Timestamp::now()));
     if sealed.status.as_ref() != Some(&status) {
-        apply::apply_status(&Api::<Guarded<SealedBundle>>::all(ctx.client.clone()), &sealed.name_any(), &status)
-            .await?;
+        // Onto the version decided on: a replica that woke up after losing the lead writes nothing.
+        let api = Api::<Guarded<SealedBundle>>::all(ctx.client.clone());
+        apply::apply_status(&api, &sealed.name_any(), sealed.resource_version().as_deref(), &status).await?;
     }
     Ok(Action::requeue(ctx.config.resync))
 }

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use mltenant_operator::api::labels;
-use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SecretSpec};
+use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, OwnedKind, SecretSpec};
 use serde_json::json;
 
 use crate::harness::*;
@@ -90,9 +90,18 @@ async fn three_environments_become_ready_with_labelled_namespaces() {
     assert_eq!(status.environments_ready.as_deref(), Some("3/3"));
     let ready: Vec<(String, bool)> = status.environments.iter().map(|e| (e.namespace.clone(), e.ready)).collect();
     assert_eq!(ready, expected.iter().map(|(n, _)| (n.clone(), true)).collect::<Vec<_>>());
-    // The write budget of a first converge: one write per object, the finalizer and one status
-    // write (the creations are reported by the status, not by an Event each).
-    assert_eq!(op.writes().await, 5.0, "writes for 3 namespaces, the finalizer and the status");
+    // The write budget of a first converge: one write per object, the finalizer, one status
+    // write putting on record what is about to be created (the inventory, before any create is
+    // sent) and one status write at the end (the creations are reported by the status, not by an
+    // Event each).
+    assert_eq!(op.writes().await, 6.0, "writes for 3 namespaces, the finalizer, the record and the status");
+    let owned = status.owned.expect("an inventory");
+    assert_eq!(owned.len(), 3, "{owned:?}");
+    for (ns_name, _) in &expected {
+        let recorded = owned.iter().find(|o| o.kind == OwnedKind::Namespace && o.name == *ns_name).expect("on record");
+        let live = get_namespace(&client, ns_name).await.unwrap();
+        assert_eq!((recorded.uid.as_ref(), recorded.adopted), (live.uid().as_ref(), false), "{ns_name}");
+    }
 }
 
 #[tokio::test]

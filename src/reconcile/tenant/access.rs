@@ -271,6 +271,9 @@ where
         ownership::delete(ctx, &**live).await?;
     }
     let api = Api::<Guarded<K>>::namespaced(ctx.client.clone(), &key.namespace);
+    if how.creates() {
+        records.sending(key);
+    }
     match apply::apply(&api, &key.name, desired, how.ours()).await {
         Ok(written) => {
             if let (true, Some(uid)) = (how.creates(), Resource::meta(&written).uid.clone()) {

@@ -143,22 +143,45 @@ impl Inventory {
     }
 }
 
-/// An inventory shared by the writes of one reconcile (sent together, recorded as they succeed).
-#[derive(Debug, Default)]
-pub struct Records(Mutex<Inventory>);
+/// An inventory shared by the writes of one reconcile (sent together, recorded as they
+/// succeed), and the creates it sent.
+#[derive(Debug)]
+pub struct Records {
+    inventory: Mutex<Inventory>,
+    sent: Mutex<std::collections::BTreeSet<Key>>,
+    /// The tenant's version every status write of the reconcile is made onto.
+    pub version: publish::Version,
+}
 
 impl Records {
-    pub fn new(inventory: Inventory) -> Self {
-        Records(Mutex::new(inventory))
+    /// The reconcile of a tenant at `version`, whose inventory is `inventory`.
+    pub fn new(inventory: Inventory, version: Option<String>) -> Self {
+        Records { inventory: Mutex::new(inventory), sent: Mutex::default(), version: publish::Version::new(version) }
     }
 
     /// Read or change the inventory (never held across an await).
     pub fn with<T>(&self, f: impl FnOnce(&mut Inventory) -> T) -> T {
-        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.inventory.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     pub fn snapshot(&self) -> Inventory {
         self.with(|inventory| inventory.clone())
+    }
+
+    /// A create (or adoption) of `key` is being sent: if its answer is lost, the object may
+    /// exist, so its entry stays in flight to be settled by the next reconcile.
+    pub fn sending(&self, key: &Key) {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).insert(key.clone());
+    }
+
+    /// The inventory once the reconcile's writes are done: what it put in flight and never
+    /// sent (it turned out not to be needed) is dropped.
+    pub fn finish(&self) -> Inventory {
+        let sent = self.sent.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        self.with(|inventory| {
+            inventory.entries.retain(|key, entry| entry.uid.is_some() || sent.contains(key));
+            inventory.clone()
+        })
     }
 }
 
@@ -277,7 +300,7 @@ pub async fn intend(
         return Ok(());
     }
     let owned = records.with(|inventory| inventory.to_status());
-    publish::write_owned(tenant, owned, ctx).await
+    publish::write_owned(tenant, owned, &records.version, ctx).await
 }
 
 #[cfg(test)]

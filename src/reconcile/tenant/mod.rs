@@ -19,15 +19,15 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::api::MLTenant;
 use crate::api::conditions::reason;
 use crate::api::environments::{self, Environment};
 use crate::api::labels::{self, FIELD_MANAGER};
+use crate::api::{MLTenant, OwnedKind};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
-use inventory::Records;
+use inventory::{Key, Records};
 use namespaces::NamespaceState;
 use secrets::Distribution;
 
@@ -43,20 +43,24 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
 }
 
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
-    set_finalizer(tenant, ctx, true).await?;
+    let version = set_finalizer(tenant, ctx, true).await?.or_else(|| tenant.resource_version());
     let now = Time(jiff::Timestamp::now());
-    let records = Records::new(inventory::load(tenant, ctx).await?);
+    let records = Records::new(inventory::load(tenant, ctx).await?, version);
     let planned = match environments::plan(tenant).and_then(|planned| tenant.spec.check_readers().map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
             let status = status::build(tenant, &observed, &[], &Distribution::default(), &records.snapshot(), &now);
-            publish::write(tenant, status, ctx).await?;
+            publish::write(tenant, status, &records.version, ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
     };
+
+    // What environments new to the tenant will get goes on record in one write before any of
+    // it is created (each step puts on record what else it creates, see `inventory`).
+    inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx).await?;
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written. Within a
@@ -99,11 +103,11 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
             || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
     // Failure series of bundles the tenant no longer names go now, not only at the next scrape.
     ctx.metrics.forget_failures(&tenant.name_any(), Some(&tenant.spec.referenced_bundles()));
-    let inventory = records.snapshot();
+    let inventory = records.finish();
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
     let observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now);
-    publish::write(tenant, status, ctx).await?;
+    publish::write(tenant, status, &records.version, ctx).await?;
 
     let refused: Vec<&Rejected> = namespace_states
         .iter()
@@ -118,6 +122,36 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         .collect();
     partial(&refused)?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
+}
+
+/// What a reconcile will create for environments the tenant has not had ready (all of them, for
+/// a new tenant): their namespaces, wanted Secrets and reader grants that are not on record. An
+/// environment in conflict or terminating is left out: nothing is created there until that
+/// changes, and putting it on record at every look would be a write each time.
+fn predicted(tenant: &MLTenant, planned: &[Environment], inventory: &inventory::Inventory) -> Vec<(Key, bool)> {
+    let settled = |env: &Environment| {
+        let last = tenant.status.iter().flat_map(|s| &s.environments).find(|e| e.name == env.name);
+        last.is_some_and(|e| {
+            e.ready
+                || [reason::NAMESPACE_CONFLICT, reason::PROTECTED_NAMESPACE, reason::TERMINATING]
+                    .contains(&e.reason.as_deref().unwrap_or_default())
+        })
+    };
+    let mut keys = Vec::new();
+    for env in planned.iter().filter(|env| !settled(env)) {
+        keys.push(Key::namespace(&env.namespace));
+        keys.extend(
+            secrets::wanted(tenant, env).iter().map(|w| Key::child(OwnedKind::Secret, &w.namespace, &w.secret)),
+        );
+        for reader in tenant.spec.secret_readers.iter().flatten() {
+            for kind in [OwnedKind::Role, OwnedKind::RoleBinding] {
+                keys.push(Key::child(kind, &env.namespace, &reader.grant_name()));
+            }
+        }
+    }
+    // A namespace that exists unlabelled may turn out to be adopted, not created: that one is
+    // put on record again, as adopted, when its adoption is decided.
+    keys.into_iter().filter(|key| inventory.get(key).is_none()).map(|key| (key, false)).collect()
 }
 
 /// A reconcile that had requests refused fails (after doing everything else), so the
@@ -137,7 +171,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
-    let records = Records::new(inventory::load(tenant, ctx).await?);
+    let records = Records::new(inventory::load(tenant, ctx).await?, tenant.resource_version());
     // Credentials and the access to them are revoked whatever the deletion policy.
     let nothing = BTreeSet::new();
     let mut refused = access::revoke_except(tenant, &nothing, &records, ctx).await;
@@ -158,7 +192,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
         let status = status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now);
-        publish::write(tenant, status, ctx).await?;
+        publish::write(tenant, status, &records.version, ctx).await?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
     set_finalizer(tenant, ctx, false).await?;
@@ -168,20 +202,21 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 }
 
 /// Add or drop our finalizer with server-side apply: `finalizers` is a set, so other
-/// controllers' finalizers are untouched and we own only our entry.
+/// controllers' finalizers are untouched and we own only our entry. The tenant's version after
+/// the write, when there was one.
 ///
 /// Dropping it is decided on a fresh read, not the cache: the cached tenant may be a stale
 /// copy of one already gone. Adding needs no read: an apply to a tenant deleted meanwhile
 /// cannot create it (the patch has no `spec`, which the schema requires), it only fails.
-async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<()> {
+async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<Option<String>> {
     if has_finalizer(tenant) == present {
-        return Ok(());
+        return Ok(None);
     }
     let api: Api<Guarded<MLTenant>> = Api::all(ctx.client.clone());
     if !present {
         match api.get_opt(&tenant.name_any()).await? {
             Some(live) if live.uid() == tenant.uid() && live.finalizers().iter().any(|f| f == labels::FINALIZER) => {}
-            _ => return Ok(()),
+            _ => return Ok(None),
         }
     }
     let finalizers: Vec<&str> = if present { vec![labels::FINALIZER] } else { vec![] };
@@ -190,9 +225,10 @@ async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Resul
         "kind": MLTenant::kind(&()),
         "metadata": {"name": tenant.name_any(), "finalizers": finalizers},
     });
-    api.patch(&tenant.name_any(), &kube::api::PatchParams::apply(FIELD_MANAGER), &kube::api::Patch::Apply(patch))
+    let written = api
+        .patch(&tenant.name_any(), &kube::api::PatchParams::apply(FIELD_MANAGER), &kube::api::Patch::Apply(patch))
         .await?;
-    Ok(())
+    Ok(written.resource_version())
 }
 
 fn has_finalizer(tenant: &MLTenant) -> bool {

@@ -387,6 +387,7 @@ async fn perform(
             let on_record = records.with(|inventory| inventory.uid(&key).is_some());
             if creates || !on_record {
                 inventory::intend(tenant, records, [(key.clone(), adopted)], ctx).await?;
+                records.sending(&key);
             }
             let api = Api::<Guarded<Namespace>>::all(ctx.client.clone());
             let written = match apply::apply(&api, name, &want, !creates).await {

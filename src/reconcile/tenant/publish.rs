@@ -2,20 +2,43 @@
 //! (`status::build`), or the last one with a new inventory before creates are sent
 //! (`inventory::intend`).
 
+use std::sync::{Mutex, PoisonError};
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
 use crate::api::{MLTenant, MLTenantStatus, OwnedObject};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
 use crate::reconcile::guard::Guarded;
 
+/// The resourceVersion of the tenant a reconcile decides on, then of its own last status write:
+/// every status write is made only onto that version, so a status decided on an older copy (a
+/// reconcile of a replica frozen while it led, and woken after another took over) is refused
+/// instead of overwriting the inventory and conditions written since.
+#[derive(Debug)]
+pub struct Version(Mutex<Option<String>>);
+
+impl Version {
+    pub fn new(version: Option<String>) -> Self {
+        Version(Mutex::new(version))
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, version: Option<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = version;
+    }
+}
+
 /// Write `status` through `/status`, unless it is what the object already has.
 ///
 /// Also not when this replica wrote the same status already and the cache has not caught up:
 /// the writes of a reconcile trigger the next one (through the children's watches) before the
 /// tenant's own watch delivers the new status, and that reconcile must not write it again.
-pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> kube::Result<()> {
+pub async fn write(tenant: &MLTenant, status: MLTenantStatus, version: &Version, ctx: &Context) -> kube::Result<()> {
     if tenant.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -24,7 +47,9 @@ pub async fn write(tenant: &MLTenant, status: MLTenantStatus, ctx: &Context) -> 
     if ctx.written_status(&uid) == Some(fingerprint) {
         return Ok(());
     }
-    apply::apply_status(&Api::<Guarded<MLTenant>>::all(ctx.client.clone()), &tenant.name_any(), &status).await?;
+    let api = Api::<Guarded<MLTenant>>::all(ctx.client.clone());
+    let written = apply::apply_status(&api, &tenant.name_any(), version.get().as_deref(), &status).await?;
+    version.set(written.meta().resource_version.clone());
     ctx.wrote_status(uid, fingerprint);
     Ok(())
 }
@@ -42,8 +67,13 @@ fn fingerprint(status: &MLTenantStatus) -> [u8; 32] {
 
 /// Write the tenant's last status with `owned` in place of its record: what the operator is
 /// about to create is on record before the creates are sent.
-pub async fn write_owned(tenant: &MLTenant, owned: Vec<OwnedObject>, ctx: &Context) -> kube::Result<()> {
+pub async fn write_owned(
+    tenant: &MLTenant,
+    owned: Vec<OwnedObject>,
+    version: &Version,
+    ctx: &Context,
+) -> kube::Result<()> {
     let mut status = tenant.status.clone().unwrap_or_default();
     status.owned = Some(owned);
-    write(tenant, status, ctx).await
+    write(tenant, status, version, ctx).await
 }

@@ -355,6 +355,9 @@ async fn write(
         }
     }
     let api: Api<Guarded<Secret>> = Api::namespaced(ctx.client.clone(), namespace);
+    if how.creates() {
+        records.sending(&key(&wanted));
+    }
     match apply::apply(&api, name, &content.secret, how.ours()).await {
         Ok(written) => {
             if let (true, Some(uid)) = (how.creates(), kube::Resource::meta(&written).uid.clone()) {
