@@ -34,6 +34,11 @@ pub const POD_SECURITY_PREFIX: &str = "pod-security.kubernetes.io/";
 /// tighten the cluster's default, never loosen it to `privileged`.
 pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
 pub const POD_SECURITY_LEVELS: [&str; 2] = ["baseline", "restricted"];
+/// The levels `audit` and `warn` may be (they refuse nothing, so any level tightens nothing
+/// away).
+pub const POD_SECURITY_ANY_LEVEL: [&str; 3] = ["privileged", "baseline", "restricted"];
+/// The one policy version a tenant may name: an older one loosens what a level checks.
+pub const POD_SECURITY_VERSION: &str = "latest";
 /// Every label Pod Security admission reads: a level per mode, and the policy version per mode.
 pub const POD_SECURITY_LABELS: [&str; 6] = [
     "pod-security.kubernetes.io/enforce",
@@ -262,10 +267,13 @@ pub fn namespace_label_refusal(key: &str, value: &str) -> Option<String> {
     if is_reserved_key(key) && !key.starts_with(POD_SECURITY_PREFIX) {
         return Some(format!("namespace label {key} uses a reserved prefix ({})", namespace_label_message()));
     }
-    if key == POD_SECURITY_ENFORCE && !POD_SECURITY_LEVELS.contains(&value) {
-        return Some(format!("namespace label {key}={value}: {}", pod_security_message()));
-    }
-    None
+    let allowed = match key {
+        _ if !key.starts_with(POD_SECURITY_PREFIX) => true,
+        POD_SECURITY_ENFORCE => POD_SECURITY_LEVELS.contains(&value),
+        _ if key.ends_with("-version") => POD_SECURITY_LABELS.contains(&key) && value == POD_SECURITY_VERSION,
+        _ => POD_SECURITY_LABELS.contains(&key) && POD_SECURITY_ANY_LEVEL.contains(&value),
+    };
+    (!allowed).then(|| format!("namespace label {key}={value}: {}", pod_security_message()))
 }
 
 /// CEL list literal of `items`: `['a', 'b']`.
@@ -351,17 +359,21 @@ pub fn namespace_label_message() -> String {
     )
 }
 
-/// CEL (on an environment's labels): Pod Security enforcement only tightened.
+/// CEL (on an environment's labels): Pod Security only tightened: the labels Pod Security
+/// reads and no other under its prefix, `enforce` no looser than `baseline`, every policy
+/// version `latest`.
 pub fn pod_security_rule() -> String {
     format!(
-        "!('{POD_SECURITY_ENFORCE}' in self) || self['{POD_SECURITY_ENFORCE}'] in {}",
-        cel_list(&POD_SECURITY_LEVELS)
+        "self.all(k, !k.startsWith('{POD_SECURITY_PREFIX}') || (k in {labels} && (k.endsWith('-version') ? self[k] == '{POD_SECURITY_VERSION}' : self[k] in (k == '{POD_SECURITY_ENFORCE}' ? {enforce} : {any}))))",
+        labels = cel_list(&POD_SECURITY_LABELS),
+        enforce = cel_list(&POD_SECURITY_LEVELS),
+        any = cel_list(&POD_SECURITY_ANY_LEVEL),
     )
 }
 
 pub fn pod_security_message() -> String {
     format!(
-        "{POD_SECURITY_ENFORCE} may only be {} (a tenant may tighten the cluster's default, not loosen it)",
+        "Pod Security labels: {POD_SECURITY_ENFORCE} may only be {}, audit and warn a level, every *-version only {POD_SECURITY_VERSION}, and no other {POD_SECURITY_PREFIX} key (a tenant may tighten the cluster's default, not loosen it)",
         POD_SECURITY_LEVELS.join(" or ")
     )
 }

@@ -8,6 +8,7 @@ mod controlplane;
 // Shared with the fault suite and the soak (`#[path]`), each of which uses a part of it.
 #[allow(dead_code, unused_imports)]
 mod harness;
+mod hostile;
 mod kubectl;
 mod kubeseal;
 mod leader;

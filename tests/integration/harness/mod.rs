@@ -4,12 +4,14 @@
 //! test printed only on failure, and waiting with a clear failure message.
 
 mod cleanup;
+mod identity;
 pub mod logs;
 pub mod operator;
 mod prometheus;
 mod quiet;
 
 pub use cleanup::*;
+pub use identity::*;
 pub use operator::Operator;
 pub use prometheus::{ALERT_RULES, Prometheus};
 pub use quiet::*;

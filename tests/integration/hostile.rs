@@ -1,0 +1,443 @@
+//! Hostile input and hostile neighbours, attacked as the people who can do it would: a bundle
+//! author, someone allowed to update one object, patch one namespace or create Secrets in a
+//! namespace of their own, a tenant author. Each test is named after the class of attack and
+//! asserts what the attacker got (objects in the cluster, RBAC answers, the process's memory,
+//! a replica's readiness), not only what the operator reports.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams, PropagationPolicy};
+use kube::{Api, Client, ResourceExt};
+use mltenant_operator::api::labels;
+use mltenant_operator::api::{BundleScope, DeletionPolicy, EnvironmentSpec, MLTenant, SecretReader, SecretSpec};
+use mltenant_operator::crypto::Certificate;
+use serde_json::json;
+
+use crate::harness::*;
+
+const ARGO: (&str, &str) = ("argowf", "argo-workflow");
+
+/// Reconciles every second, so that "the operator looked again" is a matter of seconds.
+const RESYNC_1S: &[&str] = &["--resync-period", "1s"];
+
+/// An operator of `run`, its certificate, and a Tenant-scope bundle `bundle` for `tenant`.
+async fn operator_with_bundle(client: &Client, run: &str, tenant: &str, bundle_name: &str) -> (Operator, Certificate) {
+    let op = Operator::start_with(run, RESYNC_1S).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let data = sealed(&cert, BundleScope::Tenant, tenant, "", &[("PASSWORD", b"s3cr3t")]);
+    create_bundle(client, &bundle(bundle_name, BundleScope::Tenant, Some(tenant), None, data)).await;
+    (op, cert)
+}
+
+/// A tenant of `run` whose `dev` environment gets Secret `ml-platform` from `bundle`, readable
+/// by the Argo Workflows ServiceAccount.
+fn tenant_with_secret(name: &str, run: &str, bundle: &str) -> MLTenant {
+    let mut t = tenant(name, run, &["dev"]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", bundle)]);
+    t.spec.secret_readers = Some(vec![SecretReader::new(ARGO.0, ARGO.1)]);
+    t
+}
+
+/// `managedFields` as anyone allowed to update an object may write them: a time in year 9999,
+/// valid to the API server, beyond what the operator's time library reads.
+fn far_field_times(api_version: &str) -> serde_json::Value {
+    json!({"metadata": {"managedFields": [{
+        "manager": "someone", "operation": "Update", "apiVersion": api_version,
+        "time": "9999-12-31T23:59:59Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}},
+    }]}})
+}
+
+async fn wait_reconciles(op: &Operator, more: f64) {
+    let from = op.successful_reconciles("tenant").await;
+    wait_for(&format!("{more} more reconciles"), TIMEOUT, || async {
+        (op.successful_reconciles("tenant").await >= from + more).then_some(())
+    })
+    .await;
+}
+
+/// One stored object must never stall a list or a controller. Anyone who may update an object
+/// may set a time in its `managedFields`; year 9999 is a valid date to the API server and
+/// beyond the time library's range, which made a whole list fail to decode: every restarted or
+/// failed-over replica stayed "caches not synced" and reconciled nothing. Here a bundle author
+/// does it to a SealedBundle, someone allowed to update Secrets to the tenant's own Secret and
+/// to one labelled as ours elsewhere; a fresh replica must become ready and go on working.
+#[tokio::test]
+async fn one_unreadable_object_stops_no_replica() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("unread");
+    let b = unique("unread-b");
+    let (op, cert) = operator_with_bundle(&client, &run, &name, &b).await;
+    create_tenant(&client, &tenant_with_secret(&name, &run, &b)).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+
+    let other = unique("elsewhere");
+    create_namespace(&client, &other, &[]).await;
+    let mut labelled = Secret::default();
+    labelled.metadata.name = Some("decoy".into());
+    labelled.metadata.labels = Some(labels::managed(&name, "dev"));
+    Api::<Secret>::namespaced(client.clone(), &other).create(&PostParams::default(), &labelled).await.unwrap();
+    let targets = [
+        format!("/apis/mltenant.io/v1alpha1/sealedbundles/{b}"),
+        format!("/api/v1/namespaces/{dev}/secrets/ml-platform"),
+        format!("/api/v1/namespaces/{other}/secrets/decoy"),
+    ];
+    for (path, api_version) in targets.iter().zip(["mltenant.io/v1alpha1", "v1", "v1"]) {
+        merge_patch(&client, path, &far_field_times(api_version)).await.unwrap();
+        // The attack is real: the API server keeps the time.
+        let stored = get_json(&client, path).await.unwrap();
+        assert!(stored["metadata"]["managedFields"].to_string().contains("9999-12-31T23:59:59Z"), "{path}: {stored}");
+    }
+
+    // A fresh replica, as after a restart or a failover.
+    let log = op.log_path().to_owned();
+    drop(op);
+    let started = Instant::now();
+    let fresh = Operator::start_with(&run, RESYNC_1S).await;
+    println!("a fresh replica with unreadable times stored was ready in {:?}", started.elapsed());
+
+    // It works on what it read: a new tenant converges, an edited Secret is put back.
+    let second = unique("unread-next");
+    let data = sealed(&cert, BundleScope::Tenant, &second, "", &[("PASSWORD", b"n3xt")]);
+    create_bundle(&client, &bundle(&format!("{second}-b"), BundleScope::Tenant, Some(&second), None, data)).await;
+    create_tenant(&client, &tenant_with_secret(&second, &run, &format!("{second}-b"))).await;
+    wait_condition(&client, &second, "Ready", "True", None).await;
+    merge_patch(&client, &targets[1], &json!({"data": {"PASSWORD": "aGFuZC1lZGl0ZWQ="}})).await.unwrap();
+    // (Read as JSON: the test's own typed client cannot read that time either.)
+    wait_for("the edited Secret to be put back", TIMEOUT, || async {
+        let secret = get_json(&client, &targets[1]).await.ok()?;
+        (secret["data"]["PASSWORD"] == "czNjcjN0").then_some(())
+    })
+    .await;
+    assert!(may(&client, ARGO, "get", &dev, Some("ml-platform")).await);
+
+    // No log line carries an object's body (a list of ciphertexts, a Secret's data).
+    let sealed_value = get_json(&client, &targets[0]).await.unwrap()["spec"]["encryptedData"]["PASSWORD"].to_string();
+    for text in [std::fs::read_to_string(&log).unwrap(), fresh.log()] {
+        assert!(!text.contains(sealed_value.trim_matches('"')), "a log line quotes a ciphertext");
+        let longest = text.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest < 4096, "a log line of {longest} bytes");
+    }
+}
+
+/// Memory grows only with what a tenant of this installation claims. Anyone who may create a
+/// Secret in a namespace of their own can give it the operator's labels (120 of them with large
+/// annotations raised the resident memory by 25 MiB), and a team member may put large
+/// annotations on the tenant's own Secret: neither may cost the operator memory.
+#[tokio::test]
+async fn labels_others_can_set_cost_no_memory() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("squat");
+    let b = unique("squat-b");
+    let (op, _) = operator_with_bundle(&client, &run, &name, &b).await;
+    create_tenant(&client, &tenant_with_secret(&name, &run, &b)).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let dev = format!("{name}-dev");
+
+    // Someone who may create and patch Secrets in their own namespace, and in the tenant's.
+    let own = unique("squatter");
+    create_namespace(&client, &own, &[]).await;
+    let rule = PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec!["secrets".into()]),
+        verbs: vec!["create".into(), "patch".into()],
+        ..Default::default()
+    };
+    for ns in [&own, &dev] {
+        grant(&client, ns, "squatter", rule.clone(), (&own, "squatter")).await;
+    }
+    let attacker = client_as(&token_for(&client, &own, "squatter").await).await;
+
+    let before = op.rss_kib().unwrap();
+    let annotation = "x".repeat(180 * 1024);
+    let forged = |ns: &str, i: usize| {
+        let mut s = Secret::default();
+        s.metadata.name = Some(format!("forged-{i}"));
+        s.metadata.namespace = Some(ns.to_owned());
+        s.metadata.labels = Some(labels::managed(&name, "dev"));
+        s.metadata.annotations = Some(BTreeMap::from([("example.com/blob".to_string(), annotation.clone())]));
+        s
+    };
+    for i in 0..120 {
+        let ns = if i % 4 == 0 { &dev } else { &own };
+        Api::<Secret>::namespaced(attacker.clone(), ns).create(&PostParams::default(), &forged(ns, i)).await.unwrap();
+    }
+    // Last, the tenant's own Secret: its watch event comes after every forged one, and it
+    // makes the tenant reconcile, so once that happened the operator has seen them all.
+    let reconciles = op.successful_reconciles("tenant").await;
+    let path = format!("/api/v1/namespaces/{dev}/secrets/ml-platform");
+    merge_patch(&attacker, &path, &json!({"metadata": {"annotations": {"example.com/blob": annotation}}}))
+        .await
+        .unwrap();
+    wait_for("the operator to reconcile after the last event", TIMEOUT, || async {
+        (op.successful_reconciles("tenant").await > reconciles).then_some(())
+    })
+    .await;
+    let after = op.rss_kib().unwrap();
+    let grown = after.saturating_sub(before);
+    println!("21 MiB of labelled Secrets and annotations: RSS {before} KiB -> {after} KiB (+{grown} KiB)");
+    assert!(grown < 8 * 1024, "the operator's memory grew by {grown} KiB");
+    // And the tenant's Secret is still as the operator wrote it, annotation aside.
+    let ours = get_secret(&client, &dev, "ml-platform").await.unwrap();
+    assert_eq!(ours.data.unwrap()["PASSWORD"].0, b"s3cr3t");
+}
+
+/// Grant `rule` in namespace `ns` to ServiceAccount `sa` (Role and RoleBinding named `name`).
+async fn grant(client: &Client, ns: &str, name: &str, rule: PolicyRule, sa: (&str, &str)) {
+    let meta = ObjectMeta { name: Some(name.into()), ..Default::default() };
+    let role = Role { metadata: meta.clone(), rules: Some(vec![rule]) };
+    Api::<Role>::namespaced(client.clone(), ns).create(&PostParams::default(), &role).await.unwrap();
+    let binding = RoleBinding {
+        metadata: meta,
+        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: name.into() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: sa.1.into(),
+            namespace: Some(sa.0.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
+}
+
+/// Destructive decisions rest on facts only the operator writes. An identity allowed only to
+/// `get` and `patch` one namespace gave it the operator's labels and annotations for a tenant
+/// with `deletionPolicy: Delete` (managed-by, tenant, tenant-uid, origin: created), and the
+/// operator deleted it with everything in it. Here the same forgery, on a namespace of no
+/// environment and on one named like an environment the tenant adds and removes again, and
+/// then the tenant deleted: only the namespace the operator created goes.
+#[tokio::test]
+async fn a_patch_of_a_namespace_never_becomes_its_deletion() {
+    let client = admin().await;
+    let run = unique("run");
+    let op = Operator::start_with(&run, RESYNC_1S).await;
+    let name = unique("deleter");
+    let mut t = tenant(&name, &run, &["dev"]);
+    t.spec.deletion_policy = Some(DeletionPolicy::Delete);
+    let t = create_tenant(&client, &t).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let uid = t.uid().unwrap();
+
+    // Two namespaces of someone else's, with something in them.
+    let victim = unique("victim");
+    let qa = format!("{name}-qa");
+    let patcher = unique("patcher");
+    let ops = unique("ops");
+    create_namespace(&client, &ops, &[]).await;
+    for ns in [&victim, &qa] {
+        create_namespace(&client, ns, &[]).await;
+        let data = ConfigMap {
+            metadata: ObjectMeta { name: Some("precious".into()), ..Default::default() },
+            data: Some(BTreeMap::from([("k".into(), "v".into())])),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(client.clone(), ns).create(&PostParams::default(), &data).await.unwrap();
+    }
+    // The attacker may only get and patch those two namespaces: never delete them.
+    let role = ClusterRole {
+        metadata: ObjectMeta { name: Some(patcher.clone()), ..Default::default() },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["namespaces".into()]),
+            resource_names: Some(vec![victim.clone(), qa.clone()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    Api::<ClusterRole>::all(client.clone()).create(&PostParams::default(), &role).await.unwrap();
+    let binding = ClusterRoleBinding {
+        metadata: ObjectMeta { name: Some(patcher.clone()), ..Default::default() },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: patcher.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "patcher".into(),
+            namespace: Some(ops.clone()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+    let attacker = client_as(&token_for(&client, &ops, "patcher").await).await;
+    let user = format!("system:serviceaccount:{ops}:patcher");
+    let groups = vec!["system:serviceaccounts".to_string(), "system:authenticated".to_string()];
+    let deletes = |ns: &str| k8s_openapi::api::authorization::v1::ResourceAttributes {
+        verb: Some("delete".into()),
+        resource: Some("namespaces".into()),
+        name: Some(ns.into()),
+        ..Default::default()
+    };
+    assert!(!allowed(&client, &user, &groups, deletes(&victim)).await, "the attacker may delete it");
+
+    let forgery = |env: &str| {
+        json!({"metadata": {
+            "labels": {labels::MANAGED_BY_KEY: labels::MANAGED_BY, labels::TENANT: name, labels::ENVIRONMENT: env},
+            "annotations": {labels::TENANT_UID: uid, labels::ORIGIN: labels::ORIGIN_CREATED},
+        }})
+    };
+    merge_patch(&attacker, &format!("/api/v1/namespaces/{victim}"), &forgery("gone")).await.unwrap();
+    merge_patch(&attacker, &format!("/api/v1/namespaces/{qa}"), &forgery("qa")).await.unwrap();
+    // The tenant adds the environment whose namespace was forged, then drops it again.
+    update_spec(&client, &name, |s| s.environments.push(EnvironmentSpec::named("qa"))).await;
+    let message = wait_condition(&client, &name, "NamespacesReady", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains(&qa), "{message}");
+    update_spec(&client, &name, |s| s.environments.retain(|e| e.name != "qa")).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    wait_reconciles(&op, 3.0).await;
+    // Deleting the tenant deletes what it created, and only that.
+    let created = format!("{name}-dev");
+    delete_tenant(&client, &name).await;
+    wait_tenant_gone(&client, &name).await;
+    let dev_ns = get_namespace(&client, &created).await;
+    assert!(dev_ns.is_none_or(|ns| ns.metadata.deletion_timestamp.is_some()), "its own namespace was not deleted");
+    for ns in [&victim, &qa] {
+        let kept = get_namespace(&client, ns).await.unwrap_or_else(|| panic!("{ns} was deleted"));
+        assert!(kept.metadata.deletion_timestamp.is_none(), "{ns} is being deleted");
+        let precious = Api::<ConfigMap>::namespaced(client.clone(), ns).get_opt("precious").await.unwrap();
+        assert!(precious.is_some(), "what was in {ns} is gone");
+    }
+}
+
+/// Revocation is complete whatever the deletion propagation. Deleting a tenant with
+/// `--cascade=orphan` (Argo CD's `PrunePropagationPolicy=orphan`) strips the children's
+/// ownerReferences before the operator's finalizer runs: the Secret and the RoleBinding stayed
+/// and the reader could still `get` the credentials. With orphaning the garbage collector
+/// deletes nothing, so whatever goes, the operator deleted.
+#[tokio::test]
+async fn revocation_is_complete_whatever_the_deletion_propagation() {
+    let client = admin().await;
+    let run = unique("run");
+    let op = Operator::start_with(&run, RESYNC_1S).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    for propagation in [PropagationPolicy::Orphan, PropagationPolicy::Foreground, PropagationPolicy::Background] {
+        let name = unique("revoke");
+        let b = format!("{name}-b");
+        let data = sealed(&cert, BundleScope::Tenant, &name, "", &[("PASSWORD", b"s3cr3t")]);
+        create_bundle(&client, &bundle(&b, BundleScope::Tenant, Some(&name), None, data)).await;
+        create_tenant(&client, &tenant_with_secret(&name, &run, &b)).await;
+        wait_condition(&client, &name, "Ready", "True", None).await;
+        let dev = format!("{name}-dev");
+        assert!(may(&client, ARGO, "get", &dev, Some("ml-platform")).await, "granted before");
+
+        let params = DeleteParams { propagation_policy: Some(propagation.clone()), ..Default::default() };
+        Api::<MLTenant>::all(client.clone()).delete(&name, &params).await.unwrap();
+        wait_tenant_gone(&client, &name).await;
+        assert!(get_secret(&client, &dev, "ml-platform").await.is_none(), "{propagation:?}: the Secret stayed");
+        let grants = ListParams::default().labels(&format!("{}={name}", labels::TENANT));
+        let bindings = Api::<RoleBinding>::namespaced(client.clone(), &dev).list(&grants).await.unwrap().items;
+        let roles = Api::<Role>::namespaced(client.clone(), &dev).list(&grants).await.unwrap().items;
+        assert!(bindings.is_empty() && roles.is_empty(), "{propagation:?}: grants stayed");
+        assert!(!may(&client, ARGO, "get", &dev, Some("ml-platform")).await, "{propagation:?}: still readable");
+        // Retain: the namespace itself stays, released.
+        assert!(get_namespace(&client, &dev).await.is_some_and(|ns| ns.metadata.deletion_timestamp.is_none()));
+    }
+}
+
+/// A tenant's namespace labels only ever tighten what a namespace has. A tenant adopting (with
+/// its owner's consent) a namespace whose owner set `enforce: restricted` could set `baseline`;
+/// `enforce-version: v1.0` loosens `restricted`; and once the tenant was deleted the owner's
+/// label was gone altogether. The consent to adoption outlived the tenant, so a later tenant of
+/// the same name took the namespace again without asking.
+#[tokio::test]
+async fn a_tenant_only_ever_tightens_pod_security() {
+    let client = admin().await;
+    let run = unique("run");
+    let _op = Operator::start_with(&run, RESYNC_1S).await;
+    let name = unique("psa");
+    let owned = format!("{name}-dev");
+    let enforce = "pod-security.kubernetes.io/enforce";
+    create_namespace(&client, &owned, &[(enforce, "restricted"), (labels::ADOPTABLE_BY, &name)]).await;
+    let loosening = |labels: &[(&str, &str)]| {
+        let mut t = tenant(&name, &run, &["dev"]);
+        t.spec.adopt_existing_namespaces = Some(true);
+        t.spec.environments[0].labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        t
+    };
+    // An older policy version: refused by the API server.
+    let pinned = loosening(&[(enforce, "restricted"), ("pod-security.kubernetes.io/enforce-version", "v1.0")]);
+    match Api::<MLTenant>::all(client.clone()).create(&PostParams::default(), &pinned).await {
+        Err(kube::Error::Api(status)) => assert!(status.message.contains("latest"), "{}", status.message),
+        other => panic!("a pinned Pod Security version was accepted: {other:?}"),
+    }
+    create_tenant(&client, &loosening(&[(enforce, "baseline")])).await;
+    let message = wait_condition(&client, &name, "NamespacesReady", "False", Some("PodSecurityKept")).await;
+    assert!(message.contains(&format!("{enforce}=restricted")), "{message}");
+    let adopted = wait_namespace(&client, &owned, "adopted", |ns| ns.labels().contains_key(labels::TENANT)).await;
+    assert_eq!(adopted.labels().get(enforce).map(String::as_str), Some("restricted"), "loosened");
+    assert!(!adopted.labels().contains_key(labels::ADOPTABLE_BY), "the consent outlives the adoption");
+    // What the attacker wanted: a pod `restricted` refuses and `baseline` admits.
+    assert_pod_security_refuses(&client, &owned).await;
+
+    delete_tenant(&client, &name).await;
+    wait_tenant_gone(&client, &name).await;
+    let released = get_namespace(&client, &owned).await.unwrap();
+    assert_eq!(released.labels().get(enforce).map(String::as_str), Some("restricted"), "the owner's level is gone");
+    assert_pod_security_refuses(&client, &owned).await;
+    // A later tenant of the same name finds no standing consent.
+    create_tenant(&client, &loosening(&[(enforce, "restricted")])).await;
+    let message = wait_condition(&client, &name, "NamespacesReady", "False", Some("NamespaceConflict")).await;
+    assert!(message.contains("has not consented"), "{message}");
+    delete_tenant(&client, &name).await;
+}
+
+/// A pod that runs as root with no seccomp profile: `baseline` admits it, `restricted` refuses.
+async fn assert_pod_security_refuses(client: &Client, namespace: &str) {
+    // The ServiceAccount admission looks for the pod's account first (no controller of the test
+    // control plane creates `default`).
+    let accounts = Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), namespace);
+    if accounts.get_opt("default").await.unwrap().is_none() {
+        let account = serde_json::from_value(json!({"metadata": {"name": "default"}})).unwrap();
+        accounts.create(&PostParams::default(), &account).await.unwrap();
+    }
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "runs-as-root"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    match Api::<Pod>::namespaced(client.clone(), namespace).create(&dry_run, &pod).await {
+        Err(kube::Error::Api(status)) => {
+            assert!(status.message.contains("violates PodSecurity \"restricted"), "{}", status.message)
+        }
+        other => panic!("Pod Security admitted a pod that violates restricted in {namespace}: {other:?}"),
+    }
+}
+
+/// The inventory of what the operator created is the operator's alone: anyone else may write a
+/// tenant's status (a condition cleared by hand), never add to or change that record (which
+/// would aim the operator's deletions at objects of their choice).
+#[tokio::test]
+async fn only_the_operator_writes_the_inventory() {
+    let client = admin().await;
+    let run = unique("run");
+    let _op = Operator::start(&run).await;
+    let name = unique("inventory");
+    create_tenant(&client, &tenant(&name, &run, &["dev"])).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    let victim = unique("victim");
+    create_namespace(&client, &victim, &[]).await;
+    let uid = get_namespace(&client, &victim).await.unwrap().uid().unwrap();
+    let path = format!("/apis/mltenant.io/v1alpha1/mltenants/{name}/status");
+    let status = get_json(&client, &path).await.unwrap()["status"].clone();
+    let mut owned = status["owned"].as_array().cloned().unwrap();
+    assert_eq!(owned.len(), 1, "{owned:?}");
+    owned.push(json!({"kind": "Namespace", "name": victim, "uid": uid}));
+    match merge_patch(&client, &path, &json!({"status": {"owned": owned}})).await {
+        Err(kube::Error::Api(refused)) => {
+            assert!(refused.message.contains("only the operator writes status.owned"), "{}", refused.message)
+        }
+        other => panic!("the cluster admin rewrote the inventory: {other:?}"),
+    }
+    // The rest of the status is anyone's to write (the operator puts it back).
+    merge_patch(&client, &path, &json!({"status": {"environmentsReady": "0/1"}})).await.unwrap();
+    let namespaces = Api::<Namespace>::all(client.clone());
+    assert!(namespaces.get_opt(&victim).await.unwrap().is_some());
+}
