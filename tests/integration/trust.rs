@@ -614,3 +614,123 @@ async fn the_admission_policy_refuses_the_operators_identity_what_it_must_never_
     secrets(&ns).delete(&name, &Default::default()).await.expect("deleting its own Secret");
     assert_eq!(get_secret(&admin, &ns, "users-own").await.unwrap().data, user_secret.data);
 }
+
+/// Raise this process's soft limit on open files to `wanted` (at most the hard limit) with
+/// util-linux's prlimit (the crate forbids unsafe code, so no setrlimit here); the soft limit
+/// afterwards.
+fn raise_open_files(wanted: u64) -> u64 {
+    let limits = || {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = text.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+        let parse = |field: &str| field.parse::<u64>().unwrap_or(u64::MAX);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (parse(fields[3]), parse(fields[4]))
+    };
+    let (soft, hard) = limits();
+    if soft < wanted {
+        let target = wanted.min(hard);
+        let raised = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string(), &format!("--nofile={target}:{hard}")])
+            .output();
+        assert!(raised.is_ok_and(|o| o.status.success()), "prlimit could not raise the open-files limit");
+    }
+    limits().0
+}
+
+/// Thousands of connections that never send a byte, from a hundred loopback addresses (more
+/// than the per-address limit from each), and one that sends half a request head and stalls.
+/// The operator holds at most its limit of them (the rest closed: the idle longest to make
+/// room, those over an address's limit at once), its descriptors stay within the limit, and
+/// `/healthz` keeps answering within the kubelet's default probe timeout.
+#[tokio::test]
+async fn idle_connections_cannot_starve_health_probes() {
+    use mltenant_operator::http::connections::Limits;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = Limits::default();
+    let op = Operator::start(&unique("run")).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], op.port()));
+    let baseline_fds = op.open_fds().unwrap();
+    let wanted = 4000;
+    let files = raise_open_files(wanted + 1024);
+    let count = usize::try_from(files.saturating_sub(1024)).unwrap_or(usize::MAX).min(wanted as usize);
+    assert!(count >= 8 * limits.total, "{count} connections cannot show the limit of {}", limits.total);
+    let per_address = limits.per_peer + 8;
+    let metric = async |reason: &str| op.metric("mltenant_http_connections_closed_total", &[("reason", reason)]).await;
+
+    let mut held = Vec::new();
+    let mut most_fds = baseline_fds;
+    let started = Instant::now();
+    for i in 0..count {
+        let host = 2 + i / per_address;
+        let source =
+            std::net::Ipv4Addr::new(127, 0, u8::try_from(host / 250).unwrap(), u8::try_from(host % 250).unwrap());
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        held.push(socket.connect(addr).await.unwrap_or_else(|e| panic!("connection {i} from {source}: {e}")));
+        if i % 64 == 0 {
+            most_fds = most_fds.max(op.open_fds().unwrap());
+        }
+    }
+    let opened_in = started.elapsed();
+
+    // The limits were reached: this request's connection makes the server full, and it closed
+    // connections over each address's limit and the idle longest to make room.
+    let open = op.metric("mltenant_http_connections", &[]).await;
+    assert_eq!(open, limits.total as f64, "connections the server holds while {count} are opened");
+    let over_address = metric("peer_limit").await;
+    let evicted = metric("evicted_idle").await;
+    let addresses = count / per_address;
+    assert!(
+        over_address >= (addresses * (per_address - limits.per_peer)) as f64,
+        "{over_address} closed over the limit"
+    );
+    assert!(evicted >= (count - limits.total) as f64 - over_address, "{evicted} idle connections closed");
+    // What the attacker holds: no more than the limit; the server closed the rest.
+    let still_open = wait_until("the server to close all but its limit", TIMEOUT, || {
+        let open = held
+            .iter()
+            .filter(|s| matches!(s.try_read(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+            .count();
+        async move { if open <= limits.total { Ok(open) } else { Err(format!("{open} still open")) } }
+    })
+    .await;
+
+    // Health probes get in, each within the kubelet's default timeout (1 s).
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let start = Instant::now();
+        assert_eq!(op.get("/healthz").await.0, 200);
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(1), "the slowest /healthz took {slowest:?}");
+    most_fds = most_fds.max(op.open_fds().unwrap());
+    assert!(
+        most_fds <= baseline_fds + limits.total + 16,
+        "the operator held {most_fds} descriptors ({baseline_fds} before, a limit of {} connections)",
+        limits.total
+    );
+    println!(
+        "{count} idle connections opened in {opened_in:?}: {still_open} left open, {over_address} closed over an address's limit, {evicted} evicted; descriptors {baseline_fds} -> at most {most_fds}; slowest of 20 /healthz {slowest:?}"
+    );
+    drop(held);
+    wait_until("the server to see the flood go", TIMEOUT, || async {
+        let open = op.metric("mltenant_http_connections", &[]).await;
+        if open <= 1.0 { Ok(()) } else { Err(format!("{open} connections")) }
+    })
+    .await;
+
+    // Slowloris: half a request head, then nothing. The header-read timer closes it, not
+    // eviction (nothing else is open).
+    let timeouts = metric("header_timeout").await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: operator\r\nX-Slow: ").await.unwrap();
+    let start = Instant::now();
+    let read = tokio::time::timeout(limits.header_read + Duration::from_secs(10), slow.read(&mut [0; 64])).await;
+    let waited = start.elapsed();
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the stalled connection is still open after {waited:?}: {read:?}");
+    assert!(
+        waited >= limits.header_read - Duration::from_secs(1),
+        "closed after {waited:?}, before the header timeout"
+    );
+    assert!(metric("header_timeout").await > timeouts, "the close was not counted as a header timeout");
+}

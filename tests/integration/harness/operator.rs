@@ -173,6 +173,11 @@ impl Operator {
         operator::direct(&base, "GET", path, Some(("Authorization", &auth)), b"").await.expect("the operator answers")
     }
 
+    /// File descriptors the process holds open now (`/proc/<pid>/fd`), None once it is gone.
+    pub fn open_fds(&self) -> Option<usize> {
+        Some(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()?)).ok()?.count())
+    }
+
     /// GET `path` from the operator's HTTP server: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.port, path).await.unwrap_or_else(|| panic!("the operator does not answer GET {path}"))

@@ -1,6 +1,9 @@
 //! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate (open to
 //! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated before their
 //! body is read, authorised, rate-limited, their RSA work on the key ring's bounded pool).
+//! Connections are bounded by [`connections`].
+
+pub mod connections;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -233,10 +236,13 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     if s.readiness.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
 }
 
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
+/// Serve `served` on `addr` within the default [`connections::Limits`], until the future is
+/// dropped.
+pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /v1/cert.pem /v1/verify /v1/rotate");
-    axum::serve(listener, router).await
+    let metrics = served.metrics.clone();
+    connections::serve(listener, router(served), connections::Limits::default(), metrics).await
 }
 
 #[cfg(test)]
