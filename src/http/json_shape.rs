@@ -45,45 +45,85 @@ pub fn check(body: &[u8]) -> Result<(), Refusal> {
     check_with(body, MAX_DEPTH, MAX_ENTRIES)
 }
 
-/// Check `body` against the given limits. Outside strings, every `{` or `[` opens a level and
-/// `,` starts another entry: the count is, summed over containers, the number of entries (at
-/// least one each), so it bounds both containers and entries. Inside strings only `\` (which
-/// escapes the next byte) and the closing `"` matter. Malformed JSON is left to the parser: the
-/// pass only promises that what it lets through is bounded.
+/// Check `body` against the given limits, all of it at once.
 pub fn check_with(body: &[u8], max_depth: usize, max_entries: usize) -> Result<(), Refusal> {
-    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Refusal::NotJson);
+    let mut scanner = Scanner::new(max_depth, max_entries);
+    scanner.feed(body)?;
+    scanner.finish()
+}
+
+/// The check, fed a body chunk by chunk as it arrives, so that a body is refused at the first
+/// byte past a limit instead of once it is all in memory. Outside strings, every `{` or `[`
+/// opens a level and `,` starts another entry: the count is, summed over containers, the number
+/// of entries (at least one each), so it bounds both containers and entries. Inside strings
+/// only `\` (which escapes the next byte) and the closing `"` matter. Malformed JSON is left to
+/// the parser: the pass only promises that what it lets through is bounded.
+pub struct Scanner {
+    max_depth: usize,
+    max_entries: usize,
+    started: bool,
+    depth: usize,
+    entries: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Default for Scanner {
+    fn default() -> Self {
+        Self::new(MAX_DEPTH, MAX_ENTRIES)
     }
-    let (mut depth, mut entries) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in body {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
+}
+
+impl Scanner {
+    pub fn new(max_depth: usize, max_entries: usize) -> Self {
+        Scanner { max_depth, max_entries, started: false, depth: 0, entries: 0, in_string: false, escaped: false }
+    }
+
+    /// The next bytes of the body.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), Refusal> {
+        let mut bytes = bytes;
+        if !self.started {
+            let Some(first) = bytes.iter().position(|b| !b.is_ascii_whitespace()) else { return Ok(()) };
+            if bytes[first] != b'{' {
+                return Err(Refusal::NotJson);
             }
-            continue;
+            self.started = true;
+            bytes = &bytes[first..];
         }
-        match byte {
-            b'"' => in_string = true,
-            b'{' | b'[' => {
-                depth += 1;
-                if depth > max_depth {
-                    return Err(Refusal::TooDeep(max_depth));
+        for &byte in bytes {
+            if self.in_string {
+                match byte {
+                    _ if self.escaped => self.escaped = false,
+                    b'\\' => self.escaped = true,
+                    b'"' => self.in_string = false,
+                    _ => {}
                 }
-                entries += 1;
+                continue;
             }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b',' => entries += 1,
-            _ => continue,
+            match byte {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => {
+                    self.depth += 1;
+                    if self.depth > self.max_depth {
+                        return Err(Refusal::TooDeep(self.max_depth));
+                    }
+                    self.entries += 1;
+                }
+                b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                b',' => self.entries += 1,
+                _ => continue,
+            }
+            if self.entries > self.max_entries {
+                return Err(Refusal::TooManyEntries(self.max_entries));
+            }
         }
-        if entries > max_entries {
-            return Err(Refusal::TooManyEntries(max_entries));
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// The body has ended: one with nothing but whitespace is no JSON object either.
+    pub fn finish(&self) -> Result<(), Refusal> {
+        if self.started { Ok(()) } else { Err(Refusal::NotJson) }
+    }
 }
 
 #[cfg(test)]
@@ -144,6 +184,43 @@ mod tests {
         // A string that ends in an escaped backslash is closed by the next quote.
         let closed = r#"{"a": "\\", "b": [[]]}"#;
         assert_eq!(check_with(closed.as_bytes(), 2, 10), Err(Refusal::TooDeep(2)));
+    }
+
+    #[test]
+    fn chunks_split_anywhere_give_the_answer_of_the_whole() {
+        let samples: [(&str, usize, usize); 5] = [
+            (r#"  {"a\"[{,": "[[[[,,,,{{{{", "b": "\\", "c": "\\\"]]]]", "d": [[1]]}"#, 2, 6),
+            (r#"{"a": "\\", "b": [[]]}"#, 2, 10),
+            ("{\"a\":[0,1,2,3,4,5,6,7,8,9]}", 4, 10),
+            ("{\"a\":[0,1,2,3,4,5,6,7,8,9]}", 4, 11),
+            (" \n- &a [x]", 4, 10),
+        ];
+        let wholes: Vec<_> =
+            samples.iter().map(|(s, depth, entries)| check_with(s.as_bytes(), *depth, *entries)).collect();
+        assert_eq!(
+            wholes,
+            [
+                Err(Refusal::TooDeep(2)),
+                Err(Refusal::TooDeep(2)),
+                Err(Refusal::TooManyEntries(10)),
+                Ok(()),
+                Err(Refusal::NotJson)
+            ]
+        );
+        for (sample, depth, entries) in samples {
+            let whole = check_with(sample.as_bytes(), depth, entries);
+            for split in 0..=sample.len() {
+                let mut scanner = Scanner::new(depth, entries);
+                let (head, tail) = sample.as_bytes().split_at(split);
+                let chunked = scanner.feed(head).and_then(|()| scanner.feed(tail)).and_then(|()| scanner.finish());
+                assert_eq!(chunked, whole, "{sample:?} split at {split}");
+            }
+        }
+        // The refusal comes with the first chunk past the limit, whatever follows.
+        let mut scanner = Scanner::new(4, 3);
+        assert_eq!(scanner.feed(b"{\"a\":1,\"b\":2,"), Ok(()));
+        assert_eq!(scanner.feed(b"\"c\":3,"), Err(Refusal::TooManyEntries(3)));
+        assert_eq!(Scanner::default().feed(b"apiVersion: v1"), Err(Refusal::NotJson));
     }
 
     #[test]

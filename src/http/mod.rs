@@ -131,8 +131,8 @@ async fn rotate(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: B
 ///    name, none for Cluster scope; 403), from the headers alone: a caller without the right
 ///    gets no byte of the body read;
 /// 3. read the body (at most `MAX_BODY`, `BODIES_AT_ONCE` at a time, within `BODY_READ`;
-///    413, 429, 408);
-/// 4. check its shape without parsing it (a JSON object, bounded depth and entries; 415, 413);
+///    413, 429, 408), and 4. check its shape as it arrives, without parsing it (a JSON object,
+///    bounded depth and entries; 415, 413);
 /// 5. parse what the endpoints need (metadata.name and spec; 400);
 /// 6. check the body claims the consumer that was authorised (403): authorisation follows
 ///    what the ciphertexts can open, never a name in the body (see [`consumer`]);
@@ -152,10 +152,6 @@ async fn admit(
         Ok(read) => read?,
         Err(_) => return Err(Refusal::SlowBody),
     };
-    json_shape::check(&bytes).map_err(|refusal| match refusal {
-        json_shape::Refusal::NotJson => Refusal::NotJson(refusal.to_string()),
-        _ => Refusal::TooComplex(refusal.to_string()),
-    })?;
     let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<Claims>(&bytes)).await;
     let claims = parsed
         .map_err(|_| Refusal::BadRequest("the body could not be parsed".into()))?
@@ -167,14 +163,21 @@ async fn admit(
     Ok(SealedBundle::new(&claims.metadata.name.unwrap_or_default(), claims.spec))
 }
 
-/// The body, at most [`MAX_BODY`] bytes, in one buffer of the announced length (so a body
-/// costs its size once, not the chunks and a copy of them); an announced length over the cap
-/// is refused before a byte is read.
+/// The body, at most [`MAX_BODY`] bytes of a JSON object of the shape [`json_shape`] allows,
+/// in one buffer of the announced length (so a body costs its size once, not the chunks and a
+/// copy of them). Each chunk is checked as it arrives: a body is refused at the first chunk past
+/// a limit (an announced length over the cap before a byte is read, YAML at its first byte),
+/// never held whole to find out.
 async fn read_body(body: Body, announced: Option<usize>) -> Result<Vec<u8>, Refusal> {
     use futures::StreamExt as _;
     if announced.is_some_and(|length| length > MAX_BODY) {
         return Err(Refusal::TooLarge);
     }
+    let refused = |refusal: json_shape::Refusal| match refusal {
+        json_shape::Refusal::NotJson => Refusal::NotJson(refusal.to_string()),
+        _ => Refusal::TooComplex(refusal.to_string()),
+    };
+    let mut shape = json_shape::Scanner::default();
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
@@ -182,8 +185,10 @@ async fn read_body(body: Body, announced: Option<usize>) -> Result<Vec<u8>, Refu
         if bytes.len() + chunk.len() > MAX_BODY {
             return Err(Refusal::TooLarge);
         }
+        shape.feed(&chunk).map_err(refused)?;
         bytes.extend_from_slice(&chunk);
     }
+    shape.finish().map_err(refused)?;
     Ok(bytes)
 }
 
