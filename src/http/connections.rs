@@ -5,7 +5,8 @@
 //! * at most [`Limits::total`] connections at once: when they are all taken, the one idle
 //!   longest (no request in flight; a connection that has not finished sending a request head
 //!   is idle) is closed to make room, and only if every one has a request in flight, the one
-//!   whose request has waited longest;
+//!   whose request has waited longest; a deep listen queue ([`BACKLOG`]) holds a burst of new
+//!   ones meanwhile, so a probe's SYN is not dropped;
 //! * at most [`Limits::per_peer`] from one IP address: one more is closed at once;
 //! * a request head must arrive within [`Limits::header_read`] of the connection's start or of
 //!   the previous answer (hyper's header-read timer, which runs whenever the connection waits
@@ -16,14 +17,14 @@
 //! `mltenant_http_connections_closed_total{reason}` (a closed set: [`Closed`]).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tower::ServiceExt as _;
 
@@ -87,7 +88,26 @@ impl Closed {
 /// new one. An evicted connection's task closes it as soon as it runs again.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
-/// Serve `router` on `listener` within `limits`, until the future is dropped.
+/// Evicted connections whose sockets may still be closing while new ones are admitted: the
+/// accept loop goes on without waiting for each, and the descriptors held stay within the
+/// limit plus this many.
+pub const CLOSING: usize = 16;
+
+/// Connections the kernel completes and queues before the server accepts them (capped by
+/// `net.core.somaxconn`). A burst of new connections fills it faster than the loop accepts; a
+/// probe whose SYN finds it full is dropped and only retried a second later, which is a
+/// kubelet's whole timeout. Rust's and tokio's default is 128.
+pub const BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a [`BACKLOG`]-deep queue.
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Serve `router` on `listener` (see [`listen`]) within `limits`, until the future is dropped.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -98,9 +118,9 @@ pub async fn serve(
         metrics.http_connections_closed_by(reason.label(), 0);
     }
     let registry = Arc::new(Registry { state: Mutex::default(), metrics: metrics.clone() });
-    // One permit per open connection, released only once its socket is closed, so the
-    // descriptors held never exceed the limit by more than the connection being admitted.
-    let slots = Arc::new(Semaphore::new(limits.total));
+    // One permit per socket, released only once it is closed: the registry holds at most
+    // `total` connections, and at most `CLOSING` more evicted ones may be closing.
+    let slots = Arc::new(Semaphore::new(limits.total + CLOSING));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -123,20 +143,21 @@ pub async fn serve(
             metrics.http_connections_closed_by(Closed::PeerLimit.label(), 1);
             continue;
         }
+        if registry.open() >= limits.total
+            && let Some(evicted) = registry.evict()
+        {
+            metrics.http_connections_closed_by(evicted.label(), 1);
+        }
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
-            Err(_) => {
-                if let Some(evicted) = registry.evict() {
-                    metrics.http_connections_closed_by(evicted.label(), 1);
+            // More evicted connections still closing than `CLOSING`: wait for one.
+            Err(_) => match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    metrics.http_connections_closed_by(Closed::Full.label(), 1);
+                    continue;
                 }
-                match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
-                    Ok(Ok(slot)) => slot,
-                    _ => {
-                        metrics.http_connections_closed_by(Closed::Full.label(), 1);
-                        continue;
-                    }
-                }
-            }
+            },
         };
         let (id, evicted) = registry.insert(peer);
         let ticket = Ticket { registry: registry.clone(), id, _slot: slot };
@@ -201,6 +222,10 @@ struct Connection {
 impl Registry {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open(&self) -> usize {
+        self.state().open.len()
     }
 
     fn open_from(&self, peer: IpAddr) -> usize {
@@ -311,7 +336,7 @@ mod tests {
 
     /// A server on a free loopback port with `limits`, its metrics, and its address.
     async fn server(limits: Limits) -> (std::net::SocketAddr, Arc<Metrics>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = listen(([127, 0, 0, 1], 0).into()).unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new(Default::default()));
         let router = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));

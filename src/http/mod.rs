@@ -309,7 +309,7 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
 /// Serve `served` on `addr` within the default [`connections::Limits`], until the future is
 /// dropped.
 pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let listener = connections::listen(addr)?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /v1/cert.pem /v1/verify /v1/rotate");
     let metrics = served.metrics.clone();
     connections::serve(listener, router(served), connections::Limits::default(), metrics).await
