@@ -34,17 +34,26 @@ pub const FORWARDED_TOKEN_HEADER: &str = "x-mltenant-authorization";
 /// What a request asks to do, in RBAC terms.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Permission {
-    /// `create` on `sealedbundles/<subresource>` in `mltenant.io`, for the bundle `name`.
-    Bundle { subresource: &'static str, name: String },
+    /// `create` on `mltenants/<subresource>` in `mltenant.io` (`verify`, `rotate`): have the
+    /// operator open ciphertexts that open for `tenant` (scope Tenant or Environment of it), the
+    /// tenant being the resource name; `None` for Cluster-scope ciphertexts, which open for any
+    /// tenant, so that only a rule without `resourceNames` allows it. Never a name the caller
+    /// put in a request body.
+    Ciphertexts { subresource: &'static str, tenant: Option<String> },
     /// `get` on a non-resource path such as `/metrics`.
     Path(&'static str),
 }
 
 impl Permission {
-    /// How RBAC names it, for messages (`create sealedbundles/verify`).
+    /// How RBAC names it, for messages (`create mltenants/verify (mltenant.io) for tenant t`).
     pub fn describe(&self) -> String {
         match self {
-            Permission::Bundle { subresource, .. } => format!("create sealedbundles/{subresource} (mltenant.io)"),
+            Permission::Ciphertexts { subresource, tenant: Some(tenant) } => {
+                format!("create mltenants/{subresource} (mltenant.io) for tenant {tenant}")
+            }
+            Permission::Ciphertexts { subresource, tenant: None } => format!(
+                "create mltenants/{subresource} (mltenant.io) for Cluster-scope bundles (a rule without resourceNames)"
+            ),
             Permission::Path(path) => format!("get {path}"),
         }
     }
@@ -92,8 +101,8 @@ impl Authorizer {
         }
     }
 
-    /// Who holds `token` (a TokenReview). Callers that must read a request body to know what
-    /// it asks ask this first, so an anonymous caller never gets a body read.
+    /// Who holds `token` (a TokenReview). Answers, refusals included, are cached by a hash of
+    /// the token.
     pub async fn authenticate(&self, token: Option<&str>) -> Identity {
         let Some(token) = token.filter(|t| !t.is_empty()) else { return Err(Decision::Unauthenticated) };
         let key = crate::text::sha256(&[token.as_bytes()]);
@@ -147,13 +156,13 @@ impl Authorizer {
 
     async fn access_review(&self, user: &UserInfo, permission: &Permission) -> kube::Result<Decision> {
         let (resource_attributes, non_resource_attributes) = match permission {
-            Permission::Bundle { subresource, name } => (
+            Permission::Ciphertexts { subresource, tenant } => (
                 Some(ResourceAttributes {
                     group: Some(crate::api::GROUP.to_owned()),
-                    resource: Some("sealedbundles".to_owned()),
+                    resource: Some("mltenants".to_owned()),
                     subresource: Some((*subresource).to_owned()),
                     verb: Some("create".to_owned()),
-                    name: Some(name.clone()).filter(|n| !n.is_empty()),
+                    name: tenant.clone(),
                     ..Default::default()
                 }),
                 None,
@@ -243,10 +252,25 @@ mod tests {
 
     #[test]
     fn cache_keys_separate_tokens_and_permissions() {
-        let verify = Permission::Bundle { subresource: "verify", name: "b".into() };
-        let rotate = Permission::Bundle { subresource: "rotate", name: "b".into() };
+        let verify = Permission::Ciphertexts { subresource: "verify", tenant: Some("t1".into()) };
+        let rotate = Permission::Ciphertexts { subresource: "rotate", tenant: Some("t1".into()) };
+        let other = Permission::Ciphertexts { subresource: "verify", tenant: Some("t2".into()) };
+        let cluster = Permission::Ciphertexts { subresource: "verify", tenant: None };
         assert_ne!(cache_key("t", &verify), cache_key("t", &rotate));
+        assert_ne!(cache_key("t", &verify), cache_key("t", &other));
+        assert_ne!(cache_key("t", &verify), cache_key("t", &cluster));
         assert_ne!(cache_key("t", &verify), cache_key("u", &verify));
         assert_eq!(cache_key("t", &verify), cache_key("t", &verify));
+    }
+
+    #[test]
+    fn permissions_say_what_rbac_must_grant() {
+        let tenant = Permission::Ciphertexts { subresource: "verify", tenant: Some("fin".into()) };
+        assert_eq!(tenant.describe(), "create mltenants/verify (mltenant.io) for tenant fin");
+        let cluster = Permission::Ciphertexts { subresource: "rotate", tenant: None };
+        assert_eq!(
+            cluster.describe(),
+            "create mltenants/rotate (mltenant.io) for Cluster-scope bundles (a rule without resourceNames)"
+        );
     }
 }

@@ -157,7 +157,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         authorizer: Arc::new(Authorizer::new(review_client)),
         metrics_auth: args.metrics_auth,
     };
-    let server = http::serve(args.http_addr, http::router(served));
+    let server = http::serve(args.http_addr, served);
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,

@@ -28,6 +28,8 @@ pub struct Metrics {
     invalid_objects: prometheus::IntGaugeVec,
     leader: IntGauge,
     key_renew_period: IntGauge,
+    http_connections: IntGauge,
+    http_connections_closed: IntCounterVec,
     state: StateGauges,
     sources: Arc<RwLock<Option<Sources>>>,
 }
@@ -96,6 +98,17 @@ impl Metrics {
             "How often this operator creates a new sealing key (--key-renew-period).",
         )
         .expect("valid metric");
+        let http_connections =
+            IntGauge::new("mltenant_http_connections", "Connections the HTTP server holds open now.")
+                .expect("valid metric");
+        let http_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "mltenant_http_connections_closed_total",
+                "Connections the HTTP server closed itself, by closed-set reason: peer_limit (over the per-address limit), evicted_idle and evicted_busy (closed to make room at the total limit), full (no room made in time), header_timeout (no request head in time).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         let sources = Arc::new(RwLock::new(None));
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
@@ -107,6 +120,8 @@ impl Metrics {
             Box::new(invalid_objects.clone()),
             Box::new(leader.clone()),
             Box::new(key_renew_period.clone()),
+            Box::new(http_connections.clone()),
+            Box::new(http_connections_closed.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -121,6 +136,8 @@ impl Metrics {
             invalid_objects,
             leader,
             key_renew_period,
+            http_connections,
+            http_connections_closed,
             state: StateGauges { sources: sources.clone(), keys },
             sources,
         }
@@ -197,6 +214,17 @@ impl Metrics {
     /// Count a write the leadership fence stopped; `outcome` is `refused` or `abandoned`.
     pub fn fenced_write(&self, outcome: &str) {
         self.fenced_writes.with_label_values(&[outcome]).inc();
+    }
+
+    /// How many connections the HTTP server holds open.
+    pub fn http_connections(&self, open: usize) {
+        self.http_connections.set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    /// Count `count` connections the HTTP server closed for `reason` (a closed set; 0 makes the
+    /// series exist).
+    pub fn http_connections_closed_by(&self, reason: &str, count: u64) {
+        self.http_connections_closed.with_label_values(&[reason]).inc_by(count);
     }
 
     /// The text exposition of every metric.

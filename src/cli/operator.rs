@@ -3,11 +3,14 @@
 //! proxy (what works from a laptop with only a kubeconfig; TLS and the caller's right to use the
 //! proxy are the API server's job). Requests that need the caller's identity (`/v1/verify`,
 //! `/v1/rotate`) carry the kubeconfig's bearer token; through the proxy in
-//! [`FORWARDED_TOKEN_HEADER`], because the API server consumes `Authorization` itself.
+//! [`FORWARDED_TOKEN_HEADER`], because the API server consumes `Authorization` itself. They
+//! send the bundle as JSON and name the tenant it is sealed for in the URL, which is what the
+//! operator authorises.
 
 use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::api::{BundleScope, SealedBundle};
 use crate::auth::FORWARDED_TOKEN_HEADER;
 
 /// Where the operator's HTTP API is.
@@ -33,17 +36,22 @@ impl Source {
         self.send(http::Method::GET, path, Vec::new(), false).await
     }
 
-    /// POST `body` to `path` as the kubeconfig's identity.
-    pub async fn post(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Answer> {
-        self.send(http::Method::POST, path, body, true).await
+    /// POST `bundle` as JSON to `endpoint` (`/v1/verify`, `/v1/rotate`) for the consumer it is
+    /// sealed for ([`bundle_path`]), as the kubeconfig's identity.
+    pub async fn post_bundle(&self, endpoint: &str, bundle: &SealedBundle) -> anyhow::Result<Answer> {
+        let body = serde_json::to_vec(bundle).context("encoding the SealedBundle")?;
+        self.send(http::Method::POST, &bundle_path(endpoint, bundle), body, true).await
     }
 
     async fn send(&self, method: http::Method, path: &str, body: Vec<u8>, identify: bool) -> anyhow::Result<Answer> {
+        let json = (!body.is_empty()).then_some((http::header::CONTENT_TYPE.as_str(), "application/json"));
         match &self.operator_url {
             Some(base) => {
                 let token = if identify { Some(bearer_token(&kube_config().await?).await?) } else { None };
-                let auth = token.map(|t| (http::header::AUTHORIZATION.as_str(), format!("Bearer {t}")));
-                direct(base, method.as_str(), path, auth.as_ref().map(|(k, v)| (*k, v.as_str())), &body).await
+                let auth = token.map(|t| format!("Bearer {t}"));
+                let auth = auth.as_deref().map(|a| (http::header::AUTHORIZATION.as_str(), a));
+                let headers: Vec<(&str, &str)> = auth.into_iter().chain(json).collect();
+                direct(base, method.as_str(), path, &headers, &body).await
             }
             None => {
                 let config = kube_config().await?;
@@ -56,6 +64,9 @@ impl Source {
                 let mut request = http::Request::builder().method(method).uri(&proxied);
                 if let Some(token) = token {
                     request = request.header(FORWARDED_TOKEN_HEADER, format!("Bearer {token}"));
+                }
+                if let Some((name, value)) = json {
+                    request = request.header(name, value);
                 }
                 let request = request.body(kube::client::Body::from(body)).expect("a valid request");
                 let response =
@@ -104,27 +115,59 @@ async fn bearer_token(config: &kube::Config) -> anyhow::Result<String> {
     Ok(token.to_owned())
 }
 
-/// A plain HTTP/1.0 request to `base` (`http://host:port`), with at most one extra header.
+/// The path to POST `bundle` to `endpoint` with: `?tenant=<name>` for a bundle of scope Tenant
+/// or Environment (the tenant it is sealed for, which the operator authorises before reading
+/// the body), nothing for Cluster scope.
+pub fn bundle_path(endpoint: &str, bundle: &SealedBundle) -> String {
+    match (bundle.spec.scope, bundle.spec.tenant.as_deref()) {
+        (BundleScope::Cluster, _) | (_, None) => endpoint.to_owned(),
+        (_, Some(tenant)) => format!("{endpoint}?tenant={}", percent_encoded(tenant)),
+    }
+}
+
+/// `text` with every byte but unreserved ones percent-encoded (a valid tenant name is unchanged;
+/// an invalid one reaches the operator as sent, to be refused there).
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.0 request to `base` (`http://host:port`), with `headers` besides Host and
+/// Content-Length.
 pub async fn direct(
     base: &str,
     method: &str,
     path: &str,
-    header: Option<(&str, &str)>,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> anyhow::Result<Answer> {
     let Some(authority) = base.strip_prefix("http://").map(|a| a.trim_end_matches('/')) else {
         bail!("--operator-url must be http://host:port, got {base:?}");
     };
-    let mut stream =
+    let stream =
         tokio::net::TcpStream::connect(authority).await.with_context(|| format!("connecting to {authority}"))?;
-    let extra = header.map(|(k, v)| format!("{k}: {v}\r\n")).unwrap_or_default();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head =
         format!("{method} {path} HTTP/1.0\r\nHost: {authority}\r\n{extra}Content-Length: {}\r\n\r\n", body.len());
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body).await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.with_context(|| format!("reading the answer from {authority}"))?;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP answer")?;
+    // Sent and read at once: the operator answers a refusal (401, 403, 413) without reading the
+    // body, then closes, which resets a connection still sending; the answer arrived first.
+    let (mut reader, mut writer) = stream.into_split();
+    let send = async {
+        writer.write_all(head.as_bytes()).await?;
+        writer.write_all(body).await
+    };
+    let mut response = Vec::new();
+    let (sent, received) = tokio::join!(send, reader.read_to_end(&mut response));
+    let response = String::from_utf8_lossy(&response);
+    let Some((head, body)) = response.split_once("\r\n\r\n") else {
+        received.with_context(|| format!("reading the answer from {authority}"))?;
+        sent.with_context(|| format!("sending the request to {authority}"))?;
+        bail!("malformed HTTP answer from {authority}");
+    };
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).context("malformed HTTP status line")?;
     Ok((status, body.to_owned()))
 }
@@ -137,4 +180,26 @@ pub fn refused(path: &str, (status, body): &Answer) -> anyhow::Error {
         _ => body.trim().to_owned(),
     };
     anyhow::anyhow!("{path} answered {status}: {reason}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::SealedBundleSpec;
+
+    #[test]
+    fn the_path_names_the_tenant_the_bundle_is_sealed_for() {
+        let bundle = |scope, tenant: Option<&str>| {
+            let spec =
+                SealedBundleSpec { tenant: tenant.map(Into::into), ..SealedBundleSpec::new(scope, Default::default()) };
+            SealedBundle::new("named-otherwise", spec)
+        };
+        assert_eq!(bundle_path("/v1/verify", &bundle(BundleScope::Tenant, Some("fin"))), "/v1/verify?tenant=fin");
+        assert_eq!(bundle_path("/v1/rotate", &bundle(BundleScope::Environment, Some("a.b"))), "/v1/rotate?tenant=a.b");
+        assert_eq!(bundle_path("/v1/verify", &bundle(BundleScope::Cluster, None)), "/v1/verify");
+        assert_eq!(
+            bundle_path("/v1/verify", &bundle(BundleScope::Tenant, Some("a&b=c"))),
+            "/v1/verify?tenant=a%26b%3Dc"
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! `mltenant rotate -f FILE`: have the operator re-seal every value of a SealedBundle to its
 //! newest sealing key (after a key rotation, so old keys can eventually go). The plaintext never
-//! leaves the operator; the caller needs `create` on `sealedbundles/rotate`.
+//! leaves the operator; the caller needs `create` on `mltenants/rotate` for the tenant the
+//! bundle is sealed for (a rule without resourceNames for a Cluster-scope bundle).
 
 use std::path::PathBuf;
 
@@ -31,8 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
     let text = read_input(&args.file)?;
     let bundle: SealedBundle =
         serde_yaml::from_slice(&text).with_context(|| format!("{} is not a SealedBundle", args.file.display()))?;
-    let body = serde_json::to_vec(&bundle).context("encoding the SealedBundle")?;
-    let answer = args.source.post("/v1/rotate", body).await?;
+    let answer = args.source.post_bundle("/v1/rotate", &bundle).await?;
     if answer.0 != 200 {
         return Err(operator::refused("/v1/rotate", &answer));
     }

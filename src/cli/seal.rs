@@ -80,7 +80,7 @@ pub struct Args {
     #[command(flatten)]
     pub source: super::operator::Source,
     /// Ask the operator whether the result opens before printing it (POST /v1/verify; needs
-    /// `create` on sealedbundles/verify, see `sealers` in the chart).
+    /// `create` on mltenants/verify for the tenant, see `sealers` in the chart).
     #[arg(long)]
     pub verify: bool,
     /// Add or replace keys in this SealedBundle file (rewritten in place); its scope is used.
@@ -150,8 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
 
 /// Have the operator open the bundle for the consumer its scope names; a refusal is the error.
 async fn verify(source: &super::operator::Source, bundle: &SealedBundle) -> anyhow::Result<()> {
-    let body = serde_json::to_vec(bundle).context("encoding the SealedBundle")?;
-    let answer = source.post("/v1/verify", body).await?;
+    let answer = source.post_bundle("/v1/verify", bundle).await?;
     match answer.0 {
         200 => Ok(()),
         422 => {

@@ -430,21 +430,21 @@ async fn bundle_status_verify_and_rotate() {
     .await;
     assert!(f.op.metric("mltenant_bundles_by_sealing_key", &[("fingerprint", f.cert.fingerprint())]).await >= 1.0);
 
-    // /v1/verify answers without revealing anything; /v1/rotate re-seals to the newest key.
-    let yaml = serde_yaml::to_string(&good).unwrap();
-    let (code, body) = f.op.post("/v1/verify", yaml.as_bytes()).await;
+    // /v1/verify answers without revealing anything; /v1/rotate re-seals to the newest key
+    // (both take the bundle as JSON, with its tenant in the URL, as the CLI sends it).
+    let (code, body) = f.op.post_bundle("/v1/verify", &good).await;
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(f.cert.fingerprint()) && !body.contains("\"v\""), "{body}");
-    let (code, rotated) = f.op.post("/v1/rotate", yaml.as_bytes()).await;
+    let (code, rotated) = f.op.post_bundle("/v1/rotate", &good).await;
     assert_eq!(code, 200, "{rotated}");
     let rotated: SealedBundle = serde_yaml::from_str(&rotated).unwrap();
     assert_ne!(rotated.spec.encrypted_data["K"], good.spec.encrypted_data["K"], "fresh ciphertext");
-    let (code, _) = f.op.post("/v1/verify", serde_yaml::to_string(&rotated).unwrap().as_bytes()).await;
+    let (code, _) = f.op.post_bundle("/v1/verify", &rotated).await;
     assert_eq!(code, 200);
 
     let mut tampered = good.clone();
     tampered.spec.encrypted_data.insert("K".into(), "AgABAgM=".into());
-    let (code, body) = f.op.post("/v1/verify", serde_yaml::to_string(&tampered).unwrap().as_bytes()).await;
+    let (code, body) = f.op.post_bundle("/v1/verify", &tampered).await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("DecryptionFailed") && body.contains("key K"), "{body}");
 
@@ -468,7 +468,7 @@ async fn bundle_status_verify_and_rotate() {
     // The oracle is rate-limited for everyone together.
     let mut limited = false;
     for _ in 0..30 {
-        limited |= f.op.post("/v1/verify", yaml.as_bytes()).await.0 == 429;
+        limited |= f.op.post_bundle("/v1/verify", &good).await.0 == 429;
     }
     assert!(limited, "30 immediate verify calls were never rate-limited");
 }

@@ -397,16 +397,19 @@ async fn verify_and_rotate_need_an_authorised_caller() {
     let b = unique("oracle-b");
     let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
     let bundle = Api::<SealedBundle>::all(client.clone()).get(&b).await.unwrap();
-    let body = serde_yaml::to_string(&bundle).unwrap();
     for path in ["/v1/verify", "/v1/rotate"] {
-        assert_eq!(op.post_as(None, path, body.as_bytes()).await.0, 401, "{path} without a token");
-        assert_eq!(op.post_as(Some("not-a-token"), path, body.as_bytes()).await.0, 401, "{path} with a made-up token");
+        assert_eq!(op.post_bundle_as(None, path, &bundle).await.0, 401, "{path} without a token");
+        assert_eq!(op.post_bundle_as(Some("not-a-token"), path, &bundle).await.0, 401, "{path} with a made-up token");
         let (code, message) =
-            op.post_as(Some(&token_of("MLTENANT_TEST_OPERATOR_KUBECONFIG")), path, body.as_bytes()).await;
+            op.post_bundle_as(Some(&token_of("MLTENANT_TEST_OPERATOR_KUBECONFIG")), path, &bundle).await;
         assert_eq!(code, 403, "{path} as an identity without the right: {message}");
-        assert!(message.contains("may not create sealedbundles/"), "{message}");
+        let subresource = path.trim_start_matches("/v1/");
+        assert!(
+            message.contains(&format!("may not create mltenants/{subresource} (mltenant.io) for tenant {name}")),
+            "{message}"
+        );
         let (code, message) =
-            op.post_as(Some(&token_of("MLTENANT_TEST_SEALER_KUBECONFIG")), path, body.as_bytes()).await;
+            op.post_bundle_as(Some(&token_of("MLTENANT_TEST_SEALER_KUBECONFIG")), path, &bundle).await;
         assert_eq!(code, 200, "{path} as a member of mltenant:sealers: {message}");
     }
     // With --metrics-auth, /metrics too (`get` on the non-resource URL, which the admin has).
@@ -450,7 +453,7 @@ async fn a_verify_flood_leaves_healthz_answering() {
     let values: Vec<(String, Vec<u8>)> = (0..128).map(|i| (format!("K{i}"), vec![b'v'; 32])).collect();
     let refs: Vec<(&str, &[u8])> = values.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
     let data = sealed(&cert, BundleScope::Tenant, &name, "", &refs);
-    let body = serde_yaml::to_string(&bundle(&name, BundleScope::Tenant, Some(&name), None, data)).unwrap();
+    let body = bundle(&name, BundleScope::Tenant, Some(&name), None, data);
     drop(client);
 
     let token = token_of("MLTENANT_TEST_SEALER_KUBECONFIG");
@@ -462,7 +465,7 @@ async fn a_verify_flood_leaves_healthz_answering() {
             tokio::spawn(async move {
                 let mut opened = 0;
                 while Instant::now() < deadline {
-                    opened += usize::from(op.post_as(Some(&token), "/v1/verify", body.as_bytes()).await.0 == 200);
+                    opened += usize::from(op.post_bundle_as(Some(&token), "/v1/verify", &body).await.0 == 200);
                 }
                 opened
             })
@@ -614,4 +617,379 @@ async fn the_admission_policy_refuses_the_operators_identity_what_it_must_never_
     secrets(&ns).create(&pp, &ours(&name, "Opaque")).await.expect("a labelled Opaque Secret");
     secrets(&ns).delete(&name, &Default::default()).await.expect("deleting its own Secret");
     assert_eq!(get_secret(&admin, &ns, "users-own").await.unwrap().data, user_secret.data);
+}
+
+/// `create` on `mltenants/verify` and `mltenants/rotate` for `tenants`; none: for every tenant
+/// and for Cluster scope (a rule without resourceNames).
+fn sealer_rule(tenants: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![mltenant_operator::api::GROUP.into()]),
+        resources: Some(vec!["mltenants/verify".into(), "mltenants/rotate".into()]),
+        resource_names: (!tenants.is_empty()).then(|| tenants.iter().map(|t| t.to_string()).collect()),
+        verbs: vec!["create".into()],
+        ..Default::default()
+    }
+}
+
+/// What a refused `/v1/rotate` must never hold: a SealedBundle, i.e. values re-sealed.
+fn assert_no_bundle(what: &str, answer: &str) {
+    assert!(
+        !answer.contains("encryptedData") && serde_yaml::from_str::<SealedBundle>(answer).is_err(),
+        "{what}: the answer holds a SealedBundle"
+    );
+}
+
+/// A caller allowed to verify and re-seal for its own tenant only (`resourceNames: [own]`)
+/// posts the victim's bundle: under its own bundle's name (what a check on the body's name let
+/// through), with its own tenant or the victim's in the URL, and with the claims edited to its
+/// own tenant. It learns nothing about the victim's ciphertexts and gets none of them re-sealed.
+/// Cluster-scope ciphertexts, which open for any tenant, need a rule without resourceNames.
+#[tokio::test]
+async fn authorisation_follows_what_the_ciphertext_opens_not_the_name_in_the_body() {
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let (own, victim) = (unique("own"), unique("victim"));
+    let mine = bundle(
+        &unique("mine"),
+        BundleScope::Tenant,
+        Some(&own),
+        None,
+        sealed(&cert, BundleScope::Tenant, &own, "", &[("PASSWORD", b"own-password")]),
+    );
+    let victims = [
+        bundle(
+            &unique("theirs"),
+            BundleScope::Tenant,
+            Some(&victim),
+            None,
+            sealed(&cert, BundleScope::Tenant, &victim, "", &[("PASSWORD", b"victim-password")]),
+        ),
+        bundle(
+            &unique("theirs-prod"),
+            BundleScope::Environment,
+            Some(&victim),
+            Some("prod"),
+            sealed(&cert, BundleScope::Environment, &victim, "prod", &[("PASSWORD", b"victim-prod-password")]),
+        ),
+    ];
+    let attacker = service_account_token(&client, "attacker", vec![sealer_rule(&[&own])]).await;
+    let platform = service_account_token(&client, "platform", vec![sealer_rule(&[])]).await;
+
+    // Its own tenant's bundle: verified and re-sealed.
+    let (code, answer) = op.post_bundle_as(Some(&attacker), "/v1/verify", &mine).await;
+    assert_eq!(code, 200, "verify of its own bundle: {answer}");
+    let (code, answer) = op.post_bundle_as(Some(&attacker), "/v1/rotate", &mine).await;
+    assert_eq!(code, 200, "rotate of its own bundle: {answer}");
+    let rotated: SealedBundle = serde_yaml::from_str(&answer).unwrap();
+    assert_eq!((rotated.name_any(), rotated.spec.tenant), (mine.name_any(), Some(own.clone())));
+
+    for theirs in &victims {
+        let scope = theirs.spec.scope;
+        // The threat is real: these ciphertexts open, for whoever may open the victim's.
+        let (code, answer) = op.post_bundle_as(Some(&platform), "/v1/verify", theirs).await;
+        assert_eq!(code, 200, "{scope:?}: the victim's bundle opens for an authorised caller: {answer}");
+
+        let mut renamed = theirs.clone();
+        renamed.metadata.name = mine.metadata.name.clone();
+        let body = serde_json::to_vec(&renamed).unwrap();
+        for endpoint in ["/v1/verify", "/v1/rotate"] {
+            let subresource = endpoint.trim_start_matches("/v1/");
+            let what = format!("{endpoint}, the victim's {scope:?} bundle renamed {}", mine.name_any());
+            let (code, answer) = op.post_as(Some(&attacker), &format!("{endpoint}?tenant={own}"), &body).await;
+            assert_eq!(code, 403, "{what}, ?tenant={own}: {answer}");
+            assert_eq!(
+                answer,
+                format!(
+                    "the body is sealed for tenant {victim} (scope {scope:?}), but the request was authorised for tenant {own}"
+                )
+            );
+            assert_no_bundle(&what, &answer);
+            let (code, answer) = op.post_as(Some(&attacker), &format!("{endpoint}?tenant={victim}"), &body).await;
+            assert_eq!(code, 403, "{what}, ?tenant={victim}: {answer}");
+            assert!(
+                answer.ends_with(&format!("may not create mltenants/{subresource} (mltenant.io) for tenant {victim}"))
+            );
+            assert_no_bundle(&what, &answer);
+            let (code, answer) = op.post_as(Some(&attacker), endpoint, &body).await;
+            assert_eq!(code, 403, "{what}, no tenant: {answer}");
+            assert!(answer.contains("for Cluster-scope bundles (a rule without resourceNames)"), "{answer}");
+            assert_no_bundle(&what, &answer);
+        }
+
+        // The claims edited to its own tenant: authorised, but the ciphertexts open only under
+        // the victim's label, so nothing opens and nothing is re-sealed.
+        let mut claimed = renamed.clone();
+        claimed.spec.tenant = Some(own.clone());
+        let (code, answer) = op.post_bundle_as(Some(&attacker), "/v1/verify", &claimed).await;
+        assert_eq!(code, 422, "{scope:?} claimed for its own tenant: {answer}");
+        assert!(answer.contains("\"decryptable\":false") && answer.contains("no key could decrypt"), "{answer}");
+        let (code, answer) = op.post_bundle_as(Some(&attacker), "/v1/rotate", &claimed).await;
+        assert_eq!(code, 422, "{scope:?} claimed for its own tenant, rotate: {answer}");
+        assert_no_bundle("rotate of the victim's values claimed for its own tenant", &answer);
+        // Claimed as Cluster scope: a Cluster-scope request, which its grant does not cover.
+        let mut shared = renamed.clone();
+        (shared.spec.scope, shared.spec.tenant, shared.spec.environment) = (BundleScope::Cluster, None, None);
+        let (code, answer) = op.post_bundle_as(Some(&attacker), "/v1/rotate", &shared).await;
+        assert_eq!(code, 403, "{scope:?} claimed as Cluster scope: {answer}");
+        assert_no_bundle("rotate of the victim's values claimed as Cluster scope", &answer);
+    }
+
+    // Cluster-scope ciphertexts open for any tenant: a grant naming tenants does not cover them,
+    // one without resourceNames does.
+    let cluster = bundle(
+        &unique("shared"),
+        BundleScope::Cluster,
+        None,
+        None,
+        sealed(&cert, BundleScope::Cluster, "", "", &[("PASSWORD", b"shared-password")]),
+    );
+    for endpoint in ["/v1/verify", "/v1/rotate"] {
+        let (code, answer) = op.post_bundle_as(Some(&attacker), endpoint, &cluster).await;
+        assert_eq!(code, 403, "{endpoint} of a Cluster-scope bundle with resourceNames: {answer}");
+        assert_no_bundle(endpoint, &answer);
+        let (code, answer) = op.post_bundle_as(Some(&platform), endpoint, &cluster).await;
+        assert_eq!(code, 200, "{endpoint} of a Cluster-scope bundle without resourceNames: {answer}");
+    }
+}
+
+/// A YAML body of one anchor and `aliases` aliases to it, about `size` bytes: what a parser
+/// that expands aliases turns into `aliases` times `size`.
+fn alias_bomb(tenant: &str, size: usize, aliases: usize) -> String {
+    let anchor = "x".repeat(size - aliases * 4);
+    let list = vec!["*a"; aliases].join(", ");
+    format!(
+        "apiVersion: mltenant.io/v1alpha1\nkind: SealedBundle\nmetadata:\n  name: bomb\n  annotations:\n    a: &a \"{anchor}\"\n\
+         spec:\n  scope: Tenant\n  tenant: {tenant}\n  encryptedData:\n    K: AgB\n  bomb: [{list}]\n"
+    )
+}
+
+/// A JSON SealedBundle whose metadata holds `members` tiny annotations.
+fn many_members(tenant: &str, members: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let key = |mut i: usize| {
+        let mut key = Vec::new();
+        loop {
+            key.push(DIGITS[i % DIGITS.len()]);
+            i /= DIGITS.len();
+            if i == 0 {
+                return String::from_utf8(key).unwrap();
+            }
+        }
+    };
+    let annotations: Vec<String> = (0..members).map(|i| format!("\"{}\":\"\"", key(i))).collect();
+    format!(
+        "{{\"apiVersion\":\"mltenant.io/v1alpha1\",\"kind\":\"SealedBundle\",\"metadata\":{{\"name\":\"members\",\"annotations\":{{{}}}}},\"spec\":{{\"scope\":\"Tenant\",\"tenant\":\"{tenant}\",\"encryptedData\":{{\"K\":\"AgB\"}}}}}}",
+        annotations.join(",")
+    )
+}
+
+/// Run `requests` while sampling the operator's RSS: the highest value seen, in KiB.
+async fn peak_rss_during<T>(op: &Operator, requests: impl Future<Output = T>) -> (u64, T) {
+    let peak = std::sync::atomic::AtomicU64::new(op.rss_kib().unwrap());
+    let sample = || peak.fetch_max(op.rss_kib().unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    let sampler = async {
+        let mut every = tokio::time::interval(Duration::from_millis(2));
+        loop {
+            every.tick().await;
+            sample();
+        }
+    };
+    let answers = tokio::select! {
+        answers = requests => answers,
+        never = sampler => never,
+    };
+    sample();
+    (peak.into_inner(), answers)
+}
+
+/// A caller without the right posts what used to be parsed before it was authorised: a YAML
+/// alias bomb (half a MiB that expands to half a GiB) and a JSON object of 200,000 members,
+/// four at a time to both endpoints. Refused from its headers: the operator's memory does not
+/// move. An authorised caller's same bodies are read but never parsed (415, 413).
+#[tokio::test]
+async fn an_unauthorised_caller_gets_nothing_parsed() {
+    const BOUND_KIB: u64 = 16 * 1024;
+    let client = admin().await;
+    let op = Operator::start(&unique("run")).await;
+    let tenant = unique("parsed");
+    let nobody = service_account_token(&client, "nobody", vec![]).await;
+    let sealer = service_account_token(&client, "sealer", vec![sealer_rule(&[&tenant])]).await;
+    let bomb = alias_bomb(&tenant, 524 * 1024, 999);
+    let members = many_members(&tenant, 200_000);
+    assert!(bomb.len() > 500 * 1024 && members.len() > 1024 * 1024 && members.len() < 2 * 1024 * 1024);
+    // A legitimate request first, so the clients and threads every request uses exist before
+    // the measurement.
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let data = sealed(&cert, BundleScope::Tenant, &tenant, "", &[("K", b"v")]);
+    let small = bundle("small", BundleScope::Tenant, Some(&tenant), None, data);
+    assert_eq!(op.post_bundle_as(Some(&sealer), "/v1/verify", &small).await.0, 200);
+
+    for (caller, token, expected) in [("unauthorised", &nobody, [403, 403]), ("authorised", &sealer, [415, 413])] {
+        let baseline = op.rss_kib().unwrap();
+        let requests = async {
+            let mut answers = Vec::new();
+            for endpoint in ["/v1/verify", "/v1/rotate"] {
+                let path = format!("{endpoint}?tenant={tenant}");
+                for (body, expected) in [(&bomb, expected[0]), (&members, expected[1])] {
+                    let four = (0..4).map(|_| op.post_as(Some(token), &path, body.as_bytes()));
+                    for answer in futures::future::join_all(four).await {
+                        answers.push((endpoint, expected, answer));
+                    }
+                }
+            }
+            answers
+        };
+        let (peak, answers) = peak_rss_during(&op, requests).await;
+        for (endpoint, expected, (code, message)) in answers {
+            assert_eq!(code, expected, "{caller} {endpoint}: {message}");
+            match code {
+                403 => assert!(message.contains(&format!("may not create mltenants/{}", &endpoint[4..])), "{message}"),
+                415 => assert!(message.contains("send the SealedBundle as JSON"), "{message}"),
+                413 => assert!(message.contains("more than 4096 JSON values and members"), "{message}"),
+                _ => unreachable!(),
+            }
+        }
+        let rise = peak.saturating_sub(baseline);
+        println!("{caller}: 16 hostile bodies, RSS {baseline} KiB before, peak {peak} KiB (+{rise} KiB)");
+        assert!(rise < BOUND_KIB, "{caller}: RSS rose by {rise} KiB (from {baseline} to {peak})");
+    }
+}
+
+/// Raise this process's soft limit on open files to `wanted` (at most the hard limit) with
+/// util-linux's prlimit (the crate forbids unsafe code, so no setrlimit here); the soft limit
+/// afterwards.
+fn raise_open_files(wanted: u64) -> u64 {
+    let limits = || {
+        let text = std::fs::read_to_string("/proc/self/limits").unwrap();
+        let line = text.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+        let parse = |field: &str| field.parse::<u64>().unwrap_or(u64::MAX);
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (parse(fields[3]), parse(fields[4]))
+    };
+    let (soft, hard) = limits();
+    if soft < wanted {
+        let target = wanted.min(hard);
+        let raised = std::process::Command::new("prlimit")
+            .args(["--pid", &std::process::id().to_string(), &format!("--nofile={target}:{hard}")])
+            .output();
+        assert!(raised.is_ok_and(|o| o.status.success()), "prlimit could not raise the open-files limit");
+    }
+    limits().0
+}
+
+/// Thousands of connections that never send a byte, from a hundred loopback addresses (more
+/// than the per-address limit from each), and one that sends half a request head and stalls.
+/// The operator holds at most its limit of them (the rest closed: the idle longest to make
+/// room, those over an address's limit at once), its descriptors stay within the limit, and
+/// `/healthz` keeps answering within the kubelet's default probe timeout, while they are opened
+/// as fast as one client can and while they are held.
+#[tokio::test]
+async fn idle_connections_cannot_starve_health_probes() {
+    use mltenant_operator::http::connections::{CLOSING, Limits};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limits = Limits::default();
+    let op = Operator::start(&unique("run")).await;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], op.port()));
+    let baseline_fds = op.open_fds().unwrap();
+    let wanted = 4000;
+    let files = raise_open_files(wanted + 1024);
+    let count = usize::try_from(files.saturating_sub(1024)).unwrap_or(usize::MAX).min(wanted as usize);
+    assert!(count >= 8 * limits.total, "{count} connections cannot show the limit of {}", limits.total);
+    let per_address = limits.per_peer + 8;
+    let metric = async |reason: &str| op.metric("mltenant_http_connections_closed_total", &[("reason", reason)]).await;
+
+    let mut held = Vec::new();
+    let mut most_fds = baseline_fds;
+    let started = Instant::now();
+    let opening = std::sync::atomic::AtomicBool::new(true);
+    let prober = async {
+        let mut slowest = Duration::ZERO;
+        while opening.load(std::sync::atomic::Ordering::Relaxed) {
+            let start = Instant::now();
+            assert_eq!(op.get("/healthz").await.0, 200);
+            slowest = slowest.max(start.elapsed());
+            tokio::task::yield_now().await;
+        }
+        slowest
+    };
+    let flood = async {
+        for i in 0..count {
+            let host = 2 + i / per_address;
+            let source =
+                std::net::Ipv4Addr::new(127, 0, u8::try_from(host / 250).unwrap(), u8::try_from(host % 250).unwrap());
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind((source, 0).into()).unwrap();
+            held.push(socket.connect(addr).await.unwrap_or_else(|e| panic!("connection {i} from {source}: {e}")));
+            if i % 64 == 0 {
+                most_fds = most_fds.max(op.open_fds().unwrap());
+            }
+            tokio::task::yield_now().await;
+        }
+        opening.store(false, std::sync::atomic::Ordering::Relaxed);
+    };
+    let (slowest_opening, ()) = tokio::join!(prober, flood);
+    let opened_in = started.elapsed();
+    assert!(slowest_opening < Duration::from_secs(1), "the slowest /healthz while opening took {slowest_opening:?}");
+
+    // The limits were reached: this request's connection makes the server full, and it closed
+    // connections over each address's limit and the idle longest to make room.
+    let open = op.metric("mltenant_http_connections", &[]).await;
+    assert_eq!(open, limits.total as f64, "connections the server holds while {count} are opened");
+    let over_address = metric("peer_limit").await;
+    let evicted = metric("evicted_idle").await;
+    let addresses = count / per_address;
+    assert!(
+        over_address >= (addresses * (per_address - limits.per_peer)) as f64,
+        "{over_address} closed over the limit"
+    );
+    assert!(evicted >= (count - limits.total) as f64 - over_address, "{evicted} idle connections closed");
+    // What the attacker holds: no more than the limit; the server closed the rest.
+    let still_open = wait_until("the server to close all but its limit", TIMEOUT, || {
+        let open = held
+            .iter()
+            .filter(|s| matches!(s.try_read(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+            .count();
+        async move { if open <= limits.total { Ok(open) } else { Err(format!("{open} still open")) } }
+    })
+    .await;
+
+    // Health probes get in, each within the kubelet's default timeout (1 s).
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let start = Instant::now();
+        assert_eq!(op.get("/healthz").await.0, 200);
+        slowest = slowest.max(start.elapsed());
+    }
+    assert!(slowest < Duration::from_secs(1), "the slowest /healthz took {slowest:?}");
+    most_fds = most_fds.max(op.open_fds().unwrap());
+    assert!(
+        most_fds <= baseline_fds + limits.total + CLOSING + 8,
+        "the operator held {most_fds} descriptors ({baseline_fds} before, a limit of {} connections)",
+        limits.total
+    );
+    println!(
+        "{count} idle connections opened in {opened_in:?} (slowest /healthz meanwhile {slowest_opening:?}): {still_open} left open, {over_address} closed over an address's limit, {evicted} evicted; descriptors {baseline_fds} -> at most {most_fds}; slowest of 20 /healthz while they are held {slowest:?}"
+    );
+    drop(held);
+    wait_until("the server to see the flood go", TIMEOUT, || async {
+        let open = op.metric("mltenant_http_connections", &[]).await;
+        if open <= 1.0 { Ok(()) } else { Err(format!("{open} connections")) }
+    })
+    .await;
+
+    // Slowloris: half a request head, then nothing. The header-read timer closes it, not
+    // eviction (nothing else is open).
+    let timeouts = metric("header_timeout").await;
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: operator\r\nX-Slow: ").await.unwrap();
+    let start = Instant::now();
+    let read = tokio::time::timeout(limits.header_read + Duration::from_secs(10), slow.read(&mut [0; 64])).await;
+    let waited = start.elapsed();
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the stalled connection is still open after {waited:?}: {read:?}");
+    assert!(
+        waited >= limits.header_read - Duration::from_secs(1),
+        "closed after {waited:?}, before the header timeout"
+    );
+    assert!(metric("header_timeout").await > timeouts, "the close was not counted as a header timeout");
 }

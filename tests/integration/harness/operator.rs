@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use mltenant_operator::api::SealedBundle;
 use mltenant_operator::cli::operator;
 use tokio::process::{Child, Command};
 
@@ -158,19 +159,37 @@ impl Operator {
         self.post_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), path, body).await
     }
 
-    /// POST `body` to `path` with `token` as bearer token (or none): (status, body).
+    /// POST `body` to `path` (with its query) with `token` as bearer token (or none): (status,
+    /// body). The body is sent as it is, whatever it holds.
     pub async fn post_as(&self, token: Option<&str>, path: &str, body: &[u8]) -> (u16, String) {
         let base = format!("http://127.0.0.1:{}", self.port);
         let auth = token.map(|t| format!("Bearer {t}"));
-        let header = auth.as_deref().map(|a| ("Authorization", a));
-        operator::direct(&base, "POST", path, header, body).await.expect("the operator answers")
+        let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| ("Authorization", a)).into_iter().collect();
+        operator::direct(&base, "POST", path, &headers, body).await.expect("the operator answers")
+    }
+
+    /// POST `bundle` to `endpoint` (`/v1/verify`, `/v1/rotate`) as the CLI does (JSON, and the
+    /// tenant it is sealed for in the URL) as the cluster admin: (status, body).
+    pub async fn post_bundle(&self, endpoint: &str, bundle: &SealedBundle) -> (u16, String) {
+        self.post_bundle_as(Some(&token_of("MLTENANT_TEST_ADMIN_KUBECONFIG")), endpoint, bundle).await
+    }
+
+    /// POST `bundle` to `endpoint` as the CLI does, with `token` as bearer token (or none).
+    pub async fn post_bundle_as(&self, token: Option<&str>, endpoint: &str, bundle: &SealedBundle) -> (u16, String) {
+        let body = serde_json::to_vec(bundle).expect("a SealedBundle encodes as JSON");
+        self.post_as(token, &operator::bundle_path(endpoint, bundle), &body).await
     }
 
     /// GET `path` with `token` as bearer token: (status, body).
     pub async fn get_as(&self, token: &str, path: &str) -> (u16, String) {
         let base = format!("http://127.0.0.1:{}", self.port);
         let auth = format!("Bearer {token}");
-        operator::direct(&base, "GET", path, Some(("Authorization", &auth)), b"").await.expect("the operator answers")
+        operator::direct(&base, "GET", path, &[("Authorization", &auth)], b"").await.expect("the operator answers")
+    }
+
+    /// File descriptors the process holds open now (`/proc/<pid>/fd`), None once it is gone.
+    pub fn open_fds(&self) -> Option<usize> {
+        Some(std::fs::read_dir(format!("/proc/{}/fd", self.child.id()?)).ok()?.count())
     }
 
     /// GET `path` from the operator's HTTP server: (status, body).
@@ -230,5 +249,5 @@ pub(super) fn free_port() -> u16 {
 /// crashed process must not hang the test).
 pub(super) async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let base = format!("http://127.0.0.1:{port}");
-    tokio::time::timeout(Duration::from_secs(10), operator::direct(&base, "GET", path, None, b"")).await.ok()?.ok()
+    tokio::time::timeout(Duration::from_secs(10), operator::direct(&base, "GET", path, &[], b"")).await.ok()?.ok()
 }

@@ -1,34 +1,44 @@
 //! The operator's HTTP endpoints: health, readiness, metrics, the sealing certificate (open to
-//! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated before their
-//! body is read, authorised, rate-limited, their RSA work on the key ring's bounded pool).
+//! anyone who can reach the pod), and `/v1/verify` and `/v1/rotate` (authenticated and
+//! authorised from the request line and headers before their body is read, the body checked
+//! for its shape before it is parsed, rate-limited, their RSA work on the key ring's bounded
+//! pool). Connections are bounded by [`connections`].
+
+pub mod connections;
+pub mod consumer;
+pub mod json_shape;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use crate::api::SealedBundle;
+use crate::api::{SealedBundle, SealedBundleSpec};
 use crate::auth::{self, Authorizer, Decision, Permission};
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use consumer::Consumer;
 
 /// Largest request body `/v1/verify` and `/v1/rotate` take: a bundle is an API object, which
-/// etcd caps at 1.5 MiB.
+/// etcd caps at 1.5 MiB. JSON decodes to at most its own size, so this caps the decoded size
+/// too.
 const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Bodies of `/v1/verify` and `/v1/rotate` read at once (at most this many times `MAX_BODY` in
 /// memory); a caller beyond them is told to come back (429).
 const BODIES_AT_ONCE: usize = 4;
+/// Time to send a body once its headers are in: 2 MiB at 70 KiB/s. A slower caller would hold
+/// one of the few body slots.
+const BODY_READ: Duration = Duration::from_secs(30);
 
 #[derive(Clone)]
 struct AppState {
@@ -80,11 +90,12 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     s.metrics.render().into_response()
 }
 
-/// `POST /v1/verify` with a SealedBundle (YAML or JSON): 200 when every value opens for the
-/// consumer the bundle's scope names, 422 with the reason otherwise. Never returns plaintext.
-/// Needs `create` on `sealedbundles/verify`.
-async fn verify(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let bundle = match admit(&s, &headers, "verify", body).await {
+/// `POST /v1/verify?tenant=<name>` (no parameter for a Cluster-scope bundle) with a
+/// SealedBundle as JSON: 200 when every value opens for the consumer the bundle's scope names,
+/// 422 with the reason otherwise. Never returns plaintext. Needs `create` on `mltenants/verify`
+/// for that tenant (see [`admit`]).
+async fn verify(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let bundle = match admit(&s, &uri, &headers, "verify", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
@@ -98,10 +109,11 @@ async fn verify(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Re
     }
 }
 
-/// `POST /v1/rotate` with a SealedBundle: the same bundle with every value re-sealed to the
-/// newest sealing key, as YAML ready to commit. Needs `create` on `sealedbundles/rotate`.
-async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let bundle = match admit(&s, &headers, "rotate", body).await {
+/// `POST /v1/rotate?tenant=<name>` with a SealedBundle as JSON: the same bundle with every
+/// value re-sealed to the newest sealing key, as YAML ready to commit. Needs `create` on
+/// `mltenants/rotate` for that tenant.
+async fn rotate(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    let bundle = match admit(&s, &uri, &headers, "rotate", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
@@ -112,35 +124,87 @@ async fn rotate(State(s): State<AppState>, headers: HeaderMap, body: Body) -> Re
     }
 }
 
-/// What both bundle endpoints do first: learn who the caller is (before reading a byte of the
-/// body, so an anonymous caller costs neither memory nor parsing), read and parse the body
-/// (bounded in size and in how many at once) to know which bundle it asks about, check the
-/// caller may `create` `sealedbundles/<subresource>` for it, then take a token from the shared
-/// rate limit.
+/// What both bundle endpoints do first, each step before anything the next one costs:
+/// 1. read the consumer from the query (`?tenant=<name>`, none for Cluster scope; 400);
+/// 2. learn who the caller is (TokenReview; 401) and whether they may `create`
+///    `mltenants/<subresource>` for that tenant (SubjectAccessReview with the tenant as the
+///    name, none for Cluster scope; 403), from the headers alone: a caller without the right
+///    gets no byte of the body read;
+/// 3. read the body (at most `MAX_BODY`, `BODIES_AT_ONCE` at a time, within `BODY_READ`;
+///    413, 429, 408), and 4. check its shape as it arrives, without parsing it (a JSON object,
+///    bounded depth and entries; 415, 413);
+/// 5. parse what the endpoints need (metadata.name and spec; 400);
+/// 6. check the body claims the consumer that was authorised (403): authorisation follows
+///    what the ciphertexts can open, never a name in the body (see [`consumer`]);
+/// 7. take a token from the shared rate limit (429).
 async fn admit(
     s: &AppState,
+    uri: &Uri,
     headers: &HeaderMap,
     subresource: &'static str,
     body: Body,
 ) -> Result<SealedBundle, Refusal> {
-    let token = auth::bearer_token(headers);
-    let anonymous = Permission::Bundle { subresource, name: String::new() };
-    let user = s.authorizer.authenticate(token).await.map_err(|decision| refusal(decision, &anonymous))?;
+    let consumer = Consumer::from_query(uri.query()).map_err(Refusal::BadRequest)?;
+    authorize(s, headers, consumer.permission(subresource)).await?;
     let _reading = s.bodies.try_acquire().map_err(|_| Refusal::RateLimited)?;
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| Refusal::TooLarge)?;
-    let parsed = tokio::task::spawn_blocking(move || serde_yaml::from_slice::<SealedBundle>(&bytes)).await;
-    let bundle = parsed
-        .map_err(|_| Refusal::BadBody("the body could not be parsed".into()))?
-        .map_err(|e| Refusal::BadBody(format!("the body is not a SealedBundle: {e}")))?;
-    let permission = Permission::Bundle { subresource, name: bundle.name_any() };
-    let decision = s.authorizer.authorize(token.unwrap_or_default(), &user, &permission).await;
-    if decision != Decision::Allowed {
-        return Err(refusal(decision, &permission));
-    }
+    let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let bytes = match tokio::time::timeout(BODY_READ, read_body(body, announced)).await {
+        Ok(read) => read?,
+        Err(_) => return Err(Refusal::SlowBody),
+    };
+    let parsed = tokio::task::spawn_blocking(move || serde_json::from_slice::<Claims>(&bytes)).await;
+    let claims = parsed
+        .map_err(|_| Refusal::BadRequest("the body could not be parsed".into()))?
+        .map_err(|e| Refusal::BadRequest(format!("the body is not a SealedBundle: {e}")))?;
+    consumer.check(&claims.spec).map_err(Refusal::Forbidden)?;
     if !s.oracle_limit.take() {
         return Err(Refusal::RateLimited);
     }
-    Ok(bundle)
+    Ok(SealedBundle::new(&claims.metadata.name.unwrap_or_default(), claims.spec))
+}
+
+/// The body, at most [`MAX_BODY`] bytes of a JSON object of the shape [`json_shape`] allows,
+/// in one buffer of the announced length (so a body costs its size once, not the chunks and a
+/// copy of them). Each chunk is checked as it arrives: a body is refused at the first chunk past
+/// a limit (an announced length over the cap before a byte is read, YAML at its first byte),
+/// never held whole to find out.
+async fn read_body(body: Body, announced: Option<usize>) -> Result<Vec<u8>, Refusal> {
+    use futures::StreamExt as _;
+    if announced.is_some_and(|length| length > MAX_BODY) {
+        return Err(Refusal::TooLarge);
+    }
+    let refused = |refusal: json_shape::Refusal| match refusal {
+        json_shape::Refusal::NotJson => Refusal::NotJson(refusal.to_string()),
+        _ => Refusal::TooComplex(refusal.to_string()),
+    };
+    let mut shape = json_shape::Scanner::default();
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|_| Refusal::BadRequest("the body could not be read".into()))?;
+        if bytes.len() + chunk.len() > MAX_BODY {
+            return Err(Refusal::TooLarge);
+        }
+        shape.feed(&chunk).map_err(refused)?;
+        bytes.extend_from_slice(&chunk);
+    }
+    shape.finish().map_err(refused)?;
+    Ok(bytes)
+}
+
+/// What `/v1/verify` and `/v1/rotate` read of a SealedBundle: its name (for messages and the
+/// re-sealed bundle) and its spec. Every other field is skipped unread.
+#[derive(serde::Deserialize)]
+struct Claims {
+    #[serde(default)]
+    metadata: ClaimedMetadata,
+    spec: SealedBundleSpec,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ClaimedMetadata {
+    #[serde(default)]
+    name: Option<String>,
 }
 
 async fn authorize(s: &AppState, headers: &HeaderMap, permission: Permission) -> Result<(), Refusal> {
@@ -166,7 +230,10 @@ enum Refusal {
     Unavailable,
     RateLimited,
     TooLarge,
-    BadBody(String),
+    SlowBody,
+    NotJson(String),
+    TooComplex(String),
+    BadRequest(String),
 }
 
 impl IntoResponse for Refusal {
@@ -189,7 +256,13 @@ impl IntoResponse for Refusal {
             Refusal::TooLarge => {
                 (StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than {MAX_BODY} bytes")).into_response()
             }
-            Refusal::BadBody(message) => (StatusCode::BAD_REQUEST, message).into_response(),
+            Refusal::SlowBody => {
+                (StatusCode::REQUEST_TIMEOUT, format!("the body did not arrive within {} s", BODY_READ.as_secs()))
+                    .into_response()
+            }
+            Refusal::NotJson(message) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, message).into_response(),
+            Refusal::TooComplex(message) => (StatusCode::PAYLOAD_TOO_LARGE, message).into_response(),
+            Refusal::BadRequest(message) => (StatusCode::BAD_REQUEST, message).into_response(),
         }
     }
 }
@@ -233,10 +306,13 @@ async fn readyz(State(s): State<AppState>) -> (StatusCode, &'static str) {
     if s.readiness.is_ready() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "caches not synced") }
 }
 
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Serve `served` on `addr` within the default [`connections::Limits`], until the future is
+/// dropped.
+pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<()> {
+    let listener = connections::listen(addr)?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /v1/cert.pem /v1/verify /v1/rotate");
-    axum::serve(listener, router).await
+    let metrics = served.metrics.clone();
+    connections::serve(listener, router(served), connections::Limits::default(), metrics).await
 }
 
 #[cfg(test)]
