@@ -152,6 +152,8 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
         "RoleBinding/{}-sealer-proxy",
         "ValidatingAdmissionPolicy/{}-guard",
         "ValidatingAdmissionPolicyBinding/{}-guard",
+        "ValidatingAdmissionPolicy/{}-inventory",
+        "ValidatingAdmissionPolicyBinding/{}-inventory",
     ];
     let cases: [(&str, &str, &str, Vec<String>); 4] = [
         ("mltenant-operator", "mltenant-system", "", expected("mltenant-operator", &defaults, &[])),

@@ -22,11 +22,10 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -228,72 +227,6 @@ pub async fn may(client: &Client, sa: (&str, &str), verb: &str, ns: &str, secret
         ..Default::default()
     };
     allowed(client, &user, &groups, attributes).await
-}
-
-/// A ServiceAccount (in a namespace of its own) allowed `rules` cluster-wide, none for no rights
-/// at all, and a token for it from the TokenRequest API, as a workload would have. Returns once
-/// the API server's authorizer grants the first rule, so that nobody caches an earlier answer.
-pub async fn service_account_token(client: &Client, name: &str, rules: Vec<PolicyRule>) -> String {
-    let namespace = unique(name);
-    create_namespace(client, &namespace, &[]).await;
-    let pp = PostParams::default();
-    let accounts = Api::<ServiceAccount>::namespaced(client.clone(), &namespace);
-    let account = ServiceAccount {
-        metadata: kube::api::ObjectMeta { name: Some(name.to_owned()), ..Default::default() },
-        ..Default::default()
-    };
-    accounts.create(&pp, &account).await.expect("create the ServiceAccount");
-    if let Some(first) = rules.first().cloned() {
-        let role_name = unique(name);
-        let role = ClusterRole {
-            metadata: kube::api::ObjectMeta { name: Some(role_name.clone()), ..Default::default() },
-            rules: Some(rules),
-            ..Default::default()
-        };
-        Api::<ClusterRole>::all(client.clone()).create(&pp, &role).await.expect("create the ClusterRole");
-        let binding = ClusterRoleBinding {
-            metadata: kube::api::ObjectMeta { name: Some(role_name.clone()), ..Default::default() },
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".into(),
-                kind: "ClusterRole".into(),
-                name: role_name,
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".into(),
-                name: name.to_owned(),
-                namespace: Some(namespace.clone()),
-                ..Default::default()
-            }]),
-        };
-        Api::<ClusterRoleBinding>::all(client.clone()).create(&pp, &binding).await.expect("create the binding");
-        let user = format!("system:serviceaccount:{namespace}:{name}");
-        let groups = [
-            "system:serviceaccounts".to_owned(),
-            format!("system:serviceaccounts:{namespace}"),
-            "system:authenticated".to_owned(),
-        ];
-        let (resource, subresource) = first.resources.as_ref().and_then(|r| r.first()).map_or(("", None), |r| {
-            r.split_once('/').map_or((r.as_str(), None), |(resource, sub)| (resource, Some(sub.to_owned())))
-        });
-        let attributes = ResourceAttributes {
-            group: first.api_groups.as_ref().and_then(|g| g.first().cloned()),
-            resource: Some(resource.to_owned()),
-            subresource,
-            verb: first.verbs.first().cloned(),
-            name: first.resource_names.as_ref().and_then(|n| n.first().cloned()),
-            ..Default::default()
-        };
-        wait_for(&format!("RBAC to grant {user} its first rule"), TIMEOUT, || async {
-            allowed(client, &user, &groups, attributes.clone()).await.then_some(())
-        })
-        .await;
-    }
-    let request = TokenRequest {
-        spec: TokenRequestSpec { audiences: vec![], expiration_seconds: Some(3600), ..Default::default() },
-        ..Default::default()
-    };
-    let issued = accounts.create_token_request(name, &pp, &request).await.expect("a token from the TokenRequest API");
-    issued.status.expect("the token request's status").token
 }
 
 /// The Events recorded on MLTenant `tenant` with `reason`.
