@@ -314,7 +314,7 @@ async fn floor(args: FloorArgs) -> anyhow::Result<()> {
 /// fleet's namespaces are kept from earlier runs).
 async fn write<K>(api: Api<Guarded<K>>, obj: K, permits: &Semaphore) -> anyhow::Result<()>
 where
-    K: Resource + Trim + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Trim + Clone + serde::Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
     let _permit = permits.acquire().await?;

@@ -3,7 +3,9 @@
 //! operator sets, and a live object whose fields owned by the operator hold what would be
 //! applied (`trim::OWNED`) and which carries the desired ownerReferences needs no apply.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::{Api, Resource};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -19,14 +21,25 @@ use crate::api::labels::{APPLIED, FIELD_MANAGER};
 /// object when the name is free and refuses (409) when something holds it. A plain apply
 /// without force would not do: it refuses only where a field's value clashes, and merges into an
 /// object someone created meanwhile (a user's Secret with other keys) whenever none does.
-pub async fn apply<K>(api: &Api<Guarded<K>>, name: &str, desired: &K, ours: bool) -> kube::Result<Guarded<K>>
+///
+/// The answer is the object's metadata only (its uid, for the inventory): a Secret's values are
+/// not sent back and decoded for nothing.
+pub async fn apply<K>(api: &Api<Guarded<K>>, name: &str, desired: &K, ours: bool) -> kube::Result<ObjectMeta>
 where
-    K: Resource + Trim + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Trim + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
-    if ours {
-        return api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired)).await;
+    let request = kube::core::Request::new(api.resource_url());
+    let request = if ours {
+        request.patch_metadata(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(desired))
+    } else {
+        request.patch_metadata(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(create_only(desired)))
+    };
+    let request = request.map_err(kube::Error::BuildRequest)?;
+    let written: Guarded<PartialObjectMeta<K>> = api.clone().into_client().request(request).await?;
+    match written.0 {
+        Ok(written) => Ok(written.metadata),
+        Err(unreadable) => Err(unreadable.into_error(&K::kind(&()))),
     }
-    api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(create_only(desired))).await
 }
 
 /// A resourceVersion the precondition of an apply can never match: the largest the API server

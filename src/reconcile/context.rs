@@ -77,7 +77,14 @@ pub struct Context {
     /// Each tenant's inventory as this replica last had it, per tenant UID: while it leads, it
     /// is the only writer, and newer than the cached status (see `inventory::load`).
     inventories: std::sync::Mutex<std::collections::HashMap<String, Vec<OwnedObject>>>,
+    /// Room for the values of Secrets being written (KiB), whichever tenants they are for.
+    writing: tokio::sync::Semaphore,
 }
+
+/// What Secrets being written may hold at once, at most: what the largest tenants with the
+/// largest bundles (512 Secrets of up to 1 MiB of values each) cost in memory while they
+/// converge, whatever their number.
+const WRITING_KIB: u32 = 32 * 1024;
 
 /// Locks for namespace claims; two names share one with probability 1/64.
 const NAMESPACE_CLAIM_STRIPES: usize = 64;
@@ -102,6 +109,7 @@ impl Context {
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),
             written: std::sync::Mutex::default(),
             inventories: std::sync::Mutex::default(),
+            writing: tokio::sync::Semaphore::new(WRITING_KIB as usize),
         }
     }
 
@@ -117,6 +125,16 @@ impl Context {
 
     pub fn wrote_status(&self, uid: String, fingerprint: [u8; 32]) {
         self.written.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(uid, fingerprint);
+    }
+
+    /// Wait for room to build and write a Secret of `values` bytes of values; the room is
+    /// given back when the guard is dropped.
+    pub async fn writing(&self, values: usize) -> tokio::sync::SemaphorePermit<'_> {
+        // While it is written a Secret's values are held three times (the Secret, and the
+        // request's JSON, where base64 makes them a third larger), with a few KiB of metadata;
+        // one larger than the whole budget waits for all of it.
+        let kib = u32::try_from(values.saturating_mul(3) / 1024).unwrap_or(u32::MAX).saturating_add(4).min(WRITING_KIB);
+        self.writing.acquire_many(kib).await.expect("the semaphore is never closed")
     }
 
     /// The inventory of the tenant `uid` as this replica last had it.
@@ -166,8 +184,13 @@ impl Context {
 
     /// Whether this installation reports `bundle`'s status (`--bundle-selector`).
     pub fn reports_on(&self, bundle: &SealedBundle) -> bool {
+        self.reports_on_labels(bundle.labels())
+    }
+
+    /// [`Context::reports_on`] a bundle with `labels` (one that cannot be read has only those).
+    pub fn reports_on_labels(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
         use kube::core::SelectorExt as _;
-        self.config.bundle_selector.matches(bundle.labels())
+        self.config.bundle_selector.matches(labels)
     }
 
     /// Whether every cache has its initial list: decisions like "nothing to write" or "this

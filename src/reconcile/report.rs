@@ -23,7 +23,12 @@ pub async fn unreadable(mut reports: mpsc::Receiver<(&'static str, Unreadable)>,
     while let Some((kind, unreadable)) = reports.recv().await {
         let condition = match kind {
             "MLTenant" => READY,
-            "SealedBundle" => DECRYPTABLE,
+            // Only the bundles this installation reports on (`--bundle-selector`).
+            "SealedBundle"
+                if ctx.reports_on_labels(unreadable.metadata.labels.as_ref().unwrap_or(&Default::default())) =>
+            {
+                DECRYPTABLE
+            }
             _ => continue,
         };
         let message = format!("{}; fix or replace the object", unreadable.describe(kind));

@@ -294,6 +294,11 @@ impl Trim for RoleBinding {
     }
 }
 
+/// The answer to a write, metadata only (`apply::apply`): nothing to reduce.
+impl<K> Trim for kube::core::PartialObjectMeta<K> {
+    fn trim(&mut self) {}
+}
+
 impl Trim for MLTenant {
     fn prune(value: &mut Value) {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {

@@ -17,6 +17,7 @@ mod controlplane;
 // Shared with the soak, which uses more of it.
 #[allow(dead_code, unused_imports)]
 mod fleet;
+mod hostile;
 mod invariants;
 mod operator_crash;
 mod outage;

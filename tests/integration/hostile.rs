@@ -94,11 +94,13 @@ async fn one_unreadable_object_stops_no_replica() {
     }
 
     // A fresh replica, as after a restart or a failover.
+    // A fresh replica, as after a restart (the first hands over the Lease as it stops).
     let log = op.log_path().to_owned();
-    drop(op);
+    op.terminate(TIMEOUT).await;
     let started = Instant::now();
     let fresh = Operator::start_with(&run, RESYNC_1S).await;
-    println!("a fresh replica with unreadable times stored was ready in {:?}", started.elapsed());
+    fresh.wait_leading().await;
+    println!("a fresh replica with unreadable times stored led with its caches synced in {:?}", started.elapsed());
 
     // It works on what it read: a new tenant converges, an edited Secret is put back.
     let second = unique("unread-next");

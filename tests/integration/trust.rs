@@ -235,7 +235,8 @@ async fn a_secret_created_just_before_the_first_write_is_never_merged_into() {
     assert_eq!(after.metadata.resource_version, user.metadata.resource_version);
     // A free name is created.
     let created = apply::apply(&guarded, "free", &ours("free"), false).await.unwrap();
-    assert_eq!(created.0.expect("readable").data, ours("free").data);
+    let stored = api.get("free").await.unwrap();
+    assert_eq!((stored.metadata.uid, stored.data), (created.uid, ours("free").data));
 }
 
 #[tokio::test]

@@ -276,7 +276,7 @@ where
     }
     match apply::apply(&api, &key.name, desired, how.ours()).await {
         Ok(written) => {
-            if let (true, Some(uid)) = (how.creates(), Resource::meta(&written).uid.clone()) {
+            if let (true, Some(uid)) = (how.creates(), written.uid.clone()) {
                 records.with(|inventory| inventory.record(key.clone(), uid, false));
             }
             Ok(Claim::Ours)

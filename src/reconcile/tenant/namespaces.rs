@@ -400,7 +400,7 @@ async fn perform(
                 }
                 Err(error) => return Err(error),
             };
-            if let Some(uid) = kube::Resource::meta(&written).uid.clone() {
+            if let Some(uid) = written.uid.clone() {
                 records.with(|inventory| inventory.record(key, uid, adopted));
             }
             if consent {

@@ -243,6 +243,14 @@ struct Content {
     synced: Synced,
 }
 
+/// The Secret `bundle` gives `wanted`, opened as `opened`.
+fn content(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, opened: &unseal::Opened) -> Content {
+    Content {
+        secret: Box::new(desired(tenant, wanted, bundle, opened)),
+        synced: Synced { source_hash: unseal::cached_source_hash(bundle), expires_at: bundle.spec.expires_at.clone() },
+    }
+}
+
 /// What was read for one wanted Secret.
 enum Read {
     /// The name is held by a Secret that is not ours (why). Its bundle is not opened: that
@@ -263,10 +271,12 @@ enum Read {
 enum Decision {
     /// The live Secret holds the bundle's content already.
     Unchanged(Synced),
-    /// Apply the bundle's Secret, then say `verb` in a `SecretSynced` Event. A first write
-    /// has no Event (the status reports it, see namespaces::ensure); an update (a re-sealed
-    /// bundle, reverted drift) or the return of a deleted Secret has one.
-    Apply { content: Content, how: Write<Secret>, verb: Option<&'static str> },
+    /// Apply the bundle's Secret (of `values` bytes of values), then say `verb` in a
+    /// `SecretSynced` Event. A first write has no Event (the status reports it, see
+    /// namespaces::ensure); an update (a re-sealed bundle, reverted drift) or the return of a
+    /// deleted Secret has one. The Secret itself is not kept until it is written: it is built
+    /// again then (from the decrypt cache), within the process's budget of values being written.
+    Apply { values: usize, how: Write<Secret>, verb: Option<&'static str> },
     /// The name is someone else's (why): a `SecretConflict` Event, nothing written.
     Conflict(&'static str),
     /// The bundle did not open: the metric and an Event, nothing written, so a Secret of ours
@@ -288,10 +298,7 @@ async fn read(
     if let Claim::Foreign(why) = claim {
         return Ok(Read::Foreign(why));
     }
-    let content = open(tenant, wanted, ctx).await?.map(|(bundle, opened)| Content {
-        secret: Box::new(desired(tenant, wanted, &bundle, &opened)),
-        synced: Synced { source_hash: unseal::cached_source_hash(&bundle), expires_at: bundle.spec.expires_at.clone() },
-    });
+    let content = open(tenant, wanted, ctx).await?.map(|(bundle, opened)| content(tenant, wanted, &bundle, &opened));
     let had_secret = tenant.had_secret(&wanted.environment, &wanted.secret);
     Ok(Read::Writable { live, content, had_secret })
 }
@@ -312,7 +319,8 @@ fn decide(read: Read) -> Decision {
         Some(live) if live.type_ != content.secret.type_ => (Write::Replace(live), Some("updated")),
         Some(_) => (Write::Update, Some("updated")),
     };
-    Decision::Apply { content, how, verb }
+    let values = content.secret.data.iter().flatten().map(|(k, v)| k.len() + v.0.len()).sum();
+    Decision::Apply { values, how, verb }
 }
 
 /// Do what [`decide`] decided: the writes, Events and metrics.
@@ -325,7 +333,23 @@ async fn carry_out(
 ) -> Outcome {
     match decision {
         Decision::Unchanged(synced) => Outcome { wanted, result: Ok(synced), present: true },
-        Decision::Apply { content, how, verb } => write(tenant, wanted, content, how, verb, records, ctx).await,
+        Decision::Apply { values, how, verb } => {
+            // Built again here, only once the budget of values being written has room for it:
+            // a tenant of 512 Secrets of a 1 MiB bundle must not hold 512 MiB at once.
+            let _room = ctx.writing(values).await;
+            match open(tenant, &wanted, ctx).await {
+                Ok(Ok((bundle, opened))) => {
+                    let content = content(tenant, &wanted, &bundle, &opened);
+                    write(tenant, wanted, content, how, verb, records, ctx).await
+                }
+                // The bundle changed since, and fails now: as if decided so.
+                Ok(Err(failure)) => {
+                    let present = !matches!(how, Write::Create);
+                    Box::pin(carry_out(tenant, wanted, Decision::KeepLast { failure, present }, records, ctx)).await
+                }
+                Err(error) => rejected(tenant, wanted, &error, !matches!(how, Write::Create), ctx).await,
+            }
+        }
         Decision::Conflict(why) => conflict(tenant, wanted, why, ctx).await,
         Decision::KeepLast { failure, present } => {
             ctx.metrics.decryption_failed(&tenant.name_any(), failure.bundle(), failure.metric_reason());
@@ -360,7 +384,7 @@ async fn write(
     }
     match apply::apply(&api, name, &content.secret, how.ours()).await {
         Ok(written) => {
-            if let (true, Some(uid)) = (how.creates(), kube::Resource::meta(&written).uid.clone()) {
+            if let (true, Some(uid)) = (how.creates(), written.uid.clone()) {
                 records.with(|inventory| inventory.record(key(&wanted), uid, false));
             }
         }
@@ -516,7 +540,8 @@ mod tests {
             error: crate::crypto::OpenError::NoKeyCouldDecrypt,
         };
         let writable = |live, content, had_secret| Read::Writable { live, content, had_secret };
-        let apply = |how, verb| Decision::Apply { content: content(), how, verb };
+        // One value: key `K` and value `v`, 2 bytes.
+        let apply = |how, verb| Decision::Apply { values: 2, how, verb };
         let not_ours = "it is not managed by mltenant-operator";
         let table: Vec<(&str, Read, Decision)> = vec![
             ("a name someone else holds", Read::Foreign(not_ours), Decision::Conflict(not_ours)),

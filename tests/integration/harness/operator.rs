@@ -97,6 +97,17 @@ impl Operator {
         .await
     }
 
+    /// Wait until this replica leads and its caches hold their initial lists (`/readyz` of a
+    /// leader): the moment it can reconcile.
+    pub async fn wait_leading(&self) {
+        wait_for("the operator to lead with its caches synced", TIMEOUT, || async {
+            let leads = self.metric("mltenant_leader", &[]).await == 1.0;
+            let ready = http_get(self.port, "/readyz").await.is_some_and(|(status, _)| status == 200);
+            (leads && ready).then_some(())
+        })
+        .await;
+    }
+
     /// Stop the operator abruptly (SIGKILL), as a crash would, and reap it.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill the operator");
