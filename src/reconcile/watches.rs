@@ -30,6 +30,11 @@ use crate::readiness::Readiness;
 /// How many bundle events the shared cache holds for a slow subscriber before the watch waits.
 const BUNDLE_EVENT_BUFFER: usize = 1024;
 
+/// Objects per page of a children watch's initial list. A page is held whole, as text and
+/// decoded, before its objects are trimmed: Secrets of up to 1 MiB of values and 256 KiB of
+/// annotations make kube's default of 500 a page of hundreds of MiB.
+const CHILDREN_PAGE: u32 = 50;
+
 /// A watch's events, after they went into its cache.
 pub type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
 
@@ -87,10 +92,11 @@ impl Watches {
 
         let claimed = Claims { tenants: tenants.clone() };
         let start = Start { tenants_synced: synced_tenants, readiness };
-        let managed = watcher::Config::default().labels(&labels::managed_selector());
+        let managed = watcher::Config::default().labels(&labels::managed_selector()).page_size(CHILDREN_PAGE);
         let (namespaces, namespace_events, namespaces_synced) =
             cached(Api::all(client.clone()), managed, OwnedKind::Namespace, &claimed, &start, &invalids);
-        let children = || watcher::Config::default().labels(&labels::tenant_children_selector());
+        let children =
+            || watcher::Config::default().labels(&labels::tenant_children_selector()).page_size(CHILDREN_PAGE);
         let (secrets, secret_events, secrets_synced) =
             cached(Api::all(client.clone()), children(), OwnedKind::Secret, &claimed, &start, &invalids);
         let (roles, role_events, roles_synced) =
