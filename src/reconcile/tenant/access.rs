@@ -297,13 +297,8 @@ pub async fn revoke_except(
     records: &Records,
     ctx: &Context,
 ) -> Vec<Rejected> {
-    // Bindings first: a binding without its Role grants nothing, a Role without binding neither.
-    let revocable: Vec<(Key, String)> = records.with(|inventory| {
-        let bindings = inventory.of(OwnedKind::RoleBinding);
-        let recorded = bindings.chain(inventory.of(OwnedKind::Role));
-        let uids = recorded.filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)));
-        uids.filter(|(key, _)| ownership::revocable(key, keep, &ctx.config.protected)).collect()
-    });
+    // Bindings first: what they grant goes first.
+    let revocable = records.revocable(&[OwnedKind::RoleBinding, OwnedKind::Role], keep, &ctx.config.protected);
     let mut refused = Vec::new();
     for (key, uid) in revocable {
         let deleted = match key.kind {

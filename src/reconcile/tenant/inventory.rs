@@ -12,7 +12,7 @@
 //! operator stopped in between) is settled by looking at the object: one carrying the
 //! operator's labels and this tenant's ownerReference is the one it created.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +20,7 @@ use kube::ResourceExt;
 
 use super::{live, publish};
 use crate::api::labels;
+use crate::api::limits::Protected;
 use crate::api::{MLTenant, OwnedKind, OwnedObject};
 use crate::reconcile::context::Context;
 
@@ -148,7 +149,7 @@ impl Inventory {
 #[derive(Debug)]
 pub struct Records {
     inventory: Mutex<Inventory>,
-    sent: Mutex<std::collections::BTreeSet<Key>>,
+    sent: Mutex<BTreeSet<Key>>,
     /// The tenant's version every status write of the reconcile is made onto.
     pub version: publish::Version,
 }
@@ -168,6 +169,21 @@ impl Records {
         self.with(|inventory| inventory.clone())
     }
 
+    /// The objects of `kinds` on record (in that order of kinds) that are to be revoked: not in
+    /// `keep` (namespace, name), not in a protected namespace; with their UIDs.
+    pub fn revocable(
+        &self,
+        kinds: &[OwnedKind],
+        keep: &BTreeSet<(String, String)>,
+        protected: &Protected,
+    ) -> Vec<(Key, String)> {
+        self.with(|inventory| {
+            let recorded = kinds.iter().flat_map(|kind| inventory.of(*kind));
+            let uids = recorded.filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)));
+            uids.filter(|(key, _)| revocable(key, keep, protected)).collect()
+        })
+    }
+
     /// A create (or adoption) of `key` is being sent: if its answer is lost, the object may
     /// exist, so its entry stays in flight to be settled by the next reconcile.
     pub fn sending(&self, key: &Key) {
@@ -183,6 +199,12 @@ impl Records {
             inventory.clone()
         })
     }
+}
+
+/// Whether the recorded object at `key` is to be deleted (revoked): not in `keep` (namespace,
+/// name) and not in a protected namespace; no IO.
+pub fn revocable(key: &Key, keep: &BTreeSet<(String, String)>, protected: &Protected) -> bool {
+    !protected.contains(&key.namespace) && !keep.contains(&(key.namespace.clone(), key.name.clone()))
 }
 
 /// The proof an earlier operator version used, and the operator's own mark on what it creates:
@@ -314,6 +336,23 @@ mod tests {
         let mut t = MLTenant::new("fin", MLTenantSpec::with_environments(&["dev"]));
         t.metadata.uid = Some("uid-fin".into());
         t
+    }
+
+    #[test]
+    fn revocations() {
+        let key = |namespace: &str| Key::child(OwnedKind::Secret, namespace, "s");
+        let protected = Protected::new("mltenant-system", vec![]);
+        let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), "s".to_string())]);
+        let table = [
+            ("no longer wanted", key("fin-dev"), BTreeSet::new(), true),
+            ("wanted", key("fin-dev"), keep("fin-dev"), false),
+            ("wanted in another namespace only", key("fin-dev"), keep("fin-prod"), true),
+            ("in a protected namespace", key("kube-system"), BTreeSet::new(), false),
+            ("in the operator's namespace", key("mltenant-system"), BTreeSet::new(), false),
+        ];
+        for (row, key, keep, want) in table {
+            assert_eq!(revocable(&key, &keep, &protected), want, "{row}");
+        }
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! another tenant's object, one forged with our labels) is a conflict: never merged into, taken
 //! over or deleted.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use k8s_openapi::NamespaceResourceScope;
@@ -18,7 +17,6 @@ use serde::de::DeserializeOwned;
 use super::inventory::{Inventory, Key};
 use crate::api::MLTenant;
 use crate::api::labels;
-use crate::api::limits::Protected;
 use crate::reconcile::context::Context;
 use crate::reconcile::guard::Guarded;
 use crate::reconcile::trim::Trim;
@@ -86,12 +84,6 @@ pub fn claim(live: Option<&ObjectMeta>, tenant: &MLTenant, inventory: &Inventory
 pub const NOT_CREATED_HERE: &str =
     "mltenant-operator did not create it for this MLTenant (its labels say so, its UID does not)";
 
-/// Whether the recorded object at `key` is to be deleted (revoked): not in `keep` (namespace,
-/// name) and not in a protected namespace; no IO.
-pub fn revocable(key: &Key, keep: &BTreeSet<(String, String)>, protected: &Protected) -> bool {
-    !protected.contains(&key.namespace) && !keep.contains(&(key.namespace.clone(), key.name.clone()))
-}
-
 /// Delete `obj`, which was judged ours, only if it is still the very object judged (same uid
 /// and resourceVersion): an object replaced or edited since is looked at again, not deleted.
 /// Gone already is fine.
@@ -149,23 +141,6 @@ mod tests {
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
             uid: Some(uid.into()),
             ..Default::default()
-        }
-    }
-
-    #[test]
-    fn revocations() {
-        let key = |namespace: &str| Key::child(OwnedKind::Secret, namespace, "s");
-        let protected = Protected::new("mltenant-system", vec![]);
-        let keep = |namespace: &str| BTreeSet::from([(namespace.to_string(), "s".to_string())]);
-        let table = [
-            ("no longer wanted", key("fin-dev"), BTreeSet::new(), true),
-            ("wanted", key("fin-dev"), keep("fin-dev"), false),
-            ("wanted in another namespace only", key("fin-dev"), keep("fin-prod"), true),
-            ("in a protected namespace", key("kube-system"), BTreeSet::new(), false),
-            ("in the operator's namespace", key("mltenant-system"), BTreeSet::new(), false),
-        ];
-        for (row, key, keep, want) in table {
-            assert_eq!(revocable(&key, &keep, &protected), want, "{row}");
         }
     }
 

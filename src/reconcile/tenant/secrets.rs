@@ -202,13 +202,8 @@ pub async fn revoke_except(
     records: &Records,
     ctx: &Context,
 ) -> Vec<Rejected> {
-    let revocable: Vec<(Key, String)> = records.with(|inventory| {
-        let recorded = inventory.of(OwnedKind::Secret);
-        let uids = recorded.filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)));
-        uids.filter(|(key, _)| ownership::revocable(key, keep, &ctx.config.protected)).collect()
-    });
     let mut refused = Vec::new();
-    for (key, uid) in revocable {
+    for (key, uid) in records.revocable(&[OwnedKind::Secret], keep, &ctx.config.protected) {
         if let Err(rejected) = delete(tenant, &key, &uid, records, ctx).await {
             refused.push(rejected);
         }
