@@ -89,8 +89,11 @@ async fn operator_sigkilled_during_a_100_tenant_converge() {
     let mut fleet = Fleet::new(&client, &run, cert).await;
     fleet.create_many(FLEET, &Member::new(&["dev", "production"]), 16).await;
     let wanted = FLEET * 2;
-    let written = wait_for("a quarter of the Secrets to be written", Duration::from_secs(180), || async {
-        fleet.secrets_written().await.ok().filter(|n| *n >= wanted / 4)
+    // Killed as soon as Secrets are being written: a converge writes them in bursts, and a
+    // quarter seen already left too little of it to kill when the machine was busy (all 200
+    // were written by the time the kill landed).
+    let written = wait_for("the first Secrets to be written", Duration::from_secs(180), || async {
+        fleet.secrets_written().await.ok().filter(|n| *n > 0)
     })
     .await;
     op.kill().await;
