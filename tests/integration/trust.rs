@@ -994,3 +994,76 @@ async fn idle_connections_cannot_starve_health_probes() {
     );
     assert!(metric("header_timeout").await > timeouts, "the close was not counted as a header timeout");
 }
+
+/// Any pod with many source addresses (here 12 loopback addresses) opens and drops connections
+/// as fast as it can, 32 per address, so that each new one evicts the connection idle longest;
+/// meanwhile a kubelet's probe asks /healthz every 100 ms: never two in a row may fail (a
+/// security review's attack, which held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_churn_from_many_addresses_leaves_probes_answering() {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let run = unique("run");
+    let op = Operator::start_with(&run, &[]).await;
+    let port = op.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for a in 2..14u8 {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, a), 0))).unwrap();
+                if let Ok(stream) = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+                    held.push_back(stream);
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+                if held.len() >= 32 {
+                    held.pop_front();
+                }
+            }
+        }));
+    }
+    let (mut failed, mut slowest, mut streak, mut longest_streak) = (0, Duration::ZERO, 0, 0);
+    let base = format!("http://127.0.0.1:{port}");
+    let probes = 150;
+    for _ in 0..probes {
+        let start = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            mltenant_operator::cli::operator::direct(&base, "GET", "/healthz", &[], b""),
+        )
+        .await;
+        let took = start.elapsed();
+        match answer {
+            Ok(Ok((200, _))) => {
+                slowest = slowest.max(took);
+                streak = 0;
+            }
+            other => {
+                failed += 1;
+                streak += 1;
+                longest_streak = longest_streak.max(streak);
+                println!(
+                    "probe failed after {took:?}: {:?}",
+                    other.map(|r| r.map(|(s, _)| s).map_err(|e| e.to_string()))
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let closed = op.metrics().await;
+    let evicted = crate::harness::operator::parse_metric(&closed, "mltenant_http_connections_closed_total", &[]);
+    println!(
+        "connections opened by the attacker: {}, closed by the server: {evicted}; probes failed: {failed}/{probes} (longest streak {longest_streak}), slowest answered {slowest:?}",
+        opened.load(Ordering::Relaxed)
+    );
+    assert!(longest_streak < 3, "three health probes in a row failed: a kubelet restarts the pod");
+}
