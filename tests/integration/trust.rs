@@ -19,24 +19,8 @@ use mltenant_operator::crypto::Certificate;
 
 use crate::harness::*;
 
-const ARGO: (&str, &str) = ("argowf", "argo-workflow");
-
 fn argo_reader() -> SecretReader {
     SecretReader::new(ARGO.0, ARGO.1)
-}
-
-/// An operator for this test, its certificate, and a Tenant-scope bundle for `tenant`.
-async fn operator_with_bundle(
-    client: &Client,
-    extra_args: &[&str],
-    tenant: &str,
-    bundle_name: &str,
-) -> (Operator, Certificate) {
-    let op = Operator::start_with(&unique("run"), extra_args).await;
-    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
-    let data = sealed(&cert, BundleScope::Tenant, tenant, "", &[("PASSWORD", b"s3cr3t")]);
-    create_bundle(client, &bundle(bundle_name, BundleScope::Tenant, Some(tenant), None, data)).await;
-    (op, cert)
 }
 
 fn has_tenant_label(ns: &Namespace) -> bool {
@@ -71,7 +55,7 @@ async fn an_environment_in_the_operators_own_namespace_gets_nothing_and_the_seal
     let client = admin().await;
     let name = unique("keythief");
     let b = unique("keythief-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let keys = Api::<Secret>::namespaced(client.clone(), "mltenant-system")
         .list(&ListParams::default().labels("mltenant.io/sealing-key=active"))
         .await
@@ -139,7 +123,7 @@ async fn a_namespace_protected_by_flag_is_never_adopted_or_written() {
     create_namespace(&client, &target, &[(labels::ADOPTABLE_BY, &name)]).await;
     create_user_secret(&client, &target, "db-password", b"root").await;
     let protected = format!("--protected-namespaces=other,{}*", &target[..target.len() - 2]);
-    let (op, _) = operator_with_bundle(&client, &[&protected], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[&protected], &name, &b).await;
     let mut t = tenant(&name, &op.run_id, &["db"]);
     t.spec.environments[0].namespace = Some(target.clone());
     t.spec.adopt_existing_namespaces = Some(true);
@@ -160,7 +144,7 @@ async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
     let client = admin().await;
     let name = unique("squat");
     let b = unique("squat-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let t = tenant(&name, &op.run_id, &["dev"]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
@@ -244,7 +228,7 @@ async fn readers_get_only_secrets_the_operator_wrote() {
     let client = admin().await;
     let name = unique("grants");
     let b = unique("grants-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     create_tenant(&client, &tenant(&name, &op.run_id, &["dev"])).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
     let dev = format!("{name}-dev");
@@ -309,7 +293,7 @@ async fn a_type_change_never_leaves_the_namespace_without_its_secret() {
     let client = admin().await;
     let name = unique("retype");
     let b = unique("retype-b");
-    let (op, cert) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, cert) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     t.spec.secrets = Some(vec![SecretSpec::new("web", &b)]);
     create_tenant(&client, &t).await;
@@ -396,7 +380,7 @@ async fn verify_and_rotate_need_an_authorised_caller() {
     let client = admin().await;
     let name = unique("oracle");
     let b = unique("oracle-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let bundle = Api::<SealedBundle>::all(client.clone()).get(&b).await.unwrap();
     for path in ["/v1/verify", "/v1/rotate"] {
         assert_eq!(op.post_bundle_as(None, path, &bundle).await.0, 401, "{path} without a token");
