@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod crypto;
+pub mod exposure;
 pub mod http;
 pub mod keyring;
 pub mod leader;
