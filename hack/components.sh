@@ -44,7 +44,7 @@ component_command() {
       # Only the controllers whose behaviour the operator relies on: namespace deletion and
       # ownerReference cascading.
       printf '%s\n' "$BIN/kube-controller-manager" \
-        --kubeconfig "$STATE/kcm.kubeconfig" --controllers namespace-controller,garbage-collector-controller \
+        --kubeconfig "$STATE/kcm.kubeconfig" --controllers namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller \
         --leader-elect=false --secure-port 0 --use-service-account-credentials=false --v=1
       ;;
     *) die "unknown component '$1' (one of: $COMPONENTS)" ;;

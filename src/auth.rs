@@ -220,6 +220,14 @@ impl<T: Clone> Answers<T> {
     }
 }
 
+/// The user name this client authenticates as (a SelfSubjectReview, which every authenticated
+/// identity may send).
+pub async fn who_am_i(client: &Client) -> kube::Result<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &Default::default()).await?;
+    Ok(review.status.and_then(|s| s.user_info?.username).unwrap_or_default())
+}
+
 /// SHA-256 over the token and the permission: the cache never holds a token.
 fn cache_key(token: &str, permission: &Permission) -> [u8; 32] {
     crate::text::sha256(&[token.as_bytes(), b"\0", format!("{permission:?}").as_bytes()])

@@ -11,6 +11,7 @@ use futures::future::{BoxFuture, Shared};
 use mltenant_operator::api::labels;
 use mltenant_operator::api::limits::Protected;
 use mltenant_operator::auth::Authorizer;
+use mltenant_operator::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
 use mltenant_operator::keyring::KeyRing;
 use mltenant_operator::metrics::Metrics;
 use mltenant_operator::{api, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
@@ -78,9 +79,22 @@ struct ControllerArgs {
     /// non-resource URL /metrics (as kube-rbac-proxy does).
     #[arg(long, env = "MLTENANT_METRICS_AUTH")]
     metrics_auth: bool,
+    /// Cluster admins, expected to read every Secret: `group:NAME`, `user:NAME`,
+    /// `serviceaccount:NAMESPACE/NAME` (NAME may be `*`), comma-separated.
+    #[arg(long, env = "MLTENANT_ACCESS_ADMINS", value_delimiter = ',', default_values_t = strings(DEFAULT_ADMINS))]
+    access_admins: Vec<String>,
+    /// Controllers expected to read Secrets (the operator itself is always one), in the same
+    /// form. Anyone else RBAC lets read a distributed Secret, besides its declared readers, makes
+    /// AccessIsolated False.
+    #[arg(long, env = "MLTENANT_ACCESS_CONTROLLERS", value_delimiter = ',', default_values_t = strings(DEFAULT_CONTROLLERS))]
+    access_controllers: Vec<String>,
     /// Log format.
     #[arg(long, env = "MLTENANT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
+}
+
+fn strings(entries: &[&str]) -> Vec<String> {
+    entries.iter().map(|e| (*e).to_owned()).collect()
 }
 
 #[tokio::main]
@@ -120,6 +134,8 @@ fn command_line() -> Cli {
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let mut expected =
+        Expected::parse(&args.access_admins, &args.access_controllers).map_err(|e| anyhow::anyhow!("--access-*: {e}"))?;
     telemetry::init(args.log_format);
     telemetry::report_panics_without_their_message();
     let shutdown = shutdown_signal()?;
@@ -154,10 +170,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         keys: keys.clone(),
-        authorizer: Arc::new(Authorizer::new(review_client)),
+        authorizer: Arc::new(Authorizer::new(review_client.clone())),
         metrics_auth: args.metrics_auth,
     };
     let server = http::serve(args.http_addr, served);
+    // The operator reads every Secret it distributes: it is expected, whatever the flags say.
+    let me = mltenant_operator::auth::who_am_i(&review_client).await.context("asking the API server who the operator is")?;
+    expected.controllers.add(Subject::user(&me));
     let config = reconcile::Config {
         resync: args.resync_period,
         tenant_selector: args.tenant_selector,
@@ -165,12 +184,14 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         instance: pod_name,
         protected: Protected::new(&args.namespace, args.protected_namespaces),
         concurrency: args.concurrency,
+        expected,
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);
     let controllers = leader::while_leading(leading, shutdown.clone(), || {
         reconcile::run(
             client.clone(),
+            review_client.clone(),
             config.clone(),
             metrics.clone(),
             keys.clone(),

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::future::Future;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use kube::ResourceExt;
 use kube::core::{Selector, SelectorExt as _};
@@ -30,6 +30,8 @@ pub struct Metrics {
     key_renew_period: IntGauge,
     http_connections: IntGauge,
     http_connections_closed: IntCounterVec,
+    access_reviews: IntCounterVec,
+    rbac_objects: prometheus::IntGaugeVec,
     state: StateGauges,
     sources: Arc<RwLock<Option<Sources>>>,
 }
@@ -109,6 +111,22 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let access_reviews = IntCounterVec::new(
+            Opts::new(
+                "mltenant_access_reviews_total",
+                "SubjectAccessReviews sent to confirm who can read a distributed Secret, by result (allowed, denied, error); answers are reused while RBAC is unchanged.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let rbac_objects = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "mltenant_rbac_objects",
+                "RBAC objects held (compactly) to assess who can read the distributed Secrets, by kind: every ClusterRole and ClusterRoleBinding, the Roles and RoleBindings of tenant and reader namespaces.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
         let sources = Arc::new(RwLock::new(None));
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
@@ -122,6 +140,8 @@ impl Metrics {
             Box::new(key_renew_period.clone()),
             Box::new(http_connections.clone()),
             Box::new(http_connections_closed.clone()),
+            Box::new(access_reviews.clone()),
+            Box::new(rbac_objects.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -138,7 +158,9 @@ impl Metrics {
             key_renew_period,
             http_connections,
             http_connections_closed,
-            state: StateGauges { sources: sources.clone(), keys },
+            access_reviews,
+            rbac_objects,
+            state: StateGauges { sources: sources.clone(), keys, exposures: Arc::default() },
             sources,
         }
     }
@@ -170,7 +192,30 @@ impl Metrics {
             sources: self.sources.clone(),
             failures: [self.decryption_failures.clone(), self.rejected_writes.clone()],
             invalid: self.invalid_objects.clone(),
+            exposures: self.state.exposures.clone(),
+            rbac_objects: self.rbac_objects.clone(),
         }
+    }
+
+    /// What the last assessment of `tenant` found, per Secret (`mltenant_secret_unexpected_readers`,
+    /// `mltenant_secret_indirect_readers`).
+    pub fn exposure(&self, tenant: &str, secrets: Vec<SecretExposure>) {
+        lock(&self.state.exposures).insert(tenant.to_owned(), secrets);
+    }
+
+    /// `tenant` is gone: its exposure series go.
+    pub fn forget_exposure(&self, tenant: &str) {
+        lock(&self.state.exposures).remove(tenant);
+    }
+
+    /// Count a SubjectAccessReview by its result (`exposure::confirm`'s closed set).
+    pub fn access_review(&self, result: &str) {
+        self.access_reviews.with_label_values(&[result]).inc();
+    }
+
+    /// How many RBAC objects of `kind` are held.
+    pub fn rbac_objects(&self, kind: &str, count: usize) {
+        self.rbac_objects.with_label_values(&[kind]).set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn rejected_write(&self, tenant: &str, kind: &str, reason: &str) {
@@ -298,6 +343,8 @@ pub struct Watching {
     sources: Arc<RwLock<Option<Sources>>>,
     failures: [IntCounterVec; 2],
     invalid: prometheus::IntGaugeVec,
+    exposures: Arc<Mutex<Exposures>>,
+    rbac_objects: prometheus::IntGaugeVec,
 }
 
 impl Drop for Watching {
@@ -305,8 +352,26 @@ impl Drop for Watching {
         *write(&self.sources) = None;
         self.failures.iter().for_each(IntCounterVec::reset);
         self.invalid.reset();
+        lock(&self.exposures).clear();
+        self.rbac_objects.reset();
     }
 }
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Who can read one distributed Secret, as counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretExposure {
+    pub environment: String,
+    pub secret: String,
+    pub unexpected: usize,
+    pub indirect: usize,
+}
+
+/// The last assessment of each tenant.
+type Exposures = BTreeMap<String, Vec<SecretExposure>>;
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -328,6 +393,7 @@ struct Sources {
 struct StateGauges {
     sources: Arc<RwLock<Option<Sources>>>,
     keys: Arc<KeyRing>,
+    exposures: Arc<Mutex<Exposures>>,
 }
 
 /// A scrape-time gauge: name, help, and label names in the (sorted) order the text lists them.
@@ -362,6 +428,16 @@ const KEY_EXPIRY: Gauge = Gauge {
     help: "notAfter of each sealing key's certificate (Unix time).",
     labels: &["fingerprint"],
 };
+const UNEXPECTED_READERS: Gauge = Gauge {
+    name: "mltenant_secret_unexpected_readers",
+    help: "Subjects that RBAC lets read the distributed Secret (get, list or watch), confirmed by a SubjectAccessReview, that are neither its declared readers nor expected platform identities; the condition AccessIsolated names them.",
+    labels: &["environment", "secret", "tenant"],
+};
+const INDIRECT_READERS: Gauge = Gauge {
+    name: "mltenant_secret_indirect_readers",
+    help: "Subjects, neither declared readers nor expected platform identities, that can obtain the distributed Secret without reading it (create pods or workloads in its namespace, exec, impersonate, bind or escalate roles, tokens of a reader), confirmed by a SubjectAccessReview.",
+    labels: &["environment", "secret", "tenant"],
+};
 const DECRYPTIONS: &str = "mltenant_decryptions_total";
 const DECRYPTIONS_HELP: &str =
     "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.";
@@ -382,7 +458,13 @@ impl StateGauges {
         });
         drop(sources);
         let keys = self.keys.keys();
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
+        let mut exposures = lock(&self.exposures);
+        // A tenant deleted while this replica did not lead was never forgotten: its last
+        // assessment goes now.
+        let names: BTreeSet<&str> = tenants.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
+        exposures.retain(|tenant, _| names.contains(tenant.as_str()));
+        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry, mut unexpected, mut indirect]: [Series;
+            7] = Default::default();
         for tenant in &tenants {
             let (Some(name), Some(status)) = (tenant.metadata.name.as_deref(), &tenant.status) else { continue };
             for c in &status.conditions {
@@ -393,6 +475,12 @@ impl StateGauges {
                     let labels = vec![&*secret.bundle, &env.name, &env.namespace, &secret.name, name];
                     expiry.insert(labels, at.0.as_second() as f64);
                 }
+            }
+            // Only tenants that exist: one deleted while its series were kept has none.
+            for secret in exposures.get(name).into_iter().flatten() {
+                let labels = vec![secret.environment.as_str(), secret.secret.as_str(), name];
+                unexpected.insert(labels.clone(), secret.unexpected as f64);
+                indirect.insert(labels, secret.indirect as f64);
             }
         }
         for bundle in &bundles {
@@ -412,6 +500,8 @@ impl StateGauges {
             (&DECRYPTABLE_BUNDLES, decryptable),
             (&BUNDLES_BY_KEY, by_key),
             (&KEY_EXPIRY, key_expiry),
+            (&UNEXPECTED_READERS, unexpected),
+            (&INDIRECT_READERS, indirect),
         ] {
             family(out, gauge.name, gauge.help, "gauge");
             for (values, value) in series {

@@ -9,6 +9,10 @@ pub const SECRETS_SYNCED: &str = "SecretsSynced";
 pub const ACCESS_GRANTED: &str = "AccessGranted";
 /// True when a distributed credential expires within 14 days (or has expired).
 pub const CREDENTIALS_EXPIRING: &str = "CredentialsExpiring";
+/// True when only the declared readers and the expected platform identities can read the
+/// distributed Secrets (directly or indirectly). Not part of `Ready`: it reports on RBAC the
+/// operator does not own.
+pub const ACCESS_ISOLATED: &str = "AccessIsolated";
 
 /// The `SealedBundle` condition: the bundle opens for the consumer its scope names.
 pub const DECRYPTABLE: &str = "Decryptable";
@@ -16,6 +20,7 @@ pub const DECRYPTABLE: &str = "Decryptable";
 /// The `status` of a condition that holds.
 pub const TRUE: &str = "True";
 pub const FALSE: &str = "False";
+pub const UNKNOWN: &str = "Unknown";
 
 /// Condition reasons (several are also the reasons of the Event reporting the same thing).
 pub mod reason {
@@ -51,6 +56,17 @@ pub mod reason {
     pub const GRANTED: &str = "Granted";
     pub const ACCESS_CONFLICT: &str = "AccessConflict";
     pub const ACCESS_REJECTED: &str = "AccessRejected";
+    // AccessIsolated
+    pub const ISOLATED: &str = "Isolated";
+    /// Someone neither declared nor expected may read a Secret (get, list or watch).
+    pub const UNEXPECTED_READERS: &str = "UnexpectedReaders";
+    /// Someone neither declared nor expected may obtain a Secret another way (create pods or
+    /// workloads where it lives, exec, impersonate, bind/escalate, a reader's tokens).
+    pub const INDIRECT_READERS: &str = "IndirectReaders";
+    /// The RBAC of a namespace that matters is still being listed.
+    pub const ACCESS_PENDING: &str = "AccessPending";
+    /// A namespace holds more Roles or RoleBindings than the operator examines.
+    pub const TOO_MANY_RBAC_OBJECTS: &str = "TooManyRBACObjects";
     // CredentialsExpiring
     pub const EXPIRED: &str = "Expired";
     pub const EXPIRES_SOON: &str = "ExpiresSoon";

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::identity::{Expected, Kind, Subject};
-use super::rbac::{Effective, MAX_PER_NAMESPACE, Rbac, RoleRef};
+use super::rbac::{Effective, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
 use super::rules::{self, Caps, Grants, Indirect, Request};
 
 /// One environment namespace of a tenant and the Secrets the operator wrote there.
@@ -155,7 +155,7 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
         secret: wanted.name.clone(),
         ..Default::default()
     };
-    let over = |ns: &str| rbac.namespaces.get(ns).is_some_and(|n| n.over_limit);
+    let over = |ns: &str| rbac.namespaces.get(ns).is_some_and(Namespaced::over_limit);
     let reader_namespaces: BTreeSet<&str> = wanted
         .readers
         .iter()
@@ -315,7 +315,7 @@ mod tests {
 
     use super::*;
     use crate::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS};
-    use crate::exposure::rbac::{Binding, ClusterRole, Namespaced};
+    use crate::exposure::rbac::{Binding, ClusterRole};
 
     fn rule(groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]) -> k8s::PolicyRule {
         let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -539,7 +539,7 @@ mod tests {
         let exposures = run(&rbac);
         assert_eq!(exposures[0].unexpected_count(), 100);
         assert_eq!(exposures[0].unlisted, [("RoleBinding fin-dev/crowd".to_string(), 36)]);
-        rbac.namespaces.get_mut(NS).unwrap().over_limit = true;
+        rbac.namespaces.get_mut(NS).unwrap().roles_over_limit = true;
         assert!(run(&rbac)[0].unknown.as_deref().unwrap().contains("more than 1024 Roles or RoleBindings"));
     }
 }

@@ -93,19 +93,24 @@ impl ClusterRole {
 pub struct Namespaced {
     pub roles: HashMap<String, Grants>,
     pub bindings: HashMap<String, Binding>,
-    /// More Roles or RoleBindings than [`MAX_PER_NAMESPACE`] were seen: what the namespace grants
-    /// is not known until they are fewer.
-    pub over_limit: bool,
+    /// More Roles (RoleBindings) than [`MAX_PER_NAMESPACE`] were seen since they were last
+    /// listed: what the namespace grants is not known until a list finds them fewer.
+    pub roles_over_limit: bool,
+    pub bindings_over_limit: bool,
 }
 
 impl Namespaced {
     /// Keep the Role `name` (`None`: it is gone); whether anything changed.
     pub fn set_role(&mut self, name: &str, grants: Option<Grants>) -> bool {
-        set(&mut self.roles, name, grants, &mut self.over_limit)
+        set(&mut self.roles, name, grants, &mut self.roles_over_limit)
     }
 
     pub fn set_binding(&mut self, name: &str, binding: Option<Binding>) -> bool {
-        set(&mut self.bindings, name, binding, &mut self.over_limit)
+        set(&mut self.bindings, name, binding, &mut self.bindings_over_limit)
+    }
+
+    pub fn over_limit(&self) -> bool {
+        self.roles_over_limit || self.bindings_over_limit
     }
 }
 
@@ -287,7 +292,7 @@ mod tests {
         }
         assert!(!ns.set_role("r0", Some(Grants::default())), "the same role again changes nothing");
         assert!(ns.set_role("one-more", Some(Grants::default())));
-        assert!(ns.over_limit && !ns.roles.contains_key("one-more"));
+        assert!(ns.over_limit() && !ns.roles.contains_key("one-more"));
         assert!(ns.set_role("r0", None), "a deletion is applied");
     }
 }

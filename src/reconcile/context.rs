@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 use super::guard::Guarded;
 use super::index::Cached;
 use super::invalid::Invalids;
+use super::rbac::RbacView;
 use super::rejected;
 use super::watches::Caches;
 use crate::api::conditions::event;
@@ -24,6 +25,7 @@ use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::api::{MLTenant, OwnedObject, SealedBundle};
 use crate::client::is_not_leader;
+use crate::exposure::identity::Expected;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::striped::Striped;
@@ -46,6 +48,9 @@ pub struct Config {
     /// Reconciles run at once per controller: enough to keep the API server busy, few enough
     /// that a backlog (every tenant at start-up) does not flood it into refusing requests.
     pub concurrency: u16,
+    /// The platform identities expected to read the distributed Secrets, besides their
+    /// declared readers (this operator among them).
+    pub expected: Expected,
 }
 
 /// What every reconcile shares.
@@ -65,6 +70,8 @@ pub struct Context {
     pub role_bindings: Cached<RoleBinding>,
     /// The objects the watches could not read.
     pub invalids: Arc<Invalids>,
+    /// The RBAC that decides who can read the distributed Secrets.
+    pub rbac: Arc<RbacView>,
     /// The sealing keys and what they opened.
     pub keys: Arc<KeyRing>,
     /// Raised once each cache above holds its initial list.
@@ -104,6 +111,7 @@ impl Context {
             roles: watches.roles,
             role_bindings: watches.role_bindings,
             invalids: watches.invalids,
+            rbac: watches.rbac,
             keys,
             synced: watches.synced,
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),

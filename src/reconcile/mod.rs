@@ -9,6 +9,7 @@ pub mod guard;
 pub mod index;
 mod invalid;
 pub mod observed;
+pub mod rbac;
 pub mod rejected;
 mod report;
 pub mod tenant;
@@ -28,9 +29,11 @@ pub use context::{Config, Context};
 pub use error::{Error, Result};
 use failures::{Failures, error_policy, guarded};
 use invalid::Invalids;
+use rbac::RbacView;
 use watches::{Watches, tenant_of};
 
 use crate::api::{OwnedKind, SealedBundle};
+use crate::exposure::confirm::Confirmer;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
@@ -40,8 +43,11 @@ use crate::readiness::Readiness;
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
+/// `reviews` sends the SubjectAccessReviews that confirm who can read a Secret: a client of
+/// its own, so that they neither count as the controllers' requests nor queue before them.
 pub async fn run(
     client: Client,
+    reviews: Client,
     config: Config,
     metrics: Arc<Metrics>,
     keys: Arc<KeyRing>,
@@ -49,7 +55,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
     let (invalids, reports) = Invalids::new(metrics.clone());
-    let watches = Watches::new(&client, config.tenant_selector.as_deref(), &readiness, invalids);
+    let view = Arc::new(RbacView::new(config.expected.clone(), Confirmer::new(reviews)));
+    let watches =
+        Watches::new(&client, config.tenant_selector.as_deref(), &readiness, invalids, (view, metrics.clone()));
     let _gauges =
         metrics.watch(watches.tenants.clone(), watches.caches.bundles.clone(), config.bundle_selector.clone());
     let users = watches.tenants.clone();
@@ -70,6 +78,8 @@ pub async fn run(
         })
         .with_config(per_controller.clone())
         .reconcile_all_on(keys.changes())
+        .reconcile_on(watches.rbac_triggers.tenants)
+        .reconcile_all_on(watches.rbac_triggers.all)
         .graceful_shutdown_on(shutdown.clone());
     let bundle_controller = Controller::for_shared_stream(watches.bundle_triggers, watches.caches.bundles.clone())
         .with_config(per_controller)
@@ -85,6 +95,7 @@ pub async fn run(
     tokio::select! {
         _ = future::join(tenants, bundles) => {}
         () = watches.bundle_watch => {}
+        () = watches.rbac_watch => {}
         () = report::unreadable(reports, ctx) => {}
     }
 }

@@ -3,25 +3,48 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::conditions::{FALSE, TRUE};
+use crate::api::conditions::{FALSE, TRUE, UNKNOWN};
 
 /// A condition as computed by a reconcile, before transition times are merged in.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observed {
     pub type_: &'static str,
     pub ok: bool,
+    /// Neither true nor false: what it is about is not known yet (`ok` is false then).
+    pub unknown: bool,
     pub reason: String,
     pub message: String,
 }
 
 impl Observed {
     pub fn new(type_: &'static str, ok: bool, reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { type_, ok, reason: reason.into(), message: message.into() }
+        Self { type_, ok, unknown: false, reason: reason.into(), message: message.into() }
+    }
+
+    /// A condition whose status is `Unknown`.
+    pub fn unknown(type_: &'static str, reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { unknown: true, ..Self::new(type_, false, reason, message) }
+    }
+
+    /// The status it has: `True`, `False` or `Unknown`.
+    pub fn status(&self) -> &'static str {
+        if self.unknown {
+            UNKNOWN
+        } else if self.ok {
+            TRUE
+        } else {
+            FALSE
+        }
     }
 }
 
 /// Characters of a condition message kept.
 const MAX_MESSAGE: usize = 8192;
+
+/// `message` as a condition stores it.
+pub fn stored_message(message: &str) -> String {
+    crate::text::shorten(message, MAX_MESSAGE)
+}
 
 /// Turn `observed` into API conditions, keeping `previous` transition times where the status is
 /// unchanged.
@@ -29,7 +52,7 @@ pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i
     observed
         .iter()
         .map(|o| {
-            let status = if o.ok { TRUE } else { FALSE };
+            let status = o.status();
             let last = previous
                 .iter()
                 .find(|p| p.type_ == o.type_ && p.status == status)
@@ -40,7 +63,7 @@ pub fn merge(previous: &[Condition], observed: &[Observed], generation: Option<i
                 reason: o.reason.clone(),
                 // The API server caps a condition message at 32 KiB; one naming a thousand
                 // failing Secrets must not make the whole status write fail.
-                message: crate::text::shorten(&o.message, MAX_MESSAGE),
+                message: stored_message(&o.message),
                 observed_generation: generation,
                 last_transition_time: last,
             }

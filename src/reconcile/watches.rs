@@ -21,10 +21,12 @@ use kube::{Api, Client, Resource};
 use super::guard::Guarded;
 use super::index::{Cached, Child};
 use super::invalid::Invalids;
+use super::rbac::{RbacView, Sinks, Triggers};
 use super::trim::Trim;
 use crate::api::environments::claims;
 use crate::api::labels;
 use crate::api::{MLTenant, OwnedKind, SealedBundle};
+use crate::metrics::Metrics;
 use crate::readiness::Readiness;
 
 /// How many bundle events the shared cache holds for a slow subscriber before the watch waits.
@@ -40,6 +42,8 @@ pub type Events<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error
 
 /// The caches every reconcile reads (see `Context`).
 pub struct Caches {
+    /// The RBAC that decides who can read the distributed Secrets.
+    pub rbac: Arc<RbacView>,
     pub namespaces: Cached<Namespace>,
     pub secrets: Cached<Secret>,
     pub bundles: Store<SealedBundle>,
@@ -68,11 +72,20 @@ pub struct Watches {
     pub bundle_triggers: reflector::ReflectHandle<SealedBundle>,
     /// Drives the shared bundle watch; it must be polled beside the controllers.
     pub bundle_watch: futures::future::BoxFuture<'static, ()>,
+    /// Drives the RBAC watches, likewise; and the tenants their changes concern.
+    pub rbac_watch: futures::future::BoxFuture<'static, ()>,
+    pub rbac_triggers: Triggers,
 }
 
 impl Watches {
     /// The watches of MLTenants matching `tenant_selector` and of everything they own.
-    pub fn new(client: &Client, tenant_selector: Option<&str>, readiness: &Readiness, invalids: Arc<Invalids>) -> Self {
+    pub fn new(
+        client: &Client,
+        tenant_selector: Option<&str>,
+        readiness: &Readiness,
+        invalids: Arc<Invalids>,
+        rbac: (Arc<RbacView>, Arc<Metrics>),
+    ) -> Self {
         let tenant_watch =
             tenant_selector.map_or_else(watcher::Config::default, |s| watcher::Config::default().labels(s));
         // The controller reads its tenants from a kube-runtime store.
@@ -89,6 +102,12 @@ impl Watches {
             }
         })
         .boxed();
+
+        let rbac_synced = [readiness.track(), readiness.track(), readiness.track(), readiness.track()];
+        let (view, metrics) = rbac;
+        let sinks = Sinks { view: view.clone(), invalids: invalids.clone(), metrics };
+        let (rbac_watch, rbac_triggers) =
+            super::rbac::watch(client, tenants.clone(), synced_tenants.clone(), sinks, rbac_synced.clone());
 
         let claimed = Claims { tenants: tenants.clone() };
         let start = Start { tenants_synced: synced_tenants, readiness };
@@ -122,15 +141,18 @@ impl Watches {
                 future::ready(())
             })
             .boxed();
+        let mut synced = vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced];
+        synced.extend(rbac_synced);
         Watches {
             caches: Caches {
+                rbac: view,
                 namespaces,
                 secrets,
                 bundles,
                 roles,
                 role_bindings,
                 invalids,
-                synced: vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced],
+                synced,
             },
             tenants,
             tenant_events,
@@ -142,12 +164,14 @@ impl Watches {
             bundle_changes,
             bundle_triggers,
             bundle_watch,
+            rbac_watch,
+            rbac_triggers,
         }
     }
 }
 
 /// A watch of `api` through the guard, each object trimmed as it arrives.
-fn guarded<K>(
+pub(super) fn guarded<K>(
     api: Api<Guarded<K>>,
     config: watcher::Config,
 ) -> impl Stream<Item = watcher::Result<watcher::Event<Guarded<K>>>> + Send

@@ -2,6 +2,7 @@
 
 pub mod access;
 pub mod inventory;
+pub mod isolation;
 mod live;
 pub mod namespaces;
 pub mod ownership;
@@ -61,6 +62,10 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     // What environments new to the tenant will get goes on record in one write before any of
     // it is created (each step puts on record what else it creates, see `inventory`).
     inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx).await?;
+    // The RBAC of its namespaces matters from now on, before any of them is created: one
+    // created afterwards is then known to hold nothing the RBAC watches have not seen.
+    let matter: Vec<String> = crate::reconcile::rbac::namespaces_of(tenant).collect();
+    ctx.rbac.need(matter.iter().map(String::as_str));
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written. Within a
@@ -72,6 +77,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let mut kept = Vec::new();
     for (env, ensured) in planned.into_iter().zip(ensured) {
         if ensured.created {
+            ctx.rbac.created(&env.namespace);
             fresh.insert(env.namespace.clone());
         }
         kept.extend(ensured.kept);
@@ -95,19 +101,23 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let present: Vec<&secrets::WantedSecret> =
         distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
     let granted = access::sync(tenant, &ready, &present, &fresh, &records, ctx).await;
+    let isolated = isolation::assess(tenant, &isolation::places(tenant, &ready, &present), ctx).await;
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
     let pending =
         namespace_states.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
-            || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })));
+            || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })))
+            || isolated.pending;
     // Failure series of bundles the tenant no longer names go now, not only at the next scrape.
     ctx.metrics.forget_failures(&tenant.name_any(), Some(&tenant.spec.referenced_bundles()));
     let inventory = records.finish();
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
-    let observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
+    let mut observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
+    observed.push(isolated.observed.clone());
     let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now);
     publish::write(tenant, status, &records.version, ctx).await?;
+    isolation::report(tenant, &isolated, ctx).await;
 
     let refused: Vec<&Rejected> = namespace_states
         .iter()
@@ -198,6 +208,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     set_finalizer(tenant, ctx, false).await?;
     ctx.forget(&tenant.uid().unwrap_or_default());
     ctx.metrics.forget_failures(&tenant.name_any(), None);
+    ctx.metrics.forget_exposure(&tenant.name_any());
     Ok(Action::await_change())
 }
 
