@@ -41,8 +41,9 @@ component_command() {
         --enable-priority-and-fairness="$APF" --profiling="${PROFILING:-false}" --v=1
       ;;
     kube-controller-manager)
-      # Only the controllers whose behaviour the operator relies on: namespace deletion and
-      # ownerReference cascading.
+      # Only the controllers whose behaviour the operator relies on: namespace deletion,
+      # ownerReference cascading, and ClusterRole aggregation (admin and edit read Secrets
+      # through it; AccessIsolated's reviews ask the authoriser, which reads the aggregated rules).
       printf '%s\n' "$BIN/kube-controller-manager" \
         --kubeconfig "$STATE/kcm.kubeconfig" --controllers namespace-controller,garbage-collector-controller,clusterrole-aggregation-controller \
         --leader-elect=false --secure-port 0 --use-service-account-credentials=false --v=1

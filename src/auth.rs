@@ -224,7 +224,8 @@ impl<T: Clone> Answers<T> {
 /// identity may send).
 pub async fn who_am_i(client: &Client) -> kube::Result<String> {
     use k8s_openapi::api::authentication::v1::SelfSubjectReview;
-    let review = Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &Default::default()).await?;
+    let review =
+        Api::<SelfSubjectReview>::all(client.clone()).create(&PostParams::default(), &Default::default()).await?;
     Ok(review.status.and_then(|s| s.user_info?.username).unwrap_or_default())
 }
 

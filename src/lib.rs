@@ -2,6 +2,7 @@
 //! `MLTenant` object.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod client;
@@ -19,3 +20,4 @@ pub mod telemetry;
 pub mod text;
 pub mod throttle;
 pub mod unseal;
+pub mod usage;

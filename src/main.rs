@@ -14,7 +14,8 @@ use mltenant_operator::auth::Authorizer;
 use mltenant_operator::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
 use mltenant_operator::keyring::KeyRing;
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::{api, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
+use mltenant_operator::usage::Usage;
+use mltenant_operator::{api, audit, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -26,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Print the CustomResourceDefinitions (what `crds/` holds).
     Crds,
     /// Seal values into a ready-to-commit SealedBundle (printed), or add them to one (--merge-into).
@@ -88,6 +89,30 @@ struct ControllerArgs {
     /// AccessIsolated False.
     #[arg(long, env = "MLTENANT_ACCESS_CONTROLLERS", value_delimiter = ',', default_values_t = strings(DEFAULT_CONTROLLERS))]
     access_controllers: Vec<String>,
+    /// Serve the audit sink (the API server's audit webhook backend posts to
+    /// https://ADDR/audit) on this address, while leading. Unset: no sink, no usage counted.
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_ADDR", requires_all = ["audit_sink_tls_cert", "audit_sink_tls_key"])]
+    audit_sink_addr: Option<SocketAddr>,
+    /// The sink's serving certificate (PEM, with its chain).
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_TLS_CERT")]
+    audit_sink_tls_cert: Option<std::path::PathBuf>,
+    /// The sink's private key (PEM).
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_TLS_KEY")]
+    audit_sink_tls_key: Option<std::path::PathBuf>,
+    /// CA (PEM) of the client certificate the API server presents to the sink.
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_CLIENT_CA")]
+    audit_sink_client_ca: Option<std::path::PathBuf>,
+    /// Common or DNS names of that certificate accepted as the API server (comma-separated).
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_CLIENT_NAMES", value_delimiter = ',')]
+    audit_sink_client_names: Vec<String>,
+    /// File holding the bearer token the API server sends to the sink (its webhook
+    /// kubeconfig's `token`); instead of, or besides, a client certificate.
+    #[arg(long, env = "MLTENANT_AUDIT_SINK_TOKEN_FILE")]
+    audit_sink_token_file: Option<std::path::PathBuf>,
+    /// How stale a declared reader's lastReadAt in a tenant's status may get: a reader reading
+    /// all the time makes one status write per period.
+    #[arg(long, env = "MLTENANT_USAGE_RECORD_PERIOD", default_value = "1h", value_parser = cli::parse_span)]
+    usage_record_period: Duration,
     /// Log format.
     #[arg(long, env = "MLTENANT_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: telemetry::LogFormat,
@@ -105,7 +130,7 @@ async fn main() -> std::process::ExitCode {
             print!("{}", api::crds_yaml());
             Ok(())
         }
-        Command::Controller(args) => controller(args).await,
+        Command::Controller(args) => controller(*args).await,
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
         Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
@@ -134,8 +159,23 @@ fn command_line() -> Cli {
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
-    let mut expected =
-        Expected::parse(&args.access_admins, &args.access_controllers).map_err(|e| anyhow::anyhow!("--access-*: {e}"))?;
+    let mut expected = Expected::parse(&args.access_admins, &args.access_controllers)
+        .map_err(|e| anyhow::anyhow!("--access-*: {e}"))?;
+    let sink = match args.audit_sink_addr {
+        Some(addr) => {
+            let config = audit::Config {
+                addr,
+                tls_cert: args.audit_sink_tls_cert.clone().unwrap_or_default(),
+                tls_key: args.audit_sink_tls_key.clone().unwrap_or_default(),
+                client_ca: args.audit_sink_client_ca.clone(),
+                client_names: args.audit_sink_client_names.clone(),
+                token_file: args.audit_sink_token_file.clone(),
+            };
+            config.check().map_err(anyhow::Error::msg)?;
+            Some(audit::prepare(&config).context("the audit sink")?)
+        }
+        None => None,
+    };
     telemetry::init(args.log_format);
     telemetry::report_panics_without_their_message();
     let shutdown = shutdown_signal()?;
@@ -175,7 +215,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let server = http::serve(args.http_addr, served);
     // The operator reads every Secret it distributes: it is expected, whatever the flags say.
-    let me = mltenant_operator::auth::who_am_i(&review_client).await.context("asking the API server who the operator is")?;
+    let me =
+        mltenant_operator::auth::who_am_i(&review_client).await.context("asking the API server who the operator is")?;
     expected.controllers.add(Subject::user(&me));
     let config = reconcile::Config {
         resync: args.resync_period,
@@ -188,16 +229,32 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);
+    // The sink serves the leader's term only: the leader's controllers tell it which Secrets
+    // are whose, and only the leader writes what it counted into the tenants' status.
     let controllers = leader::while_leading(leading, shutdown.clone(), || {
-        reconcile::run(
-            client.clone(),
-            review_client.clone(),
+        let usage = sink.as_ref().map(|_| Arc::new(Usage::new(args.usage_record_period)));
+        let counting = match (&sink, &usage) {
+            (Some(sink), Some(usage)) => {
+                audit::serve(sink.clone(), usage.clone(), config.expected.clone(), metrics.clone()).boxed()
+            }
+            _ => futures::future::pending().boxed(),
+        };
+        let clients = reconcile::Clients { main: client.clone(), reviews: review_client.clone() };
+        let controllers = reconcile::run(
+            clients,
             config.clone(),
             metrics.clone(),
             keys.clone(),
             readiness.clone(),
+            usage,
             shutdown.clone(),
-        )
+        );
+        async move {
+            tokio::select! {
+                () = controllers => {}
+                () = counting => {}
+            }
+        }
     });
     tokio::select! {
         result = server => result.context("HTTP server")?,

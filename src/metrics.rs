@@ -15,7 +15,9 @@ use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, 
 
 use crate::api::conditions::{DECRYPTABLE, TRUE};
 use crate::api::{MLTenant, SealedBundle};
+use crate::exposure::identity::Kind;
 use crate::keyring::KeyRing;
+use crate::usage::Usage;
 
 pub struct Metrics {
     registry: Registry,
@@ -32,6 +34,10 @@ pub struct Metrics {
     http_connections_closed: IntCounterVec,
     access_reviews: IntCounterVec,
     rbac_objects: prometheus::IntGaugeVec,
+    audit_connections: IntGauge,
+    audit_connections_closed: IntCounterVec,
+    audit_events: IntCounterVec,
+    audit_batches: IntCounterVec,
     state: StateGauges,
     sources: Arc<RwLock<Option<Sources>>>,
 }
@@ -127,6 +133,33 @@ impl Metrics {
             &["kind"],
         )
         .expect("valid metric");
+        let audit_connections =
+            IntGauge::new("mltenant_audit_connections", "Connections the audit sink holds open now.")
+                .expect("valid metric");
+        let audit_connections_closed = IntCounterVec::new(
+            Opts::new(
+                "mltenant_audit_connections_closed_total",
+                "Connections the audit sink closed itself, by reason (those of mltenant_http_connections_closed_total, and tls_handshake: none in time, or one that failed).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let audit_events = IntCounterVec::new(
+            Opts::new(
+                "mltenant_audit_events_total",
+                "Audit events the sink received, by outcome: read (a read of distributed Secrets, counted), denied (a refused request about Secrets in a managed namespace, counted), unmanaged (about Secrets the operator did not distribute), ignored (another resource, verb or stage), dropped (past the events one batch may hold).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let audit_batches = IntCounterVec::new(
+            Opts::new(
+                "mltenant_audit_batches_total",
+                "Posts to the audit sink, by outcome: accepted, unauthenticated (not the API server's identity: nothing read), too_large, busy (too many bodies being read: retried by the API server), slow (the body did not arrive in time), malformed (not an audit.k8s.io/v1 EventList).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let sources = Arc::new(RwLock::new(None));
         for collector in [
             Box::new(reconciles.clone()) as Box<dyn Collector>,
@@ -142,6 +175,10 @@ impl Metrics {
             Box::new(http_connections_closed.clone()),
             Box::new(access_reviews.clone()),
             Box::new(rbac_objects.clone()),
+            Box::new(audit_connections.clone()),
+            Box::new(audit_connections_closed.clone()),
+            Box::new(audit_events.clone()),
+            Box::new(audit_batches.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -160,6 +197,10 @@ impl Metrics {
             http_connections_closed,
             access_reviews,
             rbac_objects,
+            audit_connections,
+            audit_connections_closed,
+            audit_events,
+            audit_batches,
             state: StateGauges { sources: sources.clone(), keys, exposures: Arc::default() },
             sources,
         }
@@ -186,8 +227,14 @@ impl Metrics {
     /// is dropped (the controllers stopped): a replica that does not lead exports no tenant or
     /// bundle series at all. Bundle gauges cover the bundles `reports_on` selects.
     #[must_use = "the gauges follow the caches only while the guard lives"]
-    pub fn watch(&self, tenants: Store<MLTenant>, bundles: Store<SealedBundle>, reports_on: Selector) -> Watching {
-        *write(&self.sources) = Some(Sources { tenants, bundles, reports_on });
+    pub fn watch(
+        &self,
+        tenants: Store<MLTenant>,
+        bundles: Store<SealedBundle>,
+        reports_on: Selector,
+        usage: Option<Arc<Usage>>,
+    ) -> Watching {
+        *write(&self.sources) = Some(Sources { tenants, bundles, reports_on, usage });
         Watching {
             sources: self.sources.clone(),
             failures: [self.decryption_failures.clone(), self.rejected_writes.clone()],
@@ -211,6 +258,16 @@ impl Metrics {
     /// Count a SubjectAccessReview by its result (`exposure::confirm`'s closed set).
     pub fn access_review(&self, result: &str) {
         self.access_reviews.with_label_values(&[result]).inc();
+    }
+
+    /// Count `count` audit events with `outcome` (a closed set; 0 makes the series exist).
+    pub fn audit_events(&self, outcome: &str, count: u64) {
+        self.audit_events.with_label_values(&[outcome]).inc_by(count);
+    }
+
+    /// Count one post to the audit sink with `outcome` (a closed set; 0 makes the series exist).
+    pub fn audit_batches(&self, outcome: &str, count: u64) {
+        self.audit_batches.with_label_values(&[outcome]).inc_by(count);
     }
 
     /// How many RBAC objects of `kind` are held.
@@ -261,15 +318,14 @@ impl Metrics {
         self.fenced_writes.with_label_values(&[outcome]).inc();
     }
 
-    /// How many connections the HTTP server holds open.
-    pub fn http_connections(&self, open: usize) {
-        self.http_connections.set(i64::try_from(open).unwrap_or(i64::MAX));
+    /// Where the HTTP server counts its connections.
+    pub fn http_counters(&self) -> Counters {
+        Counters { open: self.http_connections.clone(), closed: self.http_connections_closed.clone() }
     }
 
-    /// Count `count` connections the HTTP server closed for `reason` (a closed set; 0 makes the
-    /// series exist).
-    pub fn http_connections_closed_by(&self, reason: &str, count: u64) {
-        self.http_connections_closed.with_label_values(&[reason]).inc_by(count);
+    /// Where the audit sink counts its connections.
+    pub fn audit_counters(&self) -> Counters {
+        Counters { open: self.audit_connections.clone(), closed: self.audit_connections_closed.clone() }
     }
 
     /// The text exposition of every metric.
@@ -357,6 +413,24 @@ impl Drop for Watching {
     }
 }
 
+/// Where a server counts its connections: open now, and closed by reason (a closed set).
+#[derive(Clone)]
+pub struct Counters {
+    open: IntGauge,
+    closed: IntCounterVec,
+}
+
+impl Counters {
+    pub fn opened(&self, count: usize) {
+        self.open.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Count `count` connections closed for `reason` (0 makes the series exist).
+    pub fn closed_by(&self, reason: &str, count: u64) {
+        self.closed.with_label_values(&[reason]).inc_by(count);
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -386,6 +460,8 @@ struct Sources {
     tenants: Store<MLTenant>,
     bundles: Store<SealedBundle>,
     reports_on: Selector,
+    /// What the audit sink counted, when it runs.
+    usage: Option<Arc<Usage>>,
 }
 
 /// Gauges computed at scrape time from the caches: a tenant, environment, Secret, bundle or
@@ -453,6 +529,7 @@ impl StateGauges {
     fn write(&self, out: &mut String) {
         let sources = read(&self.sources);
         let tenants = sources.as_ref().map(|s| s.tenants.state()).unwrap_or_default();
+        let usage = sources.as_ref().and_then(|s| s.usage.clone());
         let bundles = sources.as_ref().map_or_else(Vec::new, |s| {
             s.bundles.state().into_iter().filter(|b| s.reports_on.matches(b.labels())).collect()
         });
@@ -510,6 +587,77 @@ impl StateGauges {
         }
         family(out, DECRYPTIONS, DECRYPTIONS_HELP, "counter");
         sample(out, DECRYPTIONS, &[], &[], self.keys.decryptions() as f64);
+        if let Some(usage) = usage {
+            write_usage(out, &usage, &names);
+        }
+    }
+}
+
+const READS: Gauge = Gauge {
+    name: "mltenant_secret_reads_total",
+    help: "Reads (get, and list or watch of its namespace or of the cluster) of a distributed Secret by each of its declared readers with its own credentials, from the API server's audit events.",
+    labels: &["environment", "reader", "secret", "tenant"],
+};
+const READS_BY_OTHERS: Gauge = Gauge {
+    name: "mltenant_secret_reads_by_others_total",
+    help: "Reads of a distributed Secret by anyone but its declared readers, by kind of reader (admin, controller, serviceaccount, user), from the API server's audit events.",
+    labels: &["environment", "kind", "secret", "tenant"],
+};
+const READS_IMPERSONATED: Gauge = Gauge {
+    name: "mltenant_secret_reads_impersonated_total",
+    help: "Reads of a distributed Secret made through impersonation, by kind of the impersonating user (the read itself counts as the impersonated identity's).",
+    labels: &["environment", "kind", "secret", "tenant"],
+};
+const ACCESS_DENIED: Gauge = Gauge {
+    name: "mltenant_secret_access_denied_total",
+    help: "Requests about Secrets in a tenant's environment namespace that the API server refused (403), by kind of requester.",
+    labels: &["environment", "kind", "tenant"],
+};
+const LAST_READ: Gauge = Gauge {
+    name: "mltenant_secret_last_read_timestamp_seconds",
+    help: "When each declared reader last read the distributed Secret with its own credentials (Unix time); no series if it has not read since reads were recorded.",
+    labels: &["environment", "reader", "secret", "tenant"],
+};
+const RECORDED_SINCE: Gauge = Gauge {
+    name: "mltenant_secret_reads_recorded_since_timestamp_seconds",
+    help: "Since when the reads of each declared reader of a distributed Secret are recorded (Unix time).",
+    labels: &["environment", "reader", "secret", "tenant"],
+};
+
+/// The usage series of tenants in `tenants` (only they may name a label value).
+fn write_usage(out: &mut String, usage: &Usage, tenants: &BTreeSet<&str>) {
+    let series = usage.series();
+    let exists = |(tenant, ..): &(String, String, String)| tenants.contains(tenant.as_str());
+    let mut counters: [(Gauge, Series); 4] = [
+        (READS, Series::new()),
+        (READS_BY_OTHERS, Series::new()),
+        (READS_IMPERSONATED, Series::new()),
+        (ACCESS_DENIED, Series::new()),
+    ];
+    for ((key, reader), value) in series.reads.iter().filter(|((k, _), _)| exists(k)) {
+        counters[0].1.insert(vec![&key.1, reader, &key.2, &key.0], *value as f64);
+    }
+    for (i, map) in [(1, &series.others), (2, &series.impersonated)] {
+        for ((key, kind), value) in map.iter().filter(|((k, _), _)| exists(k)) {
+            counters[i].1.insert(vec![&key.1, kind.label(), &key.2, &key.0], *value as f64);
+        }
+    }
+    for (((tenant, environment), kind), value) in &series.denied {
+        if tenants.contains(tenant.as_str()) {
+            counters[3].1.insert(vec![environment, Kind::label(*kind), tenant], *value as f64);
+        }
+    }
+    for (gauge, values) in counters {
+        family(out, gauge.name, gauge.help, "counter");
+        for (labels, value) in values {
+            sample(out, gauge.name, gauge.labels, &labels, value);
+        }
+    }
+    for (gauge, times) in [(LAST_READ, &series.last_read), (RECORDED_SINCE, &series.since)] {
+        family(out, gauge.name, gauge.help, "gauge");
+        for ((key, reader), at) in times.iter().filter(|((k, _), _)| exists(k)) {
+            sample(out, gauge.name, gauge.labels, &[&key.1, reader, &key.2, &key.0], *at as f64);
+        }
     }
 }
 
@@ -606,7 +754,7 @@ mod tests {
         for b in [bundle("a", "SHA256:k1", "True"), bundle("b", "SHA256:k1", "False")] {
             bundle_writer.apply_watcher_event(&Event::Apply(b));
         }
-        let watching = metrics.watch(tenants, bundles, Selector::default());
+        let watching = metrics.watch(tenants, bundles, Selector::default(), None);
         let text = metrics.render();
         let lines: Vec<&str> = text.lines().collect();
         for want in [

@@ -85,6 +85,10 @@ pub const DNS_LABEL_MAX: usize = 63;
 pub const DNS_SUBDOMAIN_MAX: usize = 253;
 pub const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub const DNS_SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A ServiceAccount as `namespace/name` (a DNS label and a DNS subdomain).
+pub const SERVICE_ACCOUNT_MAX: usize = DNS_LABEL_MAX + 1 + DNS_SUBDOMAIN_MAX;
+pub const SERVICE_ACCOUNT_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A label or annotation key: an optional DNS subdomain prefix of at most 253 characters and
 /// `/`, then a name of at most 63 (Kubernetes' qualified name). Two patterns: the shape, and
 /// the prefix's length, which a regular expression cannot count across its dots.

@@ -14,7 +14,7 @@ pub use bounds::OutOfBounds;
 pub use bundle::{BundleScope, SealedBundle, SealedBundleSpec, SealedBundleStatus, SecretTemplate};
 pub use tenant::{
     DeletionPolicy, EnvironmentSpec, EnvironmentStatus, MLTenant, MLTenantSpec, MLTenantStatus, OwnedKind, OwnedObject,
-    SecretReader, SecretSpec, SecretStatus, ServiceAccountRef,
+    ReaderStatus, SecretReader, SecretSpec, SecretStatus, ServiceAccountRef,
 };
 
 use kube::CustomResourceExt;

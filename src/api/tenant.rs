@@ -271,6 +271,29 @@ pub struct SecretStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("maxLength" = MAX_TIME_CHARS, "x-kubernetes-validations" = limits::time_range_validations()))]
     pub expires_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Its declared readers and when each last read it, recorded from the API server's audit
+    /// events while the operator's audit sink is enabled (refreshed at most every
+    /// `--usage-record-period`): a grant not used for long can go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_READERS))]
+    pub readers: Vec<ReaderStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReaderStatus {
+    /// The declared reader, `namespace/name` of its ServiceAccount.
+    #[schemars(length(max = SERVICE_ACCOUNT_MAX), regex(pattern = SERVICE_ACCOUNT_PATTERN))]
+    pub service_account: String,
+    /// When it last read the Secret with its own credentials (`get`, or a `list`/`watch` of
+    /// its namespace); absent if it has not since `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = MAX_TIME_CHARS, "x-kubernetes-validations" = limits::time_range_validations()))]
+    pub last_read_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    /// Since when its reads are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxLength" = MAX_TIME_CHARS, "x-kubernetes-validations" = limits::time_range_validations()))]
+    pub since: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 impl MLTenant {

@@ -161,7 +161,8 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
         .iter()
         .filter_map(|r| if let Subject::ServiceAccount { namespace, .. } = r { Some(namespace.as_str()) } else { None })
         .collect();
-    if let Some(ns) = std::iter::once(place.namespace.as_str()).chain(reader_namespaces.iter().copied()).find(|ns| over(ns))
+    if let Some(ns) =
+        std::iter::once(place.namespace.as_str()).chain(reader_namespaces.iter().copied()).find(|ns| over(ns))
     {
         exposure.unknown = Some(format!(
             "namespace {ns} holds more than {MAX_PER_NAMESPACE} Roles or RoleBindings: what they grant is not examined"
@@ -329,7 +330,12 @@ mod tests {
     }
 
     fn subject(kind: &str, name: &str, namespace: Option<&str>) -> k8s::Subject {
-        k8s::Subject { kind: kind.into(), name: name.into(), namespace: namespace.map(Into::into), ..Default::default() }
+        k8s::Subject {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.map(Into::into),
+            ..Default::default()
+        }
     }
 
     fn role_ref(kind: &str, name: &str) -> k8s::RoleRef {
@@ -343,17 +349,23 @@ mod tests {
     fn cluster() -> Rbac {
         let mut rbac = Rbac::default();
         let mut cluster_role = |name: &str, rules: Vec<k8s::PolicyRule>| {
-            let mut role = k8s::ClusterRole::default();
-            role.rules = Some(rules);
+            let role = k8s::ClusterRole { rules: Some(rules), ..Default::default() };
             rbac.cluster_roles.insert(name.into(), ClusterRole::new(&role));
         };
         cluster_role("cluster-admin", vec![rule(&["*"], &["*"], &["*"], &[])]);
         cluster_role("edit", vec![rule(&[""], &["secrets", "pods"], &["get", "list", "create"], &[])]);
         cluster_role("view", vec![rule(&[""], &["pods", "configmaps"], &["get", "list", "watch"], &[])]);
-        let admins = Binding::new(&role_ref("ClusterRole", "cluster-admin"), Some(&vec![subject("Group", "system:masters", None)]), None);
+        let admins = Binding::new(
+            &role_ref("ClusterRole", "cluster-admin"),
+            Some(&vec![subject("Group", "system:masters", None)]),
+            None,
+        );
         rbac.cluster_bindings.insert("cluster-admin".into(), admins.unwrap());
         let mut ns = Namespaced::default();
-        ns.set_role("mltenant-reader-argowf-argo-workflow", Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])));
+        ns.set_role(
+            "mltenant-reader-argowf-argo-workflow",
+            Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])),
+        );
         let ours = Binding::new(
             &role_ref("Role", "mltenant-reader-argowf-argo-workflow"),
             Some(&vec![subject("ServiceAccount", "argo-workflow", Some("argowf"))]),
@@ -374,7 +386,10 @@ mod tests {
             environment: "dev".into(),
             namespace: NS.into(),
             secrets: vec![
-                Wanted { name: "ml-platform".into(), readers: vec![Subject::service_account("argowf", "argo-workflow")] },
+                Wanted {
+                    name: "ml-platform".into(),
+                    readers: vec![Subject::service_account("argowf", "argo-workflow")],
+                },
                 Wanted { name: "ghcr".into(), readers: vec![] },
             ],
         }
@@ -394,13 +409,19 @@ mod tests {
         let ml = &exposures[0];
         assert_eq!(
             described(ml, |f| f.reach == Reach::Declared),
-            ["ServiceAccount argowf/argo-workflow through RoleBinding fin-dev/mltenant-reader-argowf-argo-workflow (Role mltenant-reader-argowf-argo-workflow)"]
+            [
+                "ServiceAccount argowf/argo-workflow through RoleBinding fin-dev/mltenant-reader-argowf-argo-workflow (Role mltenant-reader-argowf-argo-workflow)"
+            ]
         );
         assert_eq!(described(ml, |f| f.reach == Reach::Expected(Kind::Admin)).len(), 1, "cluster-admin");
         for exposure in &exposures {
             assert_eq!((exposure.unexpected_count(), exposure.indirect().count()), (0, 0), "{exposure:?}");
         }
-        assert_eq!(exposures[1].findings.iter().filter(|f| f.reach == Reach::Declared).count(), 0, "ghcr has no reader");
+        assert_eq!(
+            exposures[1].findings.iter().filter(|f| f.reach == Reach::Declared).count(),
+            0,
+            "ghcr has no reader"
+        );
     }
 
     /// Each row adds bindings to `cluster()` and says what the Secret ml-platform of fin-dev
@@ -412,17 +433,26 @@ mod tests {
             (
                 "edit bound in the namespace to another team's ServiceAccount",
                 |rbac| {
-                    let b = Binding::new(&role_ref("ClusterRole", "edit"), Some(&vec![subject("ServiceAccount", "bot", Some("other"))]), Some(NS));
+                    let b = Binding::new(
+                        &role_ref("ClusterRole", "edit"),
+                        Some(&vec![subject("ServiceAccount", "bot", Some("other"))]),
+                        Some(NS),
+                    );
                     rbac.namespaces.get_mut(NS).unwrap().set_binding("team-edit", b);
                 },
                 &["ServiceAccount other/bot through RoleBinding fin-dev/team-edit (ClusterRole edit)"],
-                &["ServiceAccount other/bot may create pods in fin-dev through RoleBinding fin-dev/team-edit (ClusterRole edit)"],
+                &[
+                    "ServiceAccount other/bot may create pods in fin-dev through RoleBinding fin-dev/team-edit (ClusterRole edit)",
+                ],
             ),
             (
                 "view plus a custom reader of that Secret",
                 |rbac| {
                     let ns = rbac.namespaces.get_mut(NS).unwrap();
-                    ns.set_role("peek", Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])));
+                    ns.set_role(
+                        "peek",
+                        Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])),
+                    );
                     let who = vec![subject("ServiceAccount", "bot", Some("other"))];
                     ns.set_binding("view", Binding::new(&role_ref("ClusterRole", "view"), Some(&who), Some(NS)));
                     ns.set_binding("peek", Binding::new(&role_ref("Role", "peek"), Some(&who), Some(NS)));
@@ -449,7 +479,9 @@ mod tests {
                     rbac.cluster_bindings.insert("everyone-admin".into(), b);
                 },
                 &["Group system:authenticated through ClusterRoleBinding everyone-admin (ClusterRole cluster-admin)"],
-                &["Group system:authenticated may create pods in fin-dev through ClusterRoleBinding everyone-admin (ClusterRole cluster-admin)"],
+                &[
+                    "Group system:authenticated may create pods in fin-dev through ClusterRoleBinding everyone-admin (ClusterRole cluster-admin)",
+                ],
             ),
             (
                 "pods/create in the namespace",
@@ -466,26 +498,38 @@ mod tests {
                 "tokens of the declared reader",
                 |rbac| {
                     let mut ns = Namespaced::default();
-                    ns.set_role("tokens", Some(Grants::from_rules(&[rule(&[""], &["serviceaccounts/token"], &["create"], &["argo-workflow"])])));
+                    ns.set_role(
+                        "tokens",
+                        Some(Grants::from_rules(&[rule(
+                            &[""],
+                            &["serviceaccounts/token"],
+                            &["create"],
+                            &["argo-workflow"],
+                        )])),
+                    );
                     let who = vec![subject("User", "mallory", None)];
                     ns.set_binding("tokens", Binding::new(&role_ref("Role", "tokens"), Some(&who), Some("argowf")));
                     rbac.namespaces.insert("argowf".into(), ns);
                 },
                 &[],
-                &["User mallory may create tokens of ServiceAccount argowf/argo-workflow through RoleBinding argowf/tokens (Role tokens)"],
+                &[
+                    "User mallory may create tokens of ServiceAccount argowf/argo-workflow through RoleBinding argowf/tokens (Role tokens)",
+                ],
             ),
             (
                 "impersonation granted cluster-wide",
                 |rbac| {
-                    let mut role = k8s::ClusterRole::default();
-                    role.rules = Some(vec![rule(&[""], &["users", "groups"], &["impersonate"], &[])]);
+                    let rules = vec![rule(&[""], &["users", "groups"], &["impersonate"], &[])];
+                    let role = k8s::ClusterRole { rules: Some(rules), ..Default::default() };
                     rbac.cluster_roles.insert("impersonator".into(), ClusterRole::new(&role));
                     let who = vec![subject("User", "mallory", None)];
                     let b = Binding::new(&role_ref("ClusterRole", "impersonator"), Some(&who), None).unwrap();
                     rbac.cluster_bindings.insert("impersonator".into(), b);
                 },
                 &[],
-                &["User mallory may impersonate anyone through ClusterRoleBinding impersonator (ClusterRole impersonator)"],
+                &[
+                    "User mallory may impersonate anyone through ClusterRoleBinding impersonator (ClusterRole impersonator)",
+                ],
             ),
             (
                 "an expected controller with every right is not reported",
@@ -513,9 +557,13 @@ mod tests {
         let mut rbac = cluster();
         let ns = rbac.namespaces.get_mut(NS).unwrap();
         ns.set_role("peek", Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])));
-        ns.set_binding("peek", Binding::new(&role_ref("Role", "peek"), Some(&vec![subject("User", "eve", None)]), Some(NS)));
+        ns.set_binding(
+            "peek",
+            Binding::new(&role_ref("Role", "peek"), Some(&vec![subject("User", "eve", None)]), Some(NS)),
+        );
         let who = vec![subject("User", "bob", None)];
-        rbac.cluster_bindings.insert("bob-edit".into(), Binding::new(&role_ref("ClusterRole", "edit"), Some(&who), None).unwrap());
+        rbac.cluster_bindings
+            .insert("bob-edit".into(), Binding::new(&role_ref("ClusterRole", "edit"), Some(&who), None).unwrap());
         let exposures = run(&rbac);
         let checks: Vec<(String, Option<String>, Option<String>)> = exposures[0]
             .unexpected()

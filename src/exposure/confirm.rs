@@ -45,7 +45,12 @@ impl Confirmer {
 
     /// Whether the API server allows `finding`'s subject one of its checks, with answers reused
     /// while the RBAC set is at `version`; `counted` hears each review sent and its result.
-    pub async fn confirm(&self, finding: &Finding, version: u64, counted: &(dyn Fn(&'static str) + Sync)) -> kube::Result<bool> {
+    pub async fn confirm(
+        &self,
+        finding: &Finding,
+        version: u64,
+        counted: &(dyn Fn(&'static str) + Sync),
+    ) -> kube::Result<bool> {
         for check in &finding.checks {
             let key = (finding.subject.clone(), check.clone());
             let known = {
@@ -102,7 +107,8 @@ impl Confirmer {
             },
             ..Default::default()
         };
-        let answer = Api::<SubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
+        let answer =
+            Api::<SubjectAccessReview>::all(self.client.clone()).create(&PostParams::default(), &review).await?;
         Ok(answer.status.is_some_and(|s| s.allowed && !s.denied.unwrap_or(false)))
     }
 }

@@ -274,9 +274,24 @@ mod tests {
                 Some("argowf"),
                 Some(sa.clone()),
             ),
-            ("a ServiceAccount without a namespace in a ClusterRoleBinding", rbac("ServiceAccount", "x", None), None, None),
-            ("a user that is a ServiceAccount", rbac("User", "system:serviceaccount:argowf:argo-workflow", None), None, Some(sa)),
-            ("a group", rbac("Group", "system:authenticated", None), None, Some(Subject::Group("system:authenticated".into()))),
+            (
+                "a ServiceAccount without a namespace in a ClusterRoleBinding",
+                rbac("ServiceAccount", "x", None),
+                None,
+                None,
+            ),
+            (
+                "a user that is a ServiceAccount",
+                rbac("User", "system:serviceaccount:argowf:argo-workflow", None),
+                None,
+                Some(sa),
+            ),
+            (
+                "a group",
+                rbac("Group", "system:authenticated", None),
+                None,
+                Some(Subject::Group("system:authenticated".into())),
+            ),
             ("an unknown kind", rbac("Robot", "r2", None), None, None),
         ];
         for (why, subject, namespace, want) in rows {

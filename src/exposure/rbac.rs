@@ -53,7 +53,11 @@ pub struct Binding {
 impl Binding {
     /// A RoleBinding (`namespace` its own: a ServiceAccount subject without one is there) or a
     /// ClusterRoleBinding (`None`). A roleRef of a kind RBAC does not know grants nothing.
-    pub fn new(role_ref: &rbac::RoleRef, subjects: Option<&Vec<rbac::Subject>>, namespace: Option<&str>) -> Option<Self> {
+    pub fn new(
+        role_ref: &rbac::RoleRef,
+        subjects: Option<&Vec<rbac::Subject>>,
+        namespace: Option<&str>,
+    ) -> Option<Self> {
         let name = crate::text::fit_name(&role_ref.name, MAX_ROLE_NAME);
         let role = match (role_ref.kind.as_str(), namespace) {
             ("Role", Some(_)) => RoleRef::Role(name),
@@ -61,7 +65,8 @@ impl Binding {
             _ => return None,
         };
         let all = subjects.map_or(&[][..], Vec::as_slice);
-        let mut kept: Vec<Subject> = all.iter().take(MAX_SUBJECTS).filter_map(|s| Subject::from_rbac(s, namespace)).collect();
+        let mut kept: Vec<Subject> =
+            all.iter().take(MAX_SUBJECTS).filter_map(|s| Subject::from_rbac(s, namespace)).collect();
         kept.sort();
         kept.dedup();
         Some(Binding { role, subjects: kept, unlisted: all.len().saturating_sub(MAX_SUBJECTS) })
@@ -81,7 +86,8 @@ pub struct ClusterRole {
 
 impl ClusterRole {
     pub fn new(role: &rbac::ClusterRole) -> Self {
-        let labels = role.metadata.labels.iter().flatten().take(MAX_LABELS).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let labels =
+            role.metadata.labels.iter().flatten().take(MAX_LABELS).map(|(k, v)| (k.clone(), v.clone())).collect();
         let selectors = role.aggregation_rule.iter().flat_map(|a| a.cluster_role_selectors.iter().flatten());
         let aggregates = selectors.take(MAX_SELECTORS).filter_map(|s| Selector::try_from(s.clone()).ok()).collect();
         ClusterRole { grants: Grants::from_rules(role.rules.as_deref().unwrap_or_default()), labels, aggregates }
@@ -229,7 +235,12 @@ mod tests {
         rbac::RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: kind.into(), name: name.into() }
     }
 
-    fn cluster_role(name: &str, labels: &[(&str, &str)], rules: Vec<PolicyRule>, aggregate: Option<(&str, &str)>) -> rbac::ClusterRole {
+    fn cluster_role(
+        name: &str,
+        labels: &[(&str, &str)],
+        rules: Vec<PolicyRule>,
+        aggregate: Option<(&str, &str)>,
+    ) -> rbac::ClusterRole {
         let mut role = rbac::ClusterRole::default();
         role.metadata.name = Some(name.into());
         role.metadata.labels = Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
@@ -275,7 +286,8 @@ mod tests {
         ] {
             set.cluster_roles.insert(role.metadata.name.clone().unwrap(), ClusterRole::new(&role));
         }
-        let binding = Binding::new(&role_ref("ClusterRole", "reader"), Some(&vec![subject("Group", "g")]), None).unwrap();
+        let binding =
+            Binding::new(&role_ref("ClusterRole", "reader"), Some(&vec![subject("Group", "g")]), None).unwrap();
         set.cluster_bindings.insert("reader-binding".into(), binding);
         let effective = set.effective();
         assert!(effective.cluster_roles["reader"].caps.contains(Caps::SECRET_GET));

@@ -84,7 +84,12 @@ pub struct Request {
     pub verb: &'static str,
 }
 
-const fn request(group: &'static str, resource: &'static str, sub: Option<&'static str>, verb: &'static str) -> Request {
+const fn request(
+    group: &'static str,
+    resource: &'static str,
+    sub: Option<&'static str>,
+    verb: &'static str,
+) -> Request {
     Request { group, resource, subresource: sub, verb }
 }
 
@@ -257,9 +262,11 @@ fn matches(rule: &PolicyRule, group: &str, resource: &str, subresource: Option<&
         Some(sub) => format!("{resource}/{sub}"),
         None => resource.to_owned(),
     };
-    let resources = rule.resources.iter().flatten().any(|r| {
-        r == "*" || *r == combined || subresource.is_some_and(|sub| r.strip_prefix("*/") == Some(sub))
-    });
+    let resources = rule
+        .resources
+        .iter()
+        .flatten()
+        .any(|r| r == "*" || *r == combined || subresource.is_some_and(|sub| r.strip_prefix("*/") == Some(sub)));
     verbs && groups && resources
 }
 
@@ -283,7 +290,12 @@ mod tests {
         type Row<'a> = (&'a str, PolicyRule, Caps, &'a [&'a str]);
         let rows: Vec<Row> = vec![
             ("get on every Secret", rule(&[""], &["secrets"], &["get"], &[]), Caps::SECRET_GET, &[]),
-            ("list and watch", rule(&[""], &["secrets"], &["list", "watch"], &[]), Caps::SECRET_LIST | Caps::SECRET_WATCH, &[]),
+            (
+                "list and watch",
+                rule(&[""], &["secrets"], &["list", "watch"], &[]),
+                Caps::SECRET_LIST | Caps::SECRET_WATCH,
+                &[],
+            ),
             ("get by name", rule(&[""], &["secrets"], &["get"], &["b", "a"]), Caps::NONE, &["a", "b"]),
             ("list by name (a field selector)", rule(&[""], &["secrets"], &["list"], &["a"]), Caps::NONE, &["a"]),
             ("the wrong group", rule(&["apps"], &["secrets"], &["get"], &[]), Caps::NONE, &[]),
@@ -315,7 +327,12 @@ mod tests {
                 &[],
             ),
             ("tokens", rule(&[""], &["serviceaccounts/token"], &["create"], &["r"]), Caps::TOKEN_CREATE, &[]),
-            ("view-like reads", rule(&["", "apps"], &["pods", "configmaps", "deployments"], &["get", "list"], &[]), Caps::NONE, &[]),
+            (
+                "view-like reads",
+                rule(&["", "apps"], &["pods", "configmaps", "deployments"], &["get", "list"], &[]),
+                Caps::NONE,
+                &[],
+            ),
         ];
         for (why, rule, caps, names) in rows {
             let grants = Grants::from_rules(&[rule]);
@@ -341,7 +358,8 @@ mod tests {
         let grants = Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &names)]);
         assert!(grants.caps.contains(Caps::SECRET_GET) && grants.names.is_empty());
         // A huge role is as small as any once compacted.
-        let rules: Vec<PolicyRule> = (0..10_000).map(|i| rule(&[""], &["secrets"], &["get"], &[&format!("n{i}")])).collect();
+        let rules: Vec<PolicyRule> =
+            (0..10_000).map(|i| rule(&[""], &["secrets"], &["get"], &[&format!("n{i}")])).collect();
         let grants = Grants::from_rules(&rules);
         assert!(grants.caps.contains(Caps::SECRET_GET) && grants.names.is_empty());
     }

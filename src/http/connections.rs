@@ -14,7 +14,10 @@
 //!   [`Limits::max_header_bytes`].
 //!
 //! What happens to a connection is counted in `mltenant_http_connections` (open now) and
-//! `mltenant_http_connections_closed_total{reason}` (a closed set: [`Closed`]).
+//! `mltenant_http_connections_closed_total{reason}` (a closed set: [`Closed`]), or the audit
+//! sink's own pair ([`Counters`]). A server with TLS (the audit sink) completes the handshake
+//! within the header-read time too, and hands each request the client's certificate, if it
+//! presented one the handshake verified ([`PeerCertificate`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +31,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tower::ServiceExt as _;
 
-use crate::metrics::Metrics;
+use crate::metrics::Counters;
 
 /// What the server holds at most.
 #[derive(Clone, Copy, Debug)]
@@ -67,11 +70,20 @@ pub enum Closed {
     Full,
     /// No complete request head within the header-read time.
     HeaderTimeout,
+    /// No TLS handshake within the header-read time, or one that failed (a client certificate
+    /// the configured CA did not sign, among others).
+    Handshake,
 }
 
 impl Closed {
-    pub const ALL: [Closed; 5] =
-        [Closed::PeerLimit, Closed::EvictedIdle, Closed::EvictedBusy, Closed::Full, Closed::HeaderTimeout];
+    pub const ALL: [Closed; 6] = [
+        Closed::PeerLimit,
+        Closed::EvictedIdle,
+        Closed::EvictedBusy,
+        Closed::Full,
+        Closed::HeaderTimeout,
+        Closed::Handshake,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -80,9 +92,15 @@ impl Closed {
             Closed::EvictedBusy => "evicted_busy",
             Closed::Full => "full",
             Closed::HeaderTimeout => "header_timeout",
+            Closed::Handshake => "tls_handshake",
         }
     }
 }
+
+/// The client certificate a TLS connection presented, verified by the handshake (an extension of
+/// each of its requests).
+#[derive(Clone, Debug)]
+pub struct PeerCertificate(pub Arc<rustls_pki_types::CertificateDer<'static>>);
 
 /// How long the accept loop waits for an evicted connection to close before giving up on the
 /// new one. An evicted connection's task closes it as soon as it runs again.
@@ -107,17 +125,19 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Serve `router` on `listener` (see [`listen`]) within `limits`, until the future is dropped.
+/// Serve `router` on `listener` (see [`listen`]) within `limits`, behind `tls` when given,
+/// until the future is dropped.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    metrics: Arc<Metrics>,
+    counters: Counters,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     for reason in Closed::ALL {
-        metrics.http_connections_closed_by(reason.label(), 0);
+        counters.closed_by(reason.label(), 0);
     }
-    let registry = Arc::new(Registry { state: Mutex::default(), metrics: metrics.clone() });
+    let registry = Arc::new(Registry { state: Mutex::default(), counters: counters.clone() });
     // One permit per socket, released only once it is closed: the registry holds at most
     // `total` connections, and at most `CLOSING` more evicted ones may be closing.
     let slots = Arc::new(Semaphore::new(limits.total + CLOSING));
@@ -140,13 +160,13 @@ pub async fn serve(
         };
         let peer = peer.ip().to_canonical();
         if registry.open_from(peer) >= limits.per_peer {
-            metrics.http_connections_closed_by(Closed::PeerLimit.label(), 1);
+            counters.closed_by(Closed::PeerLimit.label(), 1);
             continue;
         }
         if registry.open() >= limits.total
             && let Some(evicted) = registry.evict()
         {
-            metrics.http_connections_closed_by(evicted.label(), 1);
+            counters.closed_by(evicted.label(), 1);
         }
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
@@ -154,40 +174,71 @@ pub async fn serve(
             Err(_) => match tokio::time::timeout(EVICTION_WAIT, slots.clone().acquire_owned()).await {
                 Ok(Ok(slot)) => slot,
                 _ => {
-                    metrics.http_connections_closed_by(Closed::Full.label(), 1);
+                    counters.closed_by(Closed::Full.label(), 1);
                     continue;
                 }
             },
         };
         let (id, evicted) = registry.insert(peer);
         let ticket = Ticket { registry: registry.clone(), id, _slot: slot };
-        let service = {
-            let (registry, router) = (registry.clone(), router.clone());
-            hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let in_flight = registry.request_started(id);
-                let router = router.clone();
-                async move {
-                    let response = router.oneshot(request).await;
-                    drop(in_flight);
-                    response
-                }
-            })
-        };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let metrics = metrics.clone();
+        let connection = Accepted { builder: builder.clone(), router: router.clone(), registry: registry.clone(), id };
+        let (counters, tls) = (counters.clone(), tls.clone());
         tokio::spawn(async move {
-            tokio::select! {
-                served = connection => {
-                    if served.is_err_and(|error| error.is_timeout()) {
-                        metrics.http_connections_closed_by(Closed::HeaderTimeout.label(), 1);
-                    }
+            let served = async {
+                match tls {
+                    None => connection.serve(stream, None, &counters).await,
+                    Some(acceptor) => match tokio::time::timeout(limits.header_read, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+                            let peer = certificate.map(|c| PeerCertificate(Arc::new(c.into_owned())));
+                            connection.serve(stream, peer, &counters).await;
+                        }
+                        _ => counters.closed_by(Closed::Handshake.label(), 1),
+                    },
                 }
+            };
+            tokio::select! {
+                () = served => {}
                 // Evicted: dropping the connection closes its socket.
                 _ = evicted => {}
             }
             // Only now, the socket closed, is its slot given back.
             drop(ticket);
         });
+    }
+}
+
+/// What serving one accepted connection needs.
+struct Accepted {
+    builder: hyper::server::conn::http1::Builder,
+    router: Router,
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Accepted {
+    /// Serve requests on `io` until it closes, each marked in flight while it is, and carrying
+    /// `peer` when there is one.
+    async fn serve<IO>(self, io: IO, peer: Option<PeerCertificate>, counters: &Counters)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Accepted { builder, router, registry, id } = self;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let in_flight = registry.request_started(id);
+            if let Some(peer) = &peer {
+                request.extensions_mut().insert(peer.clone());
+            }
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await;
+                drop(in_flight);
+                response
+            }
+        });
+        if builder.serve_connection(TokioIo::new(io), service).await.is_err_and(|error| error.is_timeout()) {
+            counters.closed_by(Closed::HeaderTimeout.label(), 1);
+        }
     }
 }
 
@@ -201,7 +252,7 @@ fn is_connection_error(error: &std::io::Error) -> bool {
 /// The open connections: who they are from, whether a request is in flight and since when.
 struct Registry {
     state: Mutex<State>,
-    metrics: Arc<Metrics>,
+    counters: Counters,
 }
 
 #[derive(Default)]
@@ -240,7 +291,7 @@ impl Registry {
         state.next_id += 1;
         state.open.insert(id, Connection { peer, in_flight: 0, since: Instant::now(), close });
         *state.per_peer.entry(peer).or_default() += 1;
-        self.metrics.http_connections(state.open.len());
+        self.counters.opened(state.open.len());
         (id, evicted)
     }
 
@@ -253,7 +304,7 @@ impl Registry {
                 state.per_peer.remove(&connection.peer);
             }
         }
-        self.metrics.http_connections(state.open.len());
+        self.counters.opened(state.open.len());
         Some(connection)
     }
 
@@ -316,6 +367,7 @@ mod tests {
     use tokio::net::TcpStream;
 
     use super::*;
+    use crate::metrics::Metrics;
 
     #[test]
     fn the_idle_longest_goes_first_then_the_longest_in_flight() {
@@ -340,7 +392,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new(Default::default()));
         let router = Router::new().route("/healthz", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(serve(listener, router, limits, metrics.clone()));
+        tokio::spawn(serve(listener, router, limits, metrics.http_counters(), None));
         (addr, metrics)
     }
 

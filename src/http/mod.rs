@@ -169,26 +169,54 @@ async fn admit(
 /// a limit (an announced length over the cap before a byte is read, YAML at its first byte),
 /// never held whole to find out.
 async fn read_body(body: Body, announced: Option<usize>) -> Result<Vec<u8>, Refusal> {
-    use futures::StreamExt as _;
-    if announced.is_some_and(|length| length > MAX_BODY) {
-        return Err(Refusal::TooLarge);
-    }
     let refused = |refusal: json_shape::Refusal| match refusal {
         json_shape::Refusal::NotJson => Refusal::NotJson(refusal.to_string()),
         _ => Refusal::TooComplex(refusal.to_string()),
     };
     let mut shape = json_shape::Scanner::default();
+    let bytes = read_limited(body, announced, MAX_BODY, |chunk| shape.feed(chunk)).await.map_err(|e| match e {
+        Limited::TooLarge => Refusal::TooLarge,
+        Limited::Unreadable => Refusal::BadRequest("the body could not be read".into()),
+        Limited::Refused(refusal) => refused(refusal),
+    })?;
+    shape.finish().map_err(refused)?;
+    Ok(bytes)
+}
+
+/// Why a body was not read whole.
+pub enum Limited<E> {
+    /// Longer than allowed (announced, or as it arrived).
+    TooLarge,
+    /// The connection failed while it arrived.
+    Unreadable,
+    /// `check` refused a chunk.
+    Refused(E),
+}
+
+/// A request body of at most `max` bytes, in one buffer of the `announced` length, each chunk
+/// passed to `check` as it arrives: refused at the first chunk past the limit, or the first
+/// `check` refuses, never held whole to find out (an announced length past it: before a byte is
+/// read).
+pub async fn read_limited<E>(
+    body: Body,
+    announced: Option<usize>,
+    max: usize,
+    mut check: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<Vec<u8>, Limited<E>> {
+    use futures::StreamExt as _;
+    if announced.is_some_and(|length| length > max) {
+        return Err(Limited::TooLarge);
+    }
     let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
     let mut chunks = body.into_data_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| Refusal::BadRequest("the body could not be read".into()))?;
-        if bytes.len() + chunk.len() > MAX_BODY {
-            return Err(Refusal::TooLarge);
+        let chunk = chunk.map_err(|_| Limited::Unreadable)?;
+        if bytes.len() + chunk.len() > max {
+            return Err(Limited::TooLarge);
         }
-        shape.feed(&chunk).map_err(refused)?;
+        check(&chunk).map_err(Limited::Refused)?;
         bytes.extend_from_slice(&chunk);
     }
-    shape.finish().map_err(refused)?;
     Ok(bytes)
 }
 
@@ -312,7 +340,7 @@ pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<()> {
     let listener = connections::listen(addr)?;
     tracing::info!(addr = %listener.local_addr()?, "serving /healthz /readyz /metrics /v1/cert.pem /v1/verify /v1/rotate");
     let metrics = served.metrics.clone();
-    connections::serve(listener, router(served), connections::Limits::default(), metrics).await
+    connections::serve(listener, router(served), connections::Limits::default(), metrics.http_counters(), None).await
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::striped::Striped;
 use crate::unseal::{Failure, Opened};
+use crate::usage::Usage;
 
 /// Settings of the controller process.
 #[derive(Clone, Debug)]
@@ -72,6 +73,8 @@ pub struct Context {
     pub invalids: Arc<Invalids>,
     /// The RBAC that decides who can read the distributed Secrets.
     pub rbac: Arc<RbacView>,
+    /// What the audit sink counts, when it runs.
+    pub usage: Option<Arc<Usage>>,
     /// The sealing keys and what they opened.
     pub keys: Arc<KeyRing>,
     /// Raised once each cache above holds its initial list.
@@ -98,7 +101,14 @@ const NAMESPACE_CLAIM_STRIPES: usize = 64;
 
 impl Context {
     /// The context of controllers running on `client`, with the caches of `watches`.
-    pub fn new(client: Client, config: Config, metrics: Arc<Metrics>, keys: Arc<KeyRing>, watches: Caches) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        keys: Arc<KeyRing>,
+        watches: Caches,
+        usage: Option<Arc<Usage>>,
+    ) -> Self {
         let reporter = Reporter { controller: labels::MANAGED_BY.to_owned(), instance: config.instance.clone() };
         Context {
             recorder: Recorder::new(client.clone(), reporter),
@@ -112,6 +122,7 @@ impl Context {
             role_bindings: watches.role_bindings,
             invalids: watches.invalids,
             rbac: watches.rbac,
+            usage,
             keys,
             synced: watches.synced,
             namespace_claims: Striped::new(NAMESPACE_CLAIM_STRIPES),

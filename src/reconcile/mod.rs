@@ -37,29 +37,48 @@ use crate::exposure::confirm::Confirmer;
 use crate::keyring::KeyRing;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
+use crate::usage::Usage;
 
 /// How long a reconcile request waits for more of its object's events (each one restarts the
 /// wait). Short against a human's edit, long against one reconcile's echo.
 const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// The clients of the controllers: `main` for their requests (counted, fenced by leadership),
+/// `reviews` for the SubjectAccessReviews that confirm who can read a Secret, which neither
+/// count as the controllers' requests nor queue before them.
+pub struct Clients {
+    pub main: Client,
+    pub reviews: Client,
+}
+
 /// Run the controllers until `shutdown` resolves, then let the reconciles in flight finish.
-/// `reviews` sends the SubjectAccessReviews that confirm who can read a Secret: a client of
-/// its own, so that they neither count as the controllers' requests nor queue before them.
+/// `usage`, when the audit sink runs, is what it counts: the controllers tell it which Secrets
+/// are whose, and put each declared reader's last read into the tenant's status.
 pub async fn run(
-    client: Client,
-    reviews: Client,
+    clients: Clients,
     config: Config,
     metrics: Arc<Metrics>,
     keys: Arc<KeyRing>,
     readiness: Arc<Readiness>,
+    usage: Option<Arc<Usage>>,
     shutdown: impl Future<Output = ()> + Clone + Send + Sync + 'static,
 ) {
+    let client = clients.main;
     let (invalids, reports) = Invalids::new(metrics.clone());
-    let view = Arc::new(RbacView::new(config.expected.clone(), Confirmer::new(reviews)));
+    let view = Arc::new(RbacView::new(config.expected.clone(), Confirmer::new(clients.reviews)));
     let watches =
         Watches::new(&client, config.tenant_selector.as_deref(), &readiness, invalids, (view, metrics.clone()));
-    let _gauges =
-        metrics.watch(watches.tenants.clone(), watches.caches.bundles.clone(), config.bundle_selector.clone());
+    let _gauges = metrics.watch(
+        watches.tenants.clone(),
+        watches.caches.bundles.clone(),
+        config.bundle_selector.clone(),
+        usage.clone(),
+    );
+    // Tenants whose status is behind what their readers read.
+    let due = match &usage {
+        Some(usage) => usage.clone().due_tenants().map(|tenant| ObjectRef::new(&tenant)).boxed(),
+        None => futures::stream::pending().boxed(),
+    };
     let users = watches.tenants.clone();
     let claims = &watches.claims;
     // A tenant's own writes come back as a burst of watch events (its namespaces, Secrets,
@@ -80,13 +99,14 @@ pub async fn run(
         .reconcile_all_on(keys.changes())
         .reconcile_on(watches.rbac_triggers.tenants)
         .reconcile_all_on(watches.rbac_triggers.all)
+        .reconcile_on(due)
         .graceful_shutdown_on(shutdown.clone());
     let bundle_controller = Controller::for_shared_stream(watches.bundle_triggers, watches.caches.bundles.clone())
         .with_config(per_controller)
         .reconcile_all_on(keys.changes())
         .graceful_shutdown_on(shutdown);
 
-    let ctx = Arc::new(Context::new(client, config, metrics, keys, watches.caches));
+    let ctx = Arc::new(Context::new(client, config, metrics, keys, watches.caches, usage));
     info!("starting the tenant and bundle controllers");
     let tenants = drive(tenant_controller, "tenant", tenant::reconcile, ctx.clone());
     let bundles = drive(bundle_controller, "bundle", bundle_status::reconcile, ctx.clone());

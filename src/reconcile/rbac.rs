@@ -120,9 +120,9 @@ impl RbacView {
     /// The first of `namespaces` whose Roles and RoleBindings are not known yet.
     pub fn unknown<'a>(&self, namespaces: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
         let relevance = lock(&self.relevance);
-        namespaces.into_iter().find(|ns| {
-            !relevance.created.contains(*ns) && !relevance.listed.iter().all(|listed| listed.contains(*ns))
-        })
+        namespaces
+            .into_iter()
+            .find(|ns| !relevance.created.contains(*ns) && !relevance.listed.iter().all(|listed| listed.contains(*ns)))
     }
 
     /// Run `assess` on the RBAC set as it is now, its effective grants and its version.
@@ -163,8 +163,7 @@ impl RbacView {
     /// what was needed since), which is what the list keeps.
     fn start_listing(&self, tenants: &Store<MLTenant>) -> Arc<HashSet<String>> {
         let mut relevance = lock(&self.relevance);
-        let mut wanted: HashSet<String> =
-            tenants.state().iter().flat_map(|t| namespaces_of(t)).collect();
+        let mut wanted: HashSet<String> = tenants.state().iter().flat_map(|t| namespaces_of(t)).collect();
         wanted.extend(relevance.created.iter().cloned());
         relevance.wanted = wanted;
         Arc::new(relevance.wanted.clone())
@@ -240,7 +239,8 @@ impl<K: Kept> Trim for Granting<K> {
     fn prune(value: &mut serde_json::Value) {
         if let Some(meta) = value.get_mut("metadata").and_then(serde_json::Value::as_object_mut) {
             meta.retain(|key, _| {
-                ["name", "namespace", "uid", "resourceVersion"].contains(&key.as_str()) || (key == "labels" && K::LABELS)
+                ["name", "namespace", "uid", "resourceVersion"].contains(&key.as_str())
+                    || (key == "labels" && K::LABELS)
             });
         }
     }
@@ -250,7 +250,14 @@ impl<K: Kept> Trim for Granting<K> {
 
 /// A kind this watch keeps, and where in the RBAC set.
 pub trait Kept:
-    Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned + Resource<DynamicType = ()> + Send + Sync + 'static
+    Clone
+    + std::fmt::Debug
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + Resource<DynamicType = ()>
+    + Send
+    + Sync
+    + 'static
 {
     /// Its kind, for `mltenant_invalid_objects{kind}`.
     const KIND: &'static str;
@@ -398,11 +405,13 @@ pub fn watch(
     };
     let roles = {
         let (api, sinks, tenants) = (Api::all(client.clone()), sinks.clone(), tenants.clone());
-        after_tenants(tenants_synced.clone()).then(move |()| watch_namespaced::<Role>(api, 0, sinks, tenants, roles_synced))
+        after_tenants(tenants_synced.clone())
+            .then(move |()| watch_namespaced::<Role>(api, 0, sinks, tenants, roles_synced))
     };
     let bindings = {
         let (api, sinks, tenants) = (Api::all(client.clone()), sinks.clone(), tenants.clone());
-        after_tenants(tenants_synced).then(move |()| watch_namespaced::<RoleBinding>(api, 1, sinks, tenants, bindings_synced))
+        after_tenants(tenants_synced)
+            .then(move |()| watch_namespaced::<RoleBinding>(api, 1, sinks, tenants, bindings_synced))
     };
     let (tenant_tx, tenant_rx) = mpsc::unbounded();
     let (all_tx, all_rx) = mpsc::unbounded();

@@ -144,16 +144,7 @@ impl Watches {
         let mut synced = vec![namespaces_synced, secrets_synced, bundles_synced, roles_synced, bindings_synced];
         synced.extend(rbac_synced);
         Watches {
-            caches: Caches {
-                rbac: view,
-                namespaces,
-                secrets,
-                bundles,
-                roles,
-                role_bindings,
-                invalids,
-                synced,
-            },
+            caches: Caches { rbac: view, namespaces, secrets, bundles, roles, role_bindings, invalids, synced },
             tenants,
             tenant_events,
             claims: claimed,

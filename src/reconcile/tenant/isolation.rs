@@ -5,8 +5,8 @@
 //! on every reconcile: an RBAC change reconciles the tenants it concerns.
 
 use futures::future::join_all;
-use kube::runtime::events::EventType;
 use kube::ResourceExt;
+use kube::runtime::events::EventType;
 
 use super::secrets::WantedSecret;
 use crate::api::MLTenant;
@@ -120,7 +120,9 @@ fn needs_review(finding: &Finding) -> bool {
 fn keep_last(tenant: &MLTenant, otherwise: Observed) -> Isolation {
     let last = tenant.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == ACCESS_ISOLATED);
     let observed = match last {
-        Some(c) if c.status == crate::api::conditions::TRUE => Observed::new(ACCESS_ISOLATED, true, &c.reason, &c.message),
+        Some(c) if c.status == crate::api::conditions::TRUE => {
+            Observed::new(ACCESS_ISOLATED, true, &c.reason, &c.message)
+        }
         Some(c) if c.status == crate::api::conditions::FALSE => {
             Observed::new(ACCESS_ISOLATED, false, &c.reason, &c.message)
         }
@@ -230,7 +232,10 @@ mod tests {
             ("nothing distributed", vec![], "True", "Isolated", "no Secret is distributed"),
             (
                 "declared and expected only",
-                vec![exposure(vec![finding(Reach::Declared, "a"), finding(Reach::Expected(crate::exposure::identity::Kind::Admin), "b")])],
+                vec![exposure(vec![
+                    finding(Reach::Declared, "a"),
+                    finding(Reach::Expected(crate::exposure::identity::Kind::Admin), "b"),
+                ])],
                 "True",
                 "Isolated",
                 "only declared readers and expected platform identities can read the 1 distributed Secrets",
@@ -259,7 +264,11 @@ mod tests {
         ];
         for (why, exposures, status, reason, message) in rows {
             let observed = observe(&exposures);
-            assert_eq!((observed.status(), observed.reason.as_str(), observed.message.as_str()), (status, reason, message), "{why}");
+            assert_eq!(
+                (observed.status(), observed.reason.as_str(), observed.message.as_str()),
+                (status, reason, message),
+                "{why}"
+            );
         }
     }
 
@@ -274,8 +283,10 @@ mod tests {
     fn declared_readers_are_those_the_spec_names_for_the_secret() {
         let mut spec = MLTenantSpec::with_environments(&["dev"]);
         spec.secrets = Some(vec![SecretSpec::new("ml-platform", "b"), SecretSpec::new("ghcr", "g")]);
-        spec.secret_readers =
-            Some(vec![SecretReader::new("argowf", "argo-workflow"), SecretReader::new("ci", "puller").secrets(&["ghcr"])]);
+        spec.secret_readers = Some(vec![
+            SecretReader::new("argowf", "argo-workflow"),
+            SecretReader::new("ci", "puller").secrets(&["ghcr"]),
+        ]);
         let tenant = MLTenant::new("fin", spec);
         assert_eq!(declared_readers(&tenant, "ml-platform"), [Subject::service_account("argowf", "argo-workflow")]);
         assert_eq!(declared_readers(&tenant, "ghcr").len(), 2);

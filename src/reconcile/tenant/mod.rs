@@ -7,6 +7,7 @@ mod live;
 pub mod namespaces;
 pub mod ownership;
 mod publish;
+mod reads;
 pub mod secrets;
 pub mod status;
 
@@ -52,7 +53,15 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
-            let status = status::build(tenant, &observed, &[], &Distribution::default(), &records.snapshot(), &now);
+            let status = status::build(
+                tenant,
+                &observed,
+                &[],
+                &Distribution::default(),
+                &records.snapshot(),
+                &now,
+                &Default::default(),
+            );
             publish::write(tenant, status, &records.version, ctx).await?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
@@ -101,7 +110,9 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let present: Vec<&secrets::WantedSecret> =
         distribution.outcomes.iter().filter(|o| o.present).map(|o| &o.wanted).collect();
     let granted = access::sync(tenant, &ready, &present, &fresh, &records, ctx).await;
-    let isolated = isolation::assess(tenant, &isolation::places(tenant, &ready, &present), ctx).await;
+    let places = isolation::places(tenant, &ready, &present);
+    let isolated = isolation::assess(tenant, &places, ctx).await;
+    let readers = ctx.usage.as_ref().map(|usage| reads::record(tenant, &places, usage, now.0)).unwrap_or_default();
 
     // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
     // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
@@ -115,7 +126,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
     let mut observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     observed.push(isolated.observed.clone());
-    let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now);
+    let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now, &readers);
     publish::write(tenant, status, &records.version, ctx).await?;
     isolation::report(tenant, &isolated, ctx).await;
 
@@ -201,7 +212,8 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !pending.is_empty() {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
-        let status = status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now);
+        let status =
+            status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now, &Default::default());
         publish::write(tenant, status, &records.version, ctx).await?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
@@ -209,6 +221,9 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     ctx.forget(&tenant.uid().unwrap_or_default());
     ctx.metrics.forget_failures(&tenant.name_any(), None);
     ctx.metrics.forget_exposure(&tenant.name_any());
+    if let Some(usage) = &ctx.usage {
+        usage.forget(&tenant.name_any());
+    }
     Ok(Action::await_change())
 }
 

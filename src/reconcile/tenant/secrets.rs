@@ -463,6 +463,7 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
                 reason: None,
                 source_hash: Some(synced.source_hash.clone()),
                 expires_at: synced.expires_at.clone(),
+                readers: Vec::new(),
             },
             Err(unsynced) => SecretStatus {
                 name: o.wanted.secret.clone(),
@@ -471,6 +472,7 @@ pub fn statuses(outcomes: &[Outcome], environment: &str) -> Vec<SecretStatus> {
                 reason: Some(unsynced.reason().to_owned()),
                 source_hash: None,
                 expires_at: None,
+                readers: Vec::new(),
             },
         })
         .collect()

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::access::Granted;
 use super::inventory::Inventory;
 use super::namespaces::NamespaceState;
+use super::reads::Readers;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
 use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
 use crate::api::environments::Environment;
@@ -154,7 +155,8 @@ fn with_ready(mut parts: Vec<Observed>) -> Vec<Observed> {
     parts
 }
 
-/// The full status for `tenant` given what this reconcile observed.
+/// The full status for `tenant` given what this reconcile observed (and, with the audit sink,
+/// when each declared reader last read each Secret).
 pub fn build(
     tenant: &MLTenant,
     observed: &[Observed],
@@ -162,6 +164,7 @@ pub fn build(
     distribution: &Distribution,
     inventory: &Inventory,
     now: &Time,
+    readers: &Readers,
 ) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).count();
@@ -176,7 +179,14 @@ pub fn build(
                 namespace: env.namespace.clone(),
                 ready: *state == NamespaceState::Ready,
                 reason: state.reason().map(str::to_owned),
-                secrets: secrets::statuses(&distribution.outcomes, &env.name),
+                secrets: secrets::statuses(&distribution.outcomes, &env.name)
+                    .into_iter()
+                    .map(|mut secret| {
+                        let key = (env.namespace.clone(), secret.name.clone());
+                        secret.readers = readers.get(&key).cloned().unwrap_or_default();
+                        secret
+                    })
+                    .collect(),
             })
             .collect(),
         owned: Some(inventory.to_status()),
