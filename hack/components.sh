@@ -29,6 +29,8 @@ component_command() {
         --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
       ;;
     kube-apiserver)
+      # The audit webhook backend sends Secret requests to the operator's audit sink (a test
+      # starts one on $AUDIT_PORT; see controlplane-up.sh), batched for at most half a second.
       printf '%s\n' "$BIN/kube-apiserver" \
         --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
@@ -38,6 +40,8 @@ component_command() {
         --service-account-issuer https://kubernetes.default.svc \
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-cluster-ip-range 10.0.0.0/24 \
+        --audit-policy-file "$STATE/audit-policy.yaml" --audit-webhook-config-file "$STATE/audit-webhook.kubeconfig" \
+        --audit-webhook-batch-max-wait 500ms \
         --enable-priority-and-fairness="$APF" --profiling="${PROFILING:-false}" --v=1
       ;;
     kube-controller-manager)

@@ -37,9 +37,9 @@ rm -rf "$STATE"
 mkdir -p "$STATE/pki" "$STATE/logs"
 STATE=$(cd "$STATE" && pwd)
 
-read -r ETCD_PORT PEER_PORT API_PORT < <(python3 - <<'PY'
+read -r ETCD_PORT PEER_PORT API_PORT AUDIT_PORT < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(3)]
+socks = [socket.socket() for _ in range(4)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -55,6 +55,41 @@ openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1\nextendedKeyUsage=serverAuth\n' >"$pki/apiserver.ext"
 openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
   -days 2 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
+# The operator's audit sink (tests start it on $AUDIT_PORT): its serving certificate, and the
+# client certificate the API server presents to it, as a cluster's PKI would issue them.
+openssl req -newkey rsa:2048 -nodes -subj "/CN=mltenant-audit-sink" \
+  -keyout "$pki/audit-sink.key" -out "$pki/audit-sink.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$pki/audit-sink.ext"
+openssl x509 -req -in "$pki/audit-sink.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$pki/audit-sink.ext" -out "$pki/audit-sink.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver-audit" \
+  -keyout "$pki/audit-client.key" -out "$pki/audit-client.csr" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$pki/audit-client.ext"
+openssl x509 -req -in "$pki/audit-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  -days 2 -extfile "$pki/audit-client.ext" -out "$pki/audit-client.crt" 2>/dev/null
+# The bearer token the sink also accepts (a test posts with it; the API server uses its certificate).
+openssl rand -hex 24 >"$pki/audit-token"
+# The API server's audit webhook backend, pointed at the sink as docs/usage.md describes, with
+# the chart's audit policy.
+cat >"$STATE/audit-webhook.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: mltenant-audit-sink
+  cluster:
+    server: https://127.0.0.1:$AUDIT_PORT/audit
+    certificate-authority: $pki/ca.crt
+users:
+- name: kube-apiserver
+  user:
+    client-certificate: $pki/audit-client.crt
+    client-key: $pki/audit-client.key
+contexts:
+- name: default
+  context: {cluster: mltenant-audit-sink, user: kube-apiserver}
+current-context: default
+KC
+cp "$REPO_DIR/charts/mltenant-operator/files/audit-policy.yaml" "$STATE/audit-policy.yaml"
 openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
 openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
@@ -105,6 +140,7 @@ BIN=$BIN
 ETCD_PORT=$ETCD_PORT
 PEER_PORT=$PEER_PORT
 API_PORT=$API_PORT
+AUDIT_PORT=$AUDIT_PORT
 APF=$APF
 PROFILING=$PROFILING
 ADMIN_TOKEN=$ADMIN_TOKEN
@@ -126,6 +162,7 @@ export MLTENANT_TEST_OPERATOR_KUBECONFIG=$STATE/operator.kubeconfig
 export MLTENANT_TEST_SEALER_KUBECONFIG=$STATE/sealer.kubeconfig
 export MLTENANT_TEST_BIN_DIR=$BIN
 export MLTENANT_TEST_CONTROLPLANE=$STATE
+export MLTENANT_TEST_AUDIT_ADDR=127.0.0.1:$AUDIT_PORT
 export PATH=$BIN:\$PATH
 ENV
 log "control plane up: https://127.0.0.1:$API_PORT (state in $STATE)"

@@ -241,13 +241,34 @@ impl Context {
         reason: &str,
         note: &str,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note.to_owned()),
-            action: "Reconcile".to_owned(),
-            secondary: related,
-        };
+        self.publish(reference, related, type_, reason, note, "Reconcile".to_owned()).await;
+    }
+
+    /// [`Context::event`] for a note that says what changed: the recorder folds Events of the same
+    /// reason and action into one series that keeps its first note, so the action carries a
+    /// digest of the note (the same note again counts in its series, another one is an Event).
+    pub async fn event_per_note<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+    ) {
+        let digest = crate::text::sha256(&[note.as_bytes()]);
+        let action = format!("Reconcile-{}", digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        self.publish(obj.object_ref(&()), None, type_, reason, note, action).await;
+    }
+
+    async fn publish(
+        &self,
+        reference: ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: &str,
+        action: String,
+    ) {
+        let event = Event { type_, reason: reason.to_owned(), note: Some(note.to_owned()), action, secondary: related };
         match self.recorder.publish(&event, &reference).await {
             Err(error) if is_not_leader(&error) => debug!(reason, "event not recorded: not leading"),
             Err(error) => warn!(%error, reason, "could not record event"),

@@ -9,6 +9,7 @@ mod controlplane;
 #[allow(dead_code, unused_imports)]
 mod harness;
 mod hostile;
+mod isolation;
 mod kubectl;
 mod kubeseal;
 mod leader;

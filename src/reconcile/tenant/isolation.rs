@@ -193,7 +193,7 @@ pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
         return;
     }
     let type_ = if observed.ok { EventType::Normal } else { EventType::Warning };
-    ctx.event(tenant, None, type_, &observed.reason, &observed.message).await;
+    ctx.event_per_note(tenant, type_, &observed.reason, &observed.message).await;
 }
 
 #[cfg(test)]

@@ -17,6 +17,24 @@ pub struct Operator {
     pub run_id: String,
     port: u16,
     log: PathBuf,
+    /// Held while this operator serves the control plane's one audit sink address.
+    _sink: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+/// The control plane's API server posts its audit events to one address
+/// (`MLTENANT_TEST_AUDIT_ADDR`): one operator at a time serves it.
+static AUDIT_SINK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The files of the control plane's PKI the audit sink is configured with (hack/controlplane-up.sh).
+pub fn audit_pki(file: &str) -> String {
+    let state = std::env::var("MLTENANT_TEST_CONTROLPLANE")
+        .expect("MLTENANT_TEST_CONTROLPLANE (source the control plane's env.sh)");
+    format!("{state}/pki/{file}")
+}
+
+/// Where the control plane's API server sends its audit events.
+pub fn audit_addr() -> String {
+    std::env::var("MLTENANT_TEST_AUDIT_ADDR").expect("MLTENANT_TEST_AUDIT_ADDR (source the control plane's env.sh)")
 }
 
 /// The binary under test: the test build's, or the one `MLTENANT_TEST_OPERATOR_BIN` names
@@ -33,6 +51,38 @@ impl Operator {
 
     pub async fn start_with(run_id: &str, extra_args: &[&str]) -> Self {
         Self::start_on("127.0.0.1", run_id, extra_args).await
+    }
+
+    /// Like `start_with`, serving the audit sink the control plane's API server posts to, as
+    /// docs/usage.md configures it (its client certificate, or the token file); waits for any
+    /// other test's sink to stop first.
+    pub async fn start_with_audit(run_id: &str, extra_args: &[&str]) -> Self {
+        let guard = AUDIT_SINK.lock().await;
+        let (addr, cert, key, ca, token) = (
+            audit_addr(),
+            audit_pki("audit-sink.crt"),
+            audit_pki("audit-sink.key"),
+            audit_pki("ca.crt"),
+            audit_pki("audit-token"),
+        );
+        let mut args: Vec<&str> = vec![
+            "--audit-sink-addr",
+            &addr,
+            "--audit-sink-tls-cert",
+            &cert,
+            "--audit-sink-tls-key",
+            &key,
+            "--audit-sink-client-ca",
+            &ca,
+            "--audit-sink-client-names",
+            "kube-apiserver-audit",
+            "--audit-sink-token-file",
+            &token,
+        ];
+        args.extend_from_slice(extra_args);
+        let mut op = Self::start_with(run_id, &args).await;
+        op._sink = Some(guard);
+        op
     }
 
     /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
@@ -72,7 +122,7 @@ impl Operator {
             .kill_on_drop(true)
             .spawn()
             .expect("start the operator");
-        Operator { child, run_id: run_id.to_owned(), port, log: path }
+        Operator { child, run_id: run_id.to_owned(), port, log: path, _sink: None }
     }
 
     /// Wait until `/readyz` answers 200, failing early if the process exits.

@@ -1,0 +1,210 @@
+//! AccessIsolated on the real API server's RBAC (kube-controller-manager aggregating
+//! ClusterRoles, SubjectAccessReviews answered by the RBAC authoriser): one extra grant at a
+//! time flips the condition and its metric within seconds and names the binding; removing it
+//! flips them back.
+//!
+//! Every grant here names this test's own Secret (a unique name) or lives in its own namespaces,
+//! so that tenants of tests running beside it are not concerned.
+
+use std::time::{Duration, Instant};
+
+use kube::api::{DeleteParams, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Api, Client};
+use mltenant_operator::api::{SecretReader, SecretSpec};
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+/// An RBAC object made from `manifest` (a Role, ClusterRole, RoleBinding or ClusterRoleBinding).
+struct Rbac {
+    api: Api<DynamicObject>,
+    name: String,
+}
+
+async fn create(client: &Client, manifest: Value) -> Rbac {
+    let kind = manifest["kind"].as_str().unwrap().to_owned();
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", &kind));
+    let api = match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let mut object: DynamicObject = serde_json::from_value(manifest).unwrap();
+    object.types = Some(kube::core::TypeMeta { api_version: "rbac.authorization.k8s.io/v1".into(), kind });
+    let name = object.metadata.name.clone().unwrap();
+    api.create(&PostParams::default(), &object).await.unwrap_or_else(|e| panic!("create {name}: {e}"));
+    Rbac { api, name }
+}
+
+async fn remove(objects: Vec<Rbac>) {
+    for o in objects {
+        o.api.delete(&o.name, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete {}: {e}", o.name));
+    }
+}
+
+fn binding(kind: &str, name: &str, namespace: Option<&str>, role: (&str, &str), subject: Value) -> Value {
+    let mut b = json!({
+        "kind": kind, "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role.0, "name": role.1},
+        "subjects": [subject],
+    });
+    if let Some(ns) = namespace {
+        b["metadata"]["namespace"] = json!(ns);
+    }
+    b
+}
+
+fn user(name: &str) -> Value {
+    json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": name})
+}
+
+#[tokio::test]
+async fn each_extra_grant_flips_access_isolated_and_removing_it_flips_it_back() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("isolated");
+    let bundle_name = format!("{name}-b");
+    let (op, _) = operator_with_bundle(&client, &run, &[], &name, &bundle_name).await;
+    let secret = unique("creds");
+    let readers = unique("readers");
+    create_namespace(&client, &readers, &[]).await;
+    let mut t = tenant(&name, &run, &["dev"]);
+    t.spec.secrets = Some(vec![SecretSpec::new(&secret, &bundle_name)]);
+    t.spec.secret_readers = Some(vec![SecretReader::new(&readers, "pipeline")]);
+    create_tenant(&client, &t).await;
+    let ns = format!("{name}-dev");
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    wait_condition(&client, &name, "AccessIsolated", "True", Some("Isolated")).await;
+    let gauge = |metric: &'static str| {
+        let (op, name, secret) = (&op, name.clone(), secret.clone());
+        async move { op.metric(metric, &[("tenant", &name), ("environment", "dev"), ("secret", &secret)]).await }
+    };
+    assert_eq!(gauge("mltenant_secret_unexpected_readers").await, 0.0);
+
+    let u = unique("x");
+    let names_secret =
+        json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": [secret]}]);
+    type Step = (&'static str, Vec<Value>, &'static str, &'static str, String);
+    let steps: Vec<Step> = vec![
+        (
+            "a ClusterRole aggregated into view, view bound in the namespace",
+            vec![
+                json!({"kind": "ClusterRole", "metadata": {"name": format!("{u}-agg"),
+                    "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}}, "rules": names_secret}),
+                binding(
+                    "RoleBinding",
+                    &format!("{u}-view"),
+                    Some(&ns),
+                    ("ClusterRole", "view"),
+                    user(&format!("{u}-viewer")),
+                ),
+            ],
+            "UnexpectedReaders",
+            "mltenant_secret_unexpected_readers",
+            format!("User {u}-viewer through RoleBinding {ns}/{u}-view (ClusterRole view)"),
+        ),
+        (
+            "view and a custom Secret reader for another team's ServiceAccount",
+            vec![
+                json!({"kind": "Role", "metadata": {"name": format!("{u}-peek"), "namespace": ns}, "rules": names_secret}),
+                binding(
+                    "RoleBinding",
+                    &format!("{u}-view"),
+                    Some(&ns),
+                    ("ClusterRole", "view"),
+                    json!({"kind": "ServiceAccount", "name": "bot", "namespace": "other-team"}),
+                ),
+                binding(
+                    "RoleBinding",
+                    &format!("{u}-peek"),
+                    Some(&ns),
+                    ("Role", &format!("{u}-peek")),
+                    json!({"kind": "ServiceAccount", "name": "bot", "namespace": "other-team"}),
+                ),
+            ],
+            "UnexpectedReaders",
+            "mltenant_secret_unexpected_readers",
+            format!("ServiceAccount other-team/bot through RoleBinding {ns}/{u}-peek (Role {u}-peek)"),
+        ),
+        (
+            "a ClusterRoleBinding of every verb, group and resource (of this Secret's name)",
+            vec![
+                json!({"kind": "ClusterRole", "metadata": {"name": format!("{u}-all")},
+                    "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"], "resourceNames": [secret]}]}),
+                binding(
+                    "ClusterRoleBinding",
+                    &format!("{u}-all"),
+                    None,
+                    ("ClusterRole", &format!("{u}-all")),
+                    user(&format!("{u}-root")),
+                ),
+            ],
+            "UnexpectedReaders",
+            "mltenant_secret_unexpected_readers",
+            format!("User {u}-root through ClusterRoleBinding {u}-all (ClusterRole {u}-all)"),
+        ),
+        (
+            "pods/create in the namespace",
+            vec![
+                json!({"kind": "Role", "metadata": {"name": format!("{u}-run"), "namespace": ns},
+                    "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create"]}]}),
+                binding(
+                    "RoleBinding",
+                    &format!("{u}-run"),
+                    Some(&ns),
+                    ("Role", &format!("{u}-run")),
+                    user(&format!("{u}-runner")),
+                ),
+            ],
+            "IndirectReaders",
+            "mltenant_secret_indirect_readers",
+            format!("User {u}-runner may create pods in {ns} through RoleBinding {ns}/{u}-run (Role {u}-run)"),
+        ),
+        (
+            "tokens of the declared reader",
+            vec![
+                json!({"kind": "Role", "metadata": {"name": format!("{u}-tokens"), "namespace": readers},
+                    "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"], "resourceNames": ["pipeline"]}]}),
+                binding(
+                    "RoleBinding",
+                    &format!("{u}-tokens"),
+                    Some(&readers),
+                    ("Role", &format!("{u}-tokens")),
+                    user(&format!("{u}-minter")),
+                ),
+            ],
+            "IndirectReaders",
+            "mltenant_secret_indirect_readers",
+            format!("User {u}-minter may create tokens of ServiceAccount {readers}/pipeline"),
+        ),
+    ];
+    let mut took = Vec::new();
+    for (why, manifests, reason, metric, named) in steps {
+        let start = Instant::now();
+        let mut objects = Vec::new();
+        for manifest in manifests {
+            objects.push(create(&client, manifest).await);
+        }
+        let message = wait_condition(&client, &name, "AccessIsolated", "False", Some(reason)).await;
+        let flipped = start.elapsed();
+        assert!(message.contains(&named), "{why}: the message names the subject and binding: {message}");
+        assert!(gauge(metric).await >= 1.0, "{why}: {metric}");
+        wait_for(&format!("{why}: an Event naming {named}"), TIMEOUT, || async {
+            let events = events_for(&client, &name, reason).await;
+            events.iter().any(|e| e.note.as_deref().is_some_and(|n| n.contains(&named))).then_some(())
+        })
+        .await;
+        let start = Instant::now();
+        remove(objects).await;
+        wait_condition(&client, &name, "AccessIsolated", "True", Some("Isolated")).await;
+        took.push((why, flipped, start.elapsed()));
+        wait_for(&format!("{why}: {metric} back to 0"), TIMEOUT, || async {
+            (gauge(metric).await == 0.0).then_some(())
+        })
+        .await;
+    }
+    for (why, flipped, back) in &took {
+        eprintln!("AccessIsolated: {why}: False after {flipped:?}, True again after {back:?}");
+        assert!(*flipped < Duration::from_secs(20) && *back < Duration::from_secs(20), "{why}: within seconds");
+    }
+}
