@@ -19,4 +19,5 @@ mod sealing_keys;
 mod secrets;
 mod tenants;
 mod trust;
+mod usage;
 mod validate;
