@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::identity::{Expected, Kind, Subject};
-use super::rbac::{Effective, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
+use super::rbac::{Effective, MAX_BYTES_PER_NAMESPACE, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
 use super::rules::{self, Caps, Grants, Indirect, Request};
 
 /// One environment namespace of a tenant and the Secrets the operator wrote there.
@@ -123,7 +123,7 @@ fn sources<'a>(rbac: &'a Rbac, effective: &'a Effective, namespace: &'a str) -> 
         .namespaces
         .get(namespace)
         .into_iter()
-        .flat_map(|ns| &ns.bindings)
+        .flat_map(|ns| &ns.bindings.by_name)
         .filter_map(|(name, binding)| {
             let grants = rbac.role_grants(effective, namespace, &binding.role).filter(|g| g.matters())?;
             Some(Source {
@@ -165,7 +165,8 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
         std::iter::once(place.namespace.as_str()).chain(reader_namespaces.iter().copied()).find(|ns| over(ns))
     {
         exposure.unknown = Some(format!(
-            "namespace {ns} holds more than {MAX_PER_NAMESPACE} Roles or RoleBindings: what they grant is not examined"
+            "namespace {ns} holds more Roles or RoleBindings than are examined ({MAX_PER_NAMESPACE} of each, {} KiB of names): what they grant is not known",
+            MAX_BYTES_PER_NAMESPACE / 1024
         ));
     }
     let mut seen: BTreeSet<(Subject, u8)> = BTreeSet::new();
@@ -180,10 +181,10 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
     // Direct reads.
     for source in &here {
         let Some(request) = source.grants.reads(&wanted.name) else { continue };
-        // A grant of every Secret is asked about as such (one review answers for all of them);
-        // one by name, for this Secret.
-        let name = (!source.grants.caps.intersects(Caps::READ)).then(|| wanted.name.clone());
-        let check = Check { namespace: source.namespace.map(str::to_owned), request, name };
+        // Asked about this Secret, where it is: a rule of every Secret allows that as well as one
+        // naming it, and a role the compact form takes to read every Secret (it names too many)
+        // may name this one only.
+        let check = Check { namespace: Some(namespace.to_owned()), request, name: Some(wanted.name.clone()) };
         for subject in source.subjects {
             let reach = if wanted.readers.contains(subject) {
                 Reach::Declared
@@ -553,7 +554,7 @@ mod tests {
     }
 
     #[test]
-    fn reviews_ask_about_the_narrowest_grant() {
+    fn reviews_ask_about_the_secret_where_it_is() {
         let mut rbac = cluster();
         let ns = rbac.namespaces.get_mut(NS).unwrap();
         ns.set_role("peek", Some(Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &["ml-platform"])])));
@@ -573,7 +574,7 @@ mod tests {
             checks,
             [
                 ("User eve".to_string(), Some(NS.to_string()), Some("ml-platform".to_string())),
-                ("User bob".to_string(), None, None),
+                ("User bob".to_string(), Some(NS.to_string()), Some("ml-platform".to_string())),
             ]
         );
     }
@@ -587,7 +588,13 @@ mod tests {
         let exposures = run(&rbac);
         assert_eq!(exposures[0].unexpected_count(), 100);
         assert_eq!(exposures[0].unlisted, [("RoleBinding fin-dev/crowd".to_string(), 36)]);
-        rbac.namespaces.get_mut(NS).unwrap().roles_over_limit = true;
-        assert!(run(&rbac)[0].unknown.as_deref().unwrap().contains("more than 1024 Roles or RoleBindings"));
+        rbac.namespaces.get_mut(NS).unwrap().roles.over_limit = true;
+        assert!(
+            run(&rbac)[0]
+                .unknown
+                .as_deref()
+                .unwrap()
+                .contains("more Roles or RoleBindings than are examined (1024 of each, 1024 KiB of names)")
+        );
     }
 }

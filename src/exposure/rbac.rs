@@ -97,43 +97,104 @@ impl ClusterRole {
 /// A namespace's Roles and RoleBindings.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Namespaced {
-    pub roles: HashMap<String, Grants>,
-    pub bindings: HashMap<String, Binding>,
-    /// More Roles (RoleBindings) than [`MAX_PER_NAMESPACE`] were seen since they were last
-    /// listed: what the namespace grants is not known until a list finds them fewer.
-    pub roles_over_limit: bool,
-    pub bindings_over_limit: bool,
+    pub roles: Objects<Grants>,
+    pub bindings: Objects<Binding>,
 }
 
 impl Namespaced {
     /// Keep the Role `name` (`None`: it is gone); whether anything changed.
     pub fn set_role(&mut self, name: &str, grants: Option<Grants>) -> bool {
-        set(&mut self.roles, name, grants, &mut self.roles_over_limit)
+        self.roles.set(name, grants)
     }
 
     pub fn set_binding(&mut self, name: &str, binding: Option<Binding>) -> bool {
-        set(&mut self.bindings, name, binding, &mut self.bindings_over_limit)
+        self.bindings.set(name, binding)
     }
 
     pub fn over_limit(&self) -> bool {
-        self.roles_over_limit || self.bindings_over_limit
+        self.roles.over_limit || self.bindings.over_limit
     }
 }
 
-/// Put or remove `name` in `map`, within [`MAX_PER_NAMESPACE`]; whether anything changed.
-fn set<T: PartialEq>(map: &mut HashMap<String, T>, name: &str, value: Option<T>, over_limit: &mut bool) -> bool {
-    match value {
-        None => map.remove(name).is_some(),
-        Some(value) if map.get(name) == Some(&value) => false,
-        Some(_) if map.len() >= MAX_PER_NAMESPACE && !map.contains_key(name) => {
-            let changed = !*over_limit;
-            *over_limit = true;
-            changed
+/// The bytes of names an object holds, what [`MAX_BYTES_PER_NAMESPACE`] counts.
+pub trait Weigh {
+    fn weight(&self) -> usize;
+}
+
+impl Weigh for Grants {
+    fn weight(&self) -> usize {
+        self.names.iter().map(|n| n.len()).sum()
+    }
+}
+
+impl Weigh for Binding {
+    fn weight(&self) -> usize {
+        let name = |s: &Subject| match s {
+            Subject::ServiceAccount { namespace, name } => namespace.len() + name.len(),
+            Subject::User(name) | Subject::Group(name) => name.len(),
+        };
+        self.subjects.iter().map(name).sum()
+    }
+}
+
+/// Bytes of names (Secret names of Roles, subjects of bindings) kept per namespace and kind: each
+/// object is bounded, this bounds what a namespace's admin can make the operator hold at all.
+pub const MAX_BYTES_PER_NAMESPACE: usize = 1024 * 1024;
+
+/// One kind of a namespace's objects, by name, within [`MAX_PER_NAMESPACE`] objects and
+/// [`MAX_BYTES_PER_NAMESPACE`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Objects<T> {
+    pub by_name: HashMap<String, T>,
+    bytes: usize,
+    /// More objects (or bytes) than kept were seen since they were last listed: what the
+    /// namespace grants is not known until a list finds them fewer.
+    pub over_limit: bool,
+}
+
+impl<T> Default for Objects<T> {
+    fn default() -> Self {
+        Objects { by_name: HashMap::new(), bytes: 0, over_limit: false }
+    }
+}
+
+impl<T: PartialEq + Weigh> Objects<T> {
+    /// Put or remove `name`, within the limits; whether anything changed.
+    pub fn set(&mut self, name: &str, value: Option<T>) -> bool {
+        let old = self.by_name.get(name).map_or(0, Weigh::weight);
+        match value {
+            None => {
+                let removed = self.by_name.remove(name).is_some();
+                self.bytes -= old;
+                removed
+            }
+            Some(value) if self.by_name.get(name) == Some(&value) => false,
+            Some(value)
+                if (self.by_name.len() >= MAX_PER_NAMESPACE && !self.by_name.contains_key(name))
+                    || self.bytes - old + value.weight() > MAX_BYTES_PER_NAMESPACE =>
+            {
+                let changed = !self.over_limit;
+                self.over_limit = true;
+                changed
+            }
+            Some(value) => {
+                self.bytes = self.bytes - old + value.weight();
+                self.by_name.insert(name.to_owned(), value);
+                true
+            }
         }
-        Some(value) => {
-            map.insert(name.to_owned(), value);
-            true
-        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&T> {
+        self.by_name.get(name)
     }
 }
 
@@ -304,7 +365,28 @@ mod tests {
         }
         assert!(!ns.set_role("r0", Some(Grants::default())), "the same role again changes nothing");
         assert!(ns.set_role("one-more", Some(Grants::default())));
-        assert!(ns.over_limit() && !ns.roles.contains_key("one-more"));
+        assert!(ns.over_limit() && !ns.roles.by_name.contains_key("one-more"));
         assert!(ns.set_role("r0", None), "a deletion is applied");
+    }
+
+    #[test]
+    fn a_namespace_keeps_at_most_its_bytes_of_names() {
+        let mut ns = Namespaced::default();
+        let names: Vec<String> = (0..64).map(|i| format!("{i:03}{}", "n".repeat(250))).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let large = Grants::from_rules(&[PolicyRule {
+            resource_names: Some(names.iter().map(|n| n.to_string()).collect()),
+            ..secrets_get()
+        }]);
+        assert_eq!(large.weight(), 64 * 253);
+        let fit = MAX_BYTES_PER_NAMESPACE / large.weight();
+        for i in 0..fit {
+            assert!(ns.set_role(&format!("r{i}"), Some(large.clone())));
+        }
+        assert!(!ns.over_limit());
+        assert!(ns.set_role("one-more", Some(large.clone())));
+        assert!(ns.over_limit() && ns.roles.len() == fit);
+        assert!(ns.set_role("r0", None));
+        assert_eq!(ns.roles.bytes, (fit - 1) * large.weight(), "a deletion gives its bytes back");
     }
 }

@@ -64,8 +64,11 @@ impl std::ops::BitOrAssign for Caps {
     }
 }
 
-/// Secret names kept per role at most; a role naming more is taken to read every Secret.
+/// Secret names kept per role at most; a role naming more is taken to read every Secret (and
+/// each reader it finds so is confirmed by a review of the Secret's own name).
 pub const MAX_NAMES: usize = 64;
+/// The longest Secret name (a DNS subdomain).
+const MAX_SECRET_NAME: usize = 253;
 
 /// What one role (its rules, or a ClusterRole's with what it aggregates) grants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -177,9 +180,15 @@ impl Grants {
                 if matches(rule, read.group, "secrets", None, read.verb) {
                     match &rule.resource_names {
                         Some(listed) if named => {
-                            too_many |= names.len() + listed.len() > 4 * MAX_NAMES;
-                            if !too_many {
-                                names.extend(listed.iter().map(|n| n.as_str().into()));
+                            // A name no Secret can have (longer than a DNS subdomain) reads
+                            // nothing of ours: not kept, so a role's names stay small.
+                            let listed = listed.iter().filter(|n| n.len() <= MAX_SECRET_NAME);
+                            for name in listed {
+                                too_many |= names.len() >= 4 * MAX_NAMES;
+                                if too_many {
+                                    break;
+                                }
+                                names.push(name.as_str().into());
                             }
                         }
                         _ => grants.caps |= caps,
@@ -362,6 +371,10 @@ mod tests {
             (0..10_000).map(|i| rule(&[""], &["secrets"], &["get"], &[&format!("n{i}")])).collect();
         let grants = Grants::from_rules(&rules);
         assert!(grants.caps.contains(Caps::SECRET_GET) && grants.names.is_empty());
+        // Names no Secret can have are not kept at all.
+        let long = "n".repeat(1024 * 1024);
+        let grants = Grants::from_rules(&[rule(&[""], &["secrets"], &["get"], &[&long, &long, "ok"])]);
+        assert_eq!((grants.caps, grants.names.as_slice()), (Caps::NONE, &["ok".into()][..]));
     }
 
     #[test]

@@ -320,7 +320,7 @@ impl Kept for Role {
     }
 
     fn replace(live: &mut Rbac, listed: Rbac) {
-        replace_namespaced(live, listed, |ns| (&mut ns.roles, &mut ns.roles_over_limit));
+        replace_namespaced(live, listed, |ns| &mut ns.roles);
     }
 }
 
@@ -336,37 +336,20 @@ impl Kept for RoleBinding {
     }
 
     fn replace(live: &mut Rbac, listed: Rbac) {
-        replace_namespaced(live, listed, |ns| (&mut ns.bindings, &mut ns.bindings_over_limit));
+        replace_namespaced(live, listed, |ns| &mut ns.bindings);
     }
 }
 
 /// Move one kind of namespaced objects (the part `pick` gives) from `listed` into `live`,
 /// namespace by namespace; namespaces left with nothing go.
-fn replace_namespaced<T>(
-    live: &mut Rbac,
-    mut listed: Rbac,
-    pick: impl Fn(&mut Namespaced) -> (&mut HashMap<String, T>, &mut bool),
-) {
+fn replace_namespaced<T>(live: &mut Rbac, mut listed: Rbac, pick: impl Fn(&mut Namespaced) -> &mut rbac::Objects<T>) {
     for (name, ns) in &mut live.namespaces {
-        let (objects, over) = pick(ns);
-        match listed.namespaces.remove(name) {
-            Some(mut fresh) => {
-                let (new_objects, new_over) = pick(&mut fresh);
-                *objects = std::mem::take(new_objects);
-                *over = *new_over;
-            }
-            None => {
-                objects.clear();
-                *over = false;
-            }
-        }
+        *pick(ns) =
+            listed.namespaces.remove(name).map(|mut fresh| std::mem::take(pick(&mut fresh))).unwrap_or_default();
     }
     for (name, mut fresh) in listed.namespaces {
         let mut ns = Namespaced::default();
-        let (new_objects, new_over) = pick(&mut fresh);
-        let (objects, over) = pick(&mut ns);
-        *objects = std::mem::take(new_objects);
-        *over = *new_over;
+        *pick(&mut ns) = std::mem::take(pick(&mut fresh));
         live.namespaces.insert(name, ns);
     }
     live.namespaces.retain(|_, ns| !ns.roles.is_empty() || !ns.bindings.is_empty() || ns.over_limit());
@@ -643,7 +626,7 @@ mod tests {
         Role::replace(&mut live, listed);
         assert!(live.namespaces["a"].roles.is_empty(), "a Role no list found is gone");
         assert_eq!(live.namespaces["a"].bindings.len(), 1, "RoleBindings are the other list's");
-        assert!(live.namespaces["b"].roles.contains_key("new"));
+        assert!(live.namespaces["b"].roles.by_name.contains_key("new"));
         assert!(!Role::put(&mut live, Some("b"), "new", Some(&role("b", "new"))), "the same again is no change");
         assert!(!Role::put(&mut live, Some("c"), "gone", None), "deleting what was never kept is no change");
         assert!(!live.namespaces.contains_key("c"));

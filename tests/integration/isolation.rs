@@ -208,3 +208,74 @@ async fn each_extra_grant_flips_access_isolated_and_removing_it_flips_it_back() 
         assert!(*flipped < Duration::from_secs(20) && *back < Duration::from_secs(20), "{why}: within seconds");
     }
 }
+
+/// A namespace admin of a tenant's namespace attacks the operator's RBAC cache: a binding of
+/// 10,000 subjects is counted, not held (its unexamined subjects are reported as such); past
+/// 1 MiB of names (or 1,024 objects) the namespace's grants are not known (reported), and memory stays
+/// bounded however large each Role is.
+#[tokio::test]
+async fn a_namespace_admin_cannot_grow_the_rbac_cache_or_hide_behind_numbers() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("crowded");
+    let bundle_name = format!("{name}-b");
+    let (op, _) = operator_with_bundle(&client, &run, &[], &name, &bundle_name).await;
+    create_tenant(&client, &tenant_with_secret(&name, &run, &bundle_name)).await;
+    let ns = format!("{name}-dev");
+    wait_condition(&client, &name, "AccessIsolated", "True", Some("Isolated")).await;
+
+    // The namespace's admin: itself an unexpected reader.
+    let attacker_ns = unique("attacker");
+    create_namespace(&client, &attacker_ns, &[]).await;
+    let token = token_for(&client, &attacker_ns, "admin").await;
+    let sa = json!({"kind": "ServiceAccount", "name": "admin", "namespace": attacker_ns});
+    create(&client, binding("RoleBinding", "ns-admin", Some(&ns), ("ClusterRole", "admin"), sa)).await;
+    let message = wait_condition(&client, &name, "AccessIsolated", "False", Some("UnexpectedReaders")).await;
+    assert!(message.contains(&format!("ServiceAccount {attacker_ns}/admin")), "{message}");
+    let attacker = client_as(&token).await;
+
+    // A binding of 10,000 subjects.
+    let crowd: Vec<Value> = (0..10_000).map(|i| user(&format!("u-{i:05}"))).collect();
+    let mut manifest = binding("RoleBinding", "crowd", Some(&ns), ("ClusterRole", "edit"), json!(null));
+    manifest["subjects"] = json!(crowd);
+    create(&attacker, manifest).await;
+    let message = wait_until("the crowd reported", TIMEOUT, || async {
+        let (_, _, message) = condition(&client, &name, "AccessIsolated").await.unwrap_or_default();
+        if message.contains(&format!("9936 more subjects of RoleBinding {ns}/crowd, not examined")) {
+            Ok(message)
+        } else {
+            Err(message)
+        }
+    })
+    .await;
+    assert!(message.len() < 32 * 1024, "the message stays bounded: {} bytes", message.len());
+    let labels = [("tenant", name.as_str()), ("secret", "ml-platform")];
+    assert!(op.metric("mltenant_secret_unexpected_readers", &labels).await >= 10_000.0);
+
+    // Roles as large as a Role's names can usefully be (64 names of 253 characters, plus a name
+    // no Secret can have): past 1 MiB of names in the namespace, no more are kept.
+    let rss_before = op.rss_kib().unwrap();
+    let long: Vec<String> = (0..64).map(|i| format!("{i:03}{}", "n".repeat(250))).collect();
+    let useless = "x".repeat(16 * 1024);
+    let start = Instant::now();
+    for i in 0..80 {
+        let mut names = long.clone();
+        names.push(useless.clone());
+        let role = json!({"kind": "Role", "metadata": {"name": format!("r-{i:04}"), "namespace": ns},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"], "resourceNames": names}]});
+        create(&attacker, role).await;
+    }
+    let created = start.elapsed();
+    let message = wait_condition(&client, &name, "AccessIsolated", "Unknown", Some("TooManyRBACObjects")).await;
+    assert!(
+        message.contains(&format!("namespace {ns} holds more Roles or RoleBindings than are examined")),
+        "{message}"
+    );
+    let held = op.metric("mltenant_rbac_objects", &[("kind", "Role")]).await;
+    let grown = op.rss_kib().unwrap().saturating_sub(rss_before);
+    eprintln!(
+        "RBAC cache: 80 Roles of {} KiB each created in {created:?}; {held} Roles held in all; RSS grown by {grown} KiB",
+        (64 * 253 + useless.len()) / 1024
+    );
+    assert!(grown < 16 * 1024, "the operator's memory grew by {grown} KiB");
+}

@@ -148,9 +148,10 @@ fn observe(exposures: &[Exposure]) -> Observed {
         (all.len(), message)
     };
     let (unexpected, message) = named(|e| {
-        let found = e.unexpected().map(Finding::describe);
+        // Bindings too large to examine first: a message names a dozen findings at most, and a
+        // binding of thousands must not hide behind them.
         let unlisted = e.unlisted.iter().map(|(binding, n)| format!("{n} more subjects of {binding}, not examined"));
-        found.chain(unlisted).collect()
+        unlisted.chain(e.unexpected().map(Finding::describe)).collect()
     });
     if unexpected > 0 {
         return Observed::new(
