@@ -229,16 +229,17 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     metrics.follow_leadership(leading.clone());
     metrics.key_renew_period(args.key_renew_period);
-    // The sink serves the leader's term only: the leader's controllers tell it which Secrets
-    // are whose, and only the leader writes what it counted into the tenants' status.
+    // Every replica serves the sink; what it counts goes to the leader's current term (its
+    // controllers tell it which Secrets are whose, and only it writes what was counted into the
+    // tenants' status). A standby asks the API server to try again, on another connection.
+    let (term_tx, term) = tokio::sync::watch::channel(None);
+    let counting = match &sink {
+        Some(sink) => audit::serve(sink.clone(), term, config.expected.clone(), metrics.clone()).boxed(),
+        None => futures::future::pending().boxed(),
+    };
     let controllers = leader::while_leading(leading, shutdown.clone(), || {
         let usage = sink.as_ref().map(|_| Arc::new(Usage::new(args.usage_record_period)));
-        let counting = match (&sink, &usage) {
-            (Some(sink), Some(usage)) => {
-                audit::serve(sink.clone(), usage.clone(), config.expected.clone(), metrics.clone()).boxed()
-            }
-            _ => futures::future::pending().boxed(),
-        };
+        let term = audit::Term::start(&term_tx, usage.clone());
         let clients = reconcile::Clients { main: client.clone(), reviews: review_client.clone() };
         let controllers = reconcile::run(
             clients,
@@ -250,10 +251,8 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             shutdown.clone(),
         );
         async move {
-            tokio::select! {
-                () = controllers => {}
-                () = counting => {}
-            }
+            controllers.await;
+            drop(term);
         }
     });
     tokio::select! {
@@ -261,6 +260,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         () = sealing_keys => anyhow::bail!("the sealing key watch ended"),
         () = election => anyhow::bail!("leader election ended"),
         () = controllers => {}
+        () = counting => anyhow::bail!("the audit sink stopped"),
     }
     // Shutting down: the controllers have stopped and, the election dropped, nothing renews the
     // Lease any more. Releasing it spares the standby waiting for it to expire.

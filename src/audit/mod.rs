@@ -1,6 +1,7 @@
 //! The audit sink: where the API server's audit webhook backend posts its events, on a port of
-//! its own, served over TLS by the leader only (the replica whose controllers publish which
-//! Secrets are whose). Only the API server's identity may post: a client certificate signed by
+//! its own, served over TLS by every replica; what it counts goes to the leader's current term
+//! (the replica whose controllers publish which Secrets are whose), and a standby answers 503
+//! with `Retry-After` on a connection it closes, so the API server's retry may reach the leader. Only the API server's identity may post: a client certificate signed by
 //! the configured CA with one of the configured names, or the configured bearer token; either
 //! is checked from the handshake and the request head, before a byte of the body is read. A
 //! body is bounded in size, in time and in how many are read at once, and its events are
@@ -82,12 +83,31 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
     Ok(Prepared { addr: config.addr, tls, client_names: config.client_names.clone(), token })
 }
 
-/// How long to wait before listening again when the port is taken (by a replica still
+/// How long to wait before listening again when the port is taken (by a process still
 /// shutting down, say).
 const LISTEN_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Serve the sink until the future is dropped (the leadership term ends).
-pub async fn serve(prepared: Prepared, usage: Arc<Usage>, expected: Expected, metrics: Arc<Metrics>) {
+/// What the sink counts into: the current leadership term's usage, none while standing by.
+pub type Terms = tokio::sync::watch::Receiver<Option<Arc<Usage>>>;
+
+/// A leadership term as the sink sees it: its usage from start to drop.
+pub struct Term<'a>(&'a tokio::sync::watch::Sender<Option<Arc<Usage>>>);
+
+impl<'a> Term<'a> {
+    pub fn start(terms: &'a tokio::sync::watch::Sender<Option<Arc<Usage>>>, usage: Option<Arc<Usage>>) -> Self {
+        terms.send_replace(usage);
+        Term(terms)
+    }
+}
+
+impl Drop for Term<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
+    }
+}
+
+/// Serve the sink until the future is dropped (the process stops).
+pub async fn serve(prepared: Prepared, terms: Terms, expected: Expected, metrics: Arc<Metrics>) {
     let listener = loop {
         match connections::listen(prepared.addr) {
             Ok(listener) => break listener,
@@ -98,7 +118,7 @@ pub async fn serve(prepared: Prepared, usage: Arc<Usage>, expected: Expected, me
         }
     };
     tracing::info!(addr = %prepared.addr, "serving the audit sink (POST /audit)");
-    let sink = sink::Sink::new(usage, expected, metrics.clone(), prepared.client_names, prepared.token);
+    let sink = sink::Sink::new(terms, expected, metrics.clone(), prepared.client_names, prepared.token);
     let acceptor = tokio_rustls::TlsAcceptor::from(prepared.tls);
     if let Err(error) =
         connections::serve(listener, sink::router(sink), LIMITS, metrics.audit_counters(), Some(acceptor)).await

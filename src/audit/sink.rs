@@ -13,13 +13,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::Semaphore;
 
+use super::Terms;
 use super::events::{self, Tally};
 use super::tls;
 use crate::exposure::identity::Expected;
 use crate::http::connections::PeerCertificate;
 use crate::http::{Limited, read_limited};
 use crate::metrics::Metrics;
-use crate::usage::Usage;
 
 /// Largest body taken: the API server's default batch of 400 events at the Metadata level is
 /// well under a megabyte.
@@ -33,10 +33,10 @@ const BODY_READ: Duration = Duration::from_secs(30);
 const MAX_EVENTS: usize = 4096;
 
 /// Outcomes of a post: the `outcome` label of `mltenant_audit_batches_total`.
-const OUTCOMES: [&str; 6] = ["accepted", "unauthenticated", "too_large", "busy", "slow", "malformed"];
+const OUTCOMES: [&str; 7] = ["accepted", "unauthenticated", "too_large", "busy", "slow", "malformed", "standby"];
 
 pub struct Sink {
-    usage: Arc<Usage>,
+    terms: Terms,
     expected: Arc<Expected>,
     metrics: Arc<Metrics>,
     client_names: BTreeSet<String>,
@@ -47,7 +47,7 @@ pub struct Sink {
 
 impl Sink {
     pub fn new(
-        usage: Arc<Usage>,
+        terms: Terms,
         expected: Expected,
         metrics: Arc<Metrics>,
         client_names: Vec<String>,
@@ -60,7 +60,7 @@ impl Sink {
             metrics.audit_events(outcome, 0);
         }
         Arc::new(Sink {
-            usage,
+            terms,
             expected: Arc::new(expected),
             metrics,
             client_names: client_names.into_iter().collect(),
@@ -101,6 +101,14 @@ async fn receive(
     if !sink.authenticated(peer.as_ref().map(|p| &p.0), &headers) {
         return refuse("unauthenticated", StatusCode::UNAUTHORIZED, "only the API server may post audit events");
     }
+    let Some(usage) = sink.terms.borrow().clone() else {
+        // A standby: the API server retries after a second, on a new connection (maybe the
+        // leader's, through the Service).
+        let mut response = refuse("standby", StatusCode::SERVICE_UNAVAILABLE, "not leading: retry");
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        return response;
+    };
     let Ok(_reading) = sink.bodies.try_acquire() else {
         let mut response = refuse("busy", StatusCode::TOO_MANY_REQUESTS, "busy: retry");
         response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
@@ -114,7 +122,7 @@ async fn receive(
         Ok(Err(_)) => return refuse("slow", StatusCode::BAD_REQUEST, "the body could not be read"),
         Err(_) => return refuse("slow", StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time"),
     };
-    let (usage, expected) = (sink.usage.clone(), sink.expected.clone());
+    let expected = sink.expected.clone();
     let counted = tokio::task::spawn_blocking(move || events::count(&bytes, MAX_EVENTS, &expected, &usage)).await;
     match counted {
         Ok(Ok(tally)) => {
@@ -125,5 +133,35 @@ async fn receive(
             StatusCode::OK.into_response()
         }
         _ => refuse("malformed", StatusCode::BAD_REQUEST, "not an audit.k8s.io/v1 EventList"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::usage::Usage;
+
+    fn post(token: &str) -> Request<Body> {
+        let list = br#"{"kind": "EventList", "items": []}"#.to_vec();
+        Request::post("/audit").header(header::AUTHORIZATION, format!("Bearer {token}")).body(Body::from(list)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_standby_asks_the_api_server_to_retry_elsewhere_and_a_leader_counts() {
+        let (terms, term) = tokio::sync::watch::channel(None);
+        let metrics = Arc::new(Metrics::new(Default::default()));
+        let token = crate::text::sha256(&[b"t0ken"]);
+        let router = router(Sink::new(term, Expected::default(), metrics, vec![], Some(token)));
+        let answer = router.clone().oneshot(post("wrong")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "the poster is checked first");
+        let answer = router.clone().oneshot(post("t0ken")).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(answer.headers()[header::CONNECTION], "close", "the retry may reach another replica");
+        let _term = crate::audit::Term::start(&terms, Some(Arc::new(Usage::new(Duration::from_secs(60)))));
+        assert_eq!(router.oneshot(post("t0ken")).await.unwrap().status(), StatusCode::OK);
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::identity::{Expected, Kind, Subject};
 use super::rbac::{Effective, MAX_BYTES_PER_NAMESPACE, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
-use super::rules::{self, Caps, Grants, Indirect, Request};
+use super::rules::{self, Grants, Indirect, Request};
 
 /// One environment namespace of a tenant and the Secrets the operator wrote there.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,7 +12,7 @@
 //! arrives as an event. Changes reconcile the tenants they concern, coalesced over
 //! [`FLUSH_EVERY`]: a namespace's its tenants, a cluster-wide one every tenant.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
