@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, Client};
-use mltenant_operator::api::{BundleScope, SealedBundle, SecretSpec};
+use mltenant_operator::api::{BundleScope, SealedBundle, SecretReader, SecretSpec};
 use mltenant_operator::crypto::{Certificate, SealingKey};
 use serde_json::Value;
 
@@ -191,13 +191,14 @@ fn has_data(result: &[Value], activity: bool) -> bool {
 #[tokio::test]
 async fn every_dashboard_panel_query_returns_data_from_prometheus() {
     let client = admin().await;
-    let op = Operator::start_with(&unique("run"), RETRYING).await;
+    // With the audit sink, so that the usage panels have reads to show.
+    let op = Operator::start_with_audit(&unique("run"), RETRYING).await;
     let prometheus = Prometheus::start(&op).await;
     let started = jiff::Timestamp::now();
     let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
     // A fleet in which every panel has something to show: a credential expiring within 14
     // days, a bundle that does not open (decryption failures), a missing bundle (a tenant not
-    // Ready), reconciles, sealing keys.
+    // Ready), reconciles, sealing keys, a declared reader that reads and an admin that does.
     let name = unique("dash");
     labelled_bundle(&client, &op, &cert, &name, &name, Some(days_from_now(10))).await;
     let broken = format!("{name}-broken");
@@ -212,9 +213,17 @@ async fn every_dashboard_panel_query_returns_data_from_prometheus() {
         SecretSpec::new("registry", &broken),
         SecretSpec::new("missing", format!("{name}-absent")),
     ]);
+    let readers = unique("readers");
+    create_namespace(&client, &readers, &[]).await;
+    let reader = client_as(&token_for(&client, &readers, "pipeline").await).await;
+    t.spec.secret_readers = Some(vec![SecretReader::new(&readers, "pipeline")]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "False", None).await;
     wait_secret(&client, &format!("{name}-dev"), "ml-platform").await;
+    wait_condition(&client, &name, "AccessGranted", "True", None).await;
+    let dev = format!("{name}-dev");
+    Api::<Secret>::namespaced(reader, &dev).get("ml-platform").await.expect("the declared reader reads");
+    Api::<Secret>::namespaced(client.clone(), &dev).get("ml-platform").await.expect("the admin reads");
 
     let dashboard: Value =
         serde_json::from_str(include_str!("../../charts/mltenant-operator/files/dashboard.json")).expect("valid JSON");
@@ -231,7 +240,7 @@ async fn every_dashboard_panel_query_returns_data_from_prometheus() {
             targets.push((title.clone(), grafana_expr(target["expr"].as_str().unwrap(), &variables), instant));
         }
     }
-    assert!(targets.len() >= 12, "the dashboard has too few queries: {targets:?}");
+    assert!(targets.len() >= 18, "the dashboard has too few queries: {targets:?}");
 
     // Wait until every query has data; a stat's `or vector(0)` fallback does not count, so the
     // query without it must have data too.
