@@ -36,6 +36,9 @@ enum Command {
     Cert(cli::operator::Source),
     /// Have the operator re-seal a SealedBundle to its newest sealing key.
     Rotate(cli::rotate::Args),
+    /// Who can read each of a tenant's Secrets (declared, expected, unexpected, indirect) and when
+    /// each declared reader last read it; exit code 2 when anyone unexpected can read one.
+    Access(cli::access::Args),
     /// Check MLTenant and SealedBundle manifests against the CRDs' schema and CEL rules offline
     /// (and, with --server-dry-run, against the API server).
     Validate(cli::validate::Args),
@@ -135,6 +138,14 @@ async fn main() -> std::process::ExitCode {
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
         Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Validate(args) => cli::validate::run(&args).await.map(|summary| println!("{summary}")),
+        Command::Access(args) => match cli::access::run(&args).await {
+            Ok((report, isolated)) => {
+                print!("{report}");
+                // 2, not 1: the check ran, and found someone unexpected.
+                return if isolated { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(2) };
+            }
+            Err(error) => Err(error),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

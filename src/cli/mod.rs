@@ -1,7 +1,8 @@
 //! The platform engineer's side of sealing: `mltenant seal`, `mltenant cert`,
-//! `mltenant rotate`, `mltenant validate`. Secrets are read from files or stdin; errors are one
+//! `mltenant rotate`, `mltenant validate`; and the quarterly access check, `mltenant access`. Secrets are read from files or stdin; errors are one
 //! line.
 
+pub mod access;
 pub mod cert;
 pub mod operator;
 pub mod rotate;

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use super::identity::{Expected, Kind, Subject};
 use super::rbac::{Effective, MAX_BYTES_PER_NAMESPACE, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
 use super::rules::{self, Grants, Indirect, Request};
+use crate::api::MLTenant;
 
 /// One environment namespace of a tenant and the Secrets the operator wrote there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +93,15 @@ pub struct Exposure {
     pub unlisted: Vec<(String, usize)>,
     /// Why what RBAC grants here is not fully known, when it is not.
     pub unknown: Option<String>,
+}
+
+/// The ServiceAccounts `tenant` declares as readers of Secret `secret`.
+pub fn declared_readers(tenant: &MLTenant, secret: &str) -> Vec<Subject> {
+    let readers = tenant.spec.secret_readers.iter().flatten();
+    readers
+        .filter(|r| r.secrets.as_ref().is_none_or(|listed| listed.iter().any(|s| s == secret)))
+        .map(|r| Subject::service_account(&r.service_account.namespace, &r.service_account.name))
+        .collect()
 }
 
 /// Assess every Secret of `places`.
@@ -596,5 +606,19 @@ mod tests {
                 .unwrap()
                 .contains("more Roles or RoleBindings than are examined (1024 of each, 1024 KiB of names)")
         );
+    }
+
+    #[test]
+    fn declared_readers_are_those_the_spec_names_for_the_secret() {
+        let mut spec = crate::api::MLTenantSpec::with_environments(&["dev"]);
+        spec.secrets =
+            Some(vec![crate::api::SecretSpec::new("ml-platform", "b"), crate::api::SecretSpec::new("ghcr", "g")]);
+        spec.secret_readers = Some(vec![
+            crate::api::SecretReader::new("argowf", "argo-workflow"),
+            crate::api::SecretReader::new("ci", "puller").secrets(&["ghcr"]),
+        ]);
+        let tenant = MLTenant::new("fin", spec);
+        assert_eq!(declared_readers(&tenant, "ml-platform"), [Subject::service_account("argowf", "argo-workflow")]);
+        assert_eq!(declared_readers(&tenant, "ghcr").len(), 2);
     }
 }

@@ -187,6 +187,22 @@ impl<K: Resource> Resource for Guarded<K> {
     }
 }
 
+/// A watch of `api` through the guard, each object trimmed as it arrives.
+pub fn guarded<K>(
+    api: kube::Api<Guarded<K>>,
+    config: kube::runtime::watcher::Config,
+) -> impl futures::Stream<Item = kube::runtime::watcher::Result<kube::runtime::watcher::Event<Guarded<K>>>> + Send
+where
+    K: Resource<DynamicType = ()> + Trim + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    kube::runtime::watcher(api, config).modify(|guarded: &mut Guarded<K>| {
+        if let Ok(obj) = guarded.0.as_mut() {
+            obj.trim();
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::Secret;

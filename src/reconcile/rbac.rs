@@ -26,10 +26,9 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::time::Instant;
 
-use super::guard::Guarded;
+use super::guard::{Guarded, guarded};
 use super::invalid::Invalids;
 use super::trim::Trim;
-use super::watches::guarded;
 use crate::api::MLTenant;
 use crate::api::environments::namespace_name;
 use crate::exposure::confirm::Confirmer;

@@ -18,7 +18,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
-use super::guard::Guarded;
+use super::guard::{Guarded, guarded};
 use super::index::{Cached, Child};
 use super::invalid::Invalids;
 use super::rbac::{RbacView, Sinks, Triggers};
@@ -159,21 +159,6 @@ impl Watches {
             rbac_triggers,
         }
     }
-}
-
-/// A watch of `api` through the guard, each object trimmed as it arrives.
-pub(super) fn guarded<K>(
-    api: Api<Guarded<K>>,
-    config: watcher::Config,
-) -> impl Stream<Item = watcher::Result<watcher::Event<Guarded<K>>>> + Send
-where
-    K: Child + Trim,
-{
-    watcher(api, config).modify(|guarded: &mut Guarded<K>| {
-        if let Ok(obj) = guarded.0.as_mut() {
-            obj.trim();
-        }
-    })
 }
 
 /// The events of a guarded watch of one of the operator's own kinds, as events of `K` for its

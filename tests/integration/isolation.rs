@@ -279,3 +279,45 @@ async fn a_namespace_admin_cannot_grow_the_rbac_cache_or_hide_behind_numbers() {
     );
     assert!(grown < 16 * 1024, "the operator's memory grew by {grown} KiB");
 }
+
+/// `mltenant access TENANT` as the admin runs it: exit code 0 while only declared readers and
+/// expected identities can read, 2 with the subject named once a binding lets someone else; it
+/// reads RBAC itself, so it answers with the operator stopped.
+#[tokio::test]
+async fn the_access_command_reports_who_can_read_with_the_operator_stopped() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("audited");
+    let bundle_name = format!("{name}-b");
+    let (op, _) = operator_with_bundle(&client, &run, &[], &name, &bundle_name).await;
+    create_tenant(&client, &tenant_with_secret(&name, &run, &bundle_name)).await;
+    wait_condition(&client, &name, "AccessIsolated", "True", Some("Isolated")).await;
+    op.kill().await;
+    let ns = format!("{name}-dev");
+    let access = |review: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_mltenant"));
+        command.args(["access", &name]).env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_ADMIN_KUBECONFIG"));
+        if review {
+            command.arg("--review");
+        }
+        let output = command.output().expect("run mltenant access");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (code, report) = access(false);
+    assert_eq!(code, Some(0), "{report}");
+    let reader = format!("declared   ServiceAccount argowf/argo-workflow through RoleBinding {ns}/");
+    assert!(report.contains(&reader), "{report}");
+    assert!(report.contains("expected   Group system:masters through ClusterRoleBinding cluster-admin"), "{report}");
+
+    let u = unique("peeker");
+    let grant = create(&client, binding("RoleBinding", &u, Some(&ns), ("ClusterRole", "edit"), user(&u))).await;
+    for review in [false, true] {
+        let (code, report) = access(review);
+        assert_eq!(code, Some(2), "{report}");
+        let named = format!("UNEXPECTED User {u} through RoleBinding {ns}/{u} (ClusterRole edit)");
+        assert!(report.contains(&named), "review {review}: {report}");
+        assert!(report.contains(&format!("indirect   User {u} may create pods in {ns}")), "{report}");
+    }
+    remove(vec![grant]).await;
+    assert_eq!(access(true).0, Some(0));
+}

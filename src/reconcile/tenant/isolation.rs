@@ -44,18 +44,9 @@ pub fn places(tenant: &MLTenant, environments: &[&Environment], present: &[&Want
             secrets: present
                 .iter()
                 .filter(|w| w.environment == env.name)
-                .map(|w| Wanted { name: w.secret.clone(), readers: declared_readers(tenant, &w.secret) })
+                .map(|w| Wanted { name: w.secret.clone(), readers: assess::declared_readers(tenant, &w.secret) })
                 .collect(),
         })
-        .collect()
-}
-
-/// The ServiceAccounts `tenant` declares as readers of Secret `secret`.
-pub fn declared_readers(tenant: &MLTenant, secret: &str) -> Vec<Subject> {
-    let readers = tenant.spec.secret_readers.iter().flatten();
-    readers
-        .filter(|r| r.secrets.as_ref().is_none_or(|listed| listed.iter().any(|s| s == secret)))
-        .map(|r| Subject::service_account(&r.service_account.namespace, &r.service_account.name))
         .collect()
 }
 
@@ -200,7 +191,6 @@ pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MLTenantSpec, SecretReader, SecretSpec};
     use crate::exposure::assess::Check;
     use crate::exposure::rbac::RoleRef;
     use crate::exposure::rules;
@@ -278,18 +268,5 @@ mod tests {
         let many = (0..40).map(|i| finding(Reach::Unexpected, &format!("u{i}"))).collect();
         let observed = observe(&[exposure(many)]);
         assert!(observed.message.ends_with("; and 28 more"), "{}", observed.message);
-    }
-
-    #[test]
-    fn declared_readers_are_those_the_spec_names_for_the_secret() {
-        let mut spec = MLTenantSpec::with_environments(&["dev"]);
-        spec.secrets = Some(vec![SecretSpec::new("ml-platform", "b"), SecretSpec::new("ghcr", "g")]);
-        spec.secret_readers = Some(vec![
-            SecretReader::new("argowf", "argo-workflow"),
-            SecretReader::new("ci", "puller").secrets(&["ghcr"]),
-        ]);
-        let tenant = MLTenant::new("fin", spec);
-        assert_eq!(declared_readers(&tenant, "ml-platform"), [Subject::service_account("argowf", "argo-workflow")]);
-        assert_eq!(declared_readers(&tenant, "ghcr").len(), 2);
     }
 }
