@@ -69,7 +69,7 @@ openssl x509 -req -in "$pki/audit-client.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.
   -days 2 -extfile "$pki/audit-client.ext" -out "$pki/audit-client.crt" 2>/dev/null
 # The bearer token the sink also accepts (a test posts with it; the API server uses its certificate).
 openssl rand -hex 24 >"$pki/audit-token"
-# The API server's audit webhook backend, pointed at the sink as docs/usage.md describes, with
+# The API server's audit webhook backend, pointed at the sink as docs/access.md describes, with
 # the chart's audit policy.
 cat >"$STATE/audit-webhook.kubeconfig" <<KC
 apiVersion: v1

@@ -1,5 +1,5 @@
 //! Who did read: the control plane's API server posts its audit events to the operator's sink
-//! (as docs/usage.md configures it), and real requests (kubectl with a reader's token, an
+//! (as docs/access.md configures it), and real requests (kubectl with a reader's token, an
 //! undeclared ServiceAccount's, the admin's) show up in the counters and in `lastReadAt`. The sink
 //! takes posts from the API server's identity only, and a flood of events neither adds series
 //! nor grows memory.

@@ -54,7 +54,7 @@ impl Operator {
     }
 
     /// Like `start_with`, serving the audit sink the control plane's API server posts to, as
-    /// docs/usage.md configures it (its client certificate, or the token file); waits for any
+    /// docs/access.md configures it (its client certificate, or the token file); waits for any
     /// other test's sink to stop first.
     pub async fn start_with_audit(run_id: &str, extra_args: &[&str]) -> Self {
         let guard = AUDIT_SINK.lock().await;
