@@ -122,6 +122,9 @@ impl Metrics {
             Box::new(key_renew_period.clone()),
             Box::new(http_connections.clone()),
             Box::new(http_connections_closed.clone()),
+            // The standard process_* series (resident memory, CPU, open file descriptors,
+            // threads): what SREs alert on, and what the chart's memory limit is compared with.
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }

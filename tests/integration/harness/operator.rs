@@ -37,10 +37,20 @@ impl Operator {
 
     /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
     pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+        Self::start_env(host, run_id, extra_args, &[]).await
+    }
+
+    /// Like `start`, with the fail points `failpoints` set (the `fail` crate's FAILPOINTS
+    /// syntax, e.g. `tenant-reconcile=panic`; the tests' build of the operator has them).
+    pub async fn start_failing(run_id: &str, failpoints: &str) -> Self {
+        Self::start_env("127.0.0.1", run_id, &[], &[("FAILPOINTS", failpoints)]).await
+    }
+
+    async fn start_env(host: &str, run_id: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         // A port is picked by binding :0 and letting go, so another process can bind it before
         // the operator does (seen with a bench running beside the tests): pick another one.
         for _ in 0..3 {
-            let op = Self::spawn_on(host, run_id, extra_args);
+            let op = Self::spawn_on(host, run_id, extra_args, env);
             if op.ready_unless_port_taken(TIMEOUT).await {
                 return op;
             }
@@ -50,10 +60,10 @@ impl Operator {
 
     /// Start the process and return at once, before it is ready (to crash it while it starts).
     pub fn spawn(run_id: &str, extra_args: &[&str]) -> Self {
-        Self::spawn_on("127.0.0.1", run_id, extra_args)
+        Self::spawn_on("127.0.0.1", run_id, extra_args, &[])
     }
 
-    fn spawn_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+    fn spawn_on(host: &str, run_id: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let (log, path) = logs::create("operator");
         let child = Command::new(binary())
@@ -66,6 +76,7 @@ impl Operator {
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             // Plain text: the file is read by people and searched by tests.
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
