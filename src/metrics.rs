@@ -376,7 +376,7 @@ type Series<'a> = BTreeMap<Vec<&'a str>, f64>;
 impl StateGauges {
     /// Append the gauges and the decryption counter, in the text format, to `out`. Written
     /// from the caches directly: building the client library's metric families first (a copy
-    /// of every label value, twice) made a scrape at 1,000 tenants allocate several MiB.
+    /// of every label value, twice) made a scrape allocate in proportion to the fleet, twice.
     fn write(&self, out: &mut String) {
         let sources = read(&self.sources);
         let tenants = sources.as_ref().map(|s| s.tenants.state()).unwrap_or_default();
