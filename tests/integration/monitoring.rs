@@ -264,7 +264,9 @@ async fn every_dashboard_panel_query_returns_data_from_prometheus() {
 #[tokio::test]
 async fn the_process_series_describe_the_operator_process() {
     let op = Operator::start(&unique("run")).await;
+    let cpu_before = op.cpu_seconds().expect("the operator's /proc stat");
     let metrics = op.metrics().await;
+    let cpu_after = op.cpu_seconds().expect("the operator's /proc stat");
     let rss_kib = op.rss_kib().expect("the operator's /proc status") as f64;
     let exported_kib = parse_metric(&metrics, "process_resident_memory_bytes", &[]) / 1024.0;
     assert!(
@@ -276,5 +278,11 @@ async fn the_process_series_describe_the_operator_process() {
     let started = parse_metric(&metrics, "process_start_time_seconds", &[]);
     let now = jiff::Timestamp::now().as_second() as f64;
     assert!(started <= now && started > now - 600.0, "started at {started}, now {now}");
-    assert!(parse_metric(&metrics, "process_cpu_seconds_total", &[]) > 0.0);
+    // The counter is in whole seconds, as the kernel's count truncated: the same number.
+    assert!(metrics.lines().any(|l| l.starts_with("process_cpu_seconds_total ")), "no CPU series");
+    let cpu = parse_metric(&metrics, "process_cpu_seconds_total", &[]);
+    assert!(
+        (cpu_before as f64..=cpu_after as f64).contains(&cpu),
+        "process_cpu_seconds_total says {cpu}, /proc says {cpu_before}..{cpu_after} s"
+    );
 }

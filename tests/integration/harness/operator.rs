@@ -158,6 +158,18 @@ impl Operator {
         line.split_whitespace().nth(1)?.parse().ok()
     }
 
+    /// CPU time the process used so far, in whole seconds (user + system, as the kernel counts
+    /// it in `/proc/<pid>/stat`, truncated as `process_cpu_seconds_total` is).
+    pub fn cpu_seconds(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // After the command name comes field 3 (state): utime (field 14) and stime (15) are at 11, 12.
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let output = std::process::Command::new("getconf").arg("CLK_TCK").output().ok()?;
+        let per_second: u64 = String::from_utf8(output.stdout).ok()?.trim().parse().ok()?;
+        Some(ticks / per_second)
+    }
+
     /// This process's log file.
     pub fn log_path(&self) -> &Path {
         &self.log
