@@ -84,7 +84,7 @@ prometheus_package_dir() {
     offered=$(apt-cache madison prometheus 2>/dev/null | awk -F' [|] ' '{print $2}')
   fi
   grep -qxF "$version" <<<"$offered" \
-    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in README) after running the monitoring tests with it."
+    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in docs/development.md) after running the monitoring tests with it."
   log "extracting prometheus and promtool from Debian's prometheus $version (once)"
   tmp=$(mktemp -d)
   chmod 777 "$tmp"  # apt's download sandbox user must be able to write here
