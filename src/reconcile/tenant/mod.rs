@@ -41,13 +41,16 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A reconcile that panics, on demand, for the tests of that path (feature `failpoints`).
+    fail::fail_point!("tenant-reconcile");
     if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
 }
 
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
-    let version = set_finalizer(tenant, ctx, true).await?.or_else(|| tenant.resource_version());
+    let version =
+        set_finalizer(tenant, ctx, true).await.map_err(Error::AddFinalizer)?.or_else(|| tenant.resource_version());
     let now = Time(jiff::Timestamp::now());
-    let records = Records::new(inventory::load(tenant, ctx).await?, version);
+    let records = Records::new(inventory::load(tenant, ctx).await.map_err(Error::ReadRecord)?, version);
     let planned = match environments::plan(tenant).and_then(|planned| tenant.spec.check_readers().map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
@@ -62,7 +65,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
                 &now,
                 &Default::default(),
             );
-            publish::write(tenant, status, &records.version, ctx).await?;
+            publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
@@ -70,7 +73,9 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     // What environments new to the tenant will get goes on record in one write before any of
     // it is created (each step puts on record what else it creates, see `inventory`).
-    inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx).await?;
+    inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx)
+        .await
+        .map_err(Error::RecordIntent)?;
     // The RBAC of its namespaces matters from now on, before any of them is created: one
     // created afterwards is then known to hold nothing the RBAC watches have not seen.
     let matter: Vec<String> = crate::reconcile::rbac::namespaces_of(tenant).collect();
@@ -127,7 +132,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let mut observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     observed.push(isolated.observed.clone());
     let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now, &readers);
-    publish::write(tenant, status, &records.version, ctx).await?;
+    publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
     isolation::report(tenant, &isolated, ctx).await;
 
     let refused: Vec<&Rejected> = namespace_states
@@ -192,7 +197,8 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
-    let records = Records::new(inventory::load(tenant, ctx).await?, tenant.resource_version());
+    let records =
+        Records::new(inventory::load(tenant, ctx).await.map_err(Error::ReadRecord)?, tenant.resource_version());
     // Credentials and the access to them are revoked whatever the deletion policy.
     let nothing = BTreeSet::new();
     let mut refused = access::revoke_except(tenant, &nothing, &records, ctx).await;
@@ -214,10 +220,10 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         let observed = status::deleting(&pending);
         let status =
             status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now, &Default::default());
-        publish::write(tenant, status, &records.version, ctx).await?;
+        publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
-    set_finalizer(tenant, ctx, false).await?;
+    set_finalizer(tenant, ctx, false).await.map_err(Error::RemoveFinalizer)?;
     ctx.forget(&tenant.uid().unwrap_or_default());
     ctx.metrics.forget_failures(&tenant.name_any(), None);
     ctx.metrics.forget_exposure(&tenant.name_any());
@@ -234,7 +240,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 /// Dropping it is decided on a fresh read, not the cache: the cached tenant may be a stale
 /// copy of one already gone. Adding needs no read: an apply to a tenant deleted meanwhile
 /// cannot create it (the patch has no `spec`, which the schema requires), it only fails.
-async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<Option<String>> {
+async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> kube::Result<Option<String>> {
     if has_finalizer(tenant) == present {
         return Ok(None);
     }
