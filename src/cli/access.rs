@@ -57,7 +57,7 @@ pub async fn run(args: &Args) -> anyhow::Result<(String, bool)> {
     namespaces.sort_unstable();
     namespaces.dedup();
     let rbac = read_rbac(&client, &namespaces).await?;
-    let mut exposures = assess::assess(&rbac, &rbac.effective(), &expected, &places);
+    let mut exposures = assess::assess(&rbac, &rbac.effective(), &expected, &places, assess::Detail::Everything);
     if args.review {
         let confirmer = Confirmer::new(client.clone());
         for exposure in &mut exposures {

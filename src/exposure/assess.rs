@@ -3,7 +3,8 @@
 //! readers. What it finds is what RBAC could allow; a finding that is neither declared nor
 //! expected is reported only once a SubjectAccessReview confirmed it (`confirm`).
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 
 use super::identity::{Expected, Kind, Subject};
 use super::rbac::{Effective, MAX_BYTES_PER_NAMESPACE, MAX_PER_NAMESPACE, Namespaced, Rbac, RoleRef};
@@ -104,12 +105,48 @@ pub fn declared_readers(tenant: &MLTenant, secret: &str) -> Vec<Subject> {
         .collect()
 }
 
+/// What an assessment lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Every finding, expected platform identities included (`mltenant access`).
+    Everything,
+    /// Only what is reported: declared, unexpected and indirect findings. A cluster where
+    /// hundreds of controllers are bound to `cluster-admin` then costs nothing per Secret.
+    Reportable,
+}
+
+/// Who is expected, each subject looked up once per assessment (the same subjects come back for
+/// every Secret of a tenant).
+struct Judge<'a> {
+    expected: &'a Expected,
+    kinds: RefCell<HashMap<Subject, Option<Kind>>>,
+    detail: Detail,
+}
+
+impl Judge<'_> {
+    fn kind_of(&self, subject: &Subject) -> Option<Kind> {
+        if let Some(kind) = self.kinds.borrow().get(subject) {
+            return *kind;
+        }
+        let kind = self.expected.kind_of(subject);
+        self.kinds.borrow_mut().insert(subject.clone(), kind);
+        kind
+    }
+}
+
 /// Assess every Secret of `places`.
-pub fn assess(rbac: &Rbac, effective: &Effective, expected: &Expected, places: &[Place]) -> Vec<Exposure> {
+pub fn assess(
+    rbac: &Rbac,
+    effective: &Effective,
+    expected: &Expected,
+    places: &[Place],
+    detail: Detail,
+) -> Vec<Exposure> {
+    let judge = Judge { expected, kinds: RefCell::default(), detail };
     let mut exposures = Vec::new();
     for place in places {
         for wanted in &place.secrets {
-            exposures.push(exposure(rbac, effective, expected, place, wanted));
+            exposures.push(exposure(rbac, effective, &judge, place, wanted));
         }
     }
     exposures
@@ -117,7 +154,7 @@ pub fn assess(rbac: &Rbac, effective: &Effective, expected: &Expected, places: &
 
 /// Where a grant comes from: a RoleBinding of a namespace, or a ClusterRoleBinding.
 struct Source<'a> {
-    binding: String,
+    binding: std::borrow::Cow<'a, str>,
     role: &'a RoleRef,
     grants: &'a Grants,
     subjects: &'a [Subject],
@@ -137,7 +174,7 @@ fn sources<'a>(rbac: &'a Rbac, effective: &'a Effective, namespace: &'a str) -> 
         .filter_map(|(name, binding)| {
             let grants = rbac.role_grants(effective, namespace, &binding.role).filter(|g| g.matters())?;
             Some(Source {
-                binding: format!("RoleBinding {namespace}/{name}"),
+                binding: format!("RoleBinding {namespace}/{name}").into(),
                 role: &binding.role,
                 grants,
                 subjects: &binding.subjects,
@@ -148,7 +185,7 @@ fn sources<'a>(rbac: &'a Rbac, effective: &'a Effective, namespace: &'a str) -> 
         .collect();
     namespaced.sort_by(|a, b| a.binding.cmp(&b.binding));
     namespaced.extend(effective.cluster_grants.iter().map(|g| Source {
-        binding: format!("ClusterRoleBinding {}", g.binding),
+        binding: g.described.as_str().into(),
         role: &g.role,
         grants: &g.grants,
         subjects: &g.subjects,
@@ -158,7 +195,7 @@ fn sources<'a>(rbac: &'a Rbac, effective: &'a Effective, namespace: &'a str) -> 
     namespaced
 }
 
-fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Place, wanted: &Wanted) -> Exposure {
+fn exposure(rbac: &Rbac, effective: &Effective, judge: &Judge, place: &Place, wanted: &Wanted) -> Exposure {
     let mut exposure = Exposure {
         environment: place.environment.clone(),
         namespace: place.namespace.clone(),
@@ -199,11 +236,14 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
             let reach = if wanted.readers.contains(subject) {
                 Reach::Declared
             } else {
-                expected.kind_of(subject).map_or(Reach::Unexpected, Reach::Expected)
+                judge.kind_of(subject).map_or(Reach::Unexpected, Reach::Expected)
             };
+            if matches!(reach, Reach::Expected(_)) && judge.detail == Detail::Reportable {
+                continue;
+            }
             let finding = Finding {
                 subject: subject.clone(),
-                binding: source.binding.clone(),
+                binding: source.binding.to_string(),
                 role: source.role.clone(),
                 reach,
                 checks: vec![check.clone()],
@@ -211,7 +251,7 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
             add(&mut exposure, finding);
         }
         if source.unlisted > 0 {
-            exposure.unlisted.push((source.binding.clone(), source.unlisted));
+            exposure.unlisted.push((source.binding.to_string(), source.unlisted));
         }
     }
 
@@ -219,13 +259,13 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
     let everywhere: Vec<&Source> = here.iter().collect();
     let in_namespace = [&rules::POD_CREATE, &rules::WORKLOAD_WRITE, &rules::POD_EXEC, &rules::RBAC_ESCALATE];
     let target = Target { namespace, account: None, place: format!("in {namespace}") };
-    for finding in indirect(&everywhere, &in_namespace, &target, wanted, expected) {
+    for finding in indirect(&everywhere, &in_namespace, &target, wanted, judge) {
         add(&mut exposure, finding);
     }
     // Impersonating anyone reads anything: only a ClusterRoleBinding can grant it for users.
     let cluster: Vec<&Source> = here.iter().filter(|s| s.namespace.is_none()).collect();
     let target = Target { namespace, account: None, place: "anyone".to_owned() };
-    for finding in indirect(&cluster, &[&rules::IMPERSONATE], &target, wanted, expected) {
+    for finding in indirect(&cluster, &[&rules::IMPERSONATE], &target, wanted, judge) {
         add(&mut exposure, finding);
     }
     // Whoever may act as a declared reader: create its tokens, impersonate it, or run or enter
@@ -236,14 +276,14 @@ fn exposure(rbac: &Rbac, effective: &Effective, expected: &Expected, place: &Pla
         let theirs: Vec<&Source> = theirs.iter().collect();
         let target =
             Target { namespace: reader_ns, account: Some(name), place: format!("ServiceAccount {reader_ns}/{name}") };
-        for finding in indirect(&theirs, &[&rules::TOKEN_CREATE, &rules::IMPERSONATE], &target, wanted, expected) {
+        for finding in indirect(&theirs, &[&rules::TOKEN_CREATE, &rules::IMPERSONATE], &target, wanted, judge) {
             add(&mut exposure, finding);
         }
         if reader_ns != namespace {
             let pods = [&rules::POD_CREATE, &rules::WORKLOAD_WRITE, &rules::POD_EXEC];
             let place = format!("in {reader_ns}, where pods may run as reader {reader_ns}/{name}");
             let target = Target { namespace: reader_ns, account: None, place };
-            for finding in indirect(&theirs, &pods, &target, wanted, expected) {
+            for finding in indirect(&theirs, &pods, &target, wanted, judge) {
                 add(&mut exposure, finding);
             }
         }
@@ -266,11 +306,18 @@ fn indirect(
     powers: &[&'static Indirect],
     target: &Target,
     wanted: &Wanted,
-    expected: &Expected,
+    judge: &Judge,
 ) -> Vec<Finding> {
     let cluster_wide = |request: &Request| request.resource == "users" || request.resource == "groups";
     let mut found = Vec::new();
     for source in sources {
+        // Declared and expected subjects first: most bindings with such powers are the
+        // platform's, and then nothing is built for them.
+        let subjects: Vec<&Subject> =
+            source.subjects.iter().filter(|s| !wanted.readers.contains(s) && judge.kind_of(s).is_none()).collect();
+        if subjects.is_empty() {
+            continue;
+        }
         for how in powers.iter().copied().filter(|how| source.grants.caps.intersects(how.caps)) {
             let checks: Vec<Check> = how
                 .requests
@@ -287,13 +334,10 @@ fn indirect(
             if checks.is_empty() {
                 continue;
             }
-            for subject in source.subjects {
-                if wanted.readers.contains(subject) || expected.kind_of(subject).is_some() {
-                    continue;
-                }
+            for subject in &subjects {
                 found.push(Finding {
-                    subject: subject.clone(),
-                    binding: source.binding.clone(),
+                    subject: (*subject).clone(),
+                    binding: source.binding.to_string(),
                     role: source.role.clone(),
                     reach: Reach::Indirect { how, place: target.place.clone() },
                     checks: checks.clone(),
@@ -407,7 +451,7 @@ mod tests {
     }
 
     fn run(rbac: &Rbac) -> Vec<Exposure> {
-        assess(rbac, &rbac.effective(), &expected(), &[place()])
+        assess(rbac, &rbac.effective(), &expected(), &[place()], Detail::Everything)
     }
 
     fn described(exposure: &Exposure, pick: impl Fn(&Finding) -> bool) -> Vec<String> {

@@ -211,6 +211,8 @@ pub struct Rbac {
 #[derive(Clone, Debug)]
 pub struct ClusterGrant {
     pub binding: String,
+    /// `ClusterRoleBinding <binding>`, as findings name it.
+    pub described: String,
     pub role: RoleRef,
     pub grants: Grants,
     pub subjects: Vec<Subject>,
@@ -248,6 +250,7 @@ impl Rbac {
                 let grants = cluster_roles.get(role).filter(|g| g.matters())?;
                 Some(ClusterGrant {
                     binding: name.clone(),
+                    described: format!("ClusterRoleBinding {name}"),
                     role: binding.role.clone(),
                     grants: grants.clone(),
                     subjects: binding.subjects.clone(),

@@ -25,18 +25,27 @@ fn kubectl(token: Option<&str>, args: &[&str]) -> bool {
     output.status.success()
 }
 
-/// A tenant of `run` with Secret `ml-platform` in `dev`, read by `readers/pipeline`.
-async fn tenant_with_reader(client: &kube::Client, op: &Operator, run: &str, name: &str, readers: &str) {
+/// An operator serving the audit sink, and a tenant of its own (named `prefix`-...) with
+/// Secret `ml-platform` in `dev`, read by `readers/pipeline` (`readers` a namespace of its own):
+/// (admin client, operator, tenant, readers), once the tenant is Ready.
+async fn audited_tenant(prefix: &str) -> (kube::Client, Operator, String, String) {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique(prefix);
+    let op = Operator::start_with_audit(&run, &[]).await;
+    let readers = unique("readers");
+    create_namespace(&client, &readers, &[]).await;
     let cert = mltenant_operator::crypto::Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
-    let data = sealed(&cert, mltenant_operator::api::BundleScope::Tenant, name, "", &[("PASSWORD", b"s3cr3t")]);
+    let data = sealed(&cert, mltenant_operator::api::BundleScope::Tenant, &name, "", &[("PASSWORD", b"s3cr3t")]);
     let bundle_name = format!("{name}-b");
-    create_bundle(client, &bundle(&bundle_name, mltenant_operator::api::BundleScope::Tenant, Some(name), None, data))
+    create_bundle(&client, &bundle(&bundle_name, mltenant_operator::api::BundleScope::Tenant, Some(&name), None, data))
         .await;
-    let mut t = tenant(name, run, &["dev"]);
+    let mut t = tenant(&name, &run, &["dev"]);
     t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", &bundle_name)]);
-    t.spec.secret_readers = Some(vec![SecretReader::new(readers, "pipeline")]);
-    create_tenant(client, &t).await;
-    wait_condition(client, name, "Ready", "True", None).await;
+    t.spec.secret_readers = Some(vec![SecretReader::new(&readers, "pipeline")]);
+    create_tenant(&client, &t).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    (client, op, name, readers)
 }
 
 /// Wait until `metric` with `labels` reaches `at_least`; its value then.
@@ -50,14 +59,8 @@ async fn counted(op: &Operator, metric: &str, labels: &[(&str, &str)], at_least:
 
 #[tokio::test]
 async fn real_reads_refusals_and_impersonation_are_counted_and_last_reads_recorded() {
-    let client = admin().await;
-    let run = unique("run");
-    let name = unique("usage");
-    let op = Operator::start_with_audit(&run, &[]).await;
-    let readers = unique("readers");
-    create_namespace(&client, &readers, &[]).await;
+    let (client, op, name, readers) = audited_tenant("usage").await;
     let reader_token = token_for(&client, &readers, "pipeline").await;
-    tenant_with_reader(&client, &op, &run, &name, &readers).await;
     let ns = format!("{name}-dev");
     let reader = format!("{readers}/pipeline");
     let secret = [("tenant", name.as_str()), ("environment", "dev"), ("secret", "ml-platform")];
@@ -147,41 +150,15 @@ fn client_certificate(dir: &Path, cn: &str, by_cluster_ca: bool) -> (String, Str
         "-out",
         &s(&csr),
     ]);
+    let (ca, ca_key, key_path, csr_path, ext_path, cert_path) =
+        (audit_pki("ca.crt"), audit_pki("ca.key"), s(&key), s(&csr), s(&ext), s(&cert));
+    let mut args = vec!["x509", "-req", "-in", &csr_path, "-days", "1", "-extfile", &ext_path, "-out", &cert_path];
     if by_cluster_ca {
-        let (ca, ca_key) = (audit_pki("ca.crt"), audit_pki("ca.key"));
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(&cert),
-        ]);
+        args.extend(["-CA", &ca, "-CAkey", &ca_key, "-CAcreateserial"]);
     } else {
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &s(&csr),
-            "-signkey",
-            &s(&key),
-            "-days",
-            "1",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &s(&cert),
-        ]);
+        args.extend(["-signkey", &key_path]);
     }
+    run(&args);
     (s(&cert), s(&key))
 }
 
@@ -203,13 +180,7 @@ fn secret_series(metrics: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_sink_takes_the_api_servers_posts_only_and_a_flood_adds_neither_series_nor_memory() {
-    let client = admin().await;
-    let run = unique("run");
-    let name = unique("sink");
-    let op = Operator::start_with_audit(&run, &[]).await;
-    let readers = unique("readers");
-    create_namespace(&client, &readers, &[]).await;
-    tenant_with_reader(&client, &op, &run, &name, &readers).await;
+    let (client, op, name, _) = audited_tenant("sink").await;
     let ns = format!("{name}-dev");
     let dir = std::env::temp_dir().join(unique("sink-test"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -63,8 +63,9 @@ pub async fn assess(tenant: &MLTenant, places: &[Place], ctx: &Context) -> Isola
         let message = format!("the Roles and RoleBindings of namespace {namespace} are being listed");
         return keep_last(tenant, Observed::unknown(ACCESS_ISOLATED, reason::ACCESS_PENDING, message));
     }
-    let (exposures, version) =
-        view.with(|rbac, effective, version| (assess::assess(rbac, effective, &view.expected, places), version));
+    let (exposures, version) = view.with(|rbac, effective, version| {
+        (assess::assess(rbac, effective, &view.expected, places, assess::Detail::Reportable), version)
+    });
     let mut reviews = 0;
     let mut confirmed = Vec::with_capacity(exposures.len());
     for exposure in exposures {
