@@ -250,7 +250,8 @@ async fn a_frozen_leader_writes_nothing_when_it_wakes_and_metrics_follow_the_ter
     let mut refused = 0.0;
     for _ in 0..FREEZES {
         let metrics = frozen.metrics().await;
-        assert_eq!(series_of(&metrics, "mltenant_tenant_condition", &gone), 5, "the leader exports the tenant");
+        // Ready, NamespacesReady, SecretsSynced, AccessGranted, CredentialsExpiring, AccessIsolated.
+        assert_eq!(series_of(&metrics, "mltenant_tenant_condition", &gone), 6, "the leader exports the tenant");
         refused = freeze_mid_converge(&client, &run, &frozen, &standby).await;
         if refused > 0.0 {
             break;

@@ -58,7 +58,9 @@ pub async fn assess(tenant: &MLTenant, places: &[Place], ctx: &Context) -> Isola
         Subject::ServiceAccount { namespace, .. } => Some(namespace.as_str()),
         _ => None,
     });
-    let namespaces: Vec<&str> = places.iter().map(|p| p.namespace.as_str()).chain(reader_namespaces).collect();
+    // Only where a Secret of ours is does RBAC matter: a tenant without one is isolated at once.
+    let with_secrets = places.iter().filter(|p| !p.secrets.is_empty());
+    let namespaces: Vec<&str> = with_secrets.map(|p| p.namespace.as_str()).chain(reader_namespaces).collect();
     if let Some(namespace) = view.unknown(namespaces.iter().copied()) {
         let message = format!("the Roles and RoleBindings of namespace {namespace} are being listed");
         return keep_last(tenant, Observed::unknown(ACCESS_ISOLATED, reason::ACCESS_PENDING, message));
@@ -169,8 +171,8 @@ fn observe(exposures: &[Exposure]) -> Observed {
     Observed::new(ACCESS_ISOLATED, true, reason::ISOLATED, message)
 }
 
-/// An Event when the condition changes (status, reason, or whom a False one names), and the
-/// metrics of what was assessed.
+/// An Event when the condition changes (status, reason, or whom a False one names), but not for
+/// a tenant isolated from its first look, and the metrics of what was assessed.
 pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
     if let Some(counts) = &isolation.counts {
         ctx.metrics.exposure(&tenant.name_any(), counts.clone());
@@ -182,7 +184,11 @@ pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
             || c.reason != observed.reason
             || (!observed.ok && c.message != stored_message(&observed.message))
     });
-    if !changed || (observed.unknown && observed.reason == reason::ACCESS_PENDING) {
+    // Isolated from the start (or after a pending look) is no news: an Event per new tenant
+    // would be a write each. Findings are, and so is their end.
+    let reported =
+        last.is_some_and(|c| !(c.status == crate::api::conditions::TRUE || c.reason == reason::ACCESS_PENDING));
+    if !changed || (observed.unknown && observed.reason == reason::ACCESS_PENDING) || (observed.ok && !reported) {
         return;
     }
     let type_ = if observed.ok { EventType::Normal } else { EventType::Warning };
