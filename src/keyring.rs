@@ -15,6 +15,9 @@ use crate::unseal::{self, cache::DecryptCache};
 /// The loaded sealing keys, newest first, what they opened, and the pool RSA work runs on.
 pub struct KeyRing {
     keys: RwLock<Arc<Vec<SealingKey>>>,
+    /// Retired keys (`mltenant keys retire`): they open nothing; a failure names the one a
+    /// value needs.
+    retired: RwLock<Arc<Vec<SealingKey>>>,
     opened: DecryptCache,
     changed: tokio::sync::watch::Sender<u64>,
     /// RSA decryptions run on blocking threads, at most one per core at a time, so the async
@@ -34,6 +37,7 @@ impl Default for KeyRing {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self {
             keys: RwLock::default(),
+            retired: RwLock::default(),
             opened: DecryptCache::default(),
             changed: tokio::sync::watch::Sender::new(0),
             rsa: Semaphore::new(cores),
@@ -72,7 +76,12 @@ impl KeyRing {
             return Err(changed(&cached.name_any()));
         }
         let ring = self.clone();
-        Ok(self.on_pool(move || unseal::open(&sealed, &label, &ring.keys(), &ring.opened)).await)
+        Ok(self
+            .on_pool(move || {
+                let (active, retired) = (ring.keys(), ring.retired());
+                unseal::open(&sealed, &label, unseal::Keys { active: &active, retired: &retired }, &ring.opened)
+            })
+            .await)
     }
 
     /// Run `work` (RSA operations) on a blocking thread once a core is free. A panic in it is
@@ -95,23 +104,32 @@ impl KeyRing {
     pub async fn verify(self: &Arc<Self>, bundle: SealedBundle) -> Result<unseal::Opened, unseal::Failure> {
         let ring = self.clone();
         self.on_pool(move || {
-            unseal::open(&bundle, &unseal::declared_label(&bundle), &ring.keys(), &DecryptCache::with_capacity(0))
+            let (active, retired) = (ring.keys(), ring.retired());
+            let keys = unseal::Keys { active: &active, retired: &retired };
+            unseal::open(&bundle, &unseal::declared_label(&bundle), keys, &DecryptCache::with_capacity(0))
         })
         .await
     }
 
-    /// `bundle` with every value re-sealed to the newest key (what `/v1/rotate` returns).
-    pub async fn rotate(self: &Arc<Self>, bundle: SealedBundle) -> Result<SealedBundle, RotateError> {
+    /// `bundle` with every value re-sealed to the newest key (what `/v1/rotate` returns), each
+    /// in its own format unless `format` converts them. The scope comes from one place: the
+    /// label is computed once from the bundle's claims (which the caller was authorised for),
+    /// and both the opening and the sealing use it; the spec is returned as it came, only
+    /// `encryptedData`'s values replaced.
+    pub async fn rotate(
+        self: &Arc<Self>,
+        bundle: SealedBundle,
+        format: Option<crate::crypto::Format>,
+    ) -> Result<SealedBundle, RotateError> {
         let newest = self.newest().ok_or(RotateError::NoKey)?;
-        let label = unseal::declared_label(&bundle);
-        let mut rotated = SealedBundle::new(&bundle.name_any(), bundle.spec.clone());
-        let opened = self.verify(bundle).await?;
-        // Sealing is RSA too (public-key, cheaper), so it takes the pool like decrypting.
+        let ring = self.clone();
         self.on_pool(move || {
-            for (key, plaintext) in &opened.data {
-                let sealed = crate::crypto::seal(newest.certificate(), &label, plaintext)?;
-                rotated.spec.encrypted_data.insert(key.clone(), crate::crypto::encode_base64(&sealed));
-            }
+            let label = unseal::declared_label(&bundle);
+            let (active, retired) = (ring.keys(), ring.retired());
+            let keys = unseal::Keys { active: &active, retired: &retired };
+            let values = unseal::reseal(&bundle, &label, keys, &newest, format)?;
+            let mut rotated = SealedBundle::new(&bundle.name_any(), bundle.spec);
+            rotated.spec.encrypted_data = values;
             Ok(rotated)
         })
         .await
@@ -130,6 +148,11 @@ impl KeyRing {
         self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// The retired keys: they open nothing.
+    pub fn retired(&self) -> Arc<Vec<SealingKey>> {
+        self.retired.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// The key new values are sealed with.
     pub fn newest(&self) -> Option<SealingKey> {
         self.keys().first().cloned()
@@ -140,18 +163,22 @@ impl KeyRing {
         let mut keys: Vec<SealingKey> =
             self.keys().iter().filter(|k| k.fingerprint() != key.fingerprint()).cloned().collect();
         keys.push(key);
-        self.replace(keys);
+        let retired = self.retired().to_vec();
+        self.replace(keys, retired);
     }
 
-    /// Make `keys` the ring, newest first.
-    pub(crate) fn replace(&self, mut keys: Vec<SealingKey>) {
+    /// Make `keys` the ring's active keys, newest first, and `retired` its retired ones.
+    pub fn replace(&self, mut keys: Vec<SealingKey>, mut retired: Vec<SealingKey>) {
         keys.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
+        retired.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
         let fingerprints: Vec<&str> = keys.iter().map(SealingKey::fingerprint).collect();
         let changed = {
-            let current = self.keys();
+            let (current, current_retired) = (self.keys(), self.retired());
             current.iter().map(SealingKey::fingerprint).ne(fingerprints.iter().copied())
+                || current_retired.iter().map(SealingKey::fingerprint).ne(retired.iter().map(SealingKey::fingerprint))
         };
         let fingerprints: Vec<String> = fingerprints.into_iter().map(str::to_owned).collect();
+        *self.retired.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(retired);
         *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
         if changed {
             // A removed key must stop opening what it opened before; what the remaining keys
@@ -178,9 +205,7 @@ pub enum RotateError {
     #[error("no sealing key yet")]
     NoKey,
     #[error(transparent)]
-    Open(#[from] unseal::Failure),
-    #[error(transparent)]
-    Seal(#[from] crate::crypto::SealError),
+    Reseal(#[from] unseal::ResealError),
 }
 
 #[cfg(test)]
@@ -214,7 +239,7 @@ mod tests {
         let (sealed, cached) = shared(&key, &label);
         assert!(cached.spec.encrypted_data.values().all(|v| v.len() < 60), "the cache keeps digests");
         let ring = Arc::new(KeyRing::default());
-        ring.replace(vec![key]);
+        ring.replace(vec![key], Vec::new());
 
         let reads = AtomicUsize::new(0);
         let read = || async {
@@ -235,7 +260,7 @@ mod tests {
         let label = crate::crypto::label(BundleScope::Cluster, "", "");
         let (mut sealed, cached) = shared(&key, &label);
         let ring = Arc::new(KeyRing::default());
-        ring.replace(vec![key]);
+        ring.replace(vec![key], Vec::new());
 
         let gone = ring.open(&cached, label.clone(), async { Ok(None) }).await.unwrap();
         assert_eq!(gone.unwrap_err().reason(), "BundleNotFound");

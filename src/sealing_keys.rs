@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::labels::{self, ACTIVE, SEALING_KEY};
+use crate::api::labels::{self, ACTIVE, RETIRED, SEALING_KEY};
 use crate::api::limits;
 use crate::crypto::SealingKey;
 use crate::keyring::KeyRing;
@@ -47,7 +47,7 @@ pub async fn run(
 ) {
     let api: Api<Secret> = Api::namespaced(client, &config.namespace);
     let (store, writer) = reflector::store();
-    let selector = format!("{SEALING_KEY}={ACTIVE}");
+    let selector = format!("{SEALING_KEY} in ({ACTIVE},{RETIRED})");
     let mut events = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default().labels(&selector)))
         .default_backoff()
         .boxed();
@@ -83,23 +83,31 @@ pub async fn run(
     }
 }
 
-/// Rebuild the ring from the cached Secrets. A Secret that does not hold a valid key pair is
-/// skipped with a warning naming it (never its content).
+/// Rebuild the ring from the cached Secrets: labelled `active`, the key opens; `retired`, it
+/// opens nothing. A Secret that does not hold a valid key pair is skipped with a warning naming
+/// it (never its content).
 fn reload(store: &Store<Secret>, ring: &KeyRing) {
-    let keys: Vec<SealingKey> = store
-        .state()
-        .iter()
-        .filter_map(|secret| match parse(secret) {
-            Ok(key) => Some(key),
-            Err(error) => {
-                warn!(secret = %secret.name_any(), %error, "ignoring invalid sealing key Secret");
-                None
-            }
-        })
-        .collect();
-    ring.replace(keys);
+    let (mut active, mut retired) = (Vec::new(), Vec::new());
+    for secret in store.state() {
+        match parse(&secret) {
+            Ok(key) if is_retired(&secret) => retired.push(key),
+            Ok(key) => active.push(key),
+            Err(error) => warn!(secret = %secret.name_any(), %error, "ignoring invalid sealing key Secret"),
+        }
+    }
+    ring.replace(active, retired);
     let keys = ring.keys();
-    info!(keys = keys.len(), newest = keys.first().map_or("none", SealingKey::fingerprint), "sealing keys loaded");
+    info!(
+        keys = keys.len(),
+        retired = ring.retired().len(),
+        newest = keys.first().map_or("none", SealingKey::fingerprint),
+        "sealing keys loaded"
+    );
+}
+
+/// Whether the key Secret is labelled retired.
+pub fn is_retired(secret: &Secret) -> bool {
+    secret.labels().get(SEALING_KEY).is_some_and(|v| v == RETIRED)
 }
 
 fn parse(secret: &Secret) -> Result<SealingKey, String> {

@@ -41,6 +41,9 @@ pub const EXPIRES_AT: &str = "mltenant.io/expires-at";
 /// On the operator's sealing-key Secrets (value `active`).
 pub const SEALING_KEY: &str = "mltenant.io/sealing-key";
 pub const ACTIVE: &str = "active";
+/// Value of [`SEALING_KEY`] on a retired key: kept (and un-retired by setting `active` again),
+/// but it opens nothing. Only whoever may patch Secrets in the operator's namespace can set it.
+pub const RETIRED: &str = "retired";
 
 /// Label selector matching everything this operator manages.
 pub fn managed_selector() -> String {

@@ -72,7 +72,8 @@ mod tests {
         let values = BTreeMap::from([("A".to_string(), "x".to_string()), ("B".to_string(), "y".to_string())]);
         let mut sealed = SealedBundle::new("b", SealedBundleSpec::new(BundleScope::Cluster, values));
         sealed.metadata.generation = Some(3);
-        let opened = unseal::Opened { data: BTreeMap::new(), fingerprint: "SHA256:ab".into() };
+        let opened =
+            unseal::Opened { data: BTreeMap::new(), fingerprint: "SHA256:ab".into(), keys: vec!["SHA256:ab".into()] };
 
         let decryptable = build(&sealed, Ok(&opened), &at(0));
         let condition = &decryptable.conditions[0];

@@ -31,6 +31,17 @@ pub enum Failure {
     ScopeMismatch { bundle: String, problem: String },
     #[error("SealedBundle {bundle} key {key}: {error}")]
     Decryption { bundle: String, key: String, error: OpenError },
+    /// v2: the value names none of this operator's keys.
+    #[error(
+        "SealedBundle {bundle} key {key}: sealed for sealing keys {recipients}; this operator holds {ours} (seal it for this cluster too: mltenant seal --cert <this cluster's certificate>)"
+    )]
+    NotARecipient { bundle: String, key: String, recipients: String, ours: String },
+    /// The key that opens it is retired: nothing is written until it is re-sealed or the key
+    /// is un-retired.
+    #[error(
+        "SealedBundle {bundle} key {key}: the sealing key it needs, {fingerprint}, is retired (re-seal it with mltenant rotate, or un-retire the key)"
+    )]
+    KeyRetired { bundle: String, key: String, fingerprint: String },
     #[error("SealedBundle {bundle} key {key}: {problem}")]
     InvalidPayload { bundle: String, key: String, problem: &'static str },
     #[error("SealedBundle {bundle}: {}", describe(.refusal))]
@@ -57,7 +68,8 @@ impl Failure {
         match self {
             Failure::NotFound { .. } => reason::BUNDLE_NOT_FOUND,
             Failure::ScopeMismatch { .. } => reason::SCOPE_MISMATCH,
-            Failure::Decryption { .. } => reason::DECRYPTION_FAILED,
+            Failure::Decryption { .. } | Failure::NotARecipient { .. } => reason::DECRYPTION_FAILED,
+            Failure::KeyRetired { .. } => reason::KEY_RETIRED,
             Failure::InvalidPayload { .. } => reason::INVALID_PAYLOAD,
             Failure::Refused { refusal: Refusal::UnsupportedType(_), .. } => reason::UNSUPPORTED_TYPE,
             Failure::Refused { refusal: Refusal::ReservedMetadata(_), .. } => reason::RESERVED_METADATA,
@@ -71,6 +83,7 @@ impl Failure {
     pub fn metric_reason(&self) -> &'static str {
         match self {
             Failure::Decryption { error, .. } => error.reason(),
+            Failure::NotARecipient { .. } => OpenError::NotARecipient.reason(),
             other => other.reason(),
         }
     }
@@ -80,6 +93,8 @@ impl Failure {
             Failure::NotFound { bundle }
             | Failure::ScopeMismatch { bundle, .. }
             | Failure::Decryption { bundle, .. }
+            | Failure::NotARecipient { bundle, .. }
+            | Failure::KeyRetired { bundle, .. }
             | Failure::InvalidPayload { bundle, .. }
             | Failure::Refused { bundle, .. }
             | Failure::Unreadable { bundle, .. } => bundle,
@@ -159,11 +174,40 @@ pub fn ciphertext_digest(ciphertext: &str) -> Digest {
 /// opens without it, and what is not is read from the API server first (`KeyRing::open`).
 const CACHED_PREFIX: &str = "sha256:";
 
+/// In a bundle of the shared cache (in memory only): the key ids its v2 values name, as
+/// comma-separated hex (public: what the ciphertexts say in clear).
+pub const CACHED_RECIPIENTS: &str = "mltenant.io/cached-recipients";
+
+/// The key ids the v2 values of `bundle` (holding its ciphertexts) name, in first-seen order.
+pub fn recipients(bundle: &SealedBundle) -> Vec<crypto::KeyId> {
+    let mut ids = Vec::new();
+    for value in bundle.spec.encrypted_data.values() {
+        let Ok(raw) = crypto::decode_base64(value) else { continue };
+        for id in crypto::v2::recipients(&raw) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// The key ids a bundle of the shared cache names (see [`CACHED_RECIPIENTS`]), or those of one
+/// that still holds its ciphertexts.
+pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
+    match bundle.annotations().get(CACHED_RECIPIENTS) {
+        Some(ids) => ids.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        None => recipients(bundle).iter().map(crypto::key_id_hex).collect(),
+    }
+}
+
 /// A bundle as the shared cache keeps it: every value replaced by its digest, and the source
-/// hash, which needs the ciphertexts, computed first and kept as an annotation.
+/// hash and the recipients, which need the ciphertexts, computed first and kept as annotations.
 pub fn keep_digests(bundle: &mut SealedBundle) {
     let hash = source_hash(bundle);
+    let ids: Vec<String> = recipients(bundle).iter().map(crypto::key_id_hex).collect();
     bundle.annotations_mut().insert(labels::SOURCE_HASH.to_owned(), hash);
+    bundle.annotations_mut().insert(CACHED_RECIPIENTS.to_owned(), ids.join(","));
     for value in bundle.spec.encrypted_data.values_mut() {
         *value = format!("{CACHED_PREFIX}{}", BASE64.encode(ciphertext_digest(value)));
     }
@@ -195,33 +239,146 @@ pub struct Opened {
     /// The key that opened the values (if several did, one that is not the newest: the bundle
     /// needs re-sealing while any value depends on an older key).
     pub fingerprint: String,
+    /// Every key that opened one of the values (the bundle needs each of them), sorted.
+    pub keys: Vec<Arc<str>>,
 }
 
 impl std::fmt::Debug for Opened {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sizes: BTreeMap<&str, String> =
             self.data.iter().map(|(k, v)| (k.as_str(), format!("<{} bytes redacted>", v.len()))).collect();
-        f.debug_struct("Opened").field("data", &sizes).field("fingerprint", &self.fingerprint).finish()
+        f.debug_struct("Opened")
+            .field("data", &sizes)
+            .field("fingerprint", &self.fingerprint)
+            .field("keys", &self.keys)
+            .finish()
+    }
+}
+
+/// The sealing keys a bundle is opened with: the active ones (newest first), which open, and
+/// the retired ones, which open nothing and only let a failure name the retired key a value
+/// needs.
+#[derive(Clone, Copy)]
+pub struct Keys<'a> {
+    pub active: &'a [SealingKey],
+    pub retired: &'a [SealingKey],
+}
+
+impl<'a> Keys<'a> {
+    /// Only active keys.
+    pub fn active(active: &'a [SealingKey]) -> Self {
+        Keys { active, retired: &[] }
     }
 }
 
 /// Check the bundle's claims (type, template, size), open every value under `label`, then
 /// validate the payload for the bundle's Secret type. All or nothing: one bad value fails the
-/// whole bundle. `bundle` holds its ciphertexts (not one of the shared cache).
-pub fn open(bundle: &SealedBundle, label: &[u8], keys: &[SealingKey], cache: &DecryptCache) -> Result<Opened, Failure> {
+/// whole bundle. `bundle` holds its ciphertexts (not one of the shared cache). One RSA
+/// operation per sealing run of v2 values (they share a data key), one per kubeseal value.
+pub fn open(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache) -> Result<Opened, Failure> {
+    let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
+    open_with(bundle, label, &mut opener, keys.active, cache)
+}
+
+fn open_with(
+    bundle: &SealedBundle,
+    label: &[u8],
+    opener: &mut crypto::Opener<'_>,
+    active: &[SealingKey],
+    cache: &DecryptCache,
+) -> Result<Opened, Failure> {
     let name = bundle.name_any();
     payload::check_claims(bundle).map_err(|refusal| Failure::Refused { bundle: name.clone(), refusal })?;
     let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
     for (key, value) in &bundle.spec.encrypted_data {
         let plain = cache
             .get_or_open(&ciphertext_digest(value), label, || {
-                crypto::open(keys, label, value)
-                    .map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
+                let raw = crypto::decode_base64(value)?;
+                opener.open(key, &raw).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
             })
-            .map_err(|error| Failure::Decryption { bundle: name.clone(), key: key.clone(), error })?;
+            .map_err(|refused| failure(&name, key, active, refused))?;
         plains.push((key, plain));
     }
-    validated(bundle, keys, plains)
+    validated(bundle, active, plains)
+}
+
+/// Every value of `bundle` re-sealed to `newest` under `label` (the one label both the opening
+/// and the sealing use), once every value opened and the payload passed: what `/v1/rotate`
+/// returns. Each value keeps its format unless `format` says otherwise. A v2 run keeps its data
+/// key and the other clusters' stanzas; this operator's stanzas become one for `newest`, so the
+/// bundle still opens on every other recipient cluster. Kubeseal values, and values converted
+/// to v2, are sealed afresh (one new v2 run for all of them).
+pub fn reseal(
+    bundle: &SealedBundle,
+    label: &[u8],
+    keys: Keys<'_>,
+    newest: &SealingKey,
+    format: Option<crypto::Format>,
+) -> Result<BTreeMap<String, String>, ResealError> {
+    let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
+    let opened = open_with(bundle, label, &mut opener, keys.active, &DecryptCache::with_capacity(0))?;
+    let ours: Vec<crypto::KeyId> = keys.active.iter().chain(keys.retired).map(|k| k.certificate().key_id()).collect();
+    let mut runs: BTreeMap<Vec<u8>, crypto::Sealer> = BTreeMap::new();
+    let mut fresh: Option<crypto::Sealer> = None;
+    let mut out = BTreeMap::new();
+    for (key, value) in &bundle.spec.encrypted_data {
+        let plaintext = &opened.data[key];
+        let raw = crypto::decode_base64(value).map_err(|error| Failure::Decryption {
+            bundle: bundle.name_any(),
+            key: key.clone(),
+            error,
+        })?;
+        let was_v2 = crypto::v2::is_ours(&raw);
+        let sealed = match format.unwrap_or(if was_v2 { crypto::Format::V2 } else { crypto::Format::Kubeseal }) {
+            crypto::Format::Kubeseal => crypto::seal(newest.certificate(), label, plaintext)?,
+            crypto::Format::V2 if was_v2 => {
+                let header = crypto::v2::header(&raw).unwrap_or_default().to_vec();
+                let sealer = match runs.entry(header) {
+                    std::collections::btree_map::Entry::Occupied(run) => run.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(run) => run.insert(
+                        opener
+                            .rewrap(&raw, newest.certificate(), &ours)
+                            .map_err(|refused| failure(&bundle.name_any(), key, keys.active, refused))?,
+                    ),
+                };
+                sealer.seal(key, plaintext)?
+            }
+            crypto::Format::V2 => {
+                if fresh.is_none() {
+                    fresh = Some(crypto::Sealer::new(&[newest.certificate()], label)?);
+                }
+                fresh.as_ref().map(|s| s.seal(key, plaintext)).transpose()?.unwrap_or_default()
+            }
+        };
+        out.insert(key.clone(), crypto::encode_base64(&sealed));
+    }
+    Ok(out)
+}
+
+/// Why a bundle could not be re-sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum ResealError {
+    #[error(transparent)]
+    Open(#[from] Failure),
+    #[error(transparent)]
+    Seal(#[from] crypto::SealError),
+}
+
+/// The failure of `key`'s value, saying what a refusal knows beyond its reason.
+pub fn failure(bundle: &str, key: &str, active: &[SealingKey], refused: crypto::Refused) -> Failure {
+    let (bundle, key) = (bundle.to_owned(), key.to_owned());
+    match refused.error {
+        OpenError::NotARecipient => {
+            let recipients = refused.recipients.iter().map(crypto::key_id_hex).collect::<Vec<_>>().join(", ");
+            let ours = active.iter().map(|k| crypto::key_id_hex(&k.certificate().key_id())).collect::<Vec<_>>();
+            let ours = if ours.is_empty() { "no key".to_owned() } else { ours.join(", ") };
+            Failure::NotARecipient { bundle, key, recipients, ours }
+        }
+        OpenError::KeyRetired => {
+            Failure::KeyRetired { bundle, key, fingerprint: refused.retired.map(|f| f.to_string()).unwrap_or_default() }
+        }
+        error => Failure::Decryption { bundle, key, error },
+    }
 }
 
 /// [`open`] for a bundle of the shared cache, from what `cache` holds: `None` when a value is
@@ -245,18 +402,23 @@ fn validated(bundle: &SealedBundle, keys: &[SealingKey], plains: Vec<(&String, P
     let newest = keys.first().map(SealingKey::fingerprint);
     let mut data = BTreeMap::new();
     let mut fingerprint: Option<Arc<str>> = None;
+    let mut used: Vec<Arc<str>> = Vec::new();
     for (key, plain) in plains {
+        if !used.contains(&plain.fingerprint) {
+            used.push(plain.fingerprint.clone());
+        }
         if fingerprint.is_none() || Some(&*plain.fingerprint) != newest {
             fingerprint = Some(plain.fingerprint);
         }
         data.insert(key.clone(), plain.bytes);
     }
+    used.sort();
     payload::check_values(payload::secret_type(bundle), &data).map_err(|(key, problem)| Failure::InvalidPayload {
         bundle: bundle.name_any(),
         key: key.to_owned(),
         problem,
     })?;
-    Ok(Opened { data, fingerprint: fingerprint.map(|f| f.to_string()).unwrap_or_default() })
+    Ok(Opened { data, fingerprint: fingerprint.map(|f| f.to_string()).unwrap_or_default(), keys: used })
 }
 
 #[cfg(test)]
@@ -331,7 +493,7 @@ mod tests {
     fn refusals_have_their_own_reasons() {
         let mut b = bundle(BundleScope::Tenant, Some("a"), None);
         b.spec.type_ = Some("kubernetes.io/service-account-token".into());
-        let failure = open(&b, b"a", &[], &DecryptCache::default()).unwrap_err();
+        let failure = open(&b, b"a", Keys::active(&[]), &DecryptCache::default()).unwrap_err();
         assert_eq!(failure.reason(), "UnsupportedType");
         assert!(failure.to_string().contains("is not allowed (one of Opaque, "), "{failure}");
     }
