@@ -135,6 +135,39 @@ impl KeyRing {
         .await
     }
 
+    /// The proof (`mltenant.io/opened-with`) that the Secret `namespace/name` was written with
+    /// values of digest `data`, opened under `label` from the bundle ciphertexts of
+    /// `source_hash` by the keys `opened_by` (fingerprints): `v1.<key ids>.<MAC>`, the MAC by
+    /// the first of them (see `SealingKey::prove`). None when one of them is not active here.
+    pub fn prove(&self, opened_by: &[Arc<str>], subject: &Proven<'_>) -> Option<String> {
+        let keys = self.keys();
+        let mut signers = Vec::new();
+        for fingerprint in opened_by {
+            signers.push(keys.iter().find(|k| k.fingerprint() == &**fingerprint)?);
+        }
+        let ids: Vec<String> = signers.iter().map(|k| crate::crypto::key_id_hex(&k.certificate().key_id())).collect();
+        let ids = ids.join("+");
+        let mac = signers.first()?.prove(&subject.parts(&ids));
+        Some(format!("v1.{ids}.{}", BASE64_URL.encode(mac)))
+    }
+
+    /// Whether `proof` (an `mltenant.io/opened-with` value) is this ring's proof for `subject`,
+    /// by keys that are all active now (a retired or removed key proves nothing).
+    pub fn proven(&self, proof: &str, subject: &Proven<'_>) -> bool {
+        let mut parts = proof.splitn(3, '.');
+        let (Some("v1"), Some(ids), Some(mac)) = (parts.next(), parts.next(), parts.next()) else { return false };
+        let Ok(mac) = BASE64_URL.decode(mac) else { return false };
+        let keys = self.keys();
+        let mut signer = None;
+        for id in ids.split('+') {
+            let Some(key) = keys.iter().find(|k| crate::crypto::key_id_hex(&k.certificate().key_id()) == id) else {
+                return false;
+            };
+            signer.get_or_insert(key);
+        }
+        signer.is_some_and(|key| key.verify_proof(&subject.parts(ids), &mac))
+    }
+
     /// Yields once every time the set of keys changes (a bundle that failed may open now).
     pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
         futures::stream::unfold(self.changed.subscribe(), |mut rx| async move {
@@ -187,6 +220,33 @@ impl KeyRing {
             self.opened.retain_keys(&fingerprints);
             self.changed.send_modify(|generation| *generation += 1);
         }
+    }
+}
+
+const BASE64_URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+/// What a proof on a distributed Secret covers (see [`KeyRing::prove`]).
+pub struct Proven<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub label: &'a [u8],
+    pub source_hash: &'a str,
+    /// `trim::secret_data_digest` of the values written.
+    pub data: &'a [u8; 32],
+}
+
+impl Proven<'_> {
+    fn parts<'p>(&'p self, ids: &'p str) -> [&'p [u8]; 7] {
+        [
+            b"mltenant.io/opened-with v1",
+            self.namespace.as_bytes(),
+            self.name.as_bytes(),
+            self.label,
+            self.source_hash.as_bytes(),
+            ids.as_bytes(),
+            self.data,
+        ]
     }
 }
 

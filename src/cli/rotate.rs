@@ -108,8 +108,9 @@ async fn rotate_text(text: &str, args: &Args, file: &Path) -> anyhow::Result<(St
         };
         let answer = args.source.post_bundle(&endpoint, &bundle).await?;
         if answer.0 != 200 {
-            return Err(operator::refused("/v1/rotate", &answer))
-                .with_context(|| format!("{}: SealedBundle {}", file.display(), bundle.metadata.name.as_deref().unwrap_or("")));
+            return Err(operator::refused("/v1/rotate", &answer)).with_context(|| {
+                format!("{}: SealedBundle {}", file.display(), bundle.metadata.name.as_deref().unwrap_or(""))
+            });
         }
         let rotated: SealedBundle =
             serde_yaml::from_str(&answer.1).context("the operator answered something that is not a SealedBundle")?;
@@ -134,5 +135,3 @@ async fn rotate_text(text: &str, args: &Args, file: &Path) -> anyhow::Result<(St
     }
     Ok((out, bundles))
 }
-
-
