@@ -27,6 +27,9 @@ pub struct KeyRing {
     /// Openings of the same bundle for the same consumer go one at a time, so tenants
     /// converging together decrypt a shared bundle once (the others find it in the cache).
     opening: Striped,
+    /// Every SealedBundle in the cluster (the controllers' shared cache, while leading): what
+    /// decides whether a key may be deleted.
+    bundles: RwLock<Option<kube::runtime::reflector::Store<SealedBundle>>>,
 }
 
 /// Locks for openings in progress; the pool runs one per core, so a few dozen is plenty.
@@ -42,6 +45,7 @@ impl Default for KeyRing {
             changed: tokio::sync::watch::Sender::new(0),
             rsa: Semaphore::new(cores),
             opening: Striped::new(OPENING_STRIPES),
+            bundles: RwLock::default(),
         }
     }
 }
@@ -166,6 +170,29 @@ impl KeyRing {
             signer.get_or_insert(key);
         }
         signer.is_some_and(|key| key.verify_proof(&subject.parts(ids), &mac))
+    }
+
+    /// Follow `bundles` (every SealedBundle) to tell which keys they need.
+    pub fn follow_bundles(&self, bundles: kube::runtime::reflector::Store<SealedBundle>) {
+        *self.bundles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bundles);
+    }
+
+    /// The SealedBundles that still need the key `fingerprint`: those whose status says that
+    /// key opens them (or that they need it, retired), and those whose v2 values name its key
+    /// id. None while the bundles are not known (not leading yet): then every key is needed.
+    pub fn needed_by(&self, fingerprint: &str, key_id: &str) -> Option<Vec<String>> {
+        let store = self.bundles.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        let mut names: Vec<String> = store
+            .state()
+            .iter()
+            .filter(|b| {
+                b.status.as_ref().and_then(|s| s.key_fingerprint.as_deref()) == Some(fingerprint)
+                    || unseal::cached_recipients(b).iter().any(|id| id == key_id)
+            })
+            .map(|b| b.name_any())
+            .collect();
+        names.sort();
+        Some(names)
     }
 
     /// Yields once every time the set of keys changes (a bundle that failed may open now).

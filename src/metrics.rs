@@ -362,6 +362,14 @@ const KEY_EXPIRY: Gauge = Gauge {
     help: "notAfter of each sealing key's certificate (Unix time).",
     labels: &["fingerprint"],
 };
+const RETIRED_KEYS: Gauge = Gauge {
+    name: "mltenant_sealing_key_retired",
+    help: "1 for each retired sealing key (it opens nothing; mltenant keys unretire brings it back).",
+    labels: &["fingerprint"],
+};
+const RSA_OPERATIONS: &str = "mltenant_rsa_operations_total";
+const RSA_OPERATIONS_HELP: &str =
+    "RSA private-key operations (OAEP decryptions) this process did: one per kubeseal value, one per v2 sealing run.";
 const DECRYPTIONS: &str = "mltenant_decryptions_total";
 const DECRYPTIONS_HELP: &str =
     "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.";
@@ -382,7 +390,9 @@ impl StateGauges {
         });
         drop(sources);
         let keys = self.keys.keys();
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
+        let retired_keys = self.keys.retired();
+        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry, mut retired]: [Series; 6] =
+            Default::default();
         for tenant in &tenants {
             let (Some(name), Some(status)) = (tenant.metadata.name.as_deref(), &tenant.status) else { continue };
             for c in &status.conditions {
@@ -406,18 +416,24 @@ impl StateGauges {
         for key in keys.iter() {
             key_expiry.insert(vec![key.fingerprint()], key.not_after().as_second() as f64);
         }
+        for key in retired_keys.iter() {
+            retired.insert(vec![key.fingerprint()], 1.0);
+        }
         for (gauge, series) in [
             (&CONDITIONS, conditions),
             (&CREDENTIAL_EXPIRY, expiry),
             (&DECRYPTABLE_BUNDLES, decryptable),
             (&BUNDLES_BY_KEY, by_key),
             (&KEY_EXPIRY, key_expiry),
+            (&RETIRED_KEYS, retired),
         ] {
             family(out, gauge.name, gauge.help, "gauge");
             for (values, value) in series {
                 sample(out, gauge.name, gauge.labels, &values, value);
             }
         }
+        family(out, RSA_OPERATIONS, RSA_OPERATIONS_HELP, "counter");
+        sample(out, RSA_OPERATIONS, &[], &[], crate::crypto::rsa_decryptions() as f64);
         family(out, DECRYPTIONS, DECRYPTIONS_HELP, "counter");
         sample(out, DECRYPTIONS, &[], &[], self.keys.decryptions() as f64);
     }

@@ -41,8 +41,23 @@ fn build(sealed: &SealedBundle, opened: Result<&unseal::Opened, &unseal::Failure
     let (observed, fingerprint) = match opened {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
-            let message = format!("all {count} values open with sealing key {}", opened.fingerprint);
+            let mut message = format!("all {count} values open with sealing key {}", opened.fingerprint);
+            // Which of its recipients this cluster is (v2 bundles name theirs by key id).
+            let recipients = unseal::cached_recipients(sealed);
+            if recipients.len() > 1 {
+                let ours = opened.fingerprint.strip_prefix("SHA256:").unwrap_or_default();
+                let listed: Vec<String> = recipients
+                    .iter()
+                    .map(|id| if ours.starts_with(id.as_str()) { format!("{id} (this cluster)") } else { id.clone() })
+                    .collect();
+                message.push_str(&format!("; recipients: {}", listed.join(", ")));
+            }
             (Observed::new(DECRYPTABLE, true, reason::DECRYPTABLE, message), Some(opened.fingerprint.clone()))
+        }
+        // A bundle that needs a retired key names it: it still needs that key (deletion is
+        // refused, `mltenant_bundles_by_sealing_key` counts it for the retired-key alert).
+        Err(failure @ unseal::Failure::KeyRetired { fingerprint, .. }) => {
+            (Observed::new(DECRYPTABLE, false, failure.reason(), failure.to_string()), Some(fingerprint.clone()))
         }
         Err(failure) => (Observed::new(DECRYPTABLE, false, failure.reason(), failure.to_string()), None),
     };
