@@ -28,6 +28,16 @@ use crate::keyring::KeyRing;
 /// SealedBundle in the cluster needs the key (`mltenant keys delete`, or any delete).
 pub const FINALIZER: &str = "mltenant.io/sealing-key-protection";
 
+/// How often a key whose deletion waits is looked at again.
+const DELETION_CHECK: Duration = Duration::from_secs(3);
+
+/// Whether a key Secret is being deleted and waits for the operator.
+fn deletion_pending(store: &Store<Secret>) -> bool {
+    store.state().iter().any(|s| {
+        s.metadata.deletion_timestamp.is_some() && s.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    })
+}
+
 /// How often the renew check runs at most (more often for renew periods under 4 minutes).
 const RENEW_CHECK: Duration = Duration::from_secs(60);
 
@@ -62,6 +72,10 @@ pub async fn run(
     let mut renew = tokio::time::interval(RENEW_CHECK.min(config.renew_period / 4));
     // A slow key generation must not be followed by a burst of catch-up checks.
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A key being deleted waits for the bundles that need it to be re-sealed: looked at again
+    // every few seconds while one waits (bundle changes do not pass through this watch).
+    let mut pending = tokio::time::interval(DELETION_CHECK);
+    pending.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listed = false;
     loop {
         tokio::select! {
@@ -84,6 +98,9 @@ pub async fn run(
                 Some(Err(error)) => warn!(%error, "watching sealing keys"),
                 None => return,
             },
+            _ = pending.tick(), if listed && *leading.borrow() && deletion_pending(&store) => {
+                guard_deletions(&api, &store, &ring, &recorder).await;
+            }
             _ = renew.tick(), if listed && *leading.borrow() => {
                 ensure_fresh_key(&api, &ring, &config).await;
                 guard_deletions(&api, &store, &ring, &recorder).await;
