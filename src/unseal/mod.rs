@@ -165,6 +165,13 @@ pub fn source_hash(bundle: &SealedBundle) -> String {
 /// The decrypt cache is keyed by it.
 pub type Digest = [u8; 32];
 
+/// What the decrypt cache knows a value of `key` by: its key name and its ciphertext's digest.
+/// The key name is part of it because a v2 value is bound to its key name: the value of `B`
+/// moved under `A` must not be served from what `B` opened.
+fn entry(key: &str, ciphertext: &Digest) -> Digest {
+    crate::text::sha256(&[key.as_bytes(), b"\0", ciphertext])
+}
+
 pub fn ciphertext_digest(ciphertext: &str) -> Digest {
     crate::text::sha256(&[ciphertext.as_bytes()])
 }
@@ -292,7 +299,7 @@ fn open_with(
     let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
     for (key, value) in &bundle.spec.encrypted_data {
         let plain = cache
-            .get_or_open(&ciphertext_digest(value), label, || {
+            .get_or_open(&entry(key, &ciphertext_digest(value)), label, || {
                 let raw = crypto::decode_base64(value)?;
                 opener.open(key, &raw).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
             })
@@ -392,8 +399,11 @@ pub fn open_cached(
     if let Err(refusal) = payload::check_claims(bundle) {
         return Some(Err(Failure::Refused { bundle: bundle.name_any(), refusal }));
     }
-    let plains =
-        bundle.spec.encrypted_data.iter().map(|(key, value)| Some((key, cache.get(&cached_digest(value)?, label)?)));
+    let plains = bundle
+        .spec
+        .encrypted_data
+        .iter()
+        .map(|(key, value)| Some((key, cache.get(&entry(key, &cached_digest(value)?), label)?)));
     Some(validated(bundle, keys, plains.collect::<Option<Vec<_>>>()?))
 }
 
@@ -487,6 +497,24 @@ mod tests {
         let mut resealed = full.clone();
         resealed.spec.encrypted_data.insert("K".into(), "AgC".into());
         assert!(!same_values(&cached, &resealed));
+    }
+
+    /// The decrypt cache does not let a v2 value opened under one key name open under another.
+    #[test]
+    fn a_value_moved_to_another_key_name_is_refused_even_once_cached() {
+        let key = SealingKey::generate(std::time::Duration::from_secs(3600)).unwrap();
+        let label = crypto::label(BundleScope::Tenant, "a", "");
+        let sealer = crypto::Sealer::new(&[key.certificate()], &label).unwrap();
+        let value = |k: &str| crypto::encode_base64(&sealer.seal(k, b"v").unwrap());
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.spec.encrypted_data = [("A".to_string(), value("A")), ("B".to_string(), value("B"))].into();
+        let cache = DecryptCache::default();
+        let keys = std::slice::from_ref(&key);
+        assert!(open(&b, &label, Keys::active(keys), &cache).is_ok());
+        let moved = b.spec.encrypted_data["B"].clone();
+        b.spec.encrypted_data.insert("A".into(), moved);
+        let failure = open(&b, &label, Keys::active(keys), &cache).unwrap_err();
+        assert_eq!((failure.metric_reason(), failure.to_string().contains("key A")), ("Tampered", true));
     }
 
     #[test]
