@@ -193,14 +193,10 @@ pub fn open(keys: &[SealingKey], label: &[u8], encoded: &str) -> Result<OpenedVa
     open_raw(keys, label, &raw)
 }
 
-/// Check that a base64 `encryptedData` value has the sealed format (base64, size, length
-/// prefix, room for the tag) without any key: what `mltenant validate` can tell offline.
-pub fn check_format(encoded: &str) -> Result<(), OpenError> {
-    let raw = decode_base64(encoded)?;
-    if super::v2::is_ours(&raw) {
-        return super::v2::parse(&raw).map(|_| ());
-    }
-    split(&raw).map(|_| ())
+/// Check that a raw value has kubeseal's framing (length prefix, room for the tag) without
+/// any key.
+pub fn check_framing(raw: &[u8]) -> Result<(), OpenError> {
+    split(raw).map(|_| ())
 }
 
 /// Open a raw (already base64-decoded) sealed byte string. See [`open`].

@@ -46,7 +46,7 @@ pub mod v2;
 mod tests;
 
 pub use format::{
-    MAX_SEALED_LEN, OpenError, OpenedValue, SealError, check_format, decode_base64, encode_base64, open, open_raw, seal,
+    MAX_SEALED_LEN, OpenError, OpenedValue, SealError, decode_base64, encode_base64, open, open_raw, seal,
 };
 pub use key::{Certificate, KeyError, KeyId, PemPair, SealingKey, key_id_hex, rsa_decryptions};
 pub use v2::{Opener, Refused, Sealer};
@@ -65,6 +65,16 @@ impl Format {
     /// The format of a raw (base64-decoded) value.
     pub fn of(raw: &[u8]) -> Self {
         if v2::is_ours(raw) { Format::V2 } else { Format::Kubeseal }
+    }
+}
+
+/// Check that a base64 `encryptedData` value has a sealed format, v2 or kubeseal's (base64,
+/// size, framing) without any key: what `mltenant validate` can tell offline.
+pub fn check_format(encoded: &str) -> Result<(), OpenError> {
+    let raw = decode_base64(encoded)?;
+    match Format::of(&raw) {
+        Format::V2 => v2::parse(&raw).map(|_| ()),
+        Format::Kubeseal => format::check_framing(&raw),
     }
 }
 
