@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use base64::Engine as _;
 use kube::ResourceExt as _;
 use tokio::sync::Semaphore;
 
@@ -251,9 +252,9 @@ impl KeyRing {
 }
 
 const BASE64_URL: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 
 /// What a proof on a distributed Secret covers (see [`KeyRing::prove`]).
+#[derive(Clone, Copy)]
 pub struct Proven<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
@@ -339,6 +340,44 @@ mod tests {
         assert_eq!(reads.load(Ordering::Relaxed), 1, "the ciphertexts read once");
         assert_eq!(ring.open(&cached, label, read()).await.unwrap().unwrap().data["K2"].as_slice(), b"value-2");
         assert_eq!(reads.load(Ordering::Relaxed), 1, "what was opened needs no ciphertext");
+    }
+
+    /// A proof checks only for the very Secret, label, ciphertexts and values it was made for,
+    /// and only while its key is active.
+    #[test]
+    fn a_proof_holds_for_its_subject_and_active_keys_only() {
+        let key = SealingKey::generate(Duration::from_secs(3600)).expect("RSA-4096 key generation");
+        let other = SealingKey::generate(Duration::from_secs(3600)).expect("RSA-4096 key generation");
+        let ring = KeyRing::default();
+        ring.replace(vec![key.clone(), other.clone()], Vec::new());
+        let data = [7u8; 32];
+        let subject = Proven { namespace: "ns", name: "s", label: b"t", source_hash: "sha256:a", data: &data };
+        let by: Vec<Arc<str>> = vec![key.fingerprint().into()];
+        let proof = ring.prove(&by, &subject).expect("a proof");
+        assert!(proof.starts_with(&format!("v1.{}.", crate::crypto::key_id_hex(&key.certificate().key_id()))));
+        assert!(ring.proven(&proof, &subject));
+        let other_data = [8u8; 32];
+        for (what, changed) in [
+            ("namespace", Proven { namespace: "ns2", ..subject }),
+            ("name", Proven { name: "s2", ..subject }),
+            ("label", Proven { label: b"u", ..subject }),
+            ("ciphertexts", Proven { source_hash: "sha256:b", ..subject }),
+            ("values", Proven { data: &other_data, ..subject }),
+        ] {
+            assert!(!ring.proven(&proof, &changed), "{what}");
+        }
+        // Another key's id on the same MAC, a forged MAC, garbage: nothing.
+        let other_id = crate::crypto::key_id_hex(&other.certificate().key_id());
+        let mac = proof.rsplit('.').next().unwrap();
+        assert!(!ring.proven(&format!("v1.{other_id}.{mac}"), &subject));
+        assert!(!ring.proven(&format!("v1.{}.AAAA", crate::crypto::key_id_hex(&key.certificate().key_id())), &subject));
+        assert!(!ring.proven("v2.x.y", &subject) && !ring.proven("", &subject));
+        // Retired, or removed: the proof proves nothing.
+        ring.replace(vec![other.clone()], vec![key.clone()]);
+        assert!(!ring.proven(&proof, &subject));
+        assert_eq!(ring.prove(&by, &subject), None);
+        ring.replace(vec![key.clone(), other], Vec::new());
+        assert!(ring.proven(&proof, &subject), "un-retired: it holds again");
     }
 
     #[tokio::test]
