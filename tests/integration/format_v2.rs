@@ -273,12 +273,17 @@ async fn add_key(client: &kube::Client, namespace: &str, name: &str, key: &Seali
     Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap();
 }
 
-async fn set_state(client: &kube::Client, namespace: &str, secret: &str, state: &str) {
-    let patch = serde_json::json!({"metadata": {"labels": {"mltenant.io/sealing-key": state}}});
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .patch(secret, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
+/// `mltenant keys ARGS --controller-namespace NAMESPACE` as the cluster admin: its output.
+fn keys_cli(namespace: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mltenant"))
+        .arg("keys")
+        .args(args)
+        .args(["--controller-namespace", namespace])
+        .env("KUBECONFIG", kubeconfig_path("MLTENANT_TEST_ADMIN_KUBECONFIG"))
+        .output()
         .unwrap();
+    assert!(out.status.success(), "mltenant keys {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Retire a key the tenants still need: they fail with KeyRetired and keep their Secrets;
@@ -306,8 +311,12 @@ async fn a_key_is_retired_in_two_steps_and_never_strands_a_credential() {
 
     let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
     add_key(&client, &ns, "newer-key", &newer).await;
+    let listed = keys_cli(&ns, &[]);
+    let row = listed.lines().find(|l| l.starts_with(first.fingerprint())).unwrap_or_else(|| panic!("{listed}"));
+    assert!(row.contains("\tactive\t") && row.contains(&name), "the key and the bundle that needs it: {row}");
     // Retire: the tenant fails loudly, its Secret keeps its values.
-    set_state(&client, &ns, &first_secret, "retired").await;
+    let said = keys_cli(&ns, &["retire", &crypto::key_id_hex(&first.key_id())]);
+    assert!(said.contains("retired"), "{said}");
     let message = wait_condition(&client, &name, "SecretsSynced", "False", Some("KeyRetired")).await;
     assert!(message.contains(first.fingerprint()), "{message}");
     assert_eq!(secret_data(&client, &namespace, "creds").await.unwrap(), last_good);
@@ -317,8 +326,10 @@ async fn a_key_is_retired_in_two_steps_and_never_strands_a_credential() {
         (retired == 1.0 && needing == 1.0).then_some(())
     })
     .await;
+    let listed = keys_cli(&ns, &[]);
+    assert!(listed.lines().any(|l| l.starts_with(first.fingerprint()) && l.contains("\tretired\t")), "{listed}");
     // Un-retire: it syncs again.
-    set_state(&client, &ns, &first_secret, "active").await;
+    keys_cli(&ns, &["unretire", first.fingerprint()]);
     wait_condition(&client, &name, "SecretsSynced", "True", None).await;
 
     // Delete while the bundle needs it: held, and an Event says why; the key still opens.
