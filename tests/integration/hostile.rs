@@ -341,30 +341,34 @@ async fn labels_on_tenants_and_bundles_are_bounded() {
     t.metadata.labels = Some(labels_of(0, 65));
     assert!(tenants.create(&PostParams::default(), &t).await.is_err(), "a tenant of 66 labels was stored");
 
-    // As many as allowed, as long as allowed: 24 bundles and 16 tenants.
-    let before = op.rss_kib().unwrap();
-    let (bundle_runs, tenant_runs) = (bundle_reconciles(&op).await, op.successful_reconciles("tenant").await);
+    // As many as allowed, as long as allowed: 24 bundles and 16 tenants. The same round with
+    // no labels first, so that what a first round costs whatever its labels (threads of the
+    // decryption pool, connection buffers) is not counted against the labels.
+    let mut before = 0;
     let mut sent = 0;
-    for i in 0..24 {
-        let mut b = bundle(&unique("labelled-b"), BundleScope::Cluster, None, None, value.clone());
-        b.metadata.labels = Some(labels_of(i, 63));
-        sent += serde_json::to_vec(&b.metadata.labels).unwrap().len();
-        bundles.create(&PostParams::default(), &b).await.unwrap();
+    for count in [0, 63] {
+        before = op.rss_kib().unwrap();
+        let (bundle_runs, tenant_runs) = (bundle_reconciles(&op).await, op.successful_reconciles("tenant").await);
+        for i in 0..24 {
+            let mut b = bundle(&unique("labelled-b"), BundleScope::Cluster, None, None, value.clone());
+            b.metadata.labels = Some(labels_of(i, count));
+            sent = serde_json::to_vec(&b.metadata.labels).unwrap().len();
+            bundles.create(&PostParams::default(), &b).await.unwrap();
+        }
+        for i in 0..16 {
+            let mut t = tenant(&unique("labelled-t"), &run, &["dev"]);
+            t.metadata.labels = Some(labels_of(i, count));
+            tenants.create(&PostParams::default(), &t).await.unwrap();
+        }
+        wait_for("the controllers to see every object", Duration::from_secs(120), || async {
+            let seen = bundle_reconciles(&op).await >= bundle_runs + 24.0
+                && op.successful_reconciles("tenant").await >= tenant_runs + 16.0;
+            seen.then_some(())
+        })
+        .await;
     }
-    for i in 0..16 {
-        let mut t = tenant(&unique("labelled-t"), &run, &["dev"]);
-        t.metadata.labels = Some(labels_of(i, 63));
-        sent += serde_json::to_vec(&t.metadata.labels).unwrap().len();
-        tenants.create(&PostParams::default(), &t).await.unwrap();
-    }
-    wait_for("the controllers to see every object", Duration::from_secs(120), || async {
-        let seen = bundle_reconciles(&op).await >= bundle_runs + 24.0
-            && op.successful_reconciles("tenant").await >= tenant_runs + 16.0;
-        seen.then_some(())
-    })
-    .await;
     let grown = op.rss_kib().unwrap().saturating_sub(before);
-    println!("{} KiB of labels on 24 bundles and 16 tenants: RSS +{grown} KiB", sent / 1024);
+    println!("{} KiB of labels on each of 24 bundles and 16 tenants: RSS +{grown} KiB", sent / 1024);
     assert!(grown < 8 * 1024, "the operator's memory grew by {grown} KiB");
 }
 
