@@ -15,10 +15,10 @@ use crate::unseal::{self, cache::DecryptCache};
 
 /// The loaded sealing keys, newest first, what they opened, and the pool RSA work runs on.
 pub struct KeyRing {
-    keys: RwLock<Arc<Vec<SealingKey>>>,
-    /// Retired keys (`mltenant keys retire`): they open nothing; a failure names the one a
-    /// value needs.
-    retired: RwLock<Arc<Vec<SealingKey>>>,
+    /// The active keys (newest first), the retired ones (`mltenant keys retire`: they open
+    /// nothing; a failure names the one a value needs) and the generation of this set, changed
+    /// together.
+    loaded: RwLock<Loaded>,
     opened: DecryptCache,
     changed: tokio::sync::watch::Sender<u64>,
     /// RSA decryptions run on blocking threads, at most one per core at a time, so the async
@@ -30,7 +30,15 @@ pub struct KeyRing {
     opening: Striped,
     /// Every SealedBundle in the cluster (the controllers' shared cache, while leading): what
     /// decides whether a key may be deleted.
-    bundles: RwLock<Option<kube::runtime::reflector::Store<SealedBundle>>>,
+    bundles: RwLock<Option<(kube::runtime::reflector::Store<SealedBundle>, kube::core::Selector)>>,
+}
+
+/// One set of keys: what every opening reads at once.
+#[derive(Clone, Default)]
+struct Loaded {
+    active: Arc<Vec<SealingKey>>,
+    retired: Arc<Vec<SealingKey>>,
+    generation: u64,
 }
 
 /// Locks for openings in progress; the pool runs one per core, so a few dozen is plenty.
@@ -40,8 +48,7 @@ impl Default for KeyRing {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self {
-            keys: RwLock::default(),
-            retired: RwLock::default(),
+            loaded: RwLock::default(),
             opened: DecryptCache::default(),
             changed: tokio::sync::watch::Sender::new(0),
             rsa: Semaphore::new(cores),
@@ -83,8 +90,43 @@ impl KeyRing {
         let ring = self.clone();
         Ok(self
             .on_pool(move || {
-                let (active, retired) = (ring.keys(), ring.retired());
-                unseal::open(&sealed, &label, unseal::Keys { active: &active, retired: &retired }, &ring.opened)
+                let loaded = ring.loaded();
+                unseal::open(&sealed, &label, loaded.keys(), &ring.opened)
+            })
+            .await)
+    }
+
+    /// Open every value of `cached` under `label`, past a value that fails too, to learn every
+    /// key the bundle needs (`unseal::open_all`): what a bundle's status reports. Otherwise as
+    /// [`KeyRing::open`].
+    pub async fn open_all<F>(
+        self: &Arc<Self>,
+        cached: &SealedBundle,
+        label: Vec<u8>,
+        fetch: F,
+    ) -> kube::Result<unseal::Opening>
+    where
+        F: Future<Output = kube::Result<Option<SealedBundle>>>,
+    {
+        if let Some(opening) = unseal::open_all_cached(cached, &label, &self.keys(), &self.opened) {
+            return Ok(opening);
+        }
+        let _opening = self.opening.lock((cached.metadata.uid.as_deref(), &label)).await;
+        if let Some(opening) = unseal::open_all_cached(cached, &label, &self.keys(), &self.opened) {
+            return Ok(opening);
+        }
+        let Some(sealed) = fetch.await? else {
+            let opened = Err(unseal::Failure::NotFound { bundle: cached.name_any() });
+            return Ok(unseal::Opening { opened, needs: Vec::new() });
+        };
+        if !unseal::same_values(cached, &sealed) {
+            return Err(changed(&cached.name_any()));
+        }
+        let ring = self.clone();
+        Ok(self
+            .on_pool(move || {
+                let loaded = ring.loaded();
+                unseal::open_all(&sealed, &label, loaded.keys(), &ring.opened)
             })
             .await)
     }
@@ -109,9 +151,8 @@ impl KeyRing {
     pub async fn verify(self: &Arc<Self>, bundle: SealedBundle) -> Result<unseal::Opened, unseal::Failure> {
         let ring = self.clone();
         self.on_pool(move || {
-            let (active, retired) = (ring.keys(), ring.retired());
-            let keys = unseal::Keys { active: &active, retired: &retired };
-            unseal::open(&bundle, &unseal::declared_label(&bundle), keys, &DecryptCache::with_capacity(0))
+            let loaded = ring.loaded();
+            unseal::open(&bundle, &unseal::declared_label(&bundle), loaded.keys(), &DecryptCache::with_capacity(0))
         })
         .await
     }
@@ -130,9 +171,8 @@ impl KeyRing {
         let ring = self.clone();
         self.on_pool(move || {
             let label = unseal::declared_label(&bundle);
-            let (active, retired) = (ring.keys(), ring.retired());
-            let keys = unseal::Keys { active: &active, retired: &retired };
-            let values = unseal::reseal(&bundle, &label, keys, &newest, format)?;
+            let loaded = ring.loaded();
+            let values = unseal::reseal(&bundle, &label, loaded.keys(), &newest, format)?;
             let mut rotated = SealedBundle::new(&bundle.name_any(), bundle.spec);
             rotated.spec.encrypted_data = values;
             Ok(rotated)
@@ -173,23 +213,26 @@ impl KeyRing {
         signer.is_some_and(|key| key.verify_proof(&subject.parts(ids), &mac))
     }
 
-    /// Follow `bundles` (every SealedBundle) to tell which keys they need.
-    pub fn follow_bundles(&self, bundles: kube::runtime::reflector::Store<SealedBundle>) {
-        *self.bundles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(bundles);
+    /// Follow `bundles` (every SealedBundle) to tell which keys they need; this installation
+    /// reports on those `reported` selects.
+    pub fn follow_bundles(
+        &self,
+        bundles: kube::runtime::reflector::Store<SealedBundle>,
+        reported: kube::core::Selector,
+    ) {
+        *self.bundles.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((bundles, reported));
     }
 
-    /// The SealedBundles that still need the key `fingerprint`: those whose status says that
-    /// key opens them (or that they need it, retired), and those whose v2 values name its key
-    /// id. None while the bundles are not known (not leading yet): then every key is needed.
+    /// The SealedBundles that still need the key `fingerprint` (see `unseal::needs_key`: what
+    /// their status found out, or while it has not, the key ids their v2 values name). None
+    /// while the bundles are not known (not leading yet): then every key is needed.
     pub fn needed_by(&self, fingerprint: &str, key_id: &str) -> Option<Vec<String>> {
-        let store = self.bundles.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
+        use kube::core::SelectorExt as _;
+        let (store, reported) = self.bundles.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()?;
         let mut names: Vec<String> = store
             .state()
             .iter()
-            .filter(|b| {
-                b.status.as_ref().and_then(|s| s.key_fingerprint.as_deref()) == Some(fingerprint)
-                    || unseal::cached_recipients(b).iter().any(|id| id == key_id)
-            })
+            .filter(|b| unseal::needs_key(b, fingerprint, key_id, reported.matches(b.labels())))
             .map(|b| b.name_any())
             .collect();
         names.sort();
@@ -206,12 +249,16 @@ impl KeyRing {
 
     /// Every usable key, newest first: all of them are tried when opening.
     pub fn keys(&self) -> Arc<Vec<SealingKey>> {
-        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.loaded().active
     }
 
     /// The retired keys: they open nothing.
     pub fn retired(&self) -> Arc<Vec<SealingKey>> {
-        self.retired.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.loaded().retired
+    }
+
+    fn loaded(&self) -> Loaded {
+        self.loaded.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The key new values are sealed with.
@@ -232,22 +279,30 @@ impl KeyRing {
     pub fn replace(&self, mut keys: Vec<SealingKey>, mut retired: Vec<SealingKey>) {
         keys.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
         retired.sort_by_key(|k| std::cmp::Reverse(k.certificate().not_before()));
-        let fingerprints: Vec<&str> = keys.iter().map(SealingKey::fingerprint).collect();
-        let changed = {
-            let (current, current_retired) = (self.keys(), self.retired());
-            current.iter().map(SealingKey::fingerprint).ne(fingerprints.iter().copied())
-                || current_retired.iter().map(SealingKey::fingerprint).ne(retired.iter().map(SealingKey::fingerprint))
+        let fingerprints: Vec<String> = keys.iter().map(|k| k.fingerprint().to_owned()).collect();
+        let generation = {
+            let mut loaded = self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let changed = loaded.active.iter().map(SealingKey::fingerprint).ne(fingerprints.iter().map(String::as_str))
+                || loaded.retired.iter().map(SealingKey::fingerprint).ne(retired.iter().map(SealingKey::fingerprint));
+            if !changed {
+                return;
+            }
+            let generation = loaded.generation + 1;
+            *loaded = Loaded { active: Arc::new(keys), retired: Arc::new(retired), generation };
+            generation
         };
-        let fingerprints: Vec<String> = fingerprints.into_iter().map(str::to_owned).collect();
-        *self.retired.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(retired);
-        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
-        if changed {
-            // A removed key must stop opening what it opened before; what the remaining keys
-            // opened stays cached, so adding a key costs no decryption.
-            let fingerprints: Vec<&str> = fingerprints.iter().map(String::as_str).collect();
-            self.opened.retain_keys(&fingerprints);
-            self.changed.send_modify(|generation| *generation += 1);
-        }
+        // A removed or retired key must stop opening what it opened before (and an opening
+        // that started with it keeps nothing: see `DecryptCache`); what the remaining keys
+        // opened stays cached, so adding a key costs no decryption.
+        let fingerprints: Vec<&str> = fingerprints.iter().map(String::as_str).collect();
+        self.opened.retain_keys(&fingerprints, generation);
+        self.changed.send_modify(|g| *g += 1);
+    }
+}
+
+impl Loaded {
+    fn keys(&self) -> unseal::Keys<'_> {
+        unseal::Keys { active: &self.active, retired: &self.retired, generation: self.generation }
     }
 }
 

@@ -409,7 +409,12 @@ impl StateGauges {
             let (Some(name), Some(status)) = (bundle.metadata.name.as_deref(), &bundle.status) else { continue };
             let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
             decryptable.insert(vec![name], if ok { 1.0 } else { 0.0 });
-            if let Some(fingerprint) = &status.key_fingerprint {
+            // Every key the bundle needs (a status written before `keyFingerprints`: its one key).
+            let needs: Vec<&String> = match &status.key_fingerprints {
+                Some(needs) => needs.iter().collect(),
+                None => status.key_fingerprint.iter().collect(),
+            };
+            for fingerprint in needs {
                 *by_key.entry(vec![fingerprint]).or_default() += 1.0;
             }
         }

@@ -2,12 +2,18 @@
 //! identity (a cluster admin's: the keys are Secrets in the operator's namespace).
 //!
 //! * `mltenant keys` lists every key: fingerprint, key id, created, expires, active or retired,
-//!   deletion pending, and the SealedBundles in the cluster that still need it (their status
-//!   names it, or their v2 values name its key id).
+//!   deletion pending, and the SealedBundles in the cluster that still need it (the operator's
+//!   rule, `unseal::needs_key`: their status lists it, or, while no status speaks for them as
+//!   they are, their v2 values name its key id).
 //! * `mltenant keys retire FINGERPRINT` labels the key Secret `mltenant.io/sealing-key=retired`:
 //!   it opens nothing from then on (reversible: `mltenant keys unretire FINGERPRINT`).
-//! * `mltenant keys delete FINGERPRINT` deletes a retired key's Secret; the operator holds the
-//!   deletion (finalizer) while any bundle still needs the key and says why in an Event.
+//! * `mltenant keys delete FINGERPRINT` deletes a retired key's Secret, once no bundle needs it
+//!   and the operator's deletion guard (finalizer) is on it; it refuses, deleting nothing, when
+//!   a bundle still needs the key, and fails when the operator holds the deletion anyway (it
+//!   says why in an Event on the Secret).
+//!
+//! A key is named by its fingerprint, or at least 8 hex digits of it (the key id is the first
+//! 16).
 //!
 //! Only `tls.crt` of each Secret is read; the private keys are never printed.
 
@@ -19,6 +25,14 @@ use kube::{Api, ResourceExt};
 use crate::api::SealedBundle;
 use crate::api::labels::{ACTIVE, RETIRED, SEALING_KEY};
 use crate::crypto::{Certificate, key_id_hex};
+use crate::sealing_keys::FINALIZER;
+
+/// Shortest hex prefix of a fingerprint that names a key: 8 digits, 32 bits (a typo or an empty
+/// argument must not name the one key there is).
+const MIN_PREFIX: usize = 8;
+
+/// How long `delete` waits for the operator to let a key go.
+const DELETION_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -70,9 +84,14 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         })
         .collect();
     let find = |fingerprint: &str| -> anyhow::Result<&Listed> {
+        let hex = fingerprint.strip_prefix("SHA256:").unwrap_or(fingerprint).to_ascii_lowercase();
+        ensure!(
+            hex.len() >= MIN_PREFIX && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{fingerprint:?} is not a key: give its fingerprint (SHA256:...) or at least {MIN_PREFIX} hex digits of it (mltenant keys lists them)"
+        );
         let matches: Vec<&Listed> = listed
             .iter()
-            .filter(|k| k.cert.fingerprint() == fingerprint || key_id_hex(&k.cert.key_id()).starts_with(fingerprint))
+            .filter(|k| k.cert.fingerprint().strip_prefix("SHA256:").is_some_and(|f| f.starts_with(&hex)))
             .collect();
         match matches.as_slice() {
             [one] => Ok(one),
@@ -104,25 +123,49 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         }
         Action::Delete { fingerprint } => {
             let key = find(&fingerprint)?;
+            let (fingerprint, name) = (key.cert.fingerprint(), key.secret.name_any());
             ensure!(
                 state(&key.secret) == RETIRED,
-                "{} is active: retire it first (mltenant keys retire), and delete it once nothing fails",
-                key.cert.fingerprint()
+                "{fingerprint} is active: retire it first (mltenant keys retire), and delete it once nothing fails"
             );
-            secrets.delete(&key.secret.name_any(), &DeleteParams::default()).await.context("deleting the key")?;
-            let needed = needing(&client, &key.cert).await?;
-            Ok(if needed.is_empty() {
-                format!("deleted {} ({})\n", key.cert.fingerprint(), key.secret.name_any())
-            } else {
-                format!(
-                    "deletion of {} requested but refused by the operator while {} SealedBundle(s) need it: {} (re-seal them with mltenant rotate; the key goes once none does)\n",
-                    key.cert.fingerprint(),
-                    needed.len(),
-                    needed.join(", ")
-                )
-            })
+            // Refused here, before anything is deleted: a deletion the operator then holds
+            // leaves the key Terminating until the bundles are re-sealed.
+            let needed = needing(&bundles(&client).await?, &key.cert);
+            ensure!(
+                needed.is_empty(),
+                "{fingerprint} is still needed by {} SealedBundle(s): {}; re-seal them (mltenant rotate -f DIR --in-place) first",
+                needed.len(),
+                shown(&needed)
+            );
+            // Without the operator's guard the deletion would be final at once, whatever it
+            // knows that this listing does not.
+            ensure!(
+                key.secret.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER),
+                "{name} does not carry the operator's deletion guard ({FINALIZER}) yet: is the operator running?"
+            );
+            secrets.delete(&name, &DeleteParams::default()).await.context("deleting the key")?;
+            let deadline = tokio::time::Instant::now() + DELETION_WAIT;
+            while secrets.get_opt(&name).await.context("reading the key")?.is_some() {
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "deletion of {fingerprint} requested, but the operator holds it: see kubectl get events -n {} --field-selector involvedObject.name={name}",
+                    args.controller_namespace
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Ok(format!("deleted {fingerprint} ({name})\n"))
         }
     }
+}
+
+/// At most ten names, and how many more.
+fn shown(names: &[String]) -> String {
+    let more = names.len().saturating_sub(10);
+    let mut text = names.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+    if more > 0 {
+        text.push_str(&format!(" and {more} more"));
+    }
+    text
 }
 
 fn state(secret: &Secret) -> &str {
@@ -138,25 +181,27 @@ async fn label(secrets: &Api<Secret>, key: &Listed, value: &str) -> anyhow::Resu
     Ok(())
 }
 
-/// The SealedBundles that need `cert`'s key: the operator's rule (`KeyRing::needed_by`).
-async fn needing(client: &kube::Client, cert: &Certificate) -> anyhow::Result<Vec<String>> {
-    let bundles =
-        Api::<SealedBundle>::all(client.clone()).list(&ListParams::default()).await.context("listing SealedBundles")?;
+/// Every SealedBundle in the cluster.
+async fn bundles(client: &kube::Client) -> anyhow::Result<Vec<SealedBundle>> {
+    let list = Api::<SealedBundle>::all(client.clone()).list(&ListParams::default()).await;
+    Ok(list.context("listing SealedBundles")?.items)
+}
+
+/// The SealedBundles that need `cert`'s key: the operator's rule (`unseal::needs_key`), for an
+/// operator that reports on every bundle.
+fn needing(bundles: &[SealedBundle], cert: &Certificate) -> Vec<String> {
     let id = key_id_hex(&cert.key_id());
     let mut names: Vec<String> = bundles
-        .items
         .iter()
-        .filter(|b| {
-            b.status.as_ref().and_then(|s| s.key_fingerprint.as_deref()) == Some(cert.fingerprint())
-                || crate::unseal::recipients(b).iter().any(|r| key_id_hex(r) == id)
-        })
+        .filter(|b| crate::unseal::needs_key(b, cert.fingerprint(), &id, true))
         .map(|b| b.name_any())
         .collect();
     names.sort();
-    Ok(names)
+    names
 }
 
 async fn list(client: &kube::Client, listed: &[Listed]) -> anyhow::Result<String> {
+    let bundles = bundles(client).await?;
     let mut sorted: Vec<&Listed> = listed.iter().collect();
     sorted.sort_by_key(|k| std::cmp::Reverse(k.cert.not_before()));
     let mut out = String::from("FINGERPRINT\tKEY ID\tCREATED\tEXPIRES\tSTATE\tNEEDED BY\n");
@@ -165,7 +210,7 @@ async fn list(client: &kube::Client, listed: &[Listed]) -> anyhow::Result<String
         if key.secret.metadata.deletion_timestamp.is_some() {
             state.push_str(",deleting");
         }
-        let needed = needing(client, &key.cert).await?;
+        let needed = needing(&bundles, &key.cert);
         let needed =
             if needed.is_empty() { "-".to_owned() } else { format!("{} ({})", needed.len(), needed.join(",")) };
         out.push_str(&format!(

@@ -43,7 +43,7 @@ pub mod key;
 pub mod v2;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use format::{
     MAX_SEALED_LEN, OpenError, OpenedValue, SealError, decode_base64, encode_base64, open, open_raw, seal,

@@ -16,14 +16,14 @@ pub(super) static FIXTURE_KEY_PEM: LazyLock<String> = LazyLock::new(|| read_fixt
 
 /// One freshly generated RSA-4096 key (30 days + 7 days grace) shared by all tests: generation
 /// takes about a second, so it happens once per test binary.
-pub(super) fn shared_key() -> &'static SealingKey {
+pub(crate) fn shared_key() -> &'static SealingKey {
     static KEY: LazyLock<SealingKey> =
         LazyLock::new(|| SealingKey::generate(Duration::from_secs(37 * 24 * 3600)).expect("RSA-4096 key generation"));
     &KEY
 }
 
 /// The committed TEST-ONLY fixture key that the kubeseal vectors were sealed for.
-pub(super) fn fixture_key() -> &'static SealingKey {
+pub(crate) fn fixture_key() -> &'static SealingKey {
     static KEY: LazyLock<SealingKey> =
         LazyLock::new(|| SealingKey::from_pem(&FIXTURE_CERT_PEM, &FIXTURE_KEY_PEM).expect("fixture key loads"));
     &KEY
@@ -144,7 +144,7 @@ fn check_format_tells_structure_without_keys() {
 }
 
 /// The second TEST-ONLY fixture key (`sealing-key-2`), the other recipient of the v2 vectors.
-pub(super) fn fixture_key_2() -> &'static SealingKey {
+pub(crate) fn fixture_key_2() -> &'static SealingKey {
     static KEY: LazyLock<SealingKey> = LazyLock::new(|| {
         SealingKey::from_pem(&read_fixture("sealing-key-2.crt"), &read_fixture("sealing-key-2.key"))
             .expect("second fixture key loads")

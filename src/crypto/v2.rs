@@ -41,21 +41,40 @@ pub fn is_ours(raw: &[u8]) -> bool {
     raw.starts_with(FAMILY)
 }
 
-/// One recipient of a value: a key id and the data key wrapped for that key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One recipient of a value: a key id and the data key wrapped for that key. `Debug` shows the
+/// key id and the wrapped key's length, never its bytes (nothing of a ciphertext in a log).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Stanza<'a> {
     pub key_id: KeyId,
     pub wrapped: &'a [u8],
 }
 
-/// A value split into its parts (no key needed).
-#[derive(Debug)]
+impl std::fmt::Debug for Stanza<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stanza")
+            .field("key_id", &crate::text::hex(&self.key_id))
+            .field("wrapped", &format_args!("<{} bytes>", self.wrapped.len()))
+            .finish()
+    }
+}
+
+/// A value split into its parts (no key needed). `Debug` shows the recipients and sizes only.
 pub struct Parsed<'a> {
     pub header: &'a [u8],
     pub stanzas: Vec<Stanza<'a>>,
     pub nonce: &'a [u8; NONCE_LEN],
     /// Ciphertext and tag.
     pub sealed: &'a [u8],
+}
+
+impl std::fmt::Debug for Parsed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Parsed")
+            .field("header", &format_args!("<{} bytes>", self.header.len()))
+            .field("stanzas", &self.stanzas)
+            .field("sealed", &format_args!("<{} bytes>", self.sealed.len()))
+            .finish()
+    }
 }
 
 /// Split a raw v2 value. Structure only: size, version, recipient count and lengths, distinct
@@ -259,11 +278,14 @@ pub struct Opener<'k> {
     label: Vec<u8>,
     /// Data keys unwrapped so far, by SHA-256 of their header, with the key that unwrapped them.
     unwrapped: HashMap<[u8; 32], (Zeroizing<[u8; SESSION_KEY_LEN]>, usize)>,
+    /// Headers that unwrapped nothing, and why: values sharing a header cost its RSA work once,
+    /// whether it opens or not.
+    refused: HashMap<[u8; 32], Refused>,
 }
 
 impl<'k> Opener<'k> {
     pub fn new(keys: &'k [SealingKey], retired: &'k [SealingKey], label: &[u8]) -> Self {
-        Opener { keys, retired, label: label.to_vec(), unwrapped: HashMap::new() }
+        Opener { keys, retired, label: label.to_vec(), unwrapped: HashMap::new(), refused: HashMap::new() }
     }
 
     /// Open the raw value of `key_name`, in either format: v2 (only the key its stanzas name
@@ -310,27 +332,50 @@ impl<'k> Opener<'k> {
         if let Some((key, by)) = self.unwrapped.get(&digest) {
             return Ok((key.clone(), *by));
         }
+        if let Some(refused) = self.refused.get(&digest) {
+            return Err(refused.clone());
+        }
+        let result = self.unwrap(parsed);
+        match &result {
+            Ok((data_key, by)) => {
+                self.unwrapped.insert(digest, (data_key.clone(), *by));
+            }
+            Err(refused) => {
+                self.refused.insert(digest, refused.clone());
+            }
+        }
+        result
+    }
+
+    fn unwrap(&self, parsed: &Parsed<'_>) -> Result<(Zeroizing<[u8; SESSION_KEY_LEN]>, usize), Refused> {
         let recipients = || parsed.stanzas.iter().map(|s| s.key_id).collect::<Vec<_>>();
+        let stanza_of = |key: &SealingKey| {
+            let id = key.certificate().key_id();
+            parsed.stanzas.iter().find(|s| s.key_id == id).copied()
+        };
         let mut named = false;
         for (index, key) in self.keys.iter().enumerate() {
-            let id = key.certificate().key_id();
-            let Some(stanza) = parsed.stanzas.iter().find(|s| s.key_id == id) else { continue };
+            let Some(stanza) = stanza_of(key) else { continue };
             named = true;
             if let Some(data_key) = key.decrypt_session_key(stanza.wrapped, &self.label) {
-                self.unwrapped.insert(digest, (data_key.clone(), index));
                 return Ok((data_key, index));
             }
         }
-        if named {
-            return Err(Refused { error: OpenError::UnwrapFailed, recipients: recipients(), retired: None });
+        // A retired key opens nothing, but a value it *would* open needs it: the failure names
+        // it, and the key's deletion waits for that bundle. Only a key that really unwraps the
+        // data key counts (its plaintext is dropped unused): a key id is public, so a stanza
+        // naming a key with bytes that wrap nothing is anybody's to write, and must neither
+        // make the key look needed nor hold it against deletion.
+        for key in self.retired {
+            let Some(stanza) = stanza_of(key) else { continue };
+            named = true;
+            if key.decrypt_session_key(stanza.wrapped, &self.label).is_some() {
+                let retired = Some(Arc::from(key.fingerprint()));
+                return Err(Refused { error: OpenError::KeyRetired, recipients: recipients(), retired });
+            }
         }
-        if let Some(key) =
-            self.retired.iter().find(|k| parsed.stanzas.iter().any(|s| s.key_id == k.certificate().key_id()))
-        {
-            let retired = Some(Arc::from(key.fingerprint()));
-            return Err(Refused { error: OpenError::KeyRetired, recipients: recipients(), retired });
-        }
-        Err(Refused { error: OpenError::NotARecipient, recipients: recipients(), retired: None })
+        let error = if named { OpenError::UnwrapFailed } else { OpenError::NotARecipient };
+        Err(Refused { error, recipients: recipients(), retired: None })
     }
 
     /// A sealing run that re-wraps the data key of `raw` (a v2 value this opener opened) for
@@ -439,6 +484,45 @@ mod tests {
         );
         let mut opener = Opener::new(std::slice::from_ref(shared_key()), &[], LABEL);
         assert_eq!(opener.open("A", &old).unwrap_err().error, OpenError::NoKeyCouldDecrypt);
+    }
+
+    /// A key id is public: a stanza naming a retired key with bytes that wrap nothing is not a
+    /// value that needs the key (it used to say `KeyRetired`, naming the key, which then counted
+    /// as needed and held against deletion). Values sharing a failing header cost its RSA work
+    /// once.
+    #[test]
+    fn a_forged_stanza_makes_no_retired_key_needed() {
+        let genuine = sealed_for(&[fixture_key()], &[("A", b"v")]);
+        let mut forged = parse(&genuine[0].1).unwrap().header.to_vec();
+        forged[5 + 10..5 + 10 + 512].fill(0x5a);
+        forged.extend_from_slice(&[0u8; NONCE_LEN + TAG_LEN]);
+        let mut opener = Opener::new(std::slice::from_ref(shared_key()), std::slice::from_ref(fixture_key()), LABEL);
+        let refused = opener.open("A", &forged).unwrap_err();
+        assert_eq!((refused.error, refused.retired), (OpenError::UnwrapFailed, None));
+        assert_eq!(opener.open("B", &forged).unwrap_err().error, OpenError::UnwrapFailed);
+        assert_eq!(opener.refused.len(), 1, "one header, tried once");
+        // Beside a genuine stanza of the active key, the forged retired one changes nothing.
+        let both = sealed_for(&[shared_key(), fixture_key()], &[("A", b"v")]);
+        let mut value = both[0].1.clone();
+        let second = 5 + 8 + 2 + 512;
+        value[second + 10..second + 10 + 512].fill(0x5a);
+        let refused = Opener::new(std::slice::from_ref(shared_key()), std::slice::from_ref(fixture_key()), LABEL)
+            .open("A", &value)
+            .unwrap_err();
+        assert_eq!(refused.error, OpenError::Tampered, "the header is authenticated");
+        // The genuine one names it.
+        let refused = open_all(&[shared_key().clone()], &[fixture_key().clone()], &genuine).unwrap_err();
+        assert_eq!(refused.error, OpenError::KeyRetired);
+    }
+
+    #[test]
+    fn debug_shows_no_byte_of_a_ciphertext() {
+        let values = sealed_for(&[fixture_key()], &[("A", b"v")]);
+        let parsed = parse(&values[0].1).unwrap();
+        let debug = format!("{parsed:?}");
+        let wrapped = format!("{:?}", &parsed.stanzas[0].wrapped[..4]);
+        assert!(!debug.contains(&wrapped) && debug.contains("512 bytes"), "{debug}");
+        assert!(debug.contains(&crate::text::hex(&fixture_key().certificate().key_id())), "{debug}");
     }
 
     /// One byte changed anywhere is refused, each part with its reason.

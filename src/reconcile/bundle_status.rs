@@ -26,8 +26,8 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let opened = ctx.open(&sealed, unseal::declared_label(&sealed)).await?;
-    let status = build(&sealed, opened.as_ref(), &Time(jiff::Timestamp::now()));
+    let opening = ctx.open_all(&sealed, unseal::declared_label(&sealed)).await?;
+    let status = build(&sealed, opening.opened.as_ref(), &opening.needs, &Time(jiff::Timestamp::now()));
     if sealed.status.as_ref() != Some(&status) {
         // Onto the version decided on: a replica that woke up after losing the lead writes nothing.
         let api = Api::<Guarded<SealedBundle>>::all(ctx.client.clone());
@@ -36,8 +36,14 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     Ok(Action::requeue(ctx.config.resync))
 }
 
-/// The status `sealed` gets from opening it for the consumer its scope names; no IO.
-fn build(sealed: &SealedBundle, opened: Result<&unseal::Opened, &unseal::Failure>, now: &Time) -> SealedBundleStatus {
+/// The status `sealed` gets from opening it for the consumer its scope names, and the keys its
+/// values need (`needs`: what holds a key's deletion); no IO.
+fn build(
+    sealed: &SealedBundle,
+    opened: Result<&unseal::Opened, &unseal::Failure>,
+    needs: &[Arc<str>],
+    now: &Time,
+) -> SealedBundleStatus {
     let (observed, fingerprint) = match opened {
         Ok(opened) => {
             let count = sealed.spec.encrypted_data.len();
@@ -67,6 +73,7 @@ fn build(sealed: &SealedBundle, opened: Result<&unseal::Opened, &unseal::Failure
         observed_generation: generation,
         conditions: observed::merge(previous, &[observed], generation, now),
         key_fingerprint: fingerprint,
+        key_fingerprints: Some(needs.iter().map(|f| f.to_string()).collect()),
     }
 }
 
@@ -90,7 +97,7 @@ mod tests {
         let opened =
             unseal::Opened { data: BTreeMap::new(), fingerprint: "SHA256:ab".into(), keys: vec!["SHA256:ab".into()] };
 
-        let decryptable = build(&sealed, Ok(&opened), &at(0));
+        let decryptable = build(&sealed, Ok(&opened), &opened.keys, &at(0));
         let condition = &decryptable.conditions[0];
         assert_eq!((condition.type_.as_str(), condition.status.as_str()), (DECRYPTABLE, TRUE));
         assert_eq!(condition.message, "all 2 values open with sealing key SHA256:ab");
@@ -101,13 +108,22 @@ mod tests {
 
         // Looked at again later, nothing changed: the same status, so nothing to write.
         sealed.status = Some(decryptable.clone());
-        assert_eq!(build(&sealed, Ok(&opened), &at(60)), decryptable);
+        assert_eq!(build(&sealed, Ok(&opened), &opened.keys, &at(60)), decryptable);
 
         let failure = unseal::Failure::NotFound { bundle: "b".into() };
-        let failed = build(&sealed, Err(&failure), &at(60));
+        let failed = build(&sealed, Err(&failure), &[], &at(60));
         let condition = &failed.conditions[0];
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), (FALSE, failure.reason()));
         assert_eq!(condition.last_transition_time, at(60), "the status changed, so its transition time moves");
         assert_eq!(failed.key_fingerprint, None);
+        assert_eq!(decryptable.key_fingerprints, Some(vec!["SHA256:ab".to_owned()]));
+
+        // A bundle that fails still lists every key its other values need.
+        let retired =
+            unseal::Failure::KeyRetired { bundle: "b".into(), key: "A".into(), fingerprint: "SHA256:cd".into() };
+        let needs: Vec<Arc<str>> = vec!["SHA256:ab".into(), "SHA256:cd".into()];
+        let failed = build(&sealed, Err(&retired), &needs, &at(60));
+        assert_eq!(failed.key_fingerprint.as_deref(), Some("SHA256:cd"));
+        assert_eq!(failed.key_fingerprints, Some(vec!["SHA256:ab".to_owned(), "SHA256:cd".to_owned()]));
     }
 }

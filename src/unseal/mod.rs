@@ -208,6 +208,28 @@ pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
     }
 }
 
+/// Whether `bundle` needs the sealing key `fingerprint` (key id `key_id`, hex): what holds that
+/// key's deletion. What the operator found out decides: the bundle's status lists every key its
+/// values were opened with, or would be (retired ones), once an opening of every value
+/// ([`open_all`]) said so (`keyFingerprints`). Where no such status speaks for the bundle as it is
+/// now (`reported_here` false: this installation does not report on it; not looked at since its
+/// last change; written by an older operator), the key ids its v2 values name in clear stand in.
+/// Those ids are public, anybody can write a stanza naming one: a hint, so they only hold a key
+/// until the operator has looked, never for good.
+pub fn needs_key(bundle: &SealedBundle, fingerprint: &str, key_id: &str, reported_here: bool) -> bool {
+    let status = bundle.status.as_ref();
+    let listed = status.is_some_and(|s| {
+        s.key_fingerprint.as_deref() == Some(fingerprint)
+            || s.key_fingerprints.iter().flatten().any(|f| f == fingerprint)
+    });
+    if listed {
+        return true;
+    }
+    let current = reported_here
+        && status.is_some_and(|s| s.key_fingerprints.is_some() && s.observed_generation == bundle.metadata.generation);
+    !current && cached_recipients(bundle).iter().any(|id| id == key_id)
+}
+
 /// A bundle as the shared cache keeps it: every value replaced by its digest, and the source
 /// hash and the recipients, which need the ciphertexts, computed first and kept as annotations.
 pub fn keep_digests(bundle: &mut SealedBundle) {
@@ -264,49 +286,100 @@ impl std::fmt::Debug for Opened {
 
 /// The sealing keys a bundle is opened with: the active ones (newest first), which open, and
 /// the retired ones, which open nothing and only let a failure name the retired key a value
-/// needs.
+/// needs; and the generation of that set of keys (the decrypt cache keeps only what the
+/// current one opened or refused).
 #[derive(Clone, Copy)]
 pub struct Keys<'a> {
     pub active: &'a [SealingKey],
     pub retired: &'a [SealingKey],
+    pub generation: u64,
 }
 
 impl<'a> Keys<'a> {
-    /// Only active keys.
+    /// Only active keys, generation 0.
     pub fn active(active: &'a [SealingKey]) -> Self {
-        Keys { active, retired: &[] }
+        Keys { active, retired: &[], generation: 0 }
     }
+}
+
+/// What opening a bundle found out: its values (or why not), and every sealing key its values
+/// need, sorted: the active keys that opened them and the retired keys that would. Complete
+/// even when the bundle fails (see [`open_all`]): what decides whether a key may be deleted.
+#[derive(Debug)]
+pub struct Opening {
+    pub opened: Result<Opened, Failure>,
+    pub needs: Vec<Arc<str>>,
 }
 
 /// Check the bundle's claims (type, template, size), open every value under `label`, then
 /// validate the payload for the bundle's Secret type. All or nothing: one bad value fails the
-/// whole bundle. `bundle` holds its ciphertexts (not one of the shared cache). One RSA
-/// operation per sealing run of v2 values (they share a data key), one per kubeseal value.
+/// whole bundle, and the values after it are not opened. `bundle` holds its ciphertexts (not one
+/// of the shared cache). One RSA operation per sealing run of v2 values (they share a data key),
+/// one per kubeseal value.
 pub fn open(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache) -> Result<Opened, Failure> {
     let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
-    open_with(bundle, label, &mut opener, keys.active, cache)
+    open_with(bundle, label, &mut opener, keys, cache, false).opened
+}
+
+/// [`open`], going on past a value that fails to learn which keys every other value needs: a
+/// bundle one of whose values is refused (tampered, or needing a retired key) still needs the
+/// keys its other values were sealed to, and deleting one of those would strand that value for
+/// good. What the bundle's status reports. Costs no more RSA work than a bundle that opens, and
+/// failures are cached like openings.
+pub fn open_all(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache) -> Opening {
+    let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
+    open_with(bundle, label, &mut opener, keys, cache, true)
 }
 
 fn open_with(
     bundle: &SealedBundle,
     label: &[u8],
     opener: &mut crypto::Opener<'_>,
-    active: &[SealingKey],
+    keys: Keys<'_>,
     cache: &DecryptCache,
-) -> Result<Opened, Failure> {
+    complete: bool,
+) -> Opening {
     let name = bundle.name_any();
-    payload::check_claims(bundle).map_err(|refusal| Failure::Refused { bundle: name.clone(), refusal })?;
-    let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
-    for (key, value) in &bundle.spec.encrypted_data {
-        let plain = cache
-            .get_or_open(&entry(key, &ciphertext_digest(value)), label, || {
-                let raw = crypto::decode_base64(value)?;
-                opener.open(key, &raw).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
-            })
-            .map_err(|refused| failure(&name, key, active, refused))?;
-        plains.push((key, plain));
+    if let Err(refusal) = payload::check_claims(bundle) {
+        return Opening { opened: Err(Failure::Refused { bundle: name, refusal }), needs: Vec::new() };
     }
-    validated(bundle, active, plains)
+    let mut plains = Vec::with_capacity(bundle.spec.encrypted_data.len());
+    let mut refusals = Vec::new();
+    for (key, value) in &bundle.spec.encrypted_data {
+        let result = cache.get_or_open(&entry(key, &ciphertext_digest(value)), label, keys.generation, || {
+            let raw = crypto::decode_base64(value)?;
+            opener.open(key, &raw).map(|o| Plain { bytes: o.plaintext, fingerprint: o.fingerprint.into() })
+        });
+        match result {
+            Ok(plain) => plains.push((key, plain)),
+            Err(refused) => {
+                refusals.push((key, refused));
+                if !complete {
+                    break;
+                }
+            }
+        }
+    }
+    finish(bundle, keys.active, plains, refusals)
+}
+
+/// The opening of `bundle` from what its values gave: the first refusal fails it, else its
+/// payload is checked; the keys needed are gathered either way.
+fn finish(
+    bundle: &SealedBundle,
+    active: &[SealingKey],
+    plains: Vec<(&String, Plain)>,
+    refusals: Vec<(&String, crypto::Refused)>,
+) -> Opening {
+    let mut needs: Vec<Arc<str>> = plains.iter().map(|(_, p)| p.fingerprint.clone()).collect();
+    needs.extend(refusals.iter().filter_map(|(_, r)| r.retired.clone()));
+    needs.sort();
+    needs.dedup();
+    let opened = match refusals.into_iter().next() {
+        Some((key, refused)) => Err(failure(&bundle.name_any(), key, active, refused)),
+        None => validated(bundle, active, plains),
+    };
+    Opening { opened, needs }
 }
 
 /// Every value of `bundle` re-sealed to `newest` under `label` (the one label both the opening
@@ -323,7 +396,7 @@ pub fn reseal(
     format: Option<crypto::Format>,
 ) -> Result<BTreeMap<String, String>, ResealError> {
     let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
-    let opened = open_with(bundle, label, &mut opener, keys.active, &DecryptCache::with_capacity(0))?;
+    let opened = open_with(bundle, label, &mut opener, keys, &DecryptCache::with_capacity(0), false).opened?;
     let ours: Vec<crypto::KeyId> = keys.active.iter().chain(keys.retired).map(|k| k.certificate().key_id()).collect();
     let mut runs: BTreeMap<Vec<u8>, crypto::Sealer> = BTreeMap::new();
     let mut fresh: Option<crypto::Sealer> = None;
@@ -389,22 +462,56 @@ pub fn failure(bundle: &str, key: &str, active: &[SealingKey], refused: crypto::
 }
 
 /// [`open`] for a bundle of the shared cache, from what `cache` holds: `None` when a value is
-/// not there (it has to be decrypted, from the bundle's ciphertexts).
+/// not there (it has to be decrypted, from the bundle's ciphertexts). A value known not to
+/// open fails the bundle at once.
 pub fn open_cached(
     bundle: &SealedBundle,
     label: &[u8],
     keys: &[SealingKey],
     cache: &DecryptCache,
 ) -> Option<Result<Opened, Failure>> {
+    cached(bundle, label, keys, cache, false).map(|opening| opening.opened)
+}
+
+/// [`open_all`] for a bundle of the shared cache, from what `cache` holds: `None` unless every
+/// value is there, opened or refused.
+pub fn open_all_cached(
+    bundle: &SealedBundle,
+    label: &[u8],
+    keys: &[SealingKey],
+    cache: &DecryptCache,
+) -> Option<Opening> {
+    cached(bundle, label, keys, cache, true)
+}
+
+fn cached(
+    bundle: &SealedBundle,
+    label: &[u8],
+    keys: &[SealingKey],
+    cache: &DecryptCache,
+    complete: bool,
+) -> Option<Opening> {
     if let Err(refusal) = payload::check_claims(bundle) {
-        return Some(Err(Failure::Refused { bundle: bundle.name_any(), refusal }));
+        return Some(Opening {
+            opened: Err(Failure::Refused { bundle: bundle.name_any(), refusal }),
+            needs: Vec::new(),
+        });
     }
-    let plains = bundle
-        .spec
-        .encrypted_data
-        .iter()
-        .map(|(key, value)| Some((key, cache.get(&entry(key, &cached_digest(value)?), label)?)));
-    Some(validated(bundle, keys, plains.collect::<Option<Vec<_>>>()?))
+    let (mut plains, mut refusals, mut unknown) = (Vec::new(), Vec::new(), false);
+    for (key, value) in &bundle.spec.encrypted_data {
+        match cached_digest(value).and_then(|digest| cache.get(&entry(key, &digest), label)) {
+            Some(Ok(plain)) => plains.push((key, plain)),
+            Some(Err(refused)) => {
+                refusals.push((key, refused));
+                if !complete {
+                    // Fails whatever the values not known yet give.
+                    return Some(finish(bundle, keys, plains, refusals));
+                }
+            }
+            None => unknown = true,
+        }
+    }
+    (!unknown).then(|| finish(bundle, keys, plains, refusals))
 }
 
 /// The opened values, once their payload passed the check for the bundle's Secret type.
@@ -515,6 +622,119 @@ mod tests {
         b.spec.encrypted_data.insert("A".into(), moved);
         let failure = open(&b, &label, Keys::active(keys), &cache).unwrap_err();
         assert_eq!((failure.metric_reason(), failure.to_string().contains("key A")), ("Tampered", true));
+    }
+
+    /// A bundle merged into over time (one value sealed to an older key, one to the newest)
+    /// needs both keys, also while one of its values fails: the status lists every one, so
+    /// neither is deleted while a value needs it (its status used to name one key only).
+    #[test]
+    fn every_key_a_value_needs_is_found_also_past_a_failure() {
+        use crate::crypto::tests::{fixture_key, shared_key};
+        let (newest, older) = (shared_key(), fixture_key());
+        let label = crypto::label(BundleScope::Tenant, "a", "");
+        let seal =
+            |key: &SealingKey, v: &[u8]| crypto::encode_base64(&crypto::seal(key.certificate(), &label, v).unwrap());
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.spec.encrypted_data = [("A".to_string(), seal(newest, b"a")), ("B".to_string(), seal(older, b"b"))].into();
+        let both = [newest.clone(), older.clone()];
+        let fingerprints = |needs: &[Arc<str>]| needs.iter().map(|f| f.to_string()).collect::<Vec<_>>();
+        let mut expected = vec![newest.fingerprint().to_owned(), older.fingerprint().to_owned()];
+        expected.sort();
+
+        let opening = open_all(&b, &label, Keys::active(&both), &DecryptCache::default());
+        assert!(opening.opened.is_ok());
+        assert_eq!(fingerprints(&opening.needs), expected);
+        // The older key retired: the bundle fails naming it, and still needs both.
+        let retired =
+            Keys { active: std::slice::from_ref(newest), retired: std::slice::from_ref(older), generation: 1 };
+        let opening = open_all(&b, &label, retired, &DecryptCache::default());
+        assert_eq!(opening.opened.as_ref().unwrap_err().reason(), "KeyRetired");
+        assert_eq!(fingerprints(&opening.needs), expected);
+        // The newest key's value tampered with: the older key is still needed by the other.
+        let mut raw = crypto::decode_base64(&b.spec.encrypted_data["A"]).unwrap();
+        *raw.last_mut().unwrap() ^= 1;
+        b.spec.encrypted_data.insert("A".into(), crypto::encode_base64(&raw));
+        let opening = open_all(&b, &label, Keys::active(&both), &DecryptCache::default());
+        assert_eq!(opening.opened.unwrap_err().metric_reason(), "Tampered");
+        assert_eq!(fingerprints(&opening.needs), vec![older.fingerprint().to_owned()]);
+        // A tenant's opening stops at the first failure.
+        assert_eq!(
+            open(&b, &label, Keys::active(&both), &DecryptCache::default()).unwrap_err().metric_reason(),
+            "Tampered"
+        );
+    }
+
+    /// Values that open nothing cost their RSA work once per set of keys, however many times
+    /// (and by however many tenants) the bundle is opened; and a bundle of the shared cache
+    /// with such a value fails at once, from the cache.
+    #[test]
+    fn what_does_not_open_is_tried_once_per_key_set() {
+        use crate::crypto::tests::{fixture_key, shared_key};
+        let label = crypto::label(BundleScope::Tenant, "a", "");
+        let other = crypto::label(BundleScope::Tenant, "b", "");
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.spec.encrypted_data = (0..8)
+            .map(|i| {
+                (
+                    format!("K{i}"),
+                    crypto::encode_base64(&crypto::seal(fixture_key().certificate(), &other, b"v").unwrap()),
+                )
+            })
+            .collect();
+        let cache = DecryptCache::default();
+        let keys = std::slice::from_ref(shared_key());
+        for _ in 0..3 {
+            let opening = open_all(&b, &label, Keys::active(keys), &cache);
+            assert_eq!(opening.opened.unwrap_err().metric_reason(), "NoKeyCouldDecrypt");
+        }
+        assert_eq!(cache.decryptions(), 8, "each value tried once");
+        let mut cached = b.clone();
+        keep_digests(&mut cached);
+        let failure = open_cached(&cached, &label, keys, &cache).expect("known").unwrap_err();
+        assert_eq!(failure.metric_reason(), "NoKeyCouldDecrypt");
+        assert!(open_all_cached(&cached, &label, keys, &cache).is_some_and(|o| o.needs.is_empty()));
+        // Another key set: tried again.
+        cache.retain_keys(&[shared_key().fingerprint()], 1);
+        assert!(open_cached(&cached, &label, keys, &cache).is_none());
+    }
+
+    /// What holds a key's deletion: the keys a status found out (for the bundle as it is),
+    /// else, while no such status speaks for it, the key ids its v2 values name.
+    #[test]
+    fn which_bundles_need_a_key() {
+        use crate::api::SealedBundleStatus;
+        const KEY: &str = "SHA256:aaaa";
+        const ID: &str = "aaaa";
+        let row = |generation: i64, status: Option<SealedBundleStatus>, names: &[&str]| {
+            let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+            b.metadata.generation = Some(generation);
+            b.status = status;
+            b.annotations_mut().insert(CACHED_RECIPIENTS.to_owned(), names.join(","));
+            b
+        };
+        let status = |observed: i64, fingerprint: Option<&str>, needs: Option<&[&str]>| SealedBundleStatus {
+            observed_generation: Some(observed),
+            key_fingerprint: fingerprint.map(Into::into),
+            key_fingerprints: needs.map(|n| n.iter().map(|f| f.to_string()).collect()),
+            ..Default::default()
+        };
+        for (what, bundle, reported_here, needed) in [
+            ("its status lists the key", row(2, Some(status(2, None, Some(&["SHA256:bbbb", KEY]))), &[]), true, true),
+            ("its status names the key", row(2, Some(status(2, Some(KEY), Some(&[]))), &[]), true, true),
+            ("a forged stanza, looked at", row(2, Some(status(2, None, Some(&[]))), &[ID]), true, false),
+            ("a stanza, not looked at since the change", row(3, Some(status(2, None, Some(&[]))), &[ID]), true, true),
+            ("a stanza, never looked at", row(1, None, &[ID]), true, true),
+            (
+                "a stanza, status by an older operator",
+                row(2, Some(status(2, Some("SHA256:bbbb"), None)), &[ID]),
+                true,
+                true,
+            ),
+            ("a stanza, reported on elsewhere", row(2, Some(status(2, None, Some(&[]))), &[ID]), false, true),
+            ("nothing names it", row(1, None, &["bbbb"]), true, false),
+        ] {
+            assert_eq!(needs_key(&bundle, KEY, ID, reported_here), needed, "{what}");
+        }
     }
 
     #[test]
