@@ -347,35 +347,43 @@ impl<'k> Opener<'k> {
         result
     }
 
+    /// At most one RSA operation per header, whatever it names: the stanza of the first of
+    /// our keys it names (active ones first, newest first; else a retired one). Every stanza
+    /// of a header a sealer made wraps the same data key under the same label, so when that
+    /// one does not unwrap, no other stanza of it honestly would: trying on would only let a
+    /// header naming all our keys multiply a bundle author's RSA work (and let a forged active
+    /// stanza beside a genuine retired one pass for a value that needs the retired key).
     fn unwrap(&self, parsed: &Parsed<'_>) -> Result<(Zeroizing<[u8; SESSION_KEY_LEN]>, usize), Refused> {
         let recipients = || parsed.stanzas.iter().map(|s| s.key_id).collect::<Vec<_>>();
         let stanza_of = |key: &SealingKey| {
             let id = key.certificate().key_id();
             parsed.stanzas.iter().find(|s| s.key_id == id).copied()
         };
-        let mut named = false;
-        for (index, key) in self.keys.iter().enumerate() {
-            let Some(stanza) = stanza_of(key) else { continue };
-            named = true;
-            if let Some(data_key) = key.decrypt_session_key(stanza.wrapped, &self.label) {
-                return Ok((data_key, index));
-            }
+        let refused = |error| Refused { error, recipients: recipients(), retired: None };
+        if let Some((index, key, stanza)) =
+            self.keys.iter().enumerate().find_map(|(index, key)| Some((index, key, stanza_of(key)?)))
+        {
+            return match key.decrypt_session_key(stanza.wrapped, &self.label) {
+                Some(data_key) => Ok((data_key, index)),
+                None => Err(refused(OpenError::UnwrapFailed)),
+            };
         }
         // A retired key opens nothing, but a value it *would* open needs it: the failure names
         // it, and the key's deletion waits for that bundle. Only a key that really unwraps the
         // data key counts (its plaintext is dropped unused): a key id is public, so a stanza
         // naming a key with bytes that wrap nothing is anybody's to write, and must neither
         // make the key look needed nor hold it against deletion.
-        for key in self.retired {
-            let Some(stanza) = stanza_of(key) else { continue };
-            named = true;
-            if key.decrypt_session_key(stanza.wrapped, &self.label).is_some() {
-                let retired = Some(Arc::from(key.fingerprint()));
-                return Err(Refused { error: OpenError::KeyRetired, recipients: recipients(), retired });
-            }
+        if let Some((key, stanza)) = self.retired.iter().find_map(|key| Some((key, stanza_of(key)?))) {
+            return match key.decrypt_session_key(stanza.wrapped, &self.label) {
+                Some(_) => Err(Refused {
+                    error: OpenError::KeyRetired,
+                    recipients: recipients(),
+                    retired: Some(Arc::from(key.fingerprint())),
+                }),
+                None => Err(refused(OpenError::UnwrapFailed)),
+            };
         }
-        let error = if named { OpenError::UnwrapFailed } else { OpenError::NotARecipient };
-        Err(Refused { error, recipients: recipients(), retired: None })
+        Err(refused(OpenError::NotARecipient))
     }
 
     /// A sealing run that re-wraps the data key of `raw` (a v2 value this opener opened) for
@@ -513,6 +521,29 @@ mod tests {
         // The genuine one names it.
         let refused = open_all(&[shared_key().clone()], &[fixture_key().clone()], &genuine).unwrap_err();
         assert_eq!(refused.error, OpenError::KeyRetired);
+    }
+
+    /// A header is unwrapped by one key at most: a forged stanza of the first key of ours it
+    /// names fails it, whatever genuine stanzas of our other keys follow (each used to be tried
+    /// in turn: a header naming every key of ours cost an RSA operation per key, and a forged
+    /// active stanza beside a genuine retired one made that retired key needed).
+    #[test]
+    fn one_rsa_operation_per_header_whatever_it_names() {
+        let [newer, older] = both();
+        let genuine = sealed_for(&[newer, older], &[("A", b"v")]);
+        let mut forged = genuine[0].1.clone();
+        forged[5 + 10..5 + 10 + 512].fill(0x5a);
+        let active = [newer.clone(), older.clone()];
+        let refused = Opener::new(&active, &[], LABEL).open("A", &forged).unwrap_err();
+        assert_eq!(refused.error, OpenError::UnwrapFailed, "the older key's genuine stanza is not tried");
+        let refused = Opener::new(&active[..1], &active[1..], LABEL).open("A", &forged).unwrap_err();
+        assert_eq!((refused.error, refused.retired), (OpenError::UnwrapFailed, None), "nor a retired key's");
+        // Only retired keys named: the first one decides.
+        let mut opener = Opener::new(&[], &active, LABEL);
+        assert_eq!(opener.open("A", &forged).unwrap_err().error, OpenError::UnwrapFailed);
+        let refused = opener.open("A", &genuine[0].1).unwrap_err();
+        assert_eq!(refused.retired.as_deref(), Some(newer.fingerprint()));
+        assert!(Opener::new(&active[1..], &[], LABEL).open("A", &forged).is_err(), "the header is authenticated");
     }
 
     #[test]

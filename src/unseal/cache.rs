@@ -28,8 +28,10 @@ pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 /// and the maps' own overhead, roughly.
 const ENTRY_OVERHEAD: usize = 160;
 
-/// Failures kept at most (each a few dozen bytes: a reason and at most 16 key ids).
-pub const FAILURES_KEPT: usize = 4096;
+/// Failures kept at most: every value of a 1,000-tenant fleet of nine-value bundles whose key
+/// was retired (9,000), with room to spare. Each takes at most about 400 bytes (its key twice,
+/// a reason, at most 16 key ids, a retired key's fingerprint): 6.5 MiB at most.
+pub const FAILURES_KEPT: usize = 16 * 1024;
 
 /// An entry's key: SHA-256 of the ciphertext's digest followed by the label (the digest has a
 /// fixed length, so no two pairs give the same bytes). Thirty-two bytes kept twice (map and

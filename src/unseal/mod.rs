@@ -39,7 +39,7 @@ pub enum Failure {
     /// The key that opens it is retired: nothing is written until it is re-sealed or the key
     /// is un-retired.
     #[error(
-        "SealedBundle {bundle} key {key}: the sealing key it needs, {fingerprint}, is retired (re-seal it with mltenant rotate, or un-retire the key)"
+        "SealedBundle {bundle} key {key}: the sealing key it needs, {fingerprint}, is retired, and a retired key re-seals nothing either: un-retire it (mltenant keys unretire), re-seal the bundle (mltenant rotate), then retire it again"
     )]
     KeyRetired { bundle: String, key: String, fingerprint: String },
     #[error("SealedBundle {bundle} key {key}: {problem}")]
@@ -182,30 +182,62 @@ pub fn ciphertext_digest(ciphertext: &str) -> Digest {
 const CACHED_PREFIX: &str = "sha256:";
 
 /// In a bundle of the shared cache (in memory only): the key ids its v2 values name, as
-/// comma-separated hex (public: what the ciphertexts say in clear).
+/// comma-separated hex (public: what the ciphertexts say in clear), followed by [`ANY_KEY`]
+/// when the values may need a key they do not name.
 pub const CACHED_RECIPIENTS: &str = "mltenant.io/cached-recipients";
 
-/// The key ids the v2 values of `bundle` (holding its ciphertexts) name, in first-seen order.
-pub fn recipients(bundle: &SealedBundle) -> Vec<crypto::KeyId> {
-    let mut ids = Vec::new();
+/// Closes [`CACHED_RECIPIENTS`] when a value may need any key: a kubeseal-format value names
+/// none (which key it needs is only learnt by opening it), and a bundle naming more ids than
+/// one header can ([`crypto::v2::MAX_RECIPIENTS`]) keeps only that many (128 values of 16
+/// distinct made-up ids each would otherwise keep 35 KB per bundle in the cache).
+const ANY_KEY: &str = "*";
+
+/// What a bundle says in clear of the keys it needs: the key ids its v2 values name
+/// (first-seen order, at most [`crypto::v2::MAX_RECIPIENTS`]) and whether a value may need a key
+/// it does not name. A value that does not decode needs no key.
+fn named_keys(bundle: &SealedBundle) -> (Vec<crypto::KeyId>, bool) {
+    let (mut ids, mut any) = (Vec::new(), false);
     for value in bundle.spec.encrypted_data.values() {
         let Ok(raw) = crypto::decode_base64(value) else { continue };
+        if !crypto::v2::is_ours(&raw) {
+            any = true;
+        }
         for id in crypto::v2::recipients(&raw) {
-            if !ids.contains(&id) {
-                ids.push(id);
+            if ids.contains(&id) {
+                continue;
             }
+            if ids.len() == crypto::v2::MAX_RECIPIENTS {
+                any = true;
+                break;
+            }
+            ids.push(id);
         }
     }
-    ids
+    (ids, any)
 }
 
-/// The key ids a bundle of the shared cache names (see [`CACHED_RECIPIENTS`]), or those of one
-/// that still holds its ciphertexts.
-pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
+/// [`named_keys`] of a bundle of the shared cache (see [`keep_digests`]), or of one that still
+/// holds its ciphertexts, as hex ids.
+fn cached_named_keys(bundle: &SealedBundle) -> (Vec<String>, bool) {
     match bundle.annotations().get(CACHED_RECIPIENTS) {
-        Some(ids) => ids.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-        None => recipients(bundle).iter().map(crypto::key_id_hex).collect(),
+        Some(kept) => {
+            let mut ids: Vec<String> = kept.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let any = ids.last().is_some_and(|id| id == ANY_KEY);
+            if any {
+                ids.pop();
+            }
+            (ids, any)
+        }
+        None => {
+            let (ids, any) = named_keys(bundle);
+            (ids.iter().map(crypto::key_id_hex).collect(), any)
+        }
     }
+}
+
+/// The key ids the v2 values of a bundle name (see [`cached_named_keys`]): its recipients.
+pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
+    cached_named_keys(bundle).0
 }
 
 /// Whether `bundle` needs the sealing key `fingerprint` (key id `key_id`, hex): what holds that
@@ -213,9 +245,14 @@ pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
 /// values were opened with, or would be (retired ones), once an opening of every value
 /// ([`open_all`]) said so (`keyFingerprints`). Where no such status speaks for the bundle as it is
 /// now (`reported_here` false: this installation does not report on it; not looked at since its
-/// last change; written by an older operator), the key ids its v2 values name in clear stand in.
-/// Those ids are public, anybody can write a stanza naming one: a hint, so they only hold a key
-/// until the operator has looked, never for good.
+/// last change; written by an older operator), what the bundle says in clear stands in: the key
+/// ids its v2 values name. Those ids are public, anybody can write a stanza naming one: a hint,
+/// so they only hold a key until the operator has looked, never for good. A bundle this
+/// installation reports on and has not looked at yet whose values may need a key they do not
+/// name (kubeseal format, or too many ids) holds every key until it has: one new key or
+/// edit away from stranding a credential otherwise, for the seconds until its status is
+/// written. One another installation reports on does not (it would hold every key for good:
+/// a sharded installation re-seals such bundles to v2 before deleting keys, docs/sealing.md).
 pub fn needs_key(bundle: &SealedBundle, fingerprint: &str, key_id: &str, reported_here: bool) -> bool {
     let status = bundle.status.as_ref();
     let listed = status.is_some_and(|s| {
@@ -227,16 +264,25 @@ pub fn needs_key(bundle: &SealedBundle, fingerprint: &str, key_id: &str, reporte
     }
     let current = reported_here
         && status.is_some_and(|s| s.key_fingerprints.is_some() && s.observed_generation == bundle.metadata.generation);
-    !current && cached_recipients(bundle).iter().any(|id| id == key_id)
+    if current {
+        return false;
+    }
+    let (ids, any) = cached_named_keys(bundle);
+    (any && reported_here) || ids.iter().any(|id| id == key_id)
 }
 
 /// A bundle as the shared cache keeps it: every value replaced by its digest, and the source
-/// hash and the recipients, which need the ciphertexts, computed first and kept as annotations.
+/// hash and the keys it names, which need the ciphertexts, computed first and kept as
+/// annotations.
 pub fn keep_digests(bundle: &mut SealedBundle) {
     let hash = source_hash(bundle);
-    let ids: Vec<String> = recipients(bundle).iter().map(crypto::key_id_hex).collect();
+    let (ids, any) = named_keys(bundle);
+    let mut kept: Vec<String> = ids.iter().map(crypto::key_id_hex).collect();
+    if any {
+        kept.push(ANY_KEY.to_owned());
+    }
     bundle.annotations_mut().insert(labels::SOURCE_HASH.to_owned(), hash);
-    bundle.annotations_mut().insert(CACHED_RECIPIENTS.to_owned(), ids.join(","));
+    bundle.annotations_mut().insert(CACHED_RECIPIENTS.to_owned(), kept.join(","));
     for value in bundle.spec.encrypted_data.values_mut() {
         *value = format!("{CACHED_PREFIX}{}", BASE64.encode(ciphertext_digest(value)));
     }
@@ -410,7 +456,23 @@ pub fn reseal(
         })?;
         let was_v2 = crypto::v2::is_ours(&raw);
         let sealed = match format.unwrap_or(if was_v2 { crypto::Format::V2 } else { crypto::Format::Kubeseal }) {
-            crypto::Format::Kubeseal => crypto::seal(newest.certificate(), label, plaintext)?,
+            crypto::Format::Kubeseal => {
+                // Kubeseal's format has one recipient: converting a value other clusters' keys
+                // open too would silently stop it opening there.
+                let others: Vec<String> = crypto::v2::recipients(&raw)
+                    .iter()
+                    .filter(|id| !ours.contains(id))
+                    .map(crypto::key_id_hex)
+                    .collect();
+                if !others.is_empty() {
+                    return Err(ResealError::OtherRecipients {
+                        bundle: bundle.name_any(),
+                        key: key.clone(),
+                        recipients: others.join(", "),
+                    });
+                }
+                crypto::seal(newest.certificate(), label, plaintext)?
+            }
             crypto::Format::V2 if was_v2 => {
                 let header = crypto::v2::header(&raw).unwrap_or_default().to_vec();
                 let sealer = match runs.entry(header) {
@@ -442,6 +504,10 @@ pub enum ResealError {
     Open(#[from] Failure),
     #[error(transparent)]
     Seal(#[from] crypto::SealError),
+    #[error(
+        "SealedBundle {bundle} key {key}: also sealed for sealing keys {recipients} (other clusters), which kubeseal format cannot name; keep format v2"
+    )]
+    OtherRecipients { bundle: String, key: String, recipients: String },
 }
 
 /// The failure of `key`'s value, saying what a refusal knows beyond its reason.
@@ -664,6 +730,37 @@ mod tests {
         );
     }
 
+    /// `/v1/rotate?format=kubeseal` of a value other clusters open too is refused, naming them:
+    /// kubeseal's format has one recipient, and the conversion used to drop the others
+    /// silently (the bundle stopped opening on every other cluster). Without the format, or
+    /// for a value only this cluster's keys open, it goes through.
+    #[test]
+    fn rotating_to_kubeseal_never_drops_another_clusters_recipient() {
+        use crate::crypto::tests::{fixture_key, fixture_key_2, shared_key};
+        let (ours, retired, foreign) = (shared_key(), fixture_key_2(), fixture_key());
+        let label = crypto::label(BundleScope::Tenant, "a", "");
+        let seal = |certs: &[&crypto::Certificate]| {
+            let sealer = crypto::Sealer::new(certs, &label).unwrap();
+            crypto::encode_base64(&sealer.seal("A", b"v").unwrap())
+        };
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.spec.encrypted_data = [("A".to_string(), seal(&[ours.certificate(), foreign.certificate()]))].into();
+        let keys = Keys { active: std::slice::from_ref(ours), retired: &[], generation: 0 };
+        let error = reseal(&b, &label, keys, ours, Some(crypto::Format::Kubeseal)).unwrap_err();
+        let foreign_id = crypto::key_id_hex(&foreign.certificate().key_id());
+        assert!(
+            matches!(&error, ResealError::OtherRecipients { recipients, .. } if *recipients == foreign_id),
+            "{error}"
+        );
+        let kept = reseal(&b, &label, keys, ours, None).unwrap();
+        assert_eq!(crypto::v2::recipients(&crypto::decode_base64(&kept["A"]).unwrap()).len(), 2);
+        // Our own keys (a retired one too) are no other cluster's.
+        b.spec.encrypted_data = [("A".to_string(), seal(&[ours.certificate(), retired.certificate()]))].into();
+        let keys = Keys { active: std::slice::from_ref(ours), retired: std::slice::from_ref(retired), generation: 0 };
+        let converted = reseal(&b, &label, keys, ours, Some(crypto::Format::Kubeseal)).unwrap();
+        assert!(!crypto::v2::is_ours(&crypto::decode_base64(&converted["A"]).unwrap()));
+    }
+
     /// Values that open nothing cost their RSA work once per set of keys, however many times
     /// (and by however many tenants) the bundle is opened; and a bundle of the shared cache
     /// with such a value fails at once, from the cache.
@@ -732,9 +829,54 @@ mod tests {
             ),
             ("a stanza, reported on elsewhere", row(2, Some(status(2, None, Some(&[]))), &[ID]), false, true),
             ("nothing names it", row(1, None, &["bbbb"]), true, false),
+            ("a kubeseal value, never looked at", row(1, None, &["bbbb", ANY_KEY]), true, true),
+            (
+                "a kubeseal value, reported on elsewhere",
+                row(2, Some(status(2, None, Some(&[]))), &[ANY_KEY]),
+                false,
+                false,
+            ),
+            ("a kubeseal value, not looked at since", row(3, Some(status(2, None, Some(&[]))), &[ANY_KEY]), true, true),
+            ("a kubeseal value, looked at", row(2, Some(status(2, None, Some(&[]))), &[ANY_KEY]), true, false),
         ] {
             assert_eq!(needs_key(&bundle, KEY, ID, reported_here), needed, "{what}");
         }
+    }
+
+    /// What the shared cache keeps of the keys a bundle names is bounded whatever its values
+    /// say, and says "any key" where it cannot tell: a kubeseal-format value names no key (a
+    /// bundle whose status is not current used to hold none for it, so the key it was sealed
+    /// to could be deleted before the operator looked), and 17 or more distinct ids are more
+    /// than one header can name (all were kept: 2,048 made-up ids, 35 KB, per bundle).
+    #[test]
+    fn the_keys_a_cached_bundle_names_are_bounded() {
+        use crate::crypto::tests::fixture_key;
+        let label = crypto::label(BundleScope::Tenant, "a", "");
+        let value = |id: u8| {
+            // Structure only (no key needed to name one): MLT2, one stanza, nonce and tag.
+            let mut raw = b"MLT2\x01".to_vec();
+            raw.extend_from_slice(&[id; 8]);
+            raw.extend_from_slice(&512u16.to_be_bytes());
+            raw.extend_from_slice(&[0; 512 + 12 + 16]);
+            crypto::encode_base64(&raw)
+        };
+        let cached = |data: BTreeMap<String, String>| {
+            let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+            b.spec.encrypted_data = data;
+            keep_digests(&mut b);
+            b.annotations()[CACHED_RECIPIENTS].clone()
+        };
+        let hex = |id: u8| crypto::key_id_hex(&[id; 8]);
+        assert_eq!(cached((1..=2).map(|i| (format!("K{i}"), value(i))).collect()), format!("{},{}", hex(1), hex(2)));
+        let many = cached((1..=100).map(|i| (format!("K{i}"), value(i))).collect());
+        assert_eq!(many.split(',').count(), crypto::v2::MAX_RECIPIENTS + 1, "{many}");
+        assert!(many.ends_with(",*"), "{many}");
+        let kubeseal = crypto::encode_base64(&crypto::seal(fixture_key().certificate(), &label, b"v").unwrap());
+        let mixed = cached([("A".to_owned(), value(1)), ("B".to_owned(), kubeseal)].into());
+        assert_eq!(mixed, format!("{},*", hex(1)));
+        let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+        b.annotations_mut().insert(CACHED_RECIPIENTS.to_owned(), mixed);
+        assert_eq!(cached_recipients(&b), vec![hex(1)], "recipients: the ids alone");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! * whoever may create Secrets in a namespace of theirs: Secrets labelled as sealing keys
 //!   (active or retired) outside the operator's namespace are never loaded or touched;
 //! * `mltenant rotate -f DIR --in-place` on a hostile checkout: symlinks out of it and in loops,
-//!   Helm templates that are not YAML, an old ciphertext repeated in a comment.
+//!   Helm templates that are not YAML, an old ciphertext repeated in a comment, YAML aliases;
+//! * `mltenant rotate --format kubeseal` of a bundle other clusters open too: refused, not
+//!   converted to the one recipient kubeseal's format can name.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -390,12 +392,18 @@ async fn rotate_in_place_on_a_hostile_checkout_writes_only_its_own_bundle_values
     std::fs::write(checkout.join("chart/templates/bundle.yaml"), template).unwrap();
     let own_text = manifest("own", &value(b"ours"));
     std::fs::write(checkout.join("own.yaml"), &own_text).unwrap();
+    // 50 KB that serde_yaml expanded to 2 GB.
+    let list = vec!["x"; 10_000].join(",");
+    let bomb = format!("{}x: &a [{list}]\ny: [{}]\n", manifest("bomb", "AgA"), vec!["*a"; 10_000].join(","));
+    std::fs::write(checkout.join("bomb.yaml"), &bomb).unwrap();
 
     let rotate = || mltenant(&["rotate", "-f", checkout.to_str().unwrap(), "--in-place", "--operator-url", &url]);
     let (ok, out, err) = rotate();
     assert!(ok, "{out}{err}");
-    assert!(out.contains("own.yaml") && out.contains("1 of 2 files changed"), "{out}");
+    assert!(out.contains("own.yaml") && out.contains("1 of 3 files changed"), "{out}");
     assert!(out.contains("linked.yaml") && out.contains("symlink"), "says what it skipped: {out}");
+    assert!(out.contains("skipped") && out.contains("bomb.yaml: a YAML alias at line"), "{out}");
+    assert_eq!(std::fs::read_to_string(checkout.join("bomb.yaml")).unwrap(), bomb);
     assert_eq!(std::fs::read_to_string(outside.join("bundle.yaml")).unwrap(), outside_text, "not written through");
     assert_eq!(std::fs::read_to_string(checkout.join("chart/templates/bundle.yaml")).unwrap(), template);
     let own: SealedBundle = serde_yaml::from_str(&std::fs::read_to_string(checkout.join("own.yaml")).unwrap()).unwrap();
@@ -417,4 +425,50 @@ async fn rotate_in_place_on_a_hostile_checkout_writes_only_its_own_bundle_values
     assert_eq!(std::fs::read_to_string(checkout.join("trap.yaml")).unwrap(), trap, "the trap untouched");
     assert_eq!(std::fs::read_to_string(checkout.join("own.yaml")).unwrap(), own_before, "nothing written");
     std::fs::remove_dir_all(&base).unwrap();
+}
+
+/// `mltenant rotate --format kubeseal` of a v2 bundle another cluster's key opens too: kubeseal's
+/// format names one recipient, so the conversion dropped the other cluster without a word and
+/// the manifest in Git stopped opening there. Refused in one line naming that cluster's key,
+/// the file untouched; with `--format v2` the other cluster's stanza is kept and still opens.
+#[tokio::test]
+async fn rotating_to_kubeseal_format_never_drops_another_cluster() {
+    let client = admin().await;
+    let ns = key_namespace(&client).await;
+    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
+    let ours = served_cert(&op).await;
+    let other_cluster = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
+    let name = unique("two-clusters");
+    let label = crypto::label(BundleScope::Tenant, &name, "");
+    let data = sealed_v2(&[&ours, other_cluster.certificate()], &label, &[("A", b"v")]);
+    let text = format!(
+        "apiVersion: mltenant.io/v1alpha1\nkind: SealedBundle\nmetadata:\n  name: {name}\nspec:\n  scope: Tenant\n  tenant: {name}\n  encryptedData:\n    A: {}\n",
+        data["A"]
+    );
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bundle.yaml");
+    std::fs::write(&file, &text).unwrap();
+    let url = format!("http://127.0.0.1:{}", op.port());
+    let rotate = |extra: &[&str]| {
+        let mut args = vec!["rotate", "-f", file.to_str().unwrap(), "--in-place", "--operator-url", &url];
+        args.extend_from_slice(extra);
+        mltenant(&args)
+    };
+
+    let (ok, out, err) = rotate(&["--format", "kubeseal"]);
+    assert!(!ok, "refused: {out}");
+    let other_id = crypto::key_id_hex(&other_cluster.certificate().key_id());
+    assert!(err.contains(&other_id) && err.contains("keep format v2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "nothing written");
+
+    // `--format v2` (its query beside `?tenant=` used to reach the operator unreadable).
+    let (ok, out, err) = rotate(&["--format", "v2"]);
+    assert!(ok, "{out}{err}");
+    let rotated: SealedBundle = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let raw = crypto::decode_base64(&rotated.spec.encrypted_data["A"]).unwrap();
+    let opened = crypto::Opener::new(std::slice::from_ref(&other_cluster), &[], &label).open("A", &raw).unwrap();
+    assert_eq!(opened.plaintext.as_slice(), b"v", "the other cluster still opens it");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
