@@ -8,7 +8,9 @@
 #   stop     SIGTERM (a graceful stop), wait until it is gone
 #   start    start it again and wait until it serves
 #   restart  kill, then start
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=components.sh
 source "$HACK_DIR/components.sh"
 
 [ $# = 3 ] || die "usage: $0 STATE_DIR kill|stop|start|restart COMPONENT"

@@ -4,6 +4,7 @@
 # what was created. Keeps the operator running until Ctrl-C, or exits at once with
 # DEMO_ONESHOT=1. DEMO_PROMETHEUS=1 also starts Prometheus (the Debian package's server, see
 # hack/prometheus.sh) scraping the operator with the chart's alert rules, and prints its URL.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-demo
@@ -88,8 +89,14 @@ echo
 echo "== Status conditions"
 kubectl get mltenants -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{range .status.conditions[*]}{"  "}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{end}'
 echo
-echo "== Events"
-kubectl get events -n default --field-selector involvedObject.kind=MLTenant
+echo "== Events on the tenants"
+events=$(kubectl get events -n default --field-selector involvedObject.kind=MLTenant 2>/dev/null)
+if [ -n "$events" ]; then
+  echo "$events"
+else
+  echo "none yet: a first converge records no Event (the conditions above say what was done);"
+  echo "updates, recreated Secrets, refusals and failures do (try deleting a Secret)"
+fi
 echo
 if [ -n "$prometheus_pid" ]; then
   echo "== Prometheus: http://127.0.0.1:$prom_port  (try /api/v1/query?query=mltenant_tenant_condition)"

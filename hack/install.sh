@@ -4,6 +4,7 @@
 # deploy/ (rendered from the Helm chart, so the tests and the demo run the operator under the
 # chart's RBAC and admission policy), and waits until the CRDs are served. The Deployment is
 # left out: the operator runs as a local process.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 deploy=$REPO_DIR/deploy

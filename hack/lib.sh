@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # Shared helpers for the hack/ scripts. Sourced, not executed.
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REPO_DIR=$(cd "$HACK_DIR/.." && pwd)
 CACHE_DIR=${MLTENANT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mltenant}
 
@@ -82,7 +84,7 @@ prometheus_package_dir() {
     offered=$(apt-cache madison prometheus 2>/dev/null | awk -F' [|] ' '{print $2}')
   fi
   grep -qxF "$version" <<<"$offered" \
-    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in README) after running the monitoring tests with it."
+    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in docs/development.md) after running the monitoring tests with it."
   log "extracting prometheus and promtool from Debian's prometheus $version (once)"
   tmp=$(mktemp -d)
   chmod 777 "$tmp"  # apt's download sandbox user must be able to write here

@@ -2,6 +2,7 @@
 # Tool checks of the shipped monitoring assets: `promtool check rules` and `promtool test rules`
 # (every alert fires and stays silent at its thresholds), and the dashboard is valid JSON.
 # (That the dashboard only queries exported metrics is an integration test.)
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 files=$REPO_DIR/charts/mltenant-operator/files

@@ -88,6 +88,9 @@ struct ControllerArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Fail points named in FAILPOINTS, in the tests' build only.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = command_line();
     let result = match cli.command {
         Command::Crds => {

@@ -39,6 +39,8 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A reconcile that panics, on demand, for the tests of that path (feature `failpoints`).
+    fail::fail_point!("tenant-reconcile");
     if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
 }
 
