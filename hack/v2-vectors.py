@@ -8,8 +8,10 @@ OpenSSL underneath), written from docs/sealing.md and not from the Rust code:
   2. open, with either fixture key, what `mltenant seal --format v2` sealed for both
      (<name>.v2-mltenant.b64, written here by the binary given as the first argument).
 
-Key name of every vector: `v`. Usage (hack/v2-vectors.sh wraps it):
-  hack/v2-vectors.py target/debug/mltenant
+With `--check` nothing is written: what `mltenant seal --format v2` seals now, and the committed
+vectors of both directions, are opened with either key (hack/test-v2-vectors.sh, part of
+`make tools`). Key name of every vector: `v`. Usage (hack/v2-vectors.sh wraps it):
+  hack/v2-vectors.py target/debug/mltenant [--check]
 """
 import base64
 import hashlib
@@ -72,6 +74,7 @@ def open_value(key, cert, lbl, name, raw):
 
 def main():
     mltenant = sys.argv[1]
+    check = sys.argv[2:] == ["--check"]
     pairs = []
     for stem in ("sealing-key", "sealing-key-2"):
         cert = x509.load_pem_x509_certificate((FIX / f"{stem}.crt").read_bytes())
@@ -84,10 +87,18 @@ def main():
         name, scope, tenant, environment = line.split()
         lbl = label(scope, tenant, environment)
         plaintext = (FIX / f"{name}.plain").read_bytes()
-        ours = seal(certs, lbl, KEY_NAME, plaintext)
-        (FIX / f"{name}.v2-python.b64").write_text(base64.b64encode(ours).decode() + "\n")
-        for key, cert in pairs:
-            assert open_value(key, cert, lbl, KEY_NAME, ours) == plaintext, f"{name}: own round trip"
+        if check:
+            # What the unit tests open (python -> mltenant) and what mltenant sealed before.
+            committed = [(FIX / f"{name}.v2-{by}.b64").read_text() for by in ("python", "mltenant")]
+            for value in committed:
+                for key, cert in pairs:
+                    got = open_value(key, cert, lbl, KEY_NAME, base64.b64decode(value))
+                    assert got == plaintext, f"{name}: a committed vector opened to other bytes"
+        else:
+            ours = seal(certs, lbl, KEY_NAME, plaintext)
+            (FIX / f"{name}.v2-python.b64").write_text(base64.b64encode(ours).decode() + "\n")
+            for key, cert in pairs:
+                assert open_value(key, cert, lbl, KEY_NAME, ours) == plaintext, f"{name}: own round trip"
         args = [mltenant, "seal", "--format", "v2", "--name", name, "--scope", scope,
                 "--from-file", f"{KEY_NAME}={FIX / f'{name}.plain'}"]
         for stem in ("sealing-key", "sealing-key-2"):
@@ -100,11 +111,12 @@ def main():
             args += ["--tenant-selector", ""]
         out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
         value = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith(f"    {KEY_NAME}: "))
-        (FIX / f"{name}.v2-mltenant.b64").write_text(value + "\n")
+        if not check:
+            (FIX / f"{name}.v2-mltenant.b64").write_text(value + "\n")
         for key, cert in pairs:
             got = open_value(key, cert, lbl, KEY_NAME, base64.b64decode(value))
             assert got == plaintext, f"{name}: mltenant's v2 value opened to other bytes"
-        print(f"{name}: python -> mltenant and mltenant -> python ok ({len(base64.b64decode(value))} bytes)")
+        print(f"{name}: python -> mltenant and mltenant -> python ok ({len(base64.b64decode(value))} bytes)", flush=True)
 
 
 if __name__ == "__main__":

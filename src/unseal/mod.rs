@@ -188,8 +188,8 @@ pub const CACHED_RECIPIENTS: &str = "mltenant.io/cached-recipients";
 
 /// Closes [`CACHED_RECIPIENTS`] when a value may need any key: a kubeseal-format value names
 /// none (which key it needs is only learnt by opening it), and a bundle naming more ids than
-/// one header can ([`crypto::v2::MAX_RECIPIENTS`]) keeps only that many (128 values of 16
-/// distinct made-up ids each would otherwise keep 35 KB per bundle in the cache).
+/// one header can ([`crypto::v2::MAX_RECIPIENTS`]) keeps only that many (otherwise made-up ids,
+/// 16 in each of 128 values, would make the cache keep more of a bundle than of its values).
 const ANY_KEY: &str = "*";
 
 /// What a bundle says in clear of the keys it needs: the key ids its v2 values name
@@ -847,7 +847,7 @@ mod tests {
     /// say, and says "any key" where it cannot tell: a kubeseal-format value names no key (a
     /// bundle whose status is not current used to hold none for it, so the key it was sealed
     /// to could be deleted before the operator looked), and 17 or more distinct ids are more
-    /// than one header can name (all were kept: 2,048 made-up ids, 35 KB, per bundle).
+    /// than one header can name (all were kept, up to 2,048 made-up ids per bundle).
     #[test]
     fn the_keys_a_cached_bundle_names_are_bounded() {
         use crate::crypto::tests::fixture_key;

@@ -392,7 +392,7 @@ async fn rotate_in_place_on_a_hostile_checkout_writes_only_its_own_bundle_values
     std::fs::write(checkout.join("chart/templates/bundle.yaml"), template).unwrap();
     let own_text = manifest("own", &value(b"ours"));
     std::fs::write(checkout.join("own.yaml"), &own_text).unwrap();
-    // 50 KB that serde_yaml expanded to 2 GB.
+    // A few kilobytes that serde_yaml expanded to gigabytes.
     let list = vec!["x"; 10_000].join(",");
     let bomb = format!("{}x: &a [{list}]\ny: [{}]\n", manifest("bomb", "AgA"), vec!["*a"; 10_000].join(","));
     std::fs::write(checkout.join("bomb.yaml"), &bomb).unwrap();
