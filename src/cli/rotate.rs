@@ -161,9 +161,7 @@ fn documents(text: &str) -> anyhow::Result<Vec<Value>> {
             _ => {}
         }
     }
-    serde_yaml::Deserializer::from_str(text)
-        .map(|document| Ok(Value::deserialize(document).context("not YAML")?))
-        .collect()
+    serde_yaml::Deserializer::from_str(text).map(|document| Value::deserialize(document).context("not YAML")).collect()
 }
 
 /// Whether a document is one of our SealedBundles (another group may have a kind of that name).
