@@ -10,15 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CRYPTOGRAPHY_VERSION=48.0.0
 
-need python3 python3
-venv=$CACHE_DIR/python-cryptography-$CRYPTOGRAPHY_VERSION
-if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import cryptography' 2>/dev/null; then
-  log "installing cryptography $CRYPTOGRAPHY_VERSION (once, into $venv)"
-  rm -rf "$venv"
-  python3 -m venv "$venv" >/dev/null 2>&1 || die "python3 -m venv failed (Debian package: python3-venv)"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "cryptography==$CRYPTOGRAPHY_VERSION" >&2 \
-    || die "pip install cryptography==$CRYPTOGRAPHY_VERSION failed"
-fi
+venv=$(python_venv cryptography "$CRYPTOGRAPHY_VERSION" .installed)
 
 cd "$REPO_DIR"
 cargo build --locked --quiet --bin mltenant

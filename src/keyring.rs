@@ -73,32 +73,11 @@ impl KeyRing {
     where
         F: Future<Output = kube::Result<Option<SealedBundle>>>,
     {
-        if let Some(opened) = unseal::open_cached(cached, &label, &self.keys(), &self.opened) {
-            return Ok(opened);
-        }
-        let _opening = self.opening.lock((cached.metadata.uid.as_deref(), &label)).await;
-        // Whoever held the lock before may have opened it meanwhile.
-        if let Some(opened) = unseal::open_cached(cached, &label, &self.keys(), &self.opened) {
-            return Ok(opened);
-        }
-        let Some(sealed) = fetch.await? else {
-            return Ok(Err(unseal::Failure::NotFound { bundle: cached.name_any() }));
-        };
-        if !unseal::same_values(cached, &sealed) {
-            return Err(changed(&cached.name_any()));
-        }
-        let ring = self.clone();
-        Ok(self
-            .on_pool(move || {
-                let loaded = ring.loaded();
-                unseal::open(&sealed, &label, loaded.keys(), &ring.opened)
-            })
-            .await)
+        Ok(self.opening(cached, label, fetch, false).await?.opened)
     }
 
-    /// Open every value of `cached` under `label`, past a value that fails too, to learn every
-    /// key the bundle needs (`unseal::open_all`): what a bundle's status reports. Otherwise as
-    /// [`KeyRing::open`].
+    /// [`KeyRing::open`] past a value that fails too, to learn every key the bundle needs
+    /// (`unseal::opening`): what a bundle's status reports.
     pub async fn open_all<F>(
         self: &Arc<Self>,
         cached: &SealedBundle,
@@ -108,11 +87,26 @@ impl KeyRing {
     where
         F: Future<Output = kube::Result<Option<SealedBundle>>>,
     {
-        if let Some(opening) = unseal::open_all_cached(cached, &label, &self.keys(), &self.opened) {
+        self.opening(cached, label, fetch, true).await
+    }
+
+    async fn opening<F>(
+        self: &Arc<Self>,
+        cached: &SealedBundle,
+        label: Vec<u8>,
+        fetch: F,
+        complete: bool,
+    ) -> kube::Result<unseal::Opening>
+    where
+        F: Future<Output = kube::Result<Option<SealedBundle>>>,
+    {
+        let known = || unseal::opening_cached(cached, &label, &self.keys(), &self.opened, complete);
+        if let Some(opening) = known() {
             return Ok(opening);
         }
         let _opening = self.opening.lock((cached.metadata.uid.as_deref(), &label)).await;
-        if let Some(opening) = unseal::open_all_cached(cached, &label, &self.keys(), &self.opened) {
+        // Whoever held the lock before may have opened it meanwhile.
+        if let Some(opening) = known() {
             return Ok(opening);
         }
         let Some(sealed) = fetch.await? else {
@@ -126,7 +120,7 @@ impl KeyRing {
         Ok(self
             .on_pool(move || {
                 let loaded = ring.loaded();
-                unseal::open_all(&sealed, &label, loaded.keys(), &ring.opened)
+                unseal::opening(&sealed, &label, loaded.keys(), &ring.opened, complete)
             })
             .await)
     }

@@ -243,7 +243,7 @@ pub fn cached_recipients(bundle: &SealedBundle) -> Vec<String> {
 /// Whether `bundle` needs the sealing key `fingerprint` (key id `key_id`, hex): what holds that
 /// key's deletion. What the operator found out decides: the bundle's status lists every key its
 /// values were opened with, or would be (retired ones), once an opening of every value
-/// ([`open_all`]) said so (`keyFingerprints`). Where no such status speaks for the bundle as it is
+/// ([`opening`]) said so (`keyFingerprints`). Where no such status speaks for the bundle as it is
 /// now (`reported_here` false: this installation does not report on it; not looked at since its
 /// last change; written by an older operator), what the bundle says in clear stands in: the key
 /// ids its v2 values name. Those ids are public, anybody can write a stanza naming one: a hint,
@@ -350,7 +350,7 @@ impl<'a> Keys<'a> {
 
 /// What opening a bundle found out: its values (or why not), and every sealing key its values
 /// need, sorted: the active keys that opened them and the retired keys that would. Complete
-/// even when the bundle fails (see [`open_all`]): what decides whether a key may be deleted.
+/// even when the bundle fails (see [`opening`]): what decides whether a key may be deleted.
 #[derive(Debug)]
 pub struct Opening {
     pub opened: Result<Opened, Failure>,
@@ -363,18 +363,17 @@ pub struct Opening {
 /// of the shared cache). One RSA operation per sealing run of v2 values (they share a data key),
 /// one per kubeseal value.
 pub fn open(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache) -> Result<Opened, Failure> {
-    let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
-    open_with(bundle, label, &mut opener, keys, cache, false).opened
+    opening(bundle, label, keys, cache, false).opened
 }
 
-/// [`open`], going on past a value that fails to learn which keys every other value needs: a
-/// bundle one of whose values is refused (tampered, or needing a retired key) still needs the
-/// keys its other values were sealed to, and deleting one of those would strand that value for
-/// good. What the bundle's status reports. Costs no more RSA work than a bundle that opens, and
-/// failures are cached like openings.
-pub fn open_all(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache) -> Opening {
+/// [`open`], and with `complete` going on past a value that fails to learn which keys every
+/// other value needs: a bundle one of whose values is refused (tampered, or needing a retired
+/// key) still needs the keys its other values were sealed to, and deleting one of those would
+/// strand that value for good. What the bundle's status reports. Costs no more RSA work than a
+/// bundle that opens, and failures are cached like openings.
+pub fn opening(bundle: &SealedBundle, label: &[u8], keys: Keys<'_>, cache: &DecryptCache, complete: bool) -> Opening {
     let mut opener = crypto::Opener::new(keys.active, keys.retired, label);
-    open_with(bundle, label, &mut opener, keys, cache, true)
+    open_with(bundle, label, &mut opener, keys, cache, complete)
 }
 
 fn open_with(
@@ -536,21 +535,12 @@ pub fn open_cached(
     keys: &[SealingKey],
     cache: &DecryptCache,
 ) -> Option<Result<Opened, Failure>> {
-    cached(bundle, label, keys, cache, false).map(|opening| opening.opened)
+    opening_cached(bundle, label, keys, cache, false).map(|opening| opening.opened)
 }
 
-/// [`open_all`] for a bundle of the shared cache, from what `cache` holds: `None` unless every
-/// value is there, opened or refused.
-pub fn open_all_cached(
-    bundle: &SealedBundle,
-    label: &[u8],
-    keys: &[SealingKey],
-    cache: &DecryptCache,
-) -> Option<Opening> {
-    cached(bundle, label, keys, cache, true)
-}
-
-fn cached(
+/// [`opening`] for a bundle of the shared cache, from what `cache` holds: `None` when a value
+/// it needs is not there (with `complete`, unless every value is there, opened or refused).
+pub fn opening_cached(
     bundle: &SealedBundle,
     label: &[u8],
     keys: &[SealingKey],
@@ -707,22 +697,22 @@ mod tests {
         let mut expected = vec![newest.fingerprint().to_owned(), older.fingerprint().to_owned()];
         expected.sort();
 
-        let opening = open_all(&b, &label, Keys::active(&both), &DecryptCache::default());
-        assert!(opening.opened.is_ok());
-        assert_eq!(fingerprints(&opening.needs), expected);
+        let found = opening(&b, &label, Keys::active(&both), &DecryptCache::default(), true);
+        assert!(found.opened.is_ok());
+        assert_eq!(fingerprints(&found.needs), expected);
         // The older key retired: the bundle fails naming it, and still needs both.
         let retired =
             Keys { active: std::slice::from_ref(newest), retired: std::slice::from_ref(older), generation: 1 };
-        let opening = open_all(&b, &label, retired, &DecryptCache::default());
-        assert_eq!(opening.opened.as_ref().unwrap_err().reason(), "KeyRetired");
-        assert_eq!(fingerprints(&opening.needs), expected);
+        let found = opening(&b, &label, retired, &DecryptCache::default(), true);
+        assert_eq!(found.opened.as_ref().unwrap_err().reason(), "KeyRetired");
+        assert_eq!(fingerprints(&found.needs), expected);
         // The newest key's value tampered with: the older key is still needed by the other.
         let mut raw = crypto::decode_base64(&b.spec.encrypted_data["A"]).unwrap();
         *raw.last_mut().unwrap() ^= 1;
         b.spec.encrypted_data.insert("A".into(), crypto::encode_base64(&raw));
-        let opening = open_all(&b, &label, Keys::active(&both), &DecryptCache::default());
-        assert_eq!(opening.opened.unwrap_err().metric_reason(), "Tampered");
-        assert_eq!(fingerprints(&opening.needs), vec![older.fingerprint().to_owned()]);
+        let found = opening(&b, &label, Keys::active(&both), &DecryptCache::default(), true);
+        assert_eq!(found.opened.unwrap_err().metric_reason(), "Tampered");
+        assert_eq!(fingerprints(&found.needs), vec![older.fingerprint().to_owned()]);
         // A tenant's opening stops at the first failure.
         assert_eq!(
             open(&b, &label, Keys::active(&both), &DecryptCache::default()).unwrap_err().metric_reason(),
@@ -781,15 +771,15 @@ mod tests {
         let cache = DecryptCache::default();
         let keys = std::slice::from_ref(shared_key());
         for _ in 0..3 {
-            let opening = open_all(&b, &label, Keys::active(keys), &cache);
-            assert_eq!(opening.opened.unwrap_err().metric_reason(), "NoKeyCouldDecrypt");
+            let found = opening(&b, &label, Keys::active(keys), &cache, true);
+            assert_eq!(found.opened.unwrap_err().metric_reason(), "NoKeyCouldDecrypt");
         }
         assert_eq!(cache.decryptions(), 8, "each value tried once");
         let mut cached = b.clone();
         keep_digests(&mut cached);
         let failure = open_cached(&cached, &label, keys, &cache).expect("known").unwrap_err();
         assert_eq!(failure.metric_reason(), "NoKeyCouldDecrypt");
-        assert!(open_all_cached(&cached, &label, keys, &cache).is_some_and(|o| o.needs.is_empty()));
+        assert!(opening_cached(&cached, &label, keys, &cache, true).is_some_and(|o| o.needs.is_empty()));
         // Another key set: tried again.
         cache.retain_keys(&[shared_key().fingerprint()], 1);
         assert!(open_cached(&cached, &label, keys, &cache).is_none());

@@ -16,12 +16,12 @@ use mltenant_operator::crypto::{self, Certificate, Sealer, SealingKey};
 use crate::harness::*;
 
 /// Values sealed in format v2 for every certificate in `certs` (one run).
-fn sealed_v2(certs: &[&Certificate], label: &[u8], data: &[(&str, &[u8])]) -> BTreeMap<String, String> {
+pub(crate) fn sealed_v2(certs: &[&Certificate], label: &[u8], data: &[(&str, &[u8])]) -> BTreeMap<String, String> {
     let sealer = Sealer::new(certs, label).unwrap();
     data.iter().map(|(k, v)| (k.to_string(), crypto::encode_base64(&sealer.seal(k, v).unwrap()))).collect()
 }
 
-async fn served_cert(op: &Operator) -> Certificate {
+pub(crate) async fn served_cert(op: &Operator) -> Certificate {
     Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap()
 }
 
@@ -195,16 +195,8 @@ async fn a_restart_decrypts_nothing_the_secrets_already_prove() {
 #[tokio::test]
 async fn rotate_a_directory_in_place_changes_only_the_ciphertexts() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
-    let old = served_cert(&op).await;
     // A newer key: what the bundles are re-sealed to.
-    let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
-    add_key(&client, &ns, "newer-key", &newer).await;
-    wait_for("the newer key served", TIMEOUT, || async {
-        (served_cert(&op).await.fingerprint() == newer.fingerprint()).then_some(())
-    })
-    .await;
+    let (op, _ns, old, newer) = operator_with_newer_key(&client).await;
 
     let name = unique("rot");
     let dir = std::env::temp_dir().join(&name);
@@ -261,16 +253,32 @@ async fn rotate_a_directory_in_place_changes_only_the_ciphertexts() {
     assert_eq!(std::fs::read_to_string(dir.join("team/.git/ignored.yaml")).unwrap(), "kind: SealedBundle\n");
 }
 
-/// Store `key` as a sealing-key Secret in `namespace`, the way the operator does.
-async fn add_key(client: &kube::Client, namespace: &str, name: &str, key: &SealingKey) {
+/// Store `key` as a sealing-key Secret in `namespace`, the way the operator does, in `state`
+/// (`active` or `retired`).
+pub(crate) async fn add_key(client: &kube::Client, namespace: &str, name: &str, key: &SealingKey, state: &str) {
     let pem = key.to_pem().unwrap();
     let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"mltenant.io/sealing-key": "active", "app.kubernetes.io/managed-by": "mltenant-operator"}},
+        "metadata": {"name": name, "labels": {"mltenant.io/sealing-key": state, "app.kubernetes.io/managed-by": "mltenant-operator"}},
         "type": "kubernetes.io/tls",
         "stringData": {"tls.crt": pem.cert_pem, "tls.key": pem.key_pem.as_str()},
     }))
     .unwrap();
     Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap();
+}
+
+/// An operator with a key namespace of its own: the namespace, the key it made (its
+/// certificate), and a newer key `newer-key` added beside it and served from then on.
+pub(crate) async fn operator_with_newer_key(client: &kube::Client) -> (Operator, String, Certificate, SealingKey) {
+    let ns = key_namespace(client).await;
+    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
+    let old = served_cert(&op).await;
+    let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
+    add_key(client, &ns, "newer-key", &newer, "active").await;
+    wait_for("the newer key served", TIMEOUT, || async {
+        (served_cert(&op).await.fingerprint() == newer.fingerprint()).then_some(())
+    })
+    .await;
+    (op, ns, old, newer)
 }
 
 /// `mltenant keys ARGS --controller-namespace NAMESPACE` as the cluster admin: its output.
@@ -310,7 +318,7 @@ async fn a_key_is_retired_in_two_steps_and_never_strands_a_credential() {
     let last_good = secret_data(&client, &namespace, "creds").await.unwrap();
 
     let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
-    add_key(&client, &ns, "newer-key", &newer).await;
+    add_key(&client, &ns, "newer-key", &newer, "active").await;
     let listed = keys_cli(&ns, &[]);
     let row = listed.lines().find(|l| l.starts_with(first.fingerprint())).unwrap_or_else(|| panic!("{listed}"));
     assert!(row.contains("\tactive\t") && row.contains(&name), "the key and the bundle that needs it: {row}");

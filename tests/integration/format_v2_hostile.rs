@@ -26,52 +26,28 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use mltenant_operator::api::{BundleScope, SealedBundle, SecretSpec};
-use mltenant_operator::crypto::{self, Certificate, Sealer, SealingKey};
+use mltenant_operator::crypto::{self, Certificate, SealingKey};
 
+use crate::format_v2::{add_key, operator_with_newer_key, sealed_v2, served_cert};
 use crate::harness::*;
 
 const FINALIZER: &str = "mltenant.io/sealing-key-protection";
 
-fn sealed_v2(certs: &[&Certificate], label: &[u8], data: &[(&str, &[u8])]) -> BTreeMap<String, String> {
-    let sealer = Sealer::new(certs, label).unwrap();
-    data.iter().map(|(k, v)| (k.to_string(), crypto::encode_base64(&sealer.seal(k, v).unwrap()))).collect()
-}
-
-async fn served_cert(op: &Operator) -> Certificate {
-    Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap()
-}
-
-/// Store `key` as an active sealing-key Secret `name` in `namespace`, as the operator does.
-async fn add_key(client: &kube::Client, namespace: &str, name: &str, key: &SealingKey, state: &str) {
-    let pem = key.to_pem().unwrap();
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"mltenant.io/sealing-key": state, "app.kubernetes.io/managed-by": "mltenant-operator"}},
-        "type": "kubernetes.io/tls",
-        "stringData": {"tls.crt": pem.cert_pem, "tls.key": pem.key_pem.as_str()},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), namespace).create(&PostParams::default(), &secret).await.unwrap();
-}
-
 /// An operator with a key namespace of its own, its first key (with the deletion guard on it)
 /// and a newer key beside it (served from then on).
 async fn operator_with_two_keys(client: &kube::Client) -> (Operator, String, Certificate, String, SealingKey) {
-    let ns = key_namespace(client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
-    let first = served_cert(&op).await;
+    let (op, ns, first, newer) = operator_with_newer_key(client).await;
     let keys = Api::<Secret>::namespaced(client.clone(), &ns);
-    let first_secret = sealing_keys(client, &ns).await[0].metadata.name.clone().unwrap();
-    let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
-    add_key(client, &ns, "newer-key", &newer, "active").await;
-    wait_for("the newer key served and both keys guarded", TIMEOUT, || async {
-        let guarded = |name: &str| {
-            let keys = keys.clone();
-            let name = name.to_owned();
-            async move { keys.get(&name).await.ok()?.metadata.finalizers?.contains(&FINALIZER.to_owned()).then_some(()) }
-        };
-        guarded(&first_secret).await?;
-        guarded("newer-key").await?;
-        (served_cert(&op).await.fingerprint() == newer.fingerprint()).then_some(())
+    let first_secret = sealing_keys(client, &ns).await.into_iter().find_map(|s| {
+        let name = s.metadata.name?;
+        (name != "newer-key").then_some(name)
+    });
+    let first_secret = first_secret.expect("the operator's own key");
+    wait_for("both keys guarded", TIMEOUT, || async {
+        for name in [first_secret.as_str(), "newer-key"] {
+            keys.get(name).await.ok()?.metadata.finalizers?.contains(&FINALIZER.to_owned()).then_some(())?;
+        }
+        Some(())
     })
     .await;
     (op, ns, first, first_secret, newer)
@@ -362,15 +338,7 @@ async fn sealing_key_labels_outside_the_operators_namespace_change_nothing() {
 #[tokio::test]
 async fn rotate_in_place_on_a_hostile_checkout_writes_only_its_own_bundle_values() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
-    let old = served_cert(&op).await;
-    let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
-    add_key(&client, &ns, "newer-key", &newer, "active").await;
-    wait_for("the newer key served", TIMEOUT, || async {
-        (served_cert(&op).await.fingerprint() == newer.fingerprint()).then_some(())
-    })
-    .await;
+    let (op, _ns, old, newer) = operator_with_newer_key(&client).await;
     let url = format!("http://127.0.0.1:{}", op.port());
     let name = unique("checkout");
     let manifest = |bundle_name: &str, value: &str| {
