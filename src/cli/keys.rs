@@ -84,11 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
         })
         .collect();
     let find = |fingerprint: &str| -> anyhow::Result<&Listed> {
-        let hex = fingerprint.strip_prefix("SHA256:").unwrap_or(fingerprint).to_ascii_lowercase();
-        ensure!(
-            hex.len() >= MIN_PREFIX && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-            "{fingerprint:?} is not a key: give its fingerprint (SHA256:...) or at least {MIN_PREFIX} hex digits of it (mltenant keys lists them)"
-        );
+        let hex = prefix(fingerprint)?;
         let matches: Vec<&Listed> = listed
             .iter()
             .filter(|k| k.cert.fingerprint().strip_prefix("SHA256:").is_some_and(|f| f.starts_with(&hex)))
@@ -158,6 +154,17 @@ pub async fn run(args: Args) -> anyhow::Result<String> {
     }
 }
 
+/// The lowercase hex a key is named by on the command line: its fingerprint (`SHA256:...`) or
+/// at least [`MIN_PREFIX`] hex digits of it.
+fn prefix(named: &str) -> anyhow::Result<String> {
+    let hex = named.strip_prefix("SHA256:").unwrap_or(named).to_ascii_lowercase();
+    ensure!(
+        hex.len() >= MIN_PREFIX && hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{named:?} is not a key: give its fingerprint (SHA256:...) or at least {MIN_PREFIX} hex digits of it (mltenant keys lists them)"
+    );
+    Ok(hex)
+}
+
 /// At most ten names, and how many more.
 fn shown(names: &[String]) -> String {
     let more = names.len().saturating_sub(10);
@@ -222,4 +229,21 @@ async fn list(client: &kube::Client, listed: &[Listed]) -> anyhow::Result<String
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A typo, an empty argument or a short prefix names no key (an empty one used to match
+    /// every key, the one key there is included).
+    #[test]
+    fn a_key_is_named_by_eight_hex_digits_at_least() {
+        for vague in ["", "0", "abc1234", "SHA256:", "zzzzzzzz", "abcd 1234"] {
+            let error = prefix(vague).unwrap_err().to_string();
+            assert!(error.contains("at least 8 hex digits") && !error.contains('\n'), "{vague:?}: {error}");
+        }
+        assert_eq!(prefix("SHA256:ABCDEF0123").unwrap(), "abcdef0123");
+        assert_eq!(prefix("abcdef01").unwrap(), "abcdef01");
+    }
 }
