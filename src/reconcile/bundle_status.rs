@@ -13,7 +13,7 @@ use crate::api::conditions::{DECRYPTABLE, reason};
 use crate::api::{SealedBundle, SealedBundleStatus};
 use crate::reconcile::apply;
 use crate::reconcile::context::Context;
-use crate::reconcile::error::Result;
+use crate::reconcile::error::{Error, Result};
 use crate::reconcile::guard::Guarded;
 use crate::reconcile::observed::{self, Observed};
 use crate::unseal;
@@ -26,12 +26,14 @@ pub async fn reconcile(sealed: Arc<SealedBundle>, ctx: Arc<Context>) -> Result<A
     if !ctx.caches_synced() || ctx.keys.keys().is_empty() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
-    let opening = ctx.open_all(&sealed, unseal::declared_label(&sealed)).await?;
+    let opening = ctx.open_all(&sealed, unseal::declared_label(&sealed)).await.map_err(Error::ReadBundle)?;
     let status = build(&sealed, opening.opened.as_ref(), &opening.needs, &Time(jiff::Timestamp::now()));
     if sealed.status.as_ref() != Some(&status) {
         // Onto the version decided on: a replica that woke up after losing the lead writes nothing.
         let api = Api::<Guarded<SealedBundle>>::all(ctx.client.clone());
-        apply::apply_status(&api, &sealed.name_any(), sealed.resource_version().as_deref(), &status).await?;
+        apply::apply_status(&api, &sealed.name_any(), sealed.resource_version().as_deref(), &status)
+            .await
+            .map_err(Error::WriteBundleStatus)?;
     }
     Ok(Action::requeue(ctx.config.resync))
 }
