@@ -34,11 +34,14 @@ enum Command {
     Seal(Box<cli::seal::Args>),
     /// Print the operator's current sealing certificate (for offline `seal --cert` or kubeseal).
     Cert(cli::operator::Source),
-    /// Have the operator re-seal a SealedBundle to its newest sealing key.
+    /// Have the operator re-seal SealedBundles (a file, or every one under a directory) to its
+    /// newest sealing key.
     Rotate(cli::rotate::Args),
     /// Who can read each of a tenant's Secrets (declared, expected, unexpected, indirect) and when
     /// each declared reader last read it; exit code 2 when anyone unexpected can read one.
     Access(cli::access::Args),
+    /// List the sealing keys and the bundles that need each; retire, unretire or delete one.
+    Keys(cli::keys::Args),
     /// Check MLTenant and SealedBundle manifests against the CRDs' schema and CEL rules offline
     /// (and, with --server-dry-run, against the API server).
     Validate(cli::validate::Args),
@@ -139,6 +142,7 @@ async fn main() -> std::process::ExitCode {
         Command::Controller(args) => controller(*args).await,
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
+        Command::Keys(args) => cli::keys::run(args).await.map(|out| print!("{out}")),
         Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Validate(args) => cli::validate::run(&args).await.map(|summary| println!("{summary}")),
         Command::Access(args) => match cli::access::run(&args).await {

@@ -517,6 +517,14 @@ const INDIRECT_READERS: Gauge = Gauge {
     help: "Subjects, neither declared readers nor expected platform identities, that can obtain the distributed Secret without reading it (create pods or workloads in its namespace, exec, impersonate, bind or escalate roles, tokens of a reader), confirmed by a SubjectAccessReview.",
     labels: &["environment", "secret", "tenant"],
 };
+const RETIRED_KEYS: Gauge = Gauge {
+    name: "mltenant_sealing_key_retired",
+    help: "1 for each retired sealing key (it opens nothing; mltenant keys unretire brings it back).",
+    labels: &["fingerprint"],
+};
+const RSA_OPERATIONS: &str = "mltenant_rsa_operations_total";
+const RSA_OPERATIONS_HELP: &str =
+    "RSA private-key operations (OAEP decryptions) this process did: one per kubeseal value, one per v2 sealing run.";
 const DECRYPTIONS: &str = "mltenant_decryptions_total";
 const DECRYPTIONS_HELP: &str =
     "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.";
@@ -543,8 +551,17 @@ impl StateGauges {
         // assessment goes now.
         let names: BTreeSet<&str> = tenants.iter().filter_map(|t| t.metadata.name.as_deref()).collect();
         exposures.retain(|tenant, _| names.contains(tenant.as_str()));
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry, mut unexpected, mut indirect]: [Series;
-            7] = Default::default();
+        let retired_keys = self.keys.retired();
+        let [
+            mut conditions,
+            mut expiry,
+            mut decryptable,
+            mut by_key,
+            mut key_expiry,
+            mut retired,
+            mut unexpected,
+            mut indirect,
+        ]: [Series; 8] = Default::default();
         for tenant in &tenants {
             let (Some(name), Some(status)) = (tenant.metadata.name.as_deref(), &tenant.status) else { continue };
             for c in &status.conditions {
@@ -567,12 +584,20 @@ impl StateGauges {
             let (Some(name), Some(status)) = (bundle.metadata.name.as_deref(), &bundle.status) else { continue };
             let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
             decryptable.insert(vec![name], if ok { 1.0 } else { 0.0 });
-            if let Some(fingerprint) = &status.key_fingerprint {
+            // Every key the bundle needs (a status written before `keyFingerprints`: its one key).
+            let needs: Vec<&String> = match &status.key_fingerprints {
+                Some(needs) => needs.iter().collect(),
+                None => status.key_fingerprint.iter().collect(),
+            };
+            for fingerprint in needs {
                 *by_key.entry(vec![fingerprint]).or_default() += 1.0;
             }
         }
         for key in keys.iter() {
             key_expiry.insert(vec![key.fingerprint()], key.not_after().as_second() as f64);
+        }
+        for key in retired_keys.iter() {
+            retired.insert(vec![key.fingerprint()], 1.0);
         }
         for (gauge, series) in [
             (&CONDITIONS, conditions),
@@ -582,12 +607,15 @@ impl StateGauges {
             (&KEY_EXPIRY, key_expiry),
             (&UNEXPECTED_READERS, unexpected),
             (&INDIRECT_READERS, indirect),
+            (&RETIRED_KEYS, retired),
         ] {
             family(out, gauge.name, gauge.help, "gauge");
             for (values, value) in series {
                 sample(out, gauge.name, gauge.labels, &values, value);
             }
         }
+        family(out, RSA_OPERATIONS, RSA_OPERATIONS_HELP, "counter");
+        sample(out, RSA_OPERATIONS, &[], &[], crate::crypto::rsa_decryptions() as f64);
         family(out, DECRYPTIONS, DECRYPTIONS_HELP, "counter");
         sample(out, DECRYPTIONS, &[], &[], self.keys.decryptions() as f64);
         if let Some(usage) = usage {

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod cert;
+pub mod keys;
 pub mod operator;
 pub mod rotate;
 pub mod seal;

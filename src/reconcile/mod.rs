@@ -79,6 +79,7 @@ pub async fn run(
         Some(usage) => usage.clone().due_tenants().map(|tenant| ObjectRef::new(&tenant)).boxed(),
         None => futures::stream::pending().boxed(),
     };
+    keys.follow_bundles(watches.caches.bundles.clone(), config.bundle_selector.clone());
     let users = watches.tenants.clone();
     let claims = &watches.claims;
     // A tenant's own writes come back as a burst of watch events (its namespaces, Secrets,
