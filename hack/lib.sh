@@ -125,3 +125,27 @@ await_http() {
   tail -20 "$logfile" >&2
   die "$what did not answer after ${seconds}s"
 }
+
+# oci_build CONTEXT DOCKERFILE REFERENCE ARCHIVE TIMESTAMP [BUILD_ARG...]: build DOCKERFILE
+# (steps without RUN: no runtime is needed) on CONTEXT with Debian's buildah, no daemon, in a
+# throwaway storage; write the image as an OCI archive naming it REFERENCE; print its manifest
+# digest. Every time in it is TIMESTAMP (seconds), so the same inputs give the same digest.
+oci_build() {
+  local context=$1 dockerfile=$2 reference=$3 archive=$4 timestamp=$5 store args=() digest
+  shift 5
+  need buildah buildah
+  for arg in "$@"; do args+=(--build-arg "$arg"); done
+  store=$(mktemp -d)
+  local buildah=(buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs)
+  if ! "${buildah[@]}" build --quiet --timestamp "$timestamp" --pull=never "${args[@]}" \
+    -f "$dockerfile" -t "$reference" "$context" >"$store/build.log" 2>&1 \
+    || ! "${buildah[@]}" push --quiet "$reference" "oci-archive:$archive.tmp:$reference" >>"$store/build.log" 2>&1; then
+    tail -20 "$store/build.log" >&2
+    rm -rf "$store"
+    die "buildah could not build $reference from $dockerfile"
+  fi
+  rm -rf "$store"
+  mv "$archive.tmp" "$archive"
+  digest=$(tar -xOf "$archive" index.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')
+  echo "$digest"
+}
