@@ -1,0 +1,139 @@
+//! What operators do to the pods, one at a time (each takes pods away): `kubectl delete pod`
+//! of the leader, `kubectl drain`-style evictions against the PodDisruptionBudget, and `helm
+//! upgrade` to another image tag. Leadership moves within one lease each time, and the API
+//! server's audit log shows that the old leader wrote nothing once the new one held the Lease.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::EvictParams;
+
+use crate::cluster::*;
+use crate::harness::{admin, create_tenant, tenant, unique, wait_condition, wait_until};
+
+/// Wait until someone other than `old` holds the Lease: (the new holder, how long it took).
+async fn new_leader(client: &kube::Client, old: &str, since: Instant) -> (String, Duration) {
+    let holder = wait_until(&format!("a leader other than {old}"), ROLLOUT, || async {
+        leader(client).await.filter(|h| h != old).ok_or(format!("held by {:?}", leader(client).await))
+    })
+    .await;
+    (holder, since.elapsed())
+}
+
+/// The new leader reconciles: a tenant created now converges.
+async fn reconciles(client: &kube::Client) {
+    let name = unique("handover");
+    create_tenant(client, &tenant(&name, "e2e", &["dev"])).await;
+    wait_condition(client, &name, "Ready", "True", None).await;
+}
+
+/// Wait until pod `name` is gone from the API server.
+async fn gone(client: &kube::Client, name: &str) {
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    wait_until(&format!("pod {name} gone"), ROLLOUT, || async {
+        pods.get_opt(name).await.unwrap().map_or(Ok(()), |_| Err("still there".to_owned()))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_the_leader_pod_hands_over_within_one_lease() {
+    let _pods = exclusive().await;
+    let client = admin().await;
+    installed(&client).await;
+    wait_release_ready(&client).await;
+    let old = leader(&client).await.expect("a leader");
+    let (start, since) = (Instant::now(), jiff::Timestamp::now());
+    ok("kubectl delete pod", kubectl(&["delete", "pod", &old, "-n", NAMESPACE, "--wait=false"], b""));
+    let (new, took) = new_leader(&client, &old, start).await;
+    println!("e2e: kubectl delete pod {old} (the leader) -> {new} leads after {took:.1?}");
+    assert!(took < LEASE, "leadership moved after {took:?}, more than one lease ({LEASE:?})");
+    reconciles(&client).await;
+    gone(&client, &old).await;
+    let writes = assert_no_write_after_handover(&old, &new, since);
+    println!("e2e: the audit log holds {writes} writes of {old}, none after {new} took the Lease");
+    wait_release_ready(&client).await;
+}
+
+#[tokio::test]
+async fn evictions_honour_the_pod_disruption_budget() {
+    let _pods = exclusive().await;
+    let client = admin().await;
+    installed(&client).await;
+    wait_release_ready(&client).await;
+    let api = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let names: Vec<String> = pods(&client).await.iter().filter(|p| is_ready(p)).map(name).collect();
+    assert_eq!(names.len(), 2);
+    api.evict(&names[0], &EvictParams::default()).await.expect("the first eviction is allowed (minAvailable 1 of 2)");
+    match api.evict(&names[1], &EvictParams::default()).await {
+        Err(kube::Error::Api(status)) if status.code == 429 => {
+            assert!(status.message.contains("disruption budget"), "{}", status.message)
+        }
+        other => panic!("evicting the second replica while the first is replaced: {other:?}"),
+    }
+    // `kubectl drain` retries: once the replacement is Ready, the budget allows it again.
+    let start = Instant::now();
+    wait_until("the second eviction to be allowed", ROLLOUT, || async {
+        match api.evict(&names[1], &EvictParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 429 => Err(status.message),
+            Err(other) => panic!("evict {}: {other}", names[1]),
+        }
+    })
+    .await;
+    println!("e2e: eviction of the second replica refused until the first was replaced ({:.1?})", start.elapsed());
+    wait_release_ready(&client).await;
+    reconciles(&client).await;
+}
+
+#[tokio::test]
+async fn helm_upgrade_to_another_tag_rolls_over_and_the_old_leader_stops_writing() {
+    let _pods = exclusive().await;
+    let client = admin().await;
+    installed(&client).await;
+    wait_release_ready(&client).await;
+    let old = leader(&client).await.expect("a leader");
+    let (_, tag) = image();
+    let upgraded = format!("image.tag={tag}-upgrade");
+    let (start, since) = (Instant::now(), jiff::Timestamp::now());
+    let helm_upgrade = {
+        let upgraded = upgraded.clone();
+        tokio::task::spawn_blocking(move || {
+            helm(&["upgrade", RELEASE, CHART, "--namespace", NAMESPACE, "--reuse-values", "--set", &upgraded])
+        })
+    };
+    // Rolling: maxUnavailable 0, so never fewer than two Ready replicas while it rolls.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
+    let fewest = std::sync::atomic::AtomicI32::new(i32::MAX);
+    let rolled = wait_until("the upgrade to roll out", ROLLOUT, || async {
+        let d = deployments.get(RELEASE).await.unwrap();
+        let s = d.status.clone().unwrap_or_default();
+        fewest.fetch_min(s.ready_replicas.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+        let image =
+            d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default();
+        let done = image.ends_with(&format!(":{tag}-upgrade"))
+            && s.observed_generation == d.metadata.generation
+            && s.updated_replicas == Some(2)
+            && s.replicas == Some(2)
+            && s.available_replicas == Some(2);
+        done.then(|| start.elapsed()).ok_or(format!("{image}: {s:?}"))
+    })
+    .await;
+    ok("helm upgrade", helm_upgrade.await.unwrap());
+    let fewest = fewest.into_inner();
+    assert!(fewest >= 2, "only {fewest} Ready replicas during the rollout");
+    wait_release_ready(&client).await;
+    let new = leader(&client).await.expect("a leader");
+    assert_ne!(new, old, "the old leader's pod was replaced");
+    println!("e2e: helm upgrade to {tag}-upgrade rolled out in {rolled:.1?}, never under 2 Ready; {old} -> {new}");
+    reconciles(&client).await;
+    gone(&client, &old).await;
+    assert_no_write_after_handover(&old, &new, since);
+    let pods: Vec<Pod> = pods(&client).await;
+    for pod in &pods {
+        let image = pod.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default();
+        assert!(image.ends_with(&format!(":{tag}-upgrade")), "{}: {image}", name(pod));
+    }
+}
