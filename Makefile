@@ -3,12 +3,12 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools release-binary integration faults soak crds deploy toolchain controlplane bench
+.PHONY: test demo lint unit tools release-binary integration faults e2e image soak crds deploy toolchain controlplane bench
 
 ## Everything CI runs: formatting, lints, licences, the import graph (no cycle), unit tests, tool checks (helm, promtool, Lua),
-## the release binary the image ships, integration tests on a real control plane, then the
-## fault suite on a control plane of its own.
-test: lint unit tools release-binary integration faults
+## the release binary the image ships, integration tests on a real control plane, the
+## fault suite on a control plane of its own, then the e2e tier (the image on a real node).
+test: lint unit tools release-binary integration faults e2e
 
 toolchain:
 	@hack/toolchain.sh
@@ -46,6 +46,19 @@ tools:
 ## distroless/cc libraries and glibc, version, CRDs, no build paths, runs as UID 65532.
 release-binary:
 	hack/test-release-binary.sh
+
+## As users run it (as root; docs/e2e.md): the image built here, a node (kubelet, containerd,
+## runc, CNI, kube-proxy) in a cluster that lives in a network namespace of its own, `helm
+## install`, the CLI through the service proxy, leader handovers, Argo CD syncing tenants from
+## Git, Prometheus scraping the pods. About 10 minutes cold, 2 cached, plus the 5 minutes the
+## operator-down alert needs to fire. Cleans up everything it started, also on failure.
+e2e: toolchain
+	hack/test-e2e.sh
+
+## The operator image as an OCI archive, without a daemon: the Dockerfile's final stage built
+## by buildah (target/image/mltenant-operator.oci.tar; digest in target/image/digest).
+image:
+	hack/build-image.sh
 
 ## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 controlplane:

@@ -325,6 +325,14 @@ done
 kctl wait --for condition=Ready --timeout 120s "node/$NODE_IP" >/dev/null \
   || { tail -30 "$STATE/logs/kubelet.log" >&2; die "the node did not become Ready"; }
 started "the node"
+# The application controller reaches its own cluster (https://kubernetes.default.svc) with
+# in-cluster configuration, as in its pod: the Service's address and a ServiceAccount's token.
+sa=/run/secrets/kubernetes.io/serviceaccount
+mkdir -p "$sa"
+cp "$pki/ca.crt" "$sa/ca.crt"
+IFS=, read -r argocd_token _ <<<"${TOKENS[argocd]}"
+printf '%s' "$argocd_token" >"$sa/token"
+printf argocd >"$sa/namespace"
 for name in redis argocd-repo-server argocd-application-controller; do
   component_start "$name"
   component_wait_ready "$name" 90

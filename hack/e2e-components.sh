@@ -79,8 +79,10 @@ component_command() {
     argocd-application-controller)
       # --persist-resource-health: each resource's health (and our health checks' messages) in
       # the Application's status, where the tests read it.
+      # In-cluster configuration, as in its pod (hack/e2e-cluster.sh writes /run/secrets).
       printf '%s\n' env "PATH=$ARGOCD_DIR:$PATH" "HOME=$STATE/argocd/home" "TMPDIR=$STATE/argocd/tmp" \
-        "$ARGOCD_DIR/argocd-application-controller" --kubeconfig "$STATE/argocd.kubeconfig" --namespace argocd \
+        KUBERNETES_SERVICE_HOST="$NODE_IP" KUBERNETES_SERVICE_PORT=6443 \
+        "$ARGOCD_DIR/argocd-application-controller" --namespace argocd \
         --repo-server 127.0.0.1:8081 --repo-server-plaintext --redis 127.0.0.1:6379 --metrics-port 8082 \
         --status-processors 4 --operation-processors 2 --app-resync 20 --persist-resource-health --loglevel info
       ;;

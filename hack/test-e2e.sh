@@ -32,7 +32,9 @@ BIN=$("$HACK_DIR/build-controlplane.sh")
 NODE_BIN=$("$HACK_DIR/build-node.sh")
 ARGOCD_DIR=$("$HACK_DIR/build-argocd.sh")
 MLTENANT_TEST_HELM=$("$HACK_DIR/build-helm.sh")
-MLTENANT_TEST_PROMETHEUS=$("$HACK_DIR/prometheus.sh")
+# Prometheus 2.42 as Debian packages it, but from its Go module: Debian leaves out the
+# Kubernetes service discovery (hack/build-prometheus.sh).
+MLTENANT_TEST_PROMETHEUS=$("$HACK_DIR/build-prometheus.sh")
 phase "tools built"
 "$HACK_DIR/test-image.sh"
 IMAGE_ARCHIVE=$REPO_DIR/target/image/mltenant-operator.oci.tar
@@ -65,7 +67,9 @@ STATE=$REPO_DIR/target/e2e
 NODE_IP=10.201.0.2 POD_CIDR=10.244.0.0/24 SERVICE_CIDR=10.0.0.0/24
 # Directories that containerd, CNI and kubelet use whatever their configuration; inside the
 # cluster's mount namespace each is a tmpfs of its own (created here first when missing).
-PRIVATE_DIRS="/run/netns /run/containerd /var/lib/cni /var/log/pods /var/log/containers"
+# /run/secrets holds the in-cluster credentials of Argo CD's application controller, a process
+# here, as a pod would have them.
+PRIVATE_DIRS="/run/netns /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/secrets"
 # The host sysctls kubelet sets (setupKernelTunables); those under net/ belong to the namespace.
 SYSCTLS="vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes"
 declare -A saved_sysctl=()

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::EvictParams;
 
@@ -64,6 +65,20 @@ async fn evictions_honour_the_pod_disruption_budget() {
     installed(&client).await;
     wait_release_ready(&client).await;
     let api = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    // The budget as a drain finds it: two healthy replicas, one disruption allowed (the
+    // disruption controller's count follows the pods, a little after them).
+    let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE);
+    wait_until("the PodDisruptionBudget to allow one disruption of two", ROLLOUT, || async {
+        let pdb = budgets.get(RELEASE).await.unwrap();
+        let s = pdb.status.clone().unwrap_or_default();
+        let settled = s.observed_generation == pdb.metadata.generation
+            && s.current_healthy == 2
+            && s.expected_pods == 2
+            && s.desired_healthy == 1
+            && s.disruptions_allowed == 1;
+        settled.then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
     let names: Vec<String> = pods(&client).await.iter().filter(|p| is_ready(p)).map(name).collect();
     assert_eq!(names.len(), 2);
     api.evict(&names[0], &EvictParams::default()).await.expect("the first eviction is allowed (minAvailable 1 of 2)");
