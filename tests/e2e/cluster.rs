@@ -71,6 +71,17 @@ pub fn admin_kubeconfig() -> PathBuf {
     PathBuf::from(env("MLTENANT_TEST_ADMIN_KUBECONFIG"))
 }
 
+/// A cluster-admin client that reports a 429 instead of retrying it: kube's default client
+/// retries 429 (up to 15 times, minutes in all), and an eviction the PodDisruptionBudget refuses
+/// is a 429.
+pub async fn admin_without_retries() -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(admin_kubeconfig()).expect("readable kubeconfig");
+    let options = kube::config::KubeConfigOptions::default();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options).await.expect("valid kubeconfig");
+    config.default_retry = false;
+    Client::try_from(config).expect("client")
+}
+
 /// Succeeded, or fail the test with what it printed.
 pub fn ok(what: &str, out: Output) -> String {
     assert!(

@@ -85,7 +85,7 @@ async fn evictions_honour_the_pod_disruption_budget() {
     let client = admin().await;
     installed(&client).await;
     wait_release_ready(&client).await;
-    let api = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let api = Api::<Pod>::namespaced(admin_without_retries().await, NAMESPACE);
     // The budget as a drain finds it: two healthy replicas, one disruption allowed (the
     // disruption controller's count follows the pods, a little after them).
     let budgets = Api::<PodDisruptionBudget>::namespaced(client.clone(), NAMESPACE);
