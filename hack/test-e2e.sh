@@ -150,9 +150,10 @@ threads=${TEST_THREADS:-4}
 if [ -n "${MLTENANT_E2E_COMMAND:-}" ]; then
   tests=(bash -c "$MLTENANT_E2E_COMMAND")
 elif [ $# -gt 0 ]; then
-  tests=(cargo test --frozen --test e2e -- --test-threads "$threads" "$@")
+  tests=(cargo test --frozen --test e2e -- --show-output --test-threads "$threads" "$@")
 else
-  tests=(bash -c "cargo test --frozen --test e2e -- --skip finale:: --test-threads $threads && cargo test --frozen --test e2e finale::")
+  tests=(bash -c "cargo test --frozen --test e2e -- --show-output --skip finale:: --test-threads $threads \
+    && cargo test --frozen --test e2e finale:: -- --show-output")
 fi
 phase "starting the cluster in network namespace $NETNS"
 cd "$REPO_DIR"

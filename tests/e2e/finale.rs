@@ -73,7 +73,13 @@ async fn helm_uninstall_leaves_tenants_and_their_secrets_and_the_operator_down_a
         (up == 2.0).then_some(()).ok_or(format!("up {up}"))
     })
     .await;
-    assert_eq!(alert_state(&prometheus).await, None, "MLTenantOperatorDown while up");
+    // Pending from Prometheus' start until it first scraped the pods: inactive once evaluated since.
+    prometheus.wait_rules_evaluated_after(jiff::Timestamp::now()).await;
+    wait_until("MLTenantOperatorDown inactive while both pods are up", ROLLOUT, || async {
+        let state = alert_state(&prometheus).await;
+        state.is_none().then_some(()).ok_or(format!("{state:?}"))
+    })
+    .await;
 
     let start = Instant::now();
     ok("helm uninstall", helm(&["uninstall", RELEASE, "--namespace", NAMESPACE, "--wait"]));
