@@ -5,7 +5,7 @@ CARGO ?= cargo
 
 .PHONY: test demo lint unit tools release-binary integration faults e2e image soak crds deploy toolchain controlplane bench
 
-## Everything CI runs: formatting, lints, licences, the import graph (no cycle), unit tests, tool checks (helm, promtool, Lua),
+## Everything CI runs: formatting, lints (Rust, shell, Python), licences, the import graph (no cycle), unit tests, tool checks (helm, promtool, Lua),
 ## the release binary the image ships, integration tests on a real control plane, the
 ## fault suite on a control plane of its own, then the e2e tier (the image on a real node).
 test: lint unit tools release-binary integration faults e2e
@@ -18,6 +18,7 @@ lint: toolchain
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	$(CARGO) deny --locked check bans licenses sources
 	hack/check-layers.py
+	hack/lint.sh
 
 unit: toolchain
 	$(CARGO) test --locked --lib --bins

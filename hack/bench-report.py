@@ -49,7 +49,7 @@ def apiserver(run, name):
             continue
         what = f"{verb} {resource}{'/' + sub if sub else ''}"
         if family == "apiserver_request_total":
-            per[what]["requests"] += int(round(delta))
+            per[what]["requests"] += round(delta)
         elif family == "apiserver_request_duration_seconds_sum":
             per[what]["seconds"] += delta
     writes = sum(v["requests"] for k, v in per.items() if k.split()[0] in WRITE_VERBS)
@@ -177,7 +177,7 @@ def main():
                   f"reads {api.get('reads')}, server time on writes {api.get('write_seconds')}s")
     profiled = [name for name in ["floor", "backlog", "live"] if s[name] and s[name].get("apiserver_profile")]
     if profiled:
-        print(f"\nkube-apiserver CPU by part, share of its samples (profile of the first seconds of each):")
+        print("\nkube-apiserver CPU by part, share of its samples (profile of the first seconds of each):")
         parts = s[profiled[0]]["apiserver_profile"]["parts"]
         w = max(map(len, parts))
         print(f"{'':{w}}" + "".join(f"{name:>10}" for name in profiled))

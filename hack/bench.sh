@@ -35,6 +35,7 @@
 # where the server's time went (hack/bench-apiserver.py; target/bench/run/NAME.apiserver.*).
 # Prints one table and writes it as JSON to target/bench/<UTC time>.json and latest.json.
 #   BENCH_TENANTS=300 BENCH_SCENARIOS=decrypt,floor,backlog make bench
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 N=${BENCH_TENANTS:-1000}
@@ -160,7 +161,7 @@ FLEET=$(cargo bench --locked --bench fleet --no-run --message-format json 2>/dev
 [ -x "$FLEET" ] || die "could not build benches/fleet.rs"
 
 env_file=$(CONTROLPLANE_PROFILING=$([ -n "$APISERVER_PROFILE" ] && echo true || echo false) "$HACK_DIR/controlplane-up.sh" "$STATE")
-op= ss=
+op='' ss=''
 stop() { # PID: SIGTERM, then wait for it
   [ -n "${1:-}" ] || return 0
   kill "$1" 2>/dev/null || true
@@ -234,6 +235,7 @@ spec:
 T
   done >"$dir/tenants.yaml"
   # One process per bundle, as a platform engineer would run it; both cores.
+  # shellcheck disable=SC2016 # expanded by the inner sh, from its arguments
   seq -f '%04g' 1 "$N" | xargs -P "$(nproc)" -I{} sh -c '"$1" seal --name "$2-{}-platform" --scope Tenant --tenant "$2-{}" \
     --from-env-file examples/credentials/ml-platform.env --cert "$3" >"$4/$2-{}-platform.yaml"' _ "$MLTENANT" "$name" "$RUN/operator.crt" "$dir"
 }
@@ -255,6 +257,7 @@ converge() {
     apply_fleet "$name"
   fi
   apiserver_metrics "$RUN/$name.apiserver.before"
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save "$name" $(controlplane_cpu | sed 's/=/_before=/g')
   start=$(now)
   [ "$mode" = live ] || profile_apiserver "$name"
@@ -271,6 +274,7 @@ converge() {
   wait_pid "$waiter" "$TIMEOUT" "$name converge" "$op"
   local cpu_op peak_converged
   cpu_op=$(cpu_seconds "$op") peak_converged=$(peak_kib "$op")
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save "$name" $(controlplane_cpu | sed 's/=/_after=/g')
   apiserver_metrics "$RUN/$name.apiserver.after"
   profile_summary "$name"
@@ -297,10 +301,12 @@ if has floor; then
   kubectl apply --server-side --field-manager bench -f "$RUN/floor/tenants.yaml" >/dev/null
   log "floor: writing the fleet's objects, $CONCURRENCY requests in flight"
   apiserver_metrics "$RUN/floor.apiserver.before"
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save floor $(controlplane_cpu | sed 's/=/_before=/g')
   profile_apiserver floor
   "$FLEET" floor --tenants "$FLEET_LABEL=floor" --manifests "$RUN/floor" --concurrency "$CONCURRENCY" \
     --writer-kubeconfig "$MLTENANT_TEST_OPERATOR_KUBECONFIG" >"$RUN/floor.out"
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save floor $(controlplane_cpu | sed 's/=/_after=/g') \
     $(for k in objects seconds decryptions concurrency; do echo "$k=$(json_get "$RUN/floor.out" $k)"; done)
   apiserver_metrics "$RUN/floor.apiserver.after"
@@ -447,6 +453,7 @@ start_sealed_secrets() {
   local logfile=$1 port metrics_port
   shift
   port=$(free_port) metrics_port=$(free_port)
+  # shellcheck disable=SC2016 # expanded by the inner sh, from its arguments
   KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT=${API_SERVER##*:} \
     unshare --mount --propagation private sh -c 'mount --bind "$1" /run && shift && exec "$@"' _ "$SS_DIR/run" \
     "$SS_BIN" --listen-addr "127.0.0.1:$port" --listen-metrics-addr "127.0.0.1:$metrics_port" "$@" >"$logfile" 2>&1 &
@@ -471,6 +478,7 @@ ss_converge() {
   waiter=$!
   wait_file "$RUN/ss-$name.listed" 120 "$waiter"
   apiserver_metrics "$RUN/ss-$name.apiserver.before"
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save "ss-$name" $(controlplane_cpu | sed 's/=/_before=/g')
   start=$(now)
   start_sealed_secrets "$RUN/sealed-secrets-$name.log" "$@"
@@ -483,6 +491,7 @@ ss_converge() {
   [ "$at" != null ] || at=$(json_get "$RUN/ss-$name.wait" now)
   elapsed=$(minus "$at" "$start")
   # Unfinished within the budget: the time all 6N would take at the rate it reached.
+  # shellcheck disable=SC2046 # key=value words, split on purpose
   save "ss-$name" $(controlplane_cpu | sed 's/=/_after=/g') cpu_s="$(cpu_seconds "$ss")" peak_rss_kib="$(peak_kib "$ss")" \
     unsealed="$(ss_unsealed)" args="\"$*\"" secrets="$got" elapsed_s="$elapsed" finished="$([ "$timed_out" = false ] && echo true || echo false)" \
     converge_s="$(python3 -c "print(round($elapsed * $((6 * N)) / max($got, 1), 1))")"
@@ -523,6 +532,7 @@ PY
   for i in $(seq -f '%04g' 1 "$N"); do printf '%s\n' "ss-$i-dev" "ss-$i-staging" "ss-$i"; done >"$SS_DIR/namespaces"
   awk '{printf "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", $1}' "$SS_DIR/namespaces" >"$SS_DIR/manifests/0-namespaces.yaml"
   # ml-platform with kubeseal's default (strict) scope: one sealing per namespace, both cores.
+  # shellcheck disable=SC2016 # expanded by the inner sh, from its arguments
   xargs -P "$(nproc)" -I{} sh -c 'sed "s/NAMESPACE/{}/" "$2/ml-platform.json" | "$1" --cert "$2/cert.pem" -o yaml >"$2/manifests/{}.yaml" &&
     { echo ---; sed "s/NAMESPACE/{}/" "$2/ghcr.yaml"; } >>"$2/manifests/{}.yaml"' _ "$KUBESEAL" "$SS_DIR" <"$SS_DIR/namespaces"
   rm "$SS_DIR/ml-platform.json"

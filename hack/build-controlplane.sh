@@ -2,6 +2,7 @@
 # Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go modules pinned in
 # hack/controlplane/go.mod and caches them under a version-keyed directory. Prints that
 # directory. A second run with the same versions does nothing.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need go golang-go

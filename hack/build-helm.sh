@@ -2,6 +2,7 @@
 # Builds helm from its Go module into a version-keyed cache directory and prints the binary's
 # path. The kube version helm assumes for `lint` and `template` (Capabilities.KubeVersion) is
 # linked in as the control plane's (hack/controlplane/go.mod), as helm's own Makefile does.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODULE=helm.sh/helm/v3

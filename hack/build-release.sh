@@ -9,6 +9,7 @@
 # dependencies' sources under CARGO_HOME end up in panic locations; the checkout and target
 # dir (OUT_DIR) are remapped for code that would embed them the same way. SOURCE_DATE_EPOCH
 # fixes anything a C compiler would stamp with the build date (__DATE__).
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need cargo

@@ -52,7 +52,7 @@ def use_tree_paths(tree):
 def paths_in(code):
     """Every `crate::`/`super::`/`self::` path in `code` (comments aside), as a list of segments."""
     code = re.sub(r"//[^\n]*", "", code)
-    use = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.M)
+    use = re.compile(r"^\s*(?:pub(?:\([^)]*\))?\s+)?use\s+([^;]+);", re.MULTILINE)
     found = []
     for statement in use.finditer(code):
         found += use_tree_paths(statement.group(1))

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The control plane's components by name: how each one is started, how it is known to be
 # ready, how it is stopped. Sourced by hack/controlplane-up.sh (first start) and
 # hack/controlplane-component.sh (a fault test killing and restarting one), so a restarted

@@ -10,7 +10,9 @@
 #   restart  kill, then start
 #   freeze   SIGSTOP: it keeps its connections and answers nothing (a hung disk, a paused VM)
 #   thaw     SIGCONT, after a freeze
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=components.sh
 source "$HACK_DIR/components.sh"
 
 [ $# = 3 ] || die "usage: $0 STATE_DIR kill|stop|start|restart|freeze|thaw COMPONENT"

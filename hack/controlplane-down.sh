@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Stops what hack/controlplane-up.sh started (whole process groups) and removes its state.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=components.sh
 source "$HACK_DIR/components.sh"
 
 STATE=${1:-$REPO_DIR/target/controlplane}

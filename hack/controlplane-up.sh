@@ -11,7 +11,9 @@
 # /debug/pprof (a CPU profile of the server during a bench, BENCH_APISERVER_PROFILE); off
 # otherwise. Stop with hack/controlplane-down.sh; kill or restart one component with
 # hack/controlplane-component.sh. Prints the path of env.sh.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=components.sh
 source "$HACK_DIR/components.sh"
 
 STATE=${1:-$REPO_DIR/target/controlplane}

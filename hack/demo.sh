@@ -4,6 +4,7 @@
 # what was created. Keeps the operator running until Ctrl-C, or exits at once with
 # DEMO_ONESHOT=1. DEMO_PROMETHEUS=1 also starts Prometheus (the Debian package's server, see
 # hack/prometheus.sh) scraping the operator with the chart's alert rules, and prints its URL.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-demo

@@ -14,6 +14,7 @@
 #      .kubeseal.b64 *and* every .mltenant.b64 back into the plaintext;
 #   5. run the crypto unit tests, which open the committed vectors with the fixture key.
 # Nothing here is needed at test time: the outputs are committed.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODULE=github.com/bitnami-labs/sealed-secrets
@@ -60,6 +61,7 @@ fi
 printf '%s' 'AKIAIOSFODNN7EXAMPLE' >"$FIX/cluster.plain"
 head -c 20000 < <(yes 'mltenant-operator kubeseal vector 0123456789') >"$FIX/large.plain"
 printf '%s' '{"auths":{"ghcr.io":{"auth":"Z2hjcjp0b2tlbg=="}}}' >"$FIX/tenant.plain"
+# shellcheck disable=SC2059 # the format is the octal escape of byte i, on purpose
 for i in $(seq 0 255); do printf "\\$(printf '%03o' "$i")"; done >"$FIX/binary.plain"
 printf 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n' >"$FIX/environment.plain"
 : >"$FIX/empty.plain"

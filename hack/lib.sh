@@ -1,7 +1,9 @@
+# shellcheck shell=bash
 # Shared helpers for the hack/ scripts. Sourced, not executed.
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 REPO_DIR=$(cd "$HACK_DIR/.." && pwd)
 CACHE_DIR=${MLTENANT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mltenant}
 

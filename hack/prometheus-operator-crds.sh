@@ -2,6 +2,7 @@
 # Prints the paths of the ServiceMonitor and PrometheusRule CRDs from the prometheus-operator
 # Go module's source (downloaded once into the Go module cache), for the chart's server-side
 # dry-run tests.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 MODULE=github.com/prometheus-operator/prometheus-operator

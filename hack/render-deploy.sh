@@ -3,6 +3,7 @@
 # values for the release mltenant-operator in namespace mltenant-system.
 #   hack/render-deploy.sh          rewrite deploy/
 #   hack/render-deploy.sh --check  fail when deploy/ differs from what the chart renders
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 NAMESPACE=mltenant-system

@@ -5,6 +5,7 @@
 #   SOAK_MINUTES=30 SOAK_TENANTS=200 make soak
 # Also: SOAK_SEED (reproduce a churn), SOAK_GRACE_SECONDS (90), SOAK_ACTION_MS (1500),
 # SOAK_CHECK_SECONDS (5), SOAK_RESTART_MINUTES (5).
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-soak

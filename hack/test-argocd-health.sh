@@ -9,6 +9,7 @@
 #   hack/test-argocd-health.sh --update-docs   regenerate the snippet in docs/argocd.md first
 #
 # Installs Debian's lua5.1 (and python3-yaml when python3 cannot import yaml) if missing.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need python3 python3

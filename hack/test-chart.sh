@@ -3,6 +3,7 @@
 # values.schema.json rejects bad values with a clear message, and deploy/ is what the chart
 # renders. (Rendered manifests are applied with server-side dry-run, and their content checked,
 # by the integration tests in tests/integration/chart.rs.)
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 chart=$REPO_DIR/charts/mltenant-operator

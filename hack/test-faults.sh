@@ -4,6 +4,7 @@
 # normal suite's tests must never see these faults), with APF on. The tests run one at a
 # time: each one breaks the whole control plane. Always stops the control plane.
 #   hack/test-faults.sh [extra cargo test args, e.g. a test name filter]
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-faults

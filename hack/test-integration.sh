@@ -4,6 +4,7 @@
 # helm and prometheus for the tests that run them, runs the integration tests against it and
 # stops it again, also when the tests fail.
 #   hack/test-integration.sh [extra cargo test args, e.g. a test name filter]
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STATE=$REPO_DIR/target/controlplane-test

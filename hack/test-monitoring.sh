@@ -4,6 +4,7 @@
 # the Grafana Foundation SDK's strict decode and Validate() per panel type
 # (hack/dashboard-check), which must also refuse the dashboard with a misspelt field.
 # (That the dashboard only queries exported metrics is an integration test.)
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 files=$REPO_DIR/charts/mltenant-operator/files

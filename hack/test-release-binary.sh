@@ -7,6 +7,7 @@
 # check; the first failure ends the script with one "error:" line.
 #   hack/test-release-binary.sh [BINARY]   (BINARY: check that file instead of building, e.g.
 #                                           one copied out of the image)
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need readelf binutils

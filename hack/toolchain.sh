@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the tools `make test` needs are present: rustfmt and clippy (rustup components),
 # cargo-deny (built once from crates.io into ~/.cargo/bin), Go >= 1.24 for the control plane.
+# shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 need cargo

@@ -49,17 +49,17 @@ def lua(value):
         out = []
         for byte in value.encode("utf-8"):
             ch = chr(byte)
-            out.append(ch if 32 <= byte < 127 and ch not in '\\"' else "\\%d" % byte)
+            out.append(ch if 32 <= byte < 127 and ch not in '\\"' else f"\\{byte}")
         return '"' + "".join(out) + '"'
     if isinstance(value, list):
         return "{" + ", ".join(lua(v) for v in value) + "}"
     if isinstance(value, dict):
-        return "{" + ", ".join("[%s] = %s" % (lua(str(k)), lua(v)) for k, v in value.items()) + "}"
-    raise TypeError("cannot express %r in Lua" % (value,))
+        return "{" + ", ".join(f"[{lua(str(k))}] = {lua(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot express {value!r} in Lua")
 
 
 def script_path(repo, kind):
-    return os.path.join(repo, "argocd", "health", "%s_%s.lua" % (GROUP, kind))
+    return os.path.join(repo, "argocd", "health", f"{GROUP}_{kind}.lua")
 
 
 def kinds(repo):
@@ -76,17 +76,17 @@ def plan(repo):
         expected = load(expected_path) if os.path.exists(expected_path) else {}
         script = script_path(repo, kind)
         if not os.path.exists(script):
-            checks.append((kind, False, "no health script %s" % os.path.relpath(script, repo)))
+            checks.append((kind, False, f"no health script {os.path.relpath(script, repo)}"))
             continue
         fixtures = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".yaml") and f != "expected.yaml")
         for name in fixtures:
-            label = "%s/%s" % (kind, name)
+            label = f"{kind}/{name}"
             want = expected.get(name)
             obj = load(os.path.join(directory, name + ".yaml"))
             if not isinstance(want, dict) or "status" not in want:
-                checks.append((label, False, "no expectation in %s" % os.path.relpath(expected_path, repo)))
+                checks.append((label, False, f"no expectation in {os.path.relpath(expected_path, repo)}"))
             elif not isinstance(obj, dict) or obj.get("kind") != kind:
-                checks.append((label, False, "fixture is not a %s object" % kind))
+                checks.append((label, False, f"fixture is not a {kind} object"))
             else:
                 contains = want.get("message", [])
                 cases.append({
@@ -98,7 +98,7 @@ def plan(repo):
                     "exact": want.get("messageIs"),
                 })
         for name in sorted(set(expected) - set(fixtures)):
-            checks.append(("%s/%s" % (kind, name), False, "expectation without fixture %s.yaml" % name))
+            checks.append((f"{kind}/{name}", False, f"expectation without fixture {name}.yaml"))
     checks.extend(docs_checks(repo))
     return cases, checks
 
@@ -118,7 +118,7 @@ def generated_block(repo):
         "data:",
     ]
     for kind, text in sorted(scripts(repo).items()):
-        lines.append("  %s%s_%s: |" % (KEY_PREFIX, GROUP, kind))
+        lines.append(f"  {KEY_PREFIX}{GROUP}_{kind}: |")
         lines.extend(("    " + line) if line.strip() else "" for line in text.rstrip("\n").split("\n"))
     return "\n".join(lines) + "\n"
 
@@ -142,21 +142,22 @@ def docs_checks(repo):
     label = "docs/argocd.md"
     if not os.path.exists(path):
         return [(label, False, "missing")]
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     span = docs_block(text)
     if span is None:
-        return [(label, False, "no ```yaml block between %s ...--> and %s" % (BEGIN, END))]
+        return [(label, False, f"no ```yaml block between {BEGIN} ...--> and {END}")]
     try:
         configmap = yaml.safe_load(text[span[0]:span[1]])
         data = configmap["data"]
         assert configmap["kind"] == "ConfigMap" and configmap["metadata"]["name"] == "argocd-cm"
     except Exception as e:  # noqa: BLE001 - any shape problem is a failed check
-        return [(label, False, "the argocd-cm block is not a valid argocd-cm ConfigMap: %s" % e)]
+        return [(label, False, f"the argocd-cm block is not a valid argocd-cm ConfigMap: {e}")]
     results = []
     wanted = scripts(repo)
     for kind, script in sorted(wanted.items()):
-        key = "%s%s_%s" % (KEY_PREFIX, GROUP, kind)
-        name = "%s %s" % (label, key)
+        key = f"{KEY_PREFIX}{GROUP}_{kind}"
+        name = f"{label} {key}"
         snippet = data.get(key)
         if snippet is None:
             results.append((name, False, "key missing; run hack/test-argocd-health.sh --update-docs"))
@@ -166,28 +167,30 @@ def docs_checks(repo):
         have = [l.strip() for l in snippet.rstrip().split("\n")]
         want = [l.strip() for l in script.rstrip().split("\n")]
         if have == want:
-            results.append((name, True, "matches argocd/health/%s_%s.lua" % (GROUP, kind)))
+            results.append((name, True, f"matches argocd/health/{GROUP}_{kind}.lua"))
         else:
             line = next((i for i, (a, b) in enumerate(zip(have, want)) if a != b), min(len(have), len(want)))
-            results.append((name, False, "differs from argocd/health/%s_%s.lua at script line %d; "
-                            "run hack/test-argocd-health.sh --update-docs" % (GROUP, kind, line + 1)))
+            detail = (f"differs from argocd/health/{GROUP}_{kind}.lua at script line {line + 1}; "
+                      "run hack/test-argocd-health.sh --update-docs")
+            results.append((name, False, detail))
     for key in sorted(k for k in data if k.startswith(KEY_PREFIX + GROUP + "_")):
         if key[len(KEY_PREFIX + GROUP) + 1:] not in wanted:
-            results.append(("%s %s" % (label, key), False, "no script argocd/health/%s.lua" % key[len(KEY_PREFIX):]))
+            results.append((f"{label} {key}", False, f"no script argocd/health/{key[len(KEY_PREFIX):]}.lua"))
     return results
 
 
 def update_docs(repo):
     path = os.path.join(repo, "docs", "argocd.md")
-    text = open(path, encoding="utf-8").read()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
     span = docs_block(text)
     if span is None:
-        sys.exit("%s: no ```yaml block between %s ...--> and %s" % (path, BEGIN, END))
+        sys.exit(f"{path}: no ```yaml block between {BEGIN} ...--> and {END}")
     new = text[:span[0]] + generated_block(repo) + text[span[1]:]
     if new != text:
         with open(path, "w", encoding="utf-8") as f:
             f.write(new)
-        print("updated %s" % os.path.relpath(path, repo), file=sys.stderr)
+        print(f"updated {os.path.relpath(path, repo)}", file=sys.stderr)
 
 
 def main():
@@ -200,11 +203,11 @@ def main():
     cases, checks = plan(repo)
     out = ["return {", "cases = {"]
     for case in cases:
-        out.append("{" + ", ".join("%s = %s" % (k, lua(v)) for k, v in case.items()) + "},")
+        out.append("{" + ", ".join(f"{k} = {lua(v)}" for k, v in case.items()) + "},")
     out.append("},")
     out.append("checks = {")
     for name, ok, detail in checks:
-        out.append("{name = %s, ok = %s, detail = %s}," % (lua(name), lua(ok), lua(detail)))
+        out.append(f"{{name = {lua(name)}, ok = {lua(ok)}, detail = {lua(detail)}}},")
     out.append("},")
     out.append("}")
     print("\n".join(out))

@@ -189,7 +189,7 @@ pub struct MLTenantStatus {
     /// What the operator created (or adopted) for this tenant, by UID: the only namespaces it
     /// ever deletes and the only Secrets, Roles and RoleBindings it ever updates or deletes.
     /// Labels and annotations, which others can set, are never proof of that. Only the operator
-    /// writes it (the chart's admission policy refuses status writes by anyone else).
+    /// writes it (the chart's `tenant-guard` admission policy refuses anyone else changing it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = limits::MAX_OWNED))]
     pub owned: Option<Vec<OwnedObject>>,

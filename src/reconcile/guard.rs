@@ -9,18 +9,22 @@
 //! comes through [`Guarded`]: the object, or [`Unreadable`] with enough of its metadata to report
 //! it and the path of the field that failed (never a value). The rest of the list goes on.
 //!
-//! Before decoding, each kind drops what the operator never reads ([`Trim::prune`]): of
-//! `managedFields` only the operator's own entry stays, without its time.
+//! Of `managedFields` only the operator's own entry is decoded, without its time; before the
+//! object is decoded, each kind drops what the operator never reads ([`Trim::prune`]).
 
 use std::borrow::Cow;
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 
 use super::trim::Trim;
+use crate::api::labels::FIELD_MANAGER;
 
 /// A stored object, or why it could not be read.
 #[derive(Clone, Debug)]
@@ -67,10 +71,66 @@ impl Unreadable {
 
 impl<'de, K: Trim + DeserializeOwned> Deserialize<'de> for Guarded<K> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let mut value = Value::deserialize(deserializer)?;
+        // Each field is taken as raw text first: serde_json skips over it without a depth limit
+        // (its parser stops at 128 levels, and `managedFields` may nest as deep as whoever
+        // updates the object likes), then decoded on its own, so that what fails is this field
+        // of this object, never the list around it.
+        let fields = BTreeMap::<String, Box<RawValue>>::deserialize(deserializer)?;
+        let mut value = Map::new();
+        let mut failed = None;
+        for (key, raw) in fields {
+            let decoded = if key == "metadata" { metadata(&raw) } else { serde_json::from_str(raw.get()) };
+            match decoded {
+                Ok(decoded) => {
+                    value.insert(key, decoded);
+                }
+                Err(_) => failed = failed.or(Some(key)),
+            }
+        }
+        let mut value = Value::Object(value);
+        if let Some(field) = failed {
+            return Ok(Guarded(Err(Unreadable { metadata: Box::new(lenient_metadata(&value)), field })));
+        }
         K::prune(&mut value);
         Ok(Guarded(decode(&value)))
     }
+}
+
+/// An object's metadata, of whose `managedFields` only the operator's own server-side-apply
+/// entry is kept, without its time: what its field manager owns is what the caches compare
+/// (see `trim`); the other entries, and every time, are written by whoever updates the object
+/// and never read. An entry whose field set does not decode (nested past the parser's depth)
+/// is kept without it: the operator then owns nothing there, applies again, and the API server
+/// rewrites the entry.
+fn metadata(raw: &RawValue) -> serde_json::Result<Value> {
+    let mut fields: Map<String, Value> = Map::new();
+    for (key, raw) in serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get())? {
+        let decoded = if key == "managedFields" {
+            let entries = serde_json::from_str::<Vec<BTreeMap<String, Box<RawValue>>>>(raw.get())?;
+            Value::Array(entries.into_iter().filter_map(own_field_entry).collect())
+        } else {
+            serde_json::from_str(raw.get())?
+        };
+        fields.insert(key, decoded);
+    }
+    Ok(Value::Object(fields))
+}
+
+/// A `managedFields` entry if it is the operator's own apply (not of a subresource), without
+/// its time.
+fn own_field_entry(entry: BTreeMap<String, Box<RawValue>>) -> Option<Value> {
+    let text = |key: &str| entry.get(key).and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    let own = text("manager").as_deref() == Some(FIELD_MANAGER)
+        && text("operation").as_deref() == Some("Apply")
+        && !entry.contains_key("subresource");
+    if !own {
+        return None;
+    }
+    let kept = entry
+        .iter()
+        .filter(|(key, _)| key.as_str() != "time")
+        .filter_map(|(key, raw)| Some((key.clone(), serde_json::from_str::<Value>(raw.get()).ok()?)));
+    Some(Value::Object(kept.collect()))
 }
 
 /// `value` as a `K`, or what can be said about it.
@@ -143,7 +203,7 @@ mod tests {
             "spec": {"scope": "Cluster", "tenantSelector": {}, "expiresAt": "9999-12-31T23:59:59Z",
                      "encryptedData": {"K": "AgB-sealed"}},
         });
-        let guarded: Guarded<SealedBundle> = serde_json::from_value(far).unwrap();
+        let guarded: Guarded<SealedBundle> = serde_json::from_str(&far.to_string()).unwrap();
         let unreadable = guarded.0.unwrap_err();
         assert_eq!(unreadable.field, "spec.expiresAt");
         assert_eq!(
@@ -166,7 +226,7 @@ mod tests {
             item("b", "9999-12-31T23:59:59Z"),
             item("c", "2028-01-01T00:00:00Z")
         ]);
-        let read: Vec<Guarded<SealedBundle>> = serde_json::from_value(list).unwrap();
+        let read: Vec<Guarded<SealedBundle>> = serde_json::from_str(&list.to_string()).unwrap();
         let readable: Vec<bool> = read.iter().map(|g| g.0.is_ok()).collect();
         assert_eq!(readable, [true, false, true]);
         assert_eq!(read[1].meta().name.as_deref(), Some("b"));
@@ -184,11 +244,28 @@ mod tests {
             ]},
             "data": {"K": "dg=="},
         });
-        let guarded: Guarded<Secret> = serde_json::from_value(secret).unwrap();
+        let guarded: Guarded<Secret> = serde_json::from_str(&secret.to_string()).unwrap();
         let secret = guarded.0.expect("readable once the times are dropped");
         let entries = secret.metadata.managed_fields.unwrap();
         assert_eq!(entries.len(), 1, "only the operator's own apply entry stays");
         assert_eq!((entries[0].manager.as_deref(), entries[0].time.as_ref()), (Some("mltenant-operator"), None));
+    }
+
+    #[test]
+    fn fields_nested_past_the_parsers_depth_fail_no_list() {
+        let deep = |depth: usize| format!("{}{{}}{}", "{\"f:x\":".repeat(depth), "}".repeat(depth));
+        let entry = |manager: &str| {
+            format!(r#"{{"manager":"{manager}","operation":"Apply","fieldsType":"FieldsV1","fieldsV1":{}}}"#, deep(200))
+        };
+        let item = |name: &str, manager: &str| {
+            format!(r#"{{"metadata":{{"name":"{name}","managedFields":[{}]}},"data":{{"K":"dg=="}}}}"#, entry(manager))
+        };
+        let list = format!("[{},{}]", item("theirs", "someone"), item("ours", "mltenant-operator"));
+        let read: Vec<Guarded<Secret>> = serde_json::from_str(&list).expect("the list decodes");
+        let secrets: Vec<Secret> = read.into_iter().map(|g| g.0.expect("each Secret decodes")).collect();
+        assert_eq!(secrets[0].metadata.managed_fields, Some(vec![]), "someone else's entry is not kept");
+        let ours = &secrets[1].metadata.managed_fields.as_ref().unwrap()[0];
+        assert_eq!((ours.manager.as_deref(), ours.fields_v1.as_ref()), (Some("mltenant-operator"), None));
     }
 
     #[test]

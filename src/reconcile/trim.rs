@@ -1,8 +1,9 @@
 //! What the operator keeps in memory of each object it watches or reads: only what its
 //! decisions look at, in a size that does not depend on what others put on the object.
 //!
-//! Before decoding ([`Trim::prune`]), `managedFields` is cut to the operator's own
-//! server-side-apply entry (see `guard`). After decoding ([`Trim::trim`]):
+//! Before decoding, `managedFields` is cut to the operator's own server-side-apply entry (see
+//! `guard`) and each kind drops what it never reads ([`Trim::prune`]). After decoding
+//! ([`Trim::trim`]):
 //!
 //! * MLTenants and SealedBundles lose their field ownership and their annotations (`kubectl`'s
 //!   last-applied copy among them: for a bundle, a second copy of every ciphertext); a bundle
@@ -26,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde_json::Value;
 
-use crate::api::labels::{self, FIELD_MANAGER};
+use crate::api::labels;
 use crate::api::limits::POD_SECURITY_LABELS;
 use crate::api::{MLTenant, SealedBundle};
 use crate::unseal;
@@ -43,28 +44,12 @@ const KEPT_VALUE_BYTES: usize = 256;
 
 /// An object the operator caches, reduced to what it uses.
 pub trait Trim {
-    /// Before decoding: drop what is never read (by default, every `managedFields` entry but
-    /// the operator's own apply, and every entry's time, which anyone who updates the object
-    /// may set to a date no time library reads).
-    fn prune(value: &mut Value) {
-        keep_own_field_entry(value);
-    }
+    /// Before decoding (`guard` has already cut `managedFields` to the operator's own entry):
+    /// drop what this kind never reads.
+    fn prune(_value: &mut Value) {}
 
     /// After decoding: reduce to what decisions read.
     fn trim(&mut self);
-}
-
-/// Of `managedFields`, keep only the operator's own server-side-apply entry, without its time.
-fn keep_own_field_entry(value: &mut Value) {
-    let Some(entries) = value.pointer_mut("/metadata/managedFields").and_then(Value::as_array_mut) else {
-        return;
-    };
-    entries.retain(|entry| {
-        entry["manager"] == FIELD_MANAGER && entry["operation"] == "Apply" && entry.get("subresource").is_none()
-    });
-    for entry in entries.iter_mut().filter_map(Value::as_object_mut) {
-        entry.remove("time");
-    }
 }
 
 /// A child kind kept compact: what of its content (beyond labels and annotations) the operator
@@ -270,7 +255,6 @@ impl Trim for Namespace {
     /// Its spec and status (finalizers, phase, conditions) are the API server's business, and a
     /// namespace being deleted shows in its metadata: neither is decoded.
     fn prune(value: &mut Value) {
-        keep_own_field_entry(value);
         if let Some(fields) = value.as_object_mut() {
             fields.remove("spec");
             fields.remove("status");
@@ -299,6 +283,21 @@ impl<K> Trim for kube::core::PartialObjectMeta<K> {
     fn trim(&mut self) {}
 }
 
+/// Labels of an MLTenant or SealedBundle kept: what selectors match (`tenantSelector`,
+/// `--bundle-selector`) needs no more, and Kubernetes bounds their number only by the object's
+/// size.
+const OWN_KIND_LABELS: usize = 64;
+
+/// Keep the first [`OWN_KIND_LABELS`] labels (in key order).
+fn cap_labels(meta: &mut ObjectMeta) {
+    if let Some(labels) = meta.labels.as_mut()
+        && labels.len() > OWN_KIND_LABELS
+    {
+        let kept: BTreeMap<String, String> = std::mem::take(labels).into_iter().take(OWN_KIND_LABELS).collect();
+        *labels = kept;
+    }
+}
+
 impl Trim for MLTenant {
     fn prune(value: &mut Value) {
         if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -308,6 +307,7 @@ impl Trim for MLTenant {
 
     fn trim(&mut self) {
         slim(&mut self.metadata);
+        cap_labels(&mut self.metadata);
         // No decision reads a tenant's annotations.
         self.metadata.annotations = None;
     }
@@ -320,6 +320,7 @@ impl Trim for SealedBundle {
 
     fn trim(&mut self) {
         slim(&mut self.metadata);
+        cap_labels(&mut self.metadata);
         // No decision reads a bundle's annotations: the cache gets only the source hash.
         self.metadata.annotations = None;
         unseal::keep_digests(self);
@@ -351,7 +352,7 @@ pub fn as_cached<K: Compact + Trim + Clone + serde::Serialize>(desired: &K, edit
     }
     let mut stored = desired.clone();
     stored.meta_mut().managed_fields = Some(vec![ManagedFieldsEntry {
-        manager: Some(FIELD_MANAGER.into()),
+        manager: Some(labels::FIELD_MANAGER.into()),
         operation: Some("Apply".into()),
         fields_v1: Some(FieldsV1(fields)),
         ..Default::default()
@@ -370,7 +371,7 @@ mod tests {
 
     fn entry(fields: Value) -> ManagedFieldsEntry {
         ManagedFieldsEntry {
-            manager: Some(FIELD_MANAGER.into()),
+            manager: Some(labels::FIELD_MANAGER.into()),
             operation: Some("Apply".into()),
             fields_v1: Some(FieldsV1(fields)),
             ..Default::default()
@@ -490,8 +491,10 @@ mod tests {
             crate::api::SealedBundleSpec::new(crate::api::BundleScope::Cluster, [("K".into(), "AgB".into())].into()),
         );
         bundle.metadata.annotations = map(&[(LAST_APPLIED, "{...}"), ("big", "x"), ("argocd.argoproj.io/x", "y")]);
+        bundle.metadata.labels = Some((0..1000).map(|i| (format!("example.com/l{i:04}"), "v".repeat(63))).collect());
         bundle.trim();
         let kept: Vec<&String> = bundle.metadata.annotations.as_ref().unwrap().keys().collect();
         assert_eq!(kept, [labels::SOURCE_HASH]);
+        assert_eq!(bundle.metadata.labels.unwrap().len(), OWN_KIND_LABELS, "labels past the bound are not kept");
     }
 }

@@ -1,12 +1,13 @@
 //! Hostile input that needs the control plane to itself: an object stored under an older CRD
-//! (the test loosens the shared CRD for a moment), and the largest objects a tenant author, a
-//! bundle author and a namespace user can create, all at once (a memory budget).
+//! (the test loosens the shared CRD for a moment), the largest objects a tenant author, a
+//! bundle author and a namespace user can create, all at once (a memory budget), and objects
+//! whose `managedFields` no typed client reads (they would break the other tests' lists while
+//! stored; each test removes them).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::api::rbac::v1::PolicyRule;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use mltenant_operator::api::labels;
@@ -215,13 +216,8 @@ async fn a_hostile_fleet_stays_within_the_memory_budget() {
 
     // The namespace user: Secrets labelled as the tenant's, each with annotations at the API's
     // limit, in a namespace of theirs; and the same annotations on the tenant's Secrets.
-    let rule = PolicyRule {
-        api_groups: Some(vec![String::new()]),
-        resources: Some(vec!["secrets".into()]),
-        verbs: vec!["create".into(), "patch".into()],
-        ..Default::default()
-    };
-    let user = client_as(&service_account_token(&client, "namespace-user", vec![rule]).await).await;
+    let rules = vec![rule("", &["secrets"], &["create", "patch"])];
+    let user = client_as(&service_account_token(&client, "namespace-user", rules).await).await;
     let own = unique("user-ns");
     create_namespace(&client, &own, &[]).await;
     let blob = "x".repeat(240 * 1024);
@@ -270,4 +266,238 @@ async fn a_hostile_fleet_stays_within_the_memory_budget() {
     delete_tenant(&client, &name).await;
     wait_tenant_gone(&client, &name).await;
     Api::<SealedBundle>::all(client.clone()).delete(&b, &Default::default()).await.unwrap();
+}
+
+/// `managedFields` as anyone allowed to update an object may write them: a time in year 9999,
+/// valid to the API server, beyond what the operator's time library reads.
+fn far_field_times(api_version: &str) -> serde_json::Value {
+    json!({"metadata": {"managedFields": [{
+        "manager": "someone", "operation": "Update", "apiVersion": api_version,
+        "time": "9999-12-31T23:59:59Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": {"f:labels": {".": {}}}},
+    }]}})
+}
+
+/// Objects a test makes unreadable to typed clients (their `managedFields`), removed with
+/// kubectl when the test ends, passed or failed: the tests after it list every tenant,
+/// namespace or Secret. The tenants lose their finalizer by the operator's identity (the
+/// tenant guard lets nobody else remove it), whether or not an operator still runs; the
+/// namespaces go with everything in them.
+struct Unreadable {
+    tenants: Vec<String>,
+    bundles: Vec<String>,
+    namespaces: Vec<String>,
+}
+
+impl Drop for Unreadable {
+    fn drop(&mut self) {
+        let kubectl = |identity: &str, args: &[&str]| {
+            kubectl_command().env("KUBECONFIG", kubeconfig_path(identity)).args(args).output().expect("run kubectl")
+        };
+        let delete = |resource: &str, names: &[String], wait: bool| {
+            let mut args = vec!["delete", resource, "--ignore-not-found", "--timeout=120s"];
+            args.extend(names.iter().map(String::as_str));
+            args.push(if wait { "--wait=true" } else { "--wait=false" });
+            let out = kubectl("MLTENANT_TEST_ADMIN_KUBECONFIG", &args);
+            assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        delete("mltenants", &self.tenants, false);
+        for tenant in &self.tenants {
+            // (Fails when an operator finished the deletion first: nothing left to do.)
+            let drop_finalizers = r#"{"metadata":{"finalizers":null}}"#;
+            kubectl(
+                "MLTENANT_TEST_OPERATOR_KUBECONFIG",
+                &["patch", "mltenant", tenant, "--type=merge", "-p", drop_finalizers],
+            );
+        }
+        delete("mltenants", &self.tenants, true);
+        delete("sealedbundles", &self.bundles, true);
+        delete("namespaces", &self.namespaces, true);
+    }
+}
+
+/// One stored object must never stall a list or a controller. Anyone who may update an object
+/// may set a time in its `managedFields`; year 9999 is a valid date to the API server and
+/// beyond the time library's range, which made a whole list fail to decode: every restarted or
+/// failed-over replica stayed "caches not synced" and reconciled nothing. Here a bundle author
+/// does it to a SealedBundle, someone allowed to update Secrets to the tenant's own Secret and
+/// to one labelled as ours elsewhere; a fresh replica must become ready and go on working.
+#[tokio::test]
+async fn one_unreadable_object_stops_no_replica() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("unread");
+    let b = unique("unread-b");
+    let second = unique("unread-next");
+    let (dev, other) = (format!("{name}-dev"), unique("elsewhere"));
+    let _removed = Unreadable {
+        tenants: vec![name.clone(), second.clone()],
+        bundles: vec![b.clone(), format!("{second}-b")],
+        namespaces: vec![dev.clone(), format!("{second}-dev"), other.clone()],
+    };
+    let (op, cert) = operator_with_bundle(&client, &run, RESYNC_1S, &name, &b).await;
+    create_tenant(&client, &tenant_with_secret(&name, &run, &b)).await;
+    wait_condition(&client, &name, "Ready", "True", None).await;
+
+    create_namespace(&client, &other, &[]).await;
+    let mut labelled = Secret::default();
+    labelled.metadata.name = Some("decoy".into());
+    labelled.metadata.labels = Some(labels::managed(&name, "dev"));
+    Api::<Secret>::namespaced(client.clone(), &other).create(&PostParams::default(), &labelled).await.unwrap();
+    let targets = [
+        format!("/apis/mltenant.io/v1alpha1/sealedbundles/{b}"),
+        format!("/api/v1/namespaces/{dev}/secrets/ml-platform"),
+        format!("/api/v1/namespaces/{other}/secrets/decoy"),
+    ];
+    for (path, api_version) in targets.iter().zip(["mltenant.io/v1alpha1", "v1", "v1"]) {
+        merge_patch(&client, path, &far_field_times(api_version)).await.unwrap();
+        // The attack is real: the API server keeps the time.
+        let stored = get_json(&client, path).await.unwrap();
+        assert!(stored["metadata"]["managedFields"].to_string().contains("9999-12-31T23:59:59Z"), "{path}: {stored}");
+    }
+
+    // A fresh replica, as after a restart (the first hands over the Lease as it stops).
+    let log = op.log_path().to_owned();
+    op.terminate(TIMEOUT).await;
+    let started = Instant::now();
+    let fresh = Operator::start_with(&run, RESYNC_1S).await;
+    fresh.wait_leading().await;
+    println!("a fresh replica with unreadable times stored led with its caches synced in {:?}", started.elapsed());
+
+    // It works on what it read: a new tenant converges, an edited Secret is put back.
+    let data = sealed(&cert, BundleScope::Tenant, &second, "", &[("PASSWORD", b"n3xt")]);
+    create_bundle(&client, &bundle(&format!("{second}-b"), BundleScope::Tenant, Some(&second), None, data)).await;
+    create_tenant(&client, &tenant_with_secret(&second, &run, &format!("{second}-b"))).await;
+    wait_condition(&client, &second, "Ready", "True", None).await;
+    merge_patch(&client, &targets[1], &json!({"data": {"PASSWORD": "aGFuZC1lZGl0ZWQ="}})).await.unwrap();
+    // (Read as JSON: the test's own typed client cannot read that time either.)
+    wait_for("the edited Secret to be put back", TIMEOUT, || async {
+        let secret = get_json(&client, &targets[1]).await.ok()?;
+        (secret["data"]["PASSWORD"] == "czNjcjN0").then_some(())
+    })
+    .await;
+    assert!(may(&client, ARGO, "get", &dev, Some("ml-platform")).await);
+
+    // No log line carries an object's body (a list of ciphertexts, a Secret's data).
+    let sealed_value = get_json(&client, &targets[0]).await.unwrap()["spec"]["encryptedData"]["PASSWORD"].to_string();
+    for text in [std::fs::read_to_string(&log).unwrap(), fresh.log()] {
+        assert!(!text.contains(sealed_value.trim_matches('"')), "a log line quotes a ciphertext");
+        let longest = text.lines().map(str::len).max().unwrap_or(0);
+        assert!(longest < 4096, "a log line of {longest} bytes");
+    }
+}
+
+/// A `managedFields` entry whose field set nests `depth` levels: a valid field set to the API
+/// server, past the 128 levels serde_json's parser takes.
+fn deep_field_entry(api_version: &str, depth: usize) -> serde_json::Value {
+    let mut fields = json!({});
+    for i in 0..depth {
+        fields = json!({ format!("f:k{i}"): fields });
+    }
+    json!({"metadata": {"managedFields": [{
+        "manager": "someone", "operation": "Update", "apiVersion": api_version,
+        "time": "2025-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:metadata": fields},
+    }]}})
+}
+
+/// How deep a JSON text nests (no bracket inside its strings).
+fn depth_of(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for b in text.bytes() {
+        match b {
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth -= 1,
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// One stored object never stalls a list, whatever its nesting: `managedFields` may nest as
+/// deep as whoever updates the object likes, and kube's client reads a list with a parser that
+/// stops at 128 levels (a security review found a list failing whole before the guard saw its
+/// objects). A bundle author, a tenant author, a namespace owner and someone who may create
+/// Secrets each nest 200 levels into an object the operator watches; a fresh replica leads with
+/// its caches synced and goes on working.
+#[tokio::test]
+async fn fields_nested_past_the_parsers_depth_stop_no_replica() {
+    let client = admin().await;
+    let run = unique("run");
+    let name = unique("deep");
+    let b = format!("{name}-b");
+    let (second, own) = (unique("deep-next"), unique("nests"));
+    let _removed = Unreadable {
+        tenants: vec![name.clone(), second.clone()],
+        bundles: vec![b.clone(), format!("{second}-b")],
+        namespaces: vec![format!("{name}-dev"), format!("{second}-dev"), own.clone()],
+    };
+    let (op, cert) = operator_with_bundle(&client, &run, RESYNC_1S, &name, &b).await;
+    let attacker = client_as(
+        &service_account_token(
+            &client,
+            "nester",
+            vec![
+                rule("mltenant.io", &["mltenants", "sealedbundles"], &["create", "patch", "get"]),
+                rule("", &["secrets", "namespaces"], &["create", "patch", "get"]),
+            ],
+        )
+        .await,
+    )
+    .await;
+    let tenants = Api::<MLTenant>::all(attacker.clone());
+    tenants.create(&PostParams::default(), &tenant_with_secret(&name, &run, &b)).await.unwrap();
+    wait_condition(&client, &name, "Ready", "True", None).await;
+    create_namespace(&client, &own, &[]).await;
+    let mut decoy = Secret::default();
+    decoy.metadata.name = Some("decoy".into());
+    decoy.metadata.labels = Some(labels::managed(&name, "dev"));
+    Api::<Secret>::namespaced(attacker.clone(), &own).create(&PostParams::default(), &decoy).await.unwrap();
+    let targets = [
+        (format!("/apis/mltenant.io/v1alpha1/sealedbundles/{b}"), "mltenant.io/v1alpha1"),
+        (format!("/apis/mltenant.io/v1alpha1/mltenants/{name}"), "mltenant.io/v1alpha1"),
+        (format!("/api/v1/namespaces/{name}-dev/secrets/ml-platform"), "v1"),
+        (format!("/api/v1/namespaces/{own}/secrets/decoy"), "v1"),
+        (format!("/api/v1/namespaces/{own}"), "v1"),
+    ];
+    for (path, api_version) in &targets {
+        let mut patch = deep_field_entry(api_version, 200);
+        if path.ends_with(&own) {
+            patch["metadata"]["labels"] = json!({labels::MANAGED_BY_KEY: labels::MANAGED_BY, labels::TENANT: name});
+        }
+        // (Answers read as text: the test's own JSON parser stops at 128 levels too.)
+        let request = http::Request::patch(path.as_str())
+            .header("Content-Type", "application/merge-patch+json")
+            .body(serde_json::to_vec(&patch).unwrap())
+            .unwrap();
+        attacker.request_text(request).await.unwrap();
+        let stored = client.request_text(http::Request::get(path.as_str()).body(Vec::new()).unwrap()).await.unwrap();
+        assert!(depth_of(&stored) > 128, "{path}: the API server did not keep the nesting");
+    }
+
+    op.terminate(TIMEOUT).await;
+    let started = Instant::now();
+    let fresh = Operator::start_with(&run, RESYNC_1S).await;
+    fresh.wait_leading().await;
+    println!(
+        "a fresh replica with 200-level managedFields stored led with its caches synced in {:?}",
+        started.elapsed()
+    );
+    let data = sealed(&cert, BundleScope::Tenant, &second, "", &[("PASSWORD", b"n3xt")]);
+    create_bundle(&client, &bundle(&format!("{second}-b"), BundleScope::Tenant, Some(&second), None, data)).await;
+    create_tenant(&client, &tenant_with_secret(&second, &run, &format!("{second}-b"))).await;
+    wait_condition(&client, &second, "Ready", "True", None).await;
+    // The tenant's Secret (its managedFields rewritten by the operator's apply since, or not)
+    // edited, then put back; read as text, for the same reason.
+    let edit = http::Request::patch(targets[2].0.as_str())
+        .header("Content-Type", "application/merge-patch+json")
+        .body(serde_json::to_vec(&json!({"data": {"PASSWORD": "aGFuZC1lZGl0ZWQ="}})).unwrap())
+        .unwrap();
+    client.request_text(edit).await.unwrap();
+    wait_for("the edited Secret to be put back", TIMEOUT, || async {
+        let get = http::Request::get(targets[2].0.as_str()).body(Vec::new()).unwrap();
+        client.request_text(get).await.ok()?.contains(r#""PASSWORD":"czNjcjN0""#).then_some(())
+    })
+    .await;
 }

@@ -84,14 +84,18 @@ const FLEET: usize = 100;
 async fn operator_sigkilled_during_a_100_tenant_converge() {
     let client = admin().await;
     let run = unique("run");
-    let op = Operator::start(&run).await;
-    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).expect("the operator serves its certificate");
+    // A first replica makes the sealing key the fleet is sealed to, then stops: the whole
+    // fleet is there before the replica that is killed starts converging it, so the kill lands
+    // in the middle of a converge (created while an operator ran, much of the fleet could be
+    // converged by the time the last tenant was created).
+    let keys = Operator::start(&run).await;
+    let cert = Certificate::from_pem(&keys.get("/v1/cert.pem").await.1).expect("the operator serves its certificate");
+    keys.terminate(TIMEOUT).await;
     let mut fleet = Fleet::new(&client, &run, cert).await;
     fleet.create_many(FLEET, &Member::new(&["dev", "production"]), 16).await;
     let wanted = FLEET * 2;
-    // Killed as soon as Secrets are being written: a converge writes them in bursts, and a
-    // quarter seen already left too little of it to kill when the machine was busy (all 200
-    // were written by the time the kill landed).
+    let op = Operator::start(&run).await;
+    // Killed as soon as Secrets are being written: a converge writes them in bursts.
     let written = wait_for("the first Secrets to be written", Duration::from_secs(180), || async {
         fleet.secrets_written().await.ok().filter(|n| *n > 0)
     })

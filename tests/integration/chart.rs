@@ -152,8 +152,8 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
         "RoleBinding/{}-sealer-proxy",
         "ValidatingAdmissionPolicy/{}-guard",
         "ValidatingAdmissionPolicyBinding/{}-guard",
-        "ValidatingAdmissionPolicy/{}-inventory",
-        "ValidatingAdmissionPolicyBinding/{}-inventory",
+        "ValidatingAdmissionPolicy/{}-tenant-guard",
+        "ValidatingAdmissionPolicyBinding/{}-tenant-guard",
     ];
     let cases: [(&str, &str, &str, Vec<String>); 4] = [
         ("mltenant-operator", "mltenant-system", "", expected("mltenant-operator", &defaults, &[])),
@@ -172,7 +172,7 @@ async fn every_value_combination_applies_with_server_side_dry_run() {
             "mltenant-system",
             "replicaCount=1,networkPolicy.enabled=false,certAccess.enabled=false,grafanaDashboard.enabled=false,\
              topologySpread.enabled=false,serviceAccount.create=false,serviceAccount.name=platform-operator,\
-             sealers.enabled=false,admissionPolicy.enabled=false",
+             sealers.enabled=false,admissionPolicy.enabled=false,tenantGuard.enabled=false",
             expected("mltenant-operator", &[], &["NetworkPolicy/{}", "PodDisruptionBudget/{}", "ServiceAccount/{}"]),
         ),
         (

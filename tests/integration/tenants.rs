@@ -37,9 +37,6 @@ async fn t_uid(client: &Client, name: &str) -> Option<String> {
     Api::<MLTenant>::all(client.clone()).get(name).await.unwrap().uid()
 }
 
-/// Operator arguments for tests that need it to look at a tenant again soon.
-const RESYNC_1S: &[&str] = &["--resync-period", "1s"];
-
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }

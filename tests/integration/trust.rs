@@ -19,24 +19,8 @@ use mltenant_operator::crypto::Certificate;
 
 use crate::harness::*;
 
-const ARGO: (&str, &str) = ("argowf", "argo-workflow");
-
 fn argo_reader() -> SecretReader {
     SecretReader::new(ARGO.0, ARGO.1)
-}
-
-/// An operator for this test, its certificate, and a Tenant-scope bundle for `tenant`.
-async fn operator_with_bundle(
-    client: &Client,
-    extra_args: &[&str],
-    tenant: &str,
-    bundle_name: &str,
-) -> (Operator, Certificate) {
-    let op = Operator::start_with(&unique("run"), extra_args).await;
-    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
-    let data = sealed(&cert, BundleScope::Tenant, tenant, "", &[("PASSWORD", b"s3cr3t")]);
-    create_bundle(client, &bundle(bundle_name, BundleScope::Tenant, Some(tenant), None, data)).await;
-    (op, cert)
 }
 
 fn has_tenant_label(ns: &Namespace) -> bool {
@@ -71,7 +55,7 @@ async fn an_environment_in_the_operators_own_namespace_gets_nothing_and_the_seal
     let client = admin().await;
     let name = unique("keythief");
     let b = unique("keythief-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let keys = Api::<Secret>::namespaced(client.clone(), "mltenant-system")
         .list(&ListParams::default().labels("mltenant.io/sealing-key=active"))
         .await
@@ -139,7 +123,7 @@ async fn a_namespace_protected_by_flag_is_never_adopted_or_written() {
     create_namespace(&client, &target, &[(labels::ADOPTABLE_BY, &name)]).await;
     create_user_secret(&client, &target, "db-password", b"root").await;
     let protected = format!("--protected-namespaces=other,{}*", &target[..target.len() - 2]);
-    let (op, _) = operator_with_bundle(&client, &[&protected], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[&protected], &name, &b).await;
     let mut t = tenant(&name, &op.run_id, &["db"]);
     t.spec.environments[0].namespace = Some(target.clone());
     t.spec.adopt_existing_namespaces = Some(true);
@@ -160,7 +144,7 @@ async fn a_users_secret_of_the_same_name_is_never_taken_over_or_deleted() {
     let client = admin().await;
     let name = unique("squat");
     let b = unique("squat-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let t = tenant(&name, &op.run_id, &["dev"]);
     create_tenant(&client, &t).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
@@ -244,7 +228,7 @@ async fn readers_get_only_secrets_the_operator_wrote() {
     let client = admin().await;
     let name = unique("grants");
     let b = unique("grants-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     create_tenant(&client, &tenant(&name, &op.run_id, &["dev"])).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
     let dev = format!("{name}-dev");
@@ -309,7 +293,7 @@ async fn a_type_change_never_leaves_the_namespace_without_its_secret() {
     let client = admin().await;
     let name = unique("retype");
     let b = unique("retype-b");
-    let (op, cert) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, cert) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let mut t = tenant(&name, &op.run_id, &["dev"]);
     t.spec.secrets = Some(vec![SecretSpec::new("web", &b)]);
     create_tenant(&client, &t).await;
@@ -396,7 +380,7 @@ async fn verify_and_rotate_need_an_authorised_caller() {
     let client = admin().await;
     let name = unique("oracle");
     let b = unique("oracle-b");
-    let (op, _) = operator_with_bundle(&client, &[], &name, &b).await;
+    let (op, _) = operator_with_bundle(&client, &unique("run"), &[], &name, &b).await;
     let bundle = Api::<SealedBundle>::all(client.clone()).get(&b).await.unwrap();
     for path in ["/v1/verify", "/v1/rotate"] {
         assert_eq!(op.post_bundle_as(None, path, &bundle).await.0, 401, "{path} without a token");
@@ -993,4 +977,77 @@ async fn idle_connections_cannot_starve_health_probes() {
         "closed after {waited:?}, before the header timeout"
     );
     assert!(metric("header_timeout").await > timeouts, "the close was not counted as a header timeout");
+}
+
+/// Any pod with many source addresses (here 12 loopback addresses) opens and drops connections
+/// as fast as it can, 32 per address, so that each new one evicts the connection idle longest;
+/// meanwhile a kubelet's probe asks /healthz every 100 ms: never two in a row may fail (a
+/// security review's attack, which held).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connection_churn_from_many_addresses_leaves_probes_answering() {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let run = unique("run");
+    let op = Operator::start_with(&run, &[]).await;
+    let port = op.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for a in 2..14u8 {
+        let (stop, opened) = (stop.clone(), opened.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut held = std::collections::VecDeque::new();
+            while !stop.load(Ordering::Relaxed) {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, a), 0))).unwrap();
+                if let Ok(stream) = socket.connect(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+                    held.push_back(stream);
+                    opened.fetch_add(1, Ordering::Relaxed);
+                }
+                if held.len() >= 32 {
+                    held.pop_front();
+                }
+            }
+        }));
+    }
+    let (mut failed, mut slowest, mut streak, mut longest_streak) = (0, Duration::ZERO, 0, 0);
+    let base = format!("http://127.0.0.1:{port}");
+    let probes = 150;
+    for _ in 0..probes {
+        let start = Instant::now();
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            mltenant_operator::cli::operator::direct(&base, "GET", "/healthz", &[], b""),
+        )
+        .await;
+        let took = start.elapsed();
+        match answer {
+            Ok(Ok((200, _))) => {
+                slowest = slowest.max(took);
+                streak = 0;
+            }
+            other => {
+                failed += 1;
+                streak += 1;
+                longest_streak = longest_streak.max(streak);
+                println!(
+                    "probe failed after {took:?}: {:?}",
+                    other.map(|r| r.map(|(s, _)| s).map_err(|e| e.to_string()))
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let closed = op.metrics().await;
+    let evicted = crate::harness::operator::parse_metric(&closed, "mltenant_http_connections_closed_total", &[]);
+    println!(
+        "connections opened by the attacker: {}, closed by the server: {evicted}; probes failed: {failed}/{probes} (longest streak {longest_streak}), slowest answered {slowest:?}",
+        opened.load(Ordering::Relaxed)
+    );
+    assert!(longest_streak < 3, "three health probes in a row failed: a kubelet restarts the pod");
 }

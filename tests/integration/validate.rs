@@ -295,6 +295,10 @@ async fn the_api_server_bounds_what_a_status_writer_stores() {
     let spec = SealedBundleSpec { tenant: Some(tenant.clone()), ..SealedBundleSpec::new(BundleScope::Tenant, data) };
     bundles.create(&PostParams::default(), &SealedBundle::new(&bundle, spec)).await.unwrap();
 
+    // Written as the operator: the tenant guard lets nobody else write a tenant's status before
+    // the operator has recorded what it owns (tests/integration/hostile.rs), and the schema is
+    // what is tested here.
+    let writer = operator_identity().await;
     let condition = |type_: &str| {
         json!({"type": type_, "status": "True", "reason": "Synced", "message": "m".repeat(32 * 1024),
             "lastTransitionTime": "8999-12-31T23:59:59Z", "observedGeneration": 0})
@@ -313,11 +317,11 @@ async fn the_api_server_bounds_what_a_status_writer_stores() {
             .body(serde_json::to_vec(&patch).unwrap())
             .unwrap()
     };
-    client
+    writer
         .request::<Value>(status("mltenants", &tenant, &at_bounds_tenant))
         .await
         .expect("a status at its bounds is stored");
-    client
+    writer
         .request::<Value>(status("sealedbundles", &bundle, &at_bounds_bundle))
         .await
         .expect("a status at its bounds is stored");
@@ -396,7 +400,7 @@ async fn the_api_server_bounds_what_a_status_writer_stores() {
             _ => (&bundle, at_bounds_bundle.clone()),
         };
         change(&mut value);
-        match client.request::<Value>(status(resource, name, &value)).await {
+        match writer.request::<Value>(status(resource, name, &value)).await {
             Err(kube::Error::Api(e)) if e.code == 422 && e.message.contains(&format!("{field}: ")) => {}
             other => stored.push(format!(
                 "{resource} {field}: {}",

@@ -271,8 +271,10 @@ fn carry_over(tenant: &MLTenant, ctx: &Context) -> Inventory {
             && !ctx.config.protected.contains(&ns.name_any())
             && let Some(uid) = ns.uid()
         {
-            let created = ns.annotations().get(labels::ORIGIN).map(String::as_str) == Some(labels::ORIGIN_CREATED);
-            inventory.record(Key::namespace(&ns.name_any()), uid, !created);
+            // Taken over as adopted, whatever its origin annotation says: such a namespace is
+            // released, never deleted, on the marks alone (anyone who may patch a namespace can
+            // set them; the record of what the operator created starts now).
+            inventory.record(Key::namespace(&ns.name_any()), uid, true);
         }
     }
     let children = [

@@ -77,19 +77,27 @@ const POD_SECURITY_MODES: [&str; 3] =
     ["pod-security.kubernetes.io/enforce", "pod-security.kubernetes.io/audit", "pod-security.kubernetes.io/warn"];
 
 /// `wanted` (a namespace's labels as the spec has them) with each Pod Security level `live`
-/// holds more strictly kept, and a line for each level kept that way: a tenant only ever
-/// tightens what a namespace has.
+/// holds kept where the spec asks less or nothing, and a line for each level the spec asks less
+/// of: a tenant only ever tightens what a namespace has. (A level the spec no longer names is
+/// kept too: dropped from the apply, a label the operator owns alone would go, looser than the
+/// owner's.)
 fn tightened(wanted: &BTreeMap<String, String>, live: Option<&Namespace>) -> (BTreeMap<String, String>, Vec<String>) {
     let mut labels = wanted.clone();
     let mut kept = Vec::new();
     let current = live.map(|ns| ns.labels());
     for mode in POD_SECURITY_MODES {
-        let (Some(want), Some(have)) = (wanted.get(mode), current.and_then(|c| c.get(mode))) else { continue };
-        if let (Some(w), Some(h)) = (strictness(want), strictness(have))
-            && h > w
-        {
-            kept.push(format!("{mode}={have} (the spec asks {want})"));
-            labels.insert(mode.to_owned(), have.clone());
+        let Some(have) = current.and_then(|c| c.get(mode)).filter(|have| strictness(have).is_some()) else {
+            continue;
+        };
+        match wanted.get(mode) {
+            None => {
+                labels.insert(mode.to_owned(), have.clone());
+            }
+            Some(want) if strictness(want).is_some_and(|w| strictness(have) > Some(w)) => {
+                kept.push(format!("{mode}={have} (the spec asks {want})"));
+                labels.insert(mode.to_owned(), have.clone());
+            }
+            Some(_) => {}
         }
     }
     (labels, kept)
@@ -835,7 +843,9 @@ mod tests {
             (Some("restricted"), Some("baseline"), Some("restricted"), false),
             (Some("baseline"), Some("restricted"), Some("restricted"), true),
             (Some("baseline"), Some("privileged"), Some("baseline"), false),
-            (None, Some("restricted"), None, false),
+            // Not named by the spec (or no longer): the namespace keeps its level.
+            (None, Some("restricted"), Some("restricted"), false),
+            (None, None, None, false),
         ];
         for (spec, have, want, kept) in rows {
             let t = labelled(&spec.map(|l| vec![(ENFORCE, l)]).unwrap_or_default());

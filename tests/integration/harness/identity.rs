@@ -104,3 +104,13 @@ pub async fn service_account_token(client: &Client, name: &str, rules: Vec<Polic
     }
     token_for(client, &namespace, name).await
 }
+
+/// A rule of a ClusterRole: `verbs` on `resources` of API group `group`.
+pub fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    }
+}

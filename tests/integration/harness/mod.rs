@@ -30,7 +30,9 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use mltenant_operator::api::labels::{ACTIVE, SEALING_KEY};
-use mltenant_operator::api::{BundleScope, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec};
+use mltenant_operator::api::{
+    BundleScope, MLTenant, MLTenantSpec, SealedBundle, SealedBundleSpec, SecretReader, SecretSpec,
+};
 use mltenant_operator::crypto::{self, Certificate};
 use secrecy::ExposeSecret as _;
 use serde_json::json;
@@ -307,6 +309,37 @@ pub fn bundle(
             ..SealedBundleSpec::new(scope, data)
         },
     )
+}
+
+/// The Argo Workflows ServiceAccount, the reader the mission grants Secrets to.
+pub const ARGO: (&str, &str) = ("argowf", "argo-workflow");
+
+/// Operator arguments for tests that need it to look at a tenant again soon.
+pub const RESYNC_1S: &[&str] = &["--resync-period", "1s"];
+
+/// An operator of `run` started with `args`, its certificate, and a Tenant-scope bundle
+/// `bundle_name` for `tenant` (`PASSWORD=s3cr3t`).
+pub async fn operator_with_bundle(
+    client: &Client,
+    run: &str,
+    args: &[&str],
+    tenant: &str,
+    bundle_name: &str,
+) -> (Operator, Certificate) {
+    let op = Operator::start_with(run, args).await;
+    let cert = Certificate::from_pem(&op.get("/v1/cert.pem").await.1).unwrap();
+    let data = sealed(&cert, BundleScope::Tenant, tenant, "", &[("PASSWORD", b"s3cr3t")]);
+    create_bundle(client, &bundle(bundle_name, BundleScope::Tenant, Some(tenant), None, data)).await;
+    (op, cert)
+}
+
+/// A tenant of `run` whose `dev` environment gets Secret `ml-platform` from `bundle`, readable
+/// by the Argo Workflows ServiceAccount.
+pub fn tenant_with_secret(name: &str, run: &str, bundle: &str) -> MLTenant {
+    let mut t = tenant(name, run, &["dev"]);
+    t.spec.secrets = Some(vec![SecretSpec::new("ml-platform", bundle)]);
+    t.spec.secret_readers = Some(vec![SecretReader::new(ARGO.0, ARGO.1)]);
+    t
 }
 
 pub async fn create_bundle(client: &Client, b: &SealedBundle) {
