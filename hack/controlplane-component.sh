@@ -26,7 +26,7 @@ case $action in
   restart) component_stop "$name" KILL && component_start "$name" && component_wait_ready "$name" 90 ;;
   freeze | thaw)
     pid=$(component_pid "$name")
-    [ -n "$pid" ] && pid_alive "$pid" || die "$name is not running"
+    if [ -z "$pid" ] || ! pid_alive "$pid"; then die "$name is not running"; fi
     signal=STOP && [ "$action" = thaw ] && signal=CONT
     echo "=== $(date -u +%FT%T.%NZ) sending SIG$signal to $name" >>"$STATE/logs/$name.log"
     kill "-$signal" -- "-$pid"

@@ -194,14 +194,17 @@ load_config "$STATE"
 cleanup() {
   local status=$?
   if [ -f "$STATE/pids" ]; then
-    for pid in $(tac "$STATE/pids" | awk '{print $2}'); do kill -TERM -- "-$pid" 2>/dev/null || true; done
+    local pids pid left
+    # Last started first.
+    mapfile -t pids < <(tac "$STATE/pids" | awk '{print $2}')
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     for _ in $(seq 50); do
       left=0
-      for pid in $(awk '{print $2}' "$STATE/pids"); do pid_alive "$pid" && left=1; done
+      for pid in "${pids[@]}"; do pid_alive "$pid" && left=1; done
       [ $left = 0 ] && break
       sleep 0.2
     done
-    for pid in $(awk '{print $2}' "$STATE/pids"); do kill -KILL -- "-$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   fi
   exit "$status"
 }
@@ -292,13 +295,6 @@ metadata:
   labels: {app.kubernetes.io/name: argocd-cm, app.kubernetes.io/part-of: argocd}
 data: {}
 ---
-apiVersion: v1
-kind: Secret
-metadata:
-  name: argocd-secret
-  namespace: argocd
-  labels: {app.kubernetes.io/name: argocd-secret, app.kubernetes.io/part-of: argocd}
----
 apiVersion: argoproj.io/v1alpha1
 kind: AppProject
 metadata: {name: default, namespace: argocd}
@@ -306,6 +302,22 @@ spec:
   sourceRepos: ["*"]
   destinations: [{server: "*", namespace: "*"}]
   clusterResourceWhitelist: [{group: "*", kind: "*"}]
+YAML
+
+# argocd-secret as argocd-server leaves it after its first start, with a random
+# server.secretkey: without that key every Argo CD component refuses to reload its settings
+# ("Unable to parse updated settings: server.secretkey is missing"), so health checks merged
+# into argocd-cm later never reach the application controller's cluster cache, and a tenant's
+# health changes only at the next periodic resync instead of when its status changes.
+kctl apply --server-side --field-manager e2e-bootstrap -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Secret
+metadata:
+  name: argocd-secret
+  namespace: argocd
+  labels: {app.kubernetes.io/name: argocd-secret, app.kubernetes.io/part-of: argocd}
+stringData:
+  server.secretkey: "$(openssl rand -base64 32)"
 YAML
 
 for name in kube-controller-manager kube-scheduler containerd; do

@@ -27,7 +27,9 @@ while IFS='|' read -r cmd package; do
   missing+=("$package")
 done <<<"$PACKAGES"
 if [ ${#missing[@]} -gt 0 ]; then
-  command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ] || die "missing Debian packages: ${missing[*]} (install them as root)"
+  if ! command -v apt-get >/dev/null 2>&1 || [ "$(id -u)" != 0 ]; then
+    die "missing Debian packages: ${missing[*]} (install them as root)"
+  fi
   log "installing ${missing[*]} (once)"
   policy=/usr/sbin/policy-rc.d
   created_policy=

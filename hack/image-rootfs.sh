@@ -70,8 +70,9 @@ ln -s "/$ARCH_DIR/$LOADER" "$out/lib64/$LOADER"
 for package in "${!used[@]}"; do
   doc=$package
   [ -L "$tmp/$package/usr/share/doc/$package" ] && doc=$(readlink "$tmp/$package/usr/share/doc/$package")
-  copyright=$(ls "$tmp"/*/usr/share/doc/"$doc"/copyright 2>/dev/null | head -1)
-  [ -n "$copyright" ] || die "no copyright file for $package (usr/share/doc/$doc/copyright in ${!PINNED[*]})"
+  copyrights=("$tmp"/*/usr/share/doc/"$doc"/copyright)
+  copyright=${copyrights[0]}
+  [ -f "$copyright" ] || die "no copyright file for $package (usr/share/doc/$doc/copyright in ${!PINNED[*]})"
   install -D -m 0644 "$copyright" "$out/usr/share/doc/$package/copyright"
 done
 

@@ -21,9 +21,91 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "the e2e tier runs a node (network namespace, cgroups, mounts): run it as root"
 need flock util-linux
-mkdir -p "$CACHE_DIR"
-exec 9>"$CACHE_DIR/e2e.lock"
-flock -n 9 || { log "another e2e run holds $CACHE_DIR/e2e.lock: waiting"; flock 9; }
+# One run per machine (whatever its cache directory): the host sysctls and the cgroup
+# hierarchy are the machine's. Each run keeps a record here of what it changes on the host,
+# so that the next run can undo what a killed one left (/run outlives a killed run, and on
+# some machines even a restart of everything but the kernel, whose sysctls stay too).
+RUNS=/run/mltenant-e2e
+mkdir -p "$RUNS"
+exec 9>"$RUNS/lock"
+flock -n 9 || { log "another e2e run holds $RUNS/lock: waiting"; flock 9; }
+
+# --- The tier's network namespace, cgroup root and private directories. ---
+run=$$
+RUN=mltenant-e2e-$run
+NETNS=$RUN
+CGROUP_ROOT=$RUN
+STATE=$REPO_DIR/target/e2e
+# Node address, pod and Service networks: they exist only inside $NETNS.
+NODE_IP=10.201.0.2 POD_CIDR=10.244.0.0/24 SERVICE_CIDR=10.0.0.0/24
+# Directories that containerd, CNI and kubelet use whatever their configuration; inside the
+# cluster's mount namespace each is a tmpfs of its own (created here first when missing).
+# /run/secrets holds the in-cluster credentials of Argo CD's application controller, a process
+# here, as a pod would have them.
+PRIVATE_DIRS="/run/netns /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/secrets"
+# The host sysctls kubelet sets (setupKernelTunables); those under net/ belong to the namespace.
+SYSCTLS="vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes"
+
+cgroup_dirs() { for h in /sys/fs/cgroup/*/; do [ -d "$h$1" ] && echo "$h$1"; done; true; }
+# leftover_pids RUN: every process run RUN left: the pods' (in its cgroup tree), the
+# components' and the containerd shims' (in its network namespace).
+leftover_pids() {
+  local dir
+  for dir in $(cgroup_dirs "$1"); do find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null; done
+  [ -e "/run/netns/$1" ] && ip netns pids "$1" 2>/dev/null
+  true
+}
+
+# remove_run RUN: stop and remove everything of run RUN (this one, or one that was killed):
+# its processes, cgroups and network namespace (with its bridge, veths and iptables chains);
+# the host sysctls and directories as its record ($RUNS/RUN.record) says they were. What could
+# not be undone is appended to the array `problems`.
+remove_run() {
+  local name=$1 record=$RUNS/$1.record pids signal dir key value
+  for signal in TERM KILL KILL KILL; do
+    pids=$(leftover_pids "$name" | sort -u)
+    [ -z "$pids" ] && break
+    # shellcheck disable=SC2086
+    kill "-$signal" $pids 2>/dev/null || true
+    for _ in $(seq 25); do [ -z "$(leftover_pids "$name")" ] && break; sleep 0.2; done
+  done
+  [ -z "$(leftover_pids "$name")" ] || problems+=("$name: processes still running: $(leftover_pids "$name" | sort -u | paste -sd ' ')")
+  # Deepest first: a cgroup goes once its children have.
+  for dir in $(cgroup_dirs "$name"); do find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  [ -z "$(cgroup_dirs "$name")" ] || problems+=("$name: cgroups left: $(cgroup_dirs "$name" | paste -sd ' ')")
+  ip netns del "$name" 2>/dev/null || true
+  ! ip netns list | grep -qw "$name" || problems+=("network namespace $name left")
+  if [ -f "$record" ]; then
+    while read -r key value; do
+      case $key in
+        sysctl)
+          read -r key value <<<"$value"
+          [ "$(cat "/proc/sys/$key")" = "$value" ] || echo "$value" >"/proc/sys/$key"
+          [ "$(cat "/proc/sys/$key")" = "$value" ] || problems+=("$name: sysctl $key not restored to $value")
+          ;;
+        dir) rmdir "$value" 2>/dev/null || true ;;
+      esac
+    done <"$record"
+  else
+    # A run of a version of this script that kept no record.
+    log "warning: $name kept no record of the host sysctls it found: check ${SYSCTLS// /, } by hand"
+  fi
+  [ ${#problems[@]} -gt 0 ] || rm -f "$record"
+}
+
+# What killed runs left (they cannot have cleaned up): their records, network namespaces and
+# cgroups. This run holds the lock, so none of them is running.
+problems=()
+for name in $({
+  for record in "$RUNS"/mltenant-e2e-*.record; do [ -f "$record" ] && basename "$record" .record; done
+  ip netns list | grep -o '^mltenant-e2e-[0-9]*'
+  for dir in /sys/fs/cgroup/*/mltenant-e2e-*; do [ -d "$dir" ] && basename "$dir"; done
+  true
+} | sort -u); do
+  log "removing what run $name left (it was killed before its cleanup)"
+  remove_run "$name"
+done
+[ ${#problems[@]} = 0 ] || die "cleaning up after killed runs: $(printf '\n  %s' "${problems[@]}")"
 
 tier_start=$SECONDS
 "$HACK_DIR/e2e-packages.sh"
@@ -58,57 +140,10 @@ log "versions:
     $(first_line buildah --version), $(first_line git --version)
     operator image $IMAGE_REFERENCE $IMAGE_DIGEST"
 
-# --- The tier's network namespace, cgroup root and private directories. ---
-run=$$
-NETNS=mltenant-e2e-$run
-CGROUP_ROOT=mltenant-e2e-$run
-STATE=$REPO_DIR/target/e2e
-# Node address, pod and Service networks: they exist only inside $NETNS.
-NODE_IP=10.201.0.2 POD_CIDR=10.244.0.0/24 SERVICE_CIDR=10.0.0.0/24
-# Directories that containerd, CNI and kubelet use whatever their configuration; inside the
-# cluster's mount namespace each is a tmpfs of its own (created here first when missing).
-# /run/secrets holds the in-cluster credentials of Argo CD's application controller, a process
-# here, as a pod would have them.
-PRIVATE_DIRS="/run/netns /run/containerd /var/lib/cni /var/log/pods /var/log/containers /run/secrets"
-# The host sysctls kubelet sets (setupKernelTunables); those under net/ belong to the namespace.
-SYSCTLS="vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes"
-declare -A saved_sysctl=()
-for s in $SYSCTLS; do saved_sysctl[$s]=$(cat "/proc/sys/$s"); done
-created_dirs=()
-for dir in $PRIVATE_DIRS; do
-  [ -d "$dir" ] || { mkdir -p "$dir"; created_dirs+=("$dir"); }
-done
-cgroup_dirs() { for h in /sys/fs/cgroup/*/; do [ -d "$h$CGROUP_ROOT" ] && echo "$h$CGROUP_ROOT"; done; }
-# Every process the run left: the pods' (in the cgroup tree), the components' and the
-# containerd shims' (in the network namespace).
-leftover_pids() {
-  local dir
-  for dir in $(cgroup_dirs); do find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null; done
-  [ -e "/run/netns/$NETNS" ] && ip netns pids "$NETNS" 2>/dev/null
-  true
-}
-
 cleanup() {
-  local status=$? pids problems=()
+  local status=$? problems=()
   trap - EXIT INT TERM
-  for signal in TERM KILL KILL KILL; do
-    pids=$(leftover_pids | sort -u)
-    [ -z "$pids" ] && break
-    # shellcheck disable=SC2086
-    kill "-$signal" $pids 2>/dev/null || true
-    for _ in $(seq 25); do [ -z "$(leftover_pids)" ] && break; sleep 0.2; done
-  done
-  [ -z "$(leftover_pids)" ] || problems+=("processes still running: $(leftover_pids | sort -u | paste -sd ' ')")
-  # Deepest first: a cgroup goes once its children have.
-  for dir in $(cgroup_dirs); do find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null; done
-  [ -z "$(cgroup_dirs)" ] || problems+=("cgroups left: $(cgroup_dirs | paste -sd ' ')")
-  ip netns del "$NETNS" 2>/dev/null || true
-  ! ip netns list | grep -qw "$NETNS" || problems+=("network namespace $NETNS left")
-  for s in $SYSCTLS; do
-    [ "$(cat "/proc/sys/$s")" = "${saved_sysctl[$s]}" ] || echo "${saved_sysctl[$s]}" >"/proc/sys/$s"
-    [ "$(cat "/proc/sys/$s")" = "${saved_sysctl[$s]}" ] || problems+=("sysctl $s not restored")
-  done
-  for dir in "${created_dirs[@]}"; do rmdir "$dir" 2>/dev/null || true; done
+  remove_run "$RUN"
   ! grep -qF "$STATE" /proc/self/mountinfo || problems+=("mounts left under $STATE")
   # The logs stay; what the cluster stored (images, etcd) goes.
   rm -rf "$STATE/containerd" "$STATE/etcd" "$STATE/kubelet/root" "$STATE/argocd" 2>/dev/null || true
@@ -130,6 +165,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# This run's record, written before anything is changed: the host sysctls kubelet will set, as
+# they are now, and the directories this run creates.
+record=$RUNS/$RUN.record
+{
+  for s in $SYSCTLS; do echo "sysctl $s $(cat "/proc/sys/$s")"; done
+  for dir in $PRIVATE_DIRS; do [ -d "$dir" ] || echo "dir $dir"; done
+} >"$record"
+for dir in $PRIVATE_DIRS; do mkdir -p "$dir"; done
 
 rm -rf "$STATE"
 mkdir -p "$STATE/logs"
@@ -157,5 +201,7 @@ else
 fi
 phase "starting the cluster in network namespace $NETNS"
 cd "$REPO_DIR"
+# Without the lock's descriptor: were this script killed, what the cluster leaves running must
+# not hold the lock (the next run removes it).
 nsenter "--net=/run/netns/$NETNS" -- unshare --mount --propagation private -- \
-  "$HACK_DIR/e2e-cluster.sh" "$STATE" "${tests[@]}"
+  "$HACK_DIR/e2e-cluster.sh" "$STATE" "${tests[@]}" 9>&-

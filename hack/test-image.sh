@@ -51,8 +51,11 @@ ok "file tree: $(wc -l <"$tmp/got") entries, exactly hack/image-rootfs.sh's ($(g
 # The Dockerfile builds the same tree: its build stage runs the same script, its final stage
 # (which hack/build-image.sh builds verbatim) starts from scratch and copies only that tree.
 dockerfile=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile)
+# The $ in these patterns and sed scripts are the Dockerfile's and sed's, not the shell's.
+# shellcheck disable=SC2016
 grep -Eq '^RUN .*bin=\$\(hack/build-release\.sh\) && hack/image-rootfs\.sh "\$bin" /out/rootfs' <<<"$dockerfile" \
   || die "Dockerfile: the build stage does not run hack/image-rootfs.sh on hack/build-release.sh's binary into /out/rootfs"
+# shellcheck disable=SC2016
 final=$(sed -n '/^FROM /h; /^FROM /!H; ${x;p}' <<<"$dockerfile")
 [ "$(grep '^FROM ' <<<"$final")" = "FROM scratch" ] || die "Dockerfile: the final stage is not FROM scratch"
 [ "$(grep -E '^(COPY|ADD|RUN) ' <<<"$final")" = "COPY --from=build /out/rootfs/ /" ] \

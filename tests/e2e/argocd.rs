@@ -125,9 +125,19 @@ fn refresh(name: &str) {
     );
 }
 
+/// Wait until each of `apps` synced `revision` and shows `health`: their statuses. All are
+/// refreshed first, so that they sync side by side.
+async fn wait_apps(client: &kube::Client, apps: &[&str], revision: &str, health: &str) -> Vec<Value> {
+    apps.iter().for_each(|app| refresh(app));
+    let mut statuses = Vec::new();
+    for app in apps {
+        statuses.push(wait_app(client, app, revision, health).await);
+    }
+    statuses
+}
+
 /// Wait until application `name` synced `revision` and shows `health`: its status.
 async fn wait_app(client: &kube::Client, name: &str, revision: &str, health: &str) -> Value {
-    refresh(name);
     wait_until(&format!("Application {name} at {revision}: Synced and {health}"), ROLLOUT, || async {
         let app = get_app(client, name).await;
         let status = &app["status"];
@@ -193,8 +203,7 @@ async fn argocd_syncs_tenants_from_git_and_reports_their_health() {
         + &application(&app_orphan, &repo.url, "orphan", "orphan");
     let start = Instant::now();
     ok("kubectl apply the Applications", kubectl(&["apply", "-f", "-"], apps.as_bytes()));
-    let status = wait_app(&client, &app_fg, &revision, "Healthy").await;
-    wait_app(&client, &app_orphan, &revision, "Healthy").await;
+    let status = wait_apps(&client, &[&app_fg, &app_orphan], &revision, "Healthy").await.swap_remove(0);
     println!("e2e: Argo CD synced two tenants from Git to Synced + Healthy in {:.1?}", start.elapsed());
     let (health, message) = resource_health(&status, "MLTenant", &fg);
     assert_eq!(health, "Healthy", "{message}");
@@ -213,9 +222,9 @@ async fn argocd_syncs_tenants_from_git_and_reports_their_health() {
     repo.write(&format!("orphan/{wrong}-api.yaml"), &sealed(&format!("{wrong}-api"), "someone-else"));
     let revision = repo.commit("a conflicting namespace and a bundle sealed for someone else");
     let start = Instant::now();
-    for (app, name) in [(&app_fg, &conflict), (&app_orphan, &wrong)] {
-        let status = wait_app(&client, app, &revision, "Degraded").await;
-        let (health, message) = resource_health(&status, "MLTenant", name);
+    let statuses = wait_apps(&client, &[&app_fg, &app_orphan], &revision, "Degraded").await;
+    for (status, name) in statuses.iter().zip([&conflict, &wrong]) {
+        let (health, message) = resource_health(status, "MLTenant", name);
         assert_eq!(health, "Degraded", "{message}");
         let failing = failing_reasons(&client, name).await;
         assert!(
@@ -235,8 +244,7 @@ async fn argocd_syncs_tenants_from_git_and_reports_their_health() {
     repo.write(&format!("orphan/{wrong}-api.yaml"), &sealed(&format!("{wrong}-api"), &wrong));
     let revision = repo.commit("fix both");
     let start = Instant::now();
-    wait_app(&client, &app_fg, &revision, "Healthy").await;
-    wait_app(&client, &app_orphan, &revision, "Healthy").await;
+    wait_apps(&client, &[&app_fg, &app_orphan], &revision, "Healthy").await;
     println!("e2e: both Applications Healthy {:.1?} after the fix", start.elapsed());
     assert!(get_namespace(&client, &format!("{conflict}-dev")).await.is_some(), "the user's namespace is untouched");
 
@@ -246,8 +254,7 @@ async fn argocd_syncs_tenants_from_git_and_reports_their_health() {
     repo.remove(&format!("orphan/{orphan}.yaml"));
     let revision = repo.commit("remove two tenants");
     let start = Instant::now();
-    wait_app(&client, &app_fg, &revision, "Healthy").await;
-    wait_app(&client, &app_orphan, &revision, "Healthy").await;
+    wait_apps(&client, &[&app_fg, &app_orphan], &revision, "Healthy").await;
     wait_tenant_gone(&client, &fg).await;
     wait_tenant_gone(&client, &orphan).await;
     println!("e2e: pruned with foreground and orphan propagation in {:.1?}", start.elapsed());

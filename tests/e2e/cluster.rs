@@ -203,7 +203,8 @@ pub async fn pod_get(pod: &Pod, path: &str) -> Option<(u16, String)> {
 }
 
 /// Wait until the Deployment has rolled out completely (every replica updated, Ready and
-/// available, nothing old left) and one of its pods holds the Lease and says it leads.
+/// available, nothing old left), one of its pods holds the Lease and says it leads, and every
+/// one serves the same sealing certificate.
 pub async fn wait_release_ready(client: &Client) {
     let deployments = Api::<Deployment>::namespaced(client.clone(), NAMESPACE);
     wait_until("the release's pods Ready, one of them leading", ROLLOUT, || async {
@@ -224,9 +225,21 @@ pub async fn wait_release_ready(client: &Client) {
             pods.iter().find(|p| name(p) == holder).ok_or(format!("Lease held by {holder}, not a Ready pod"))?;
         let metrics = pod_get(leading, "/metrics").await.ok_or("the leader's /metrics does not answer")?.1;
         let leads = crate::harness::operator::parse_metric(&metrics, "mltenant_leader", &[]);
-        (leads == 1.0 && pods.len() == usize::try_from(want).unwrap())
-            .then_some(())
-            .ok_or(format!("{} Ready pods, the holder {holder} reports mltenant_leader {leads}", pods.len()))
+        if leads != 1.0 || pods.len() != usize::try_from(want).unwrap() {
+            return Err(format!("{} Ready pods, the holder {holder} reports mltenant_leader {leads}", pods.len()));
+        }
+        // What the chart's NOTES have users wait for before sealing: the first sealing key (the
+        // leader creates it once it leads), served by every replica (a standby learns of it
+        // through its watch), whichever one the service proxy picks.
+        let mut certificates = std::collections::BTreeSet::new();
+        for pod in &pods {
+            let (code, body) = pod_get(pod, "/v1/cert.pem").await.ok_or(format!("{}: no answer", name(pod)))?;
+            if code != 200 {
+                return Err(format!("{} serves no certificate yet: {code} {body}", name(pod)));
+            }
+            certificates.insert(body);
+        }
+        (certificates.len() == 1).then_some(()).ok_or(format!("the replicas serve {} certificates", certificates.len()))
     })
     .await;
 }

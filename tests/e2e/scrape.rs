@@ -1,5 +1,5 @@
-//! Prometheus (the Debian package's server) scraping the operator's pods as the chart ships
-//! them: the scrape configuration is the one prometheus-operator would generate from the
+//! Prometheus (2.42, Debian's version, built from its Go module with the Kubernetes service
+//! discovery Debian's package leaves out) scraping the operator's pods as the chart ships them: the scrape configuration is the one prometheus-operator would generate from the
 //! chart's ServiceMonitor (rendered with `serviceMonitor.enabled=true`): endpoints of Services
 //! in the release's namespace whose labels match its selector, its port name and path, the
 //! Service's name as the job. Only the interval is shorter (2 s, not 30 s), for the test's
