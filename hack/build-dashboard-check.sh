@@ -10,9 +10,6 @@ key=$(cat "$src/go.sum" "$src/main.go" | sha256sum | cut -c1-12)
 DIR=$CACHE_DIR/tools/dashboard-check-$(GOTOOLCHAIN=local go env GOVERSION)-$key
 if [ ! -x "$DIR/dashboard-check" ]; then
   log "building hack/dashboard-check (Grafana Foundation SDK $(cd "$src" && GOTOOLCHAIN=local go list -m -f '{{.Version}}' github.com/grafana/grafana-foundation-sdk/go))"
-  mkdir -p "$DIR"
-  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-    go build -trimpath -o "$DIR/dashboard-check.tmp" .) >&2
-  mv "$DIR/dashboard-check.tmp" "$DIR/dashboard-check"
+  go_build "$src" . "$DIR/dashboard-check" "-s -w"
 fi
 echo "$DIR/dashboard-check"

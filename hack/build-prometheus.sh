@@ -14,14 +14,8 @@ VERSION=${PROMETHEUS_MODULE_VERSION:-v0.${upstream#2.}}
 DIR=$CACHE_DIR/tools/prometheus-$upstream-$VERSION-$(GOTOOLCHAIN=local go env GOVERSION)
 need go golang-go
 if [ ! -x "$DIR/prometheus" ]; then
-  log "building Prometheus $upstream ($MODULE@$VERSION) with Kubernetes service discovery (once; a few minutes cold)"
-  start=$SECONDS
-  src=$(module_source "$MODULE" "$VERSION")
+  log "Prometheus $upstream with Kubernetes service discovery: a few minutes cold"
   ldflags="-s -w -X github.com/prometheus/common/version.Version=$upstream -X github.com/prometheus/common/version.Branch=module -X github.com/prometheus/common/version.Revision=$VERSION"
-  mkdir -p "$DIR"
-  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-    go build -trimpath -ldflags "$ldflags" -o "$DIR/prometheus.tmp" ./cmd/prometheus) >&2
-  mv "$DIR/prometheus.tmp" "$DIR/prometheus"
-  log "built Prometheus in $((SECONDS - start))s"
+  module_build "$MODULE" "$VERSION" ./cmd/prometheus "$DIR/prometheus" "$ldflags"
 fi
 echo "$DIR/prometheus"

@@ -180,15 +180,7 @@ metricsBindAddress: 127.0.0.1:10249
 conntrack: {maxPerCore: 0, min: 0}
 iptables: {localhostNodePorts: false}
 YAML
-cat >"$STATE/config.env" <<CONF
-BIN=$BIN
-NODE_BIN=$NODE_BIN
-ARGOCD_DIR=$ARGOCD_DIR
-NODE_IP=$NODE_IP
-SERVICE_CIDR=$SERVICE_CIDR
-ADMIN_TOKEN=$ADMIN_TOKEN
-CONF
-chmod 600 "$STATE/config.env"
+write_config "$STATE" BIN NODE_BIN ARGOCD_DIR NODE_IP SERVICE_CIDR ADMIN_TOKEN
 load_config "$STATE"
 
 cleanup() {
@@ -351,17 +343,10 @@ for name in redis argocd-repo-server argocd-application-controller; do
 done
 started "Argo CD"
 
-cat >"$STATE/env.sh" <<ENV
-export KUBECONFIG=$STATE/admin.kubeconfig
-export MLTENANT_TEST_ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
-export MLTENANT_TEST_SEALER_KUBECONFIG=$STATE/sealer.kubeconfig
-export MLTENANT_E2E_USER_KUBECONFIG=$STATE/user.kubeconfig
-export MLTENANT_E2E_PROMETHEUS_KUBECONFIG=$STATE/prometheus.kubeconfig
-export MLTENANT_TEST_BIN_DIR=$BIN
-export MLTENANT_E2E_STATE=$STATE
-export MLTENANT_E2E_NODE_IP=$NODE_IP
-export PATH=$BIN:\$PATH
-ENV
+write_env "$STATE/env.sh" KUBECONFIG="$STATE/admin.kubeconfig" MLTENANT_TEST_ADMIN_KUBECONFIG="$STATE/admin.kubeconfig" \
+  MLTENANT_TEST_SEALER_KUBECONFIG="$STATE/sealer.kubeconfig" MLTENANT_E2E_USER_KUBECONFIG="$STATE/user.kubeconfig" \
+  MLTENANT_E2E_PROMETHEUS_KUBECONFIG="$STATE/prometheus.kubeconfig" MLTENANT_TEST_BIN_DIR="$BIN" \
+  MLTENANT_E2E_STATE="$STATE" MLTENANT_E2E_NODE_IP="$NODE_IP"
 # shellcheck disable=SC1091
 source "$STATE/env.sh"
 log "cluster up in $((SECONDS - start))s; running: $*"

@@ -17,12 +17,7 @@ E2E_CONTROLLERS=namespace-controller,garbage-collector-controller,node-lifecycle
 component_command() {
   local pki=$STATE/pki
   case $1 in
-    etcd)
-      printf '%s\n' "$BIN/etcd" --name e2e --data-dir "$STATE/etcd" \
-        --listen-client-urls "http://127.0.0.1:2379" --advertise-client-urls "http://127.0.0.1:2379" \
-        --listen-peer-urls "http://127.0.0.1:2380" --initial-advertise-peer-urls "http://127.0.0.1:2380" \
-        --initial-cluster "e2e=http://127.0.0.1:2380" --unsafe-no-fsync --log-level=warn
-      ;;
+    etcd) etcd_command e2e 2379 2380 ;;
     kube-apiserver)
       # Reached by pods at the `kubernetes` Service (10.0.0.1:443, kube-proxy's DNAT to the
       # advertised address), by everything else at the node's address. The audit log records

@@ -37,6 +37,27 @@ module_source() {
   echo "$dir"
 }
 
+# go_build DIR PACKAGE OUTPUT LDFLAGS: build Go PACKAGE in module directory DIR, with that
+# module's own go.mod and go.sum (GOFLAGS=-mod=readonly), the local Go (GOTOOLCHAIN=local), no
+# cgo and no build paths, into OUTPUT: written whole or not at all.
+go_build() {
+  local dir=$1 package=$2 output=$3 ldflags=$4
+  mkdir -p "$(dirname "$output")"
+  (cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+    go build -trimpath -ldflags "$ldflags" -o "$output.tmp" "$package") >&2
+  mv "$output.tmp" "$output"
+}
+
+# module_build MODULE VERSION PACKAGE OUTPUT LDFLAGS: download Go module MODULE at VERSION (into
+# the module cache) and build its PACKAGE with go_build into OUTPUT, saying how long it took.
+module_build() {
+  local module=$1 version=$2 package=$3 output=$4 ldflags=$5 start=$SECONDS src
+  log "building $package of $module@$version (once, into $(dirname "$output"))"
+  src=$(module_source "$module" "$version")
+  go_build "$src" "$package" "$output" "$ldflags"
+  log "built $package of $module@$version in $((SECONDS - start))s"
+}
+
 # build_sealed_secrets_cmd CMD VERSION CACHE NAME: build ./cmd/CMD of the sealed-secrets Go module
 # at VERSION (once, into the tools cache's CACHE-VERSION) and print the binary's path; NAME is
 # what the log calls it.
@@ -44,17 +65,11 @@ module_source() {
 # .../cmd/kubeseal@v0.40.0` fails, since from that release on go.mod declares
 # github.com/bitnami/sealed-secrets while the proxy serves it as github.com/bitnami-labs/...
 build_sealed_secrets_cmd() {
-  local cmd=$1 version=$2 dir=$CACHE_DIR/tools/$3-$2 name=$4 module=github.com/bitnami-labs/sealed-secrets start src
+  local cmd=$1 version=$2 dir=$CACHE_DIR/tools/$3-$2 name=$4
   need go golang-go
   if [ ! -x "$dir/$cmd" ]; then
-    log "building $name $version from $module (once; a minute or two)"
-    start=$SECONDS
-    src=$(module_source "$module" "$version")
-    mkdir -p "$dir"
-    (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-      go build -trimpath -ldflags "-X main.VERSION=$version" -o "$dir/$cmd.tmp" "./cmd/$cmd") >&2
-    mv "$dir/$cmd.tmp" "$dir/$cmd"
-    log "built $name in $((SECONDS - start))s"
+    log "$name $version: a minute or two"
+    module_build github.com/bitnami-labs/sealed-secrets "$version" "./cmd/$cmd" "$dir/$cmd" "-X main.VERSION=$version"
   fi
   echo "$dir/$cmd"
 }
@@ -95,6 +110,17 @@ prometheus_package_dir() {
   echo "$version" >"$dir/version"
   rm -rf "$tmp"
   echo "$dir"
+}
+
+# write_env FILE NAME=VALUE...: the env.sh that tests and shells source: each NAME exported with
+# its VALUE, and $BIN first on PATH.
+write_env() {
+  local file=$1 pair
+  shift
+  {
+    for pair in "$@"; do printf 'export %s=%q\n' "${pair%%=*}" "${pair#*=}"; done
+    printf 'export PATH=%q:%s\n' "$BIN" "\$PATH"
+  } >"$file"
 }
 
 # free_port: a free TCP port on loopback.

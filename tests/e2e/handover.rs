@@ -14,6 +14,16 @@ use kube::api::EvictParams;
 use crate::cluster::*;
 use crate::harness::{admin, create_tenant, tenant, unique, wait_condition, wait_until};
 
+/// The pods for this test alone (no other test uses them meanwhile), once the release has
+/// rolled out and one of them leads; the cluster-admin client.
+async fn alone_with_a_settled_release() -> (tokio::sync::RwLockWriteGuard<'static, ()>, kube::Client) {
+    let pods = exclusive().await;
+    let client = admin().await;
+    installed(&client).await;
+    wait_release_ready(&client).await;
+    (pods, client)
+}
+
 /// Wait until someone other than `old` holds the Lease: (the new holder, how long it took).
 async fn new_leader(client: &kube::Client, old: &str, since: Instant) -> (String, Duration) {
     let holder = wait_until(&format!("a leader other than {old}"), ROLLOUT, || async {
@@ -41,10 +51,7 @@ async fn gone(client: &kube::Client, name: &str) {
 
 #[tokio::test]
 async fn deleting_the_leader_pod_hands_over_within_one_lease() {
-    let _pods = exclusive().await;
-    let client = admin().await;
-    installed(&client).await;
-    wait_release_ready(&client).await;
+    let (_pods, client) = alone_with_a_settled_release().await;
     let old = leader(&client).await.expect("a leader");
     let (start, since) = (Instant::now(), jiff::Timestamp::now());
     ok("kubectl delete pod", kubectl(&["delete", "pod", &old, "-n", NAMESPACE, "--wait=false"], b""));
@@ -81,10 +88,7 @@ impl Drop for Cordoned {
 /// start, there is one node), then evict every pod, retrying those the budget refuses.
 #[tokio::test]
 async fn evictions_honour_the_pod_disruption_budget() {
-    let _pods = exclusive().await;
-    let client = admin().await;
-    installed(&client).await;
-    wait_release_ready(&client).await;
+    let (_pods, client) = alone_with_a_settled_release().await;
     let api = Api::<Pod>::namespaced(admin_without_retries().await, NAMESPACE);
     // The budget as a drain finds it: two healthy replicas, one disruption allowed (the
     // disruption controller's count follows the pods, a little after them).
@@ -140,10 +144,7 @@ async fn evictions_honour_the_pod_disruption_budget() {
 
 #[tokio::test]
 async fn helm_upgrade_to_another_tag_rolls_over_and_the_old_leader_stops_writing() {
-    let _pods = exclusive().await;
-    let client = admin().await;
-    installed(&client).await;
-    wait_release_ready(&client).await;
+    let (_pods, client) = alone_with_a_settled_release().await;
     let old = leader(&client).await.expect("a leader");
     let (_, tag) = image();
     let upgraded = format!("image.tag={tag}-upgrade");
