@@ -143,7 +143,10 @@ cat >"$STATE/cni/net.d/10-mltenant-e2e.conflist" <<JSON
 }
 JSON
 # cgroup v1 with a hybrid unified mount here: cgroupfs driver, failCgroupV1 off; no swap
-# accounting. Image garbage collection off: the images are imported, never pulled.
+# accounting. Image garbage collection off: the images are imported, never pulled. The node's
+# disk is the machine's, which other builds share: eviction only when it is nearly full (a
+# share of it, kubelet's default, evicted the pods and then removed the pause image, which
+# cannot be pulled, once other builds had left less than 1 % of a 250 GB disk free).
 cat >"$STATE/kubelet/config.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -165,7 +168,7 @@ failSwapOn: false
 resolvConf: ""
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: 100Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
+evictionHard: {memory.available: 100Mi, nodefs.available: 256Mi, nodefs.inodesFree: 1%, imagefs.available: 256Mi}
 YAML
 # conntrack left alone (its limits are global, not per network namespace).
 cat >"$STATE/kube-proxy.yaml" <<YAML

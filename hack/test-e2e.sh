@@ -202,6 +202,8 @@ fi
 phase "starting the cluster in network namespace $NETNS"
 cd "$REPO_DIR"
 # Without the lock's descriptor: were this script killed, what the cluster leaves running must
-# not hold the lock (the next run removes it).
+# not hold the lock (the next run removes it). Waited for in the background, so that a SIGTERM
+# reaches the cleanup at once (bash runs a trap only once its foreground command has ended).
 nsenter "--net=/run/netns/$NETNS" -- unshare --mount --propagation private -- \
-  "$HACK_DIR/e2e-cluster.sh" "$STATE" "${tests[@]}" 9>&-
+  "$HACK_DIR/e2e-cluster.sh" "$STATE" "${tests[@]}" 9>&- &
+wait $!
