@@ -51,8 +51,9 @@ release-binary:
 ## As users run it (as root; docs/e2e.md): the image built here, a node (kubelet, containerd,
 ## runc, CNI, kube-proxy) in a cluster that lives in a network namespace of its own, `helm
 ## install`, the CLI through the service proxy, leader handovers, Argo CD syncing tenants from
-## Git, Prometheus scraping the pods. About 10 minutes cold, 2 cached, plus the 5 minutes the
-## operator-down alert needs to fire. Cleans up everything it started, also on failure.
+## Git, Prometheus scraping the pods. About 7.5 minutes with its builds cached (5 of them the
+## operator-down alert's `for: 5m`); its builds about 34 minutes cold on a busy 2-core machine
+## (docs/e2e.md). Cleans up everything it started, also on failure, and what a killed run left.
 e2e: toolchain
 	hack/test-e2e.sh
 
