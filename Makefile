@@ -52,7 +52,7 @@ release-binary:
 ## runc, CNI, kube-proxy) in a cluster that lives in a network namespace of its own, `helm
 ## install`, the CLI through the service proxy, leader handovers, Argo CD syncing tenants from
 ## Git, Prometheus scraping the pods. About 7.5 minutes with its builds cached (5 of them the
-## operator-down alert's `for: 5m`); its builds about 35 minutes cold on a busy 2-core machine
+## operator-down alert's `for: 5m`); its builds about 25 minutes cold on a busy 2-core machine
 ## (docs/e2e.md). Cleans up everything it started, also on failure, and what a killed run left.
 e2e: toolchain
 	hack/test-e2e.sh
