@@ -37,11 +37,13 @@ soak: toolchain
 	hack/soak.sh
 
 ## Helm chart (lint --strict, schema, deploy/ current), alert rules (promtool check/test),
-## dashboard JSON, Argo CD health checks under Lua 5.1.
+## dashboard JSON, Argo CD health checks under Lua 5.1, format v2 opened by an independent
+## implementation (Python cryptography).
 tools:
 	hack/test-chart.sh
 	hack/test-monitoring.sh
 	hack/test-argocd-health.sh
+	hack/test-v2-vectors.sh
 
 ## The binary the Dockerfile ships, built by the same script (hack/build-release.sh) and checked:
 ## distroless/cc libraries and glibc, version, CRDs, no build paths, runs as UID 65532.

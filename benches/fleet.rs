@@ -226,8 +226,8 @@ fn desired_for(
             let bundle =
                 bundles.get(&w.bundle).with_context(|| format!("no SealedBundle {} in the manifests", w.bundle))?;
             let label = unseal::consumer_label(bundle, &tenant.name_any(), tenant.labels(), &w.environment)?;
-            let opened = unseal::open(bundle, &label, keys, cache)?;
-            here.push(secrets::desired(tenant, w, bundle, &opened));
+            let opened = unseal::open(bundle, &label, unseal::Keys::active(keys), cache)?;
+            here.push(secrets::desired(tenant, w, bundle, &opened, None));
         }
         // Every wanted Secret is written here, so every one is granted.
         let grants = access::desired(tenant, env, &wanted.iter().collect::<Vec<_>>());

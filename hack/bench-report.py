@@ -83,7 +83,7 @@ def main():
     machine = load(run, "machine") or {}
     n = machine.get("tenants", 0)
     s = {name: load(run, name) for name in [
-        "decrypt", "floor", "live", "backlog", "resync", "reseal", "rotation",
+        "decrypt", "floor", "live", "backlog", "resync", "reseal", "rotation", "failover",
         "ss-defaults", "ss-unlimited", "restart-plain", "restart-unrelated"]}
     for name in ["floor", "live", "backlog", "ss-defaults", "ss-unlimited"]:
         if s[name] is not None:
@@ -113,6 +113,8 @@ def main():
         if s[name]:
             d = s[name]
             note = f"apply took {d['apply_s']}s" if "apply_s" in d else "clock starts with the process"
+            if "rsa_operations" in d:
+                note += f"; {d['rsa_operations']} RSA operations, format {d.get('format', '?')}"
             row(what, d["converge_s"], writes=d["writes"], decryptions=d["decryptions"], peak_kib=d["peak_rss_kib"],
                 cpu=d["cpu_s"], note=note)
     for name, what in [("ss-defaults", "sealed-secrets v0.40.0, defaults (client QPS 5)"),
@@ -164,6 +166,11 @@ def main():
     if s["rotation"]:
         r = s["rotation"]
         print(f"{'a sealing key added':40} {r['decryptions']} decryptions, {r['writes']} writes, quiet after {r['quiet_after_s']}s")
+    if s["failover"]:
+        r = s["failover"]
+        print(f"{'failover (new operator, converged fleet)':40} first write after {r['first_write_s']}s, quiet after {r['quiet_s']}s: "
+              f"{r['rsa_operations']} RSA operations, {r['decryptions']} decryptions, {r['writes']} writes "
+              f"(format {r.get('format', '?')})")
     if s["restart-plain"] and s["restart-unrelated"]:
         a, b = s["restart-plain"], s["restart-unrelated"]
         for who in ["ours", "ss"]:

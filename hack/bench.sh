@@ -20,6 +20,9 @@
 #     resync        one full resync (expect 0 writes, 0 decryptions) and the steady CPU
 #     reseal        the shared bundle re-sealed: time until all 3N ghcr Secrets carry it
 #     rotation      a new sealing key added: the decryptions it causes
+#     failover      the operator stopped on the converged fleet, one Secret deleted meanwhile, a
+#                   new one started: time until that Secret is back (the new leader's first
+#                   write), RSA operations and decryptions until it is quiet
 #   sealed-secrets  the sealed-secrets controller (built from its Go module) on the same values in
 #                   the same number of namespaces: defaults (client QPS 5, stopped after
 #                   BENCH_SS_DEFAULTS_BUDGET seconds and projected if unfinished), then QPS unlimited
@@ -39,6 +42,9 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 N=${BENCH_TENANTS:-1000}
+# The sealed format of the fleets' bundles: v2 (one RSA operation per bundle) or kubeseal (one per
+# value), to compare the two on one machine.
+FORMAT=${BENCH_FORMAT:-v2}
 SCENARIOS=${BENCH_SCENARIOS:-decrypt,floor,live,backlog,resync,reseal,rotation,sealed-secrets,unrelated}
 RESYNC=${BENCH_RESYNC:-60s}
 TIMEOUT=${BENCH_TIMEOUT:-1800}
@@ -54,7 +60,7 @@ CHILDREN=app.kubernetes.io/managed-by=mltenant-operator,mltenant.io/tenant
 
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 # resync, reseal and rotation happen on the backlog fleet while the operator runs.
-{ has resync || has reseal || has rotation; } && ! has backlog && SCENARIOS=$SCENARIOS,backlog
+{ has resync || has reseal || has rotation || has failover; } && ! has backlog && SCENARIOS=$SCENARIOS,backlog
 need python3 python3
 need unshare util-linux
 cd "$REPO_DIR"
@@ -220,7 +226,7 @@ stop "$op"; op=
 fleet() {
   local name=$1 dir=$RUN/$1
   mkdir -p "$dir"
-  echo "demo-registry-token" | "$MLTENANT" seal --name "ghcr-$name" --scope Cluster --tenant-selector '' \
+  echo "demo-registry-token" | "$MLTENANT" seal --format "$FORMAT" --name "ghcr-$name" --scope Cluster --tenant-selector '' \
     --docker-server ghcr.io --docker-username bot --docker-password-stdin --cert "$RUN/operator.crt" >"$dir/ghcr-$name.yaml"
   for i in $(seq -f '%04g' 1 "$N"); do
     cat <<T
@@ -236,8 +242,8 @@ T
   done >"$dir/tenants.yaml"
   # One process per bundle, as a platform engineer would run it; both cores.
   # shellcheck disable=SC2016 # expanded by the inner sh, from its arguments
-  seq -f '%04g' 1 "$N" | xargs -P "$(nproc)" -I{} sh -c '"$1" seal --name "$2-{}-platform" --scope Tenant --tenant "$2-{}" \
-    --from-env-file examples/credentials/ml-platform.env --cert "$3" >"$4/$2-{}-platform.yaml"' _ "$MLTENANT" "$name" "$RUN/operator.crt" "$dir"
+  seq -f '%04g' 1 "$N" | xargs -P "$(nproc)" -I{} sh -c '"$1" seal --format "$5" --name "$2-{}-platform" --scope Tenant --tenant "$2-{}" \
+    --from-env-file examples/credentials/ml-platform.env --cert "$3" >"$4/$2-{}-platform.yaml"' _ "$MLTENANT" "$name" "$RUN/operator.crt" "$dir" "$FORMAT"
 }
 apply_fleet() { kubectl apply --server-side --field-manager bench -f "$RUN/$1" >/dev/null; }
 
@@ -287,6 +293,7 @@ converge() {
   save "$name" mode="\"$mode\"" converge_s="$(python3 -c "print(f'{max($tenants_at, $secrets_at) - $start:.2f}')")" \
     secrets_s="$(minus "$secrets_at" "$start")" ready_s="$(minus "$tenants_at" "$start")" ${applied:+apply_s=$applied} \
     writes="$(writes)" decryptions="$(metric mltenant_decryptions_total)" reconciles="$(reconciles)" \
+    rsa_operations="$(metric mltenant_rsa_operations_total)" format="\"$FORMAT\"" \
     cpu_s="$cpu_op" peak_rss_kib="$(peak_kib "$op")" peak_rss_converged_kib="$peak_converged" \
     reconcile_seconds="$(curl -fsS "$OPERATOR_URL/metrics" | awk '/^mltenant_reconcile_duration_seconds_sum\{controller="tenant"\}/ {print $2}')"
   log "$name: converged in $(python3 -c "import json; print(json.load(open('$RUN/$name.json'))['converge_s'])")s"
@@ -425,6 +432,25 @@ if has backlog; then
       quiet_after_s="$(python3 -c "print(f'{$(now) - $start - 10:.1f}')")"
     # Back to one key, so later restarts cost what they cost without the bench's extra key.
     kubectl delete secret bench-rotation -n mltenant-system >/dev/null
+  fi
+  if has failover; then
+    log "failover: the operator stopped on the converged fleet, a Secret deleted, a new operator started"
+    stop "$op"; op=
+    kubectl delete secret ml-platform -n backlog-0001-dev >/dev/null
+    start=$(now)
+    start_operator "$MLTENANT" "$RUN/operator-failover.log" --resync-period "$RESYNC"
+    op=$OPERATOR_PID
+    echo "$op" >"$RUN/operator.pid"
+    deadline=$((SECONDS + TIMEOUT))
+    until kubectl get secret ml-platform -n backlog-0001-dev >/dev/null 2>&1; do
+      alive_until $deadline "$op" "failover: the operator" "failover: the Secret was not written back within ${TIMEOUT}s"
+      sleep 0.1
+    done
+    first_write=$(minus "$(now)" "$start")
+    quiet failover
+    save failover first_write_s="$first_write" quiet_s="$(minus "$(now)" "$start")" writes="$(writes)" \
+      rsa_operations="$(metric mltenant_rsa_operations_total)" decryptions="$(metric mltenant_decryptions_total)" \
+      reconciles="$(reconciles)" format="\"$FORMAT\""
   fi
   stop "$op"; op=
 fi

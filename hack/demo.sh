@@ -89,8 +89,14 @@ echo
 echo "== Status conditions"
 kubectl get mltenants -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{range .status.conditions[*]}{"  "}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{end}'
 echo
-echo "== Events"
-kubectl get events -n default --field-selector involvedObject.kind=MLTenant
+echo "== Events on the tenants"
+events=$(kubectl get events -n default --field-selector involvedObject.kind=MLTenant 2>/dev/null)
+if [ -n "$events" ]; then
+  echo "$events"
+else
+  echo "none yet: a first converge records no Event (the conditions above say what was done);"
+  echo "updates, recreated Secrets, refusals and failures do (try deleting a Secret)"
+fi
 echo
 if [ -n "$prometheus_pid" ]; then
   echo "== Prometheus: http://127.0.0.1:$prom_port  (try /api/v1/query?query=mltenant_tenant_condition)"

@@ -87,7 +87,7 @@ while read -r name scope tenant environment; do
   [ "$tenant" = - ] || args+=(--tenant "$tenant")
   [ "$environment" = - ] || args+=(--environment "$environment")
   [ "$scope" = Cluster ] && args+=(--tenant-selector '')
-  "$MLTENANT" seal --name "$name" "${args[@]}" --from-file "v=$FIX/$name.plain" --cert "$FIX/sealing-key.crt" \
+  "$MLTENANT" seal --format kubeseal --name "$name" "${args[@]}" --from-file "v=$FIX/$name.plain" --cert "$FIX/sealing-key.crt" \
     | sed -n 's/^    v: //p' >"$FIX/$name.mltenant.b64"
   [ -s "$FIX/$name.mltenant.b64" ] || die "mltenant seal produced nothing for vector $name"
 done < <(vectors)

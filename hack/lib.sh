@@ -22,6 +22,21 @@ need() {
   die "missing '$1'${2:+ (Debian package: $2)}"
 }
 
+# python_venv PACKAGE VERSION READY: a virtual environment in the cache holding PACKAGE==VERSION
+# from PyPI (installed once, when its file READY, relative to it, is missing); prints its path.
+python_venv() {
+  local venv=$CACHE_DIR/$1-$2
+  if [ ! -e "$venv/$3" ]; then
+    need python3 python3
+    log "installing $1 $2 (once, into $venv)"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >/dev/null 2>&1 || die "python3 -m venv failed (Debian package: python3-venv)"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$1==$2" >&2 || die "pip install $1==$2 failed"
+    touch "$venv/.installed"
+  fi
+  echo "$venv"
+}
+
 # The pinned control-plane versions come from hack/controlplane/go.mod (one source of truth).
 module_version() {
   (cd "$HACK_DIR/controlplane" && GOTOOLCHAIN=local go list -m -f '{{.Version}}' "$1")
@@ -99,7 +114,7 @@ prometheus_package_dir() {
     offered=$(apt-cache madison prometheus 2>/dev/null | awk -F' [|] ' '{print $2}')
   fi
   grep -qxF "$version" <<<"$offered" \
-    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in README) after running the monitoring tests with it."
+    || die "Debian package prometheus $version is pinned (PROMETHEUS_DEB_VERSION in hack/lib.sh), but apt offers: $(paste -sd ' ' <<<"${offered:-nothing}"). Pin the offered version there (and in docs/development.md) after running the monitoring tests with it."
   log "extracting prometheus and promtool from Debian's prometheus $version (once)"
   tmp=$(mktemp -d)
   chmod 777 "$tmp"  # apt's download sandbox user must be able to write here

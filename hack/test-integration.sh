@@ -31,4 +31,4 @@ log "$(kubectl version 2>/dev/null | grep -E '^(Client|Server) Version' | paste 
 kubectl apply --server-side --field-manager mltenant-test "${prometheus_crds[@]}" >/dev/null
 cd "$REPO_DIR"
 # The tests mostly wait on the API server, so run more of them at once than there are cores.
-cargo test --locked --test integration -- --test-threads "${TEST_THREADS:-8}" "$@"
+cargo test --locked --features failpoints --test integration -- --test-threads "${TEST_THREADS:-8}" "$@"

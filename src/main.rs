@@ -32,8 +32,11 @@ enum Command {
     Seal(Box<cli::seal::Args>),
     /// Print the operator's current sealing certificate (for offline `seal --cert` or kubeseal).
     Cert(cli::operator::Source),
-    /// Have the operator re-seal a SealedBundle to its newest sealing key.
+    /// Have the operator re-seal SealedBundles (a file, or every one under a directory) to its
+    /// newest sealing key.
     Rotate(cli::rotate::Args),
+    /// List the sealing keys and the bundles that need each; retire, unretire or delete one.
+    Keys(cli::keys::Args),
     /// Check MLTenant and SealedBundle manifests against the CRDs' schema and CEL rules offline
     /// (and, with --server-dry-run, against the API server).
     Validate(cli::validate::Args),
@@ -85,6 +88,9 @@ struct ControllerArgs {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Fail points named in FAILPOINTS, in the tests' build only.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = command_line();
     let result = match cli.command {
         Command::Crds => {
@@ -94,6 +100,7 @@ async fn main() -> std::process::ExitCode {
         Command::Controller(args) => controller(args).await,
         Command::Seal(args) => cli::seal::run(*args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Cert(source) => cli::cert::fetch(&source).await.map(|pem| print!("{pem}")),
+        Command::Keys(args) => cli::keys::run(args).await.map(|out| print!("{out}")),
         Command::Rotate(args) => cli::rotate::run(args).await.map(|yaml| print!("{}", yaml.unwrap_or_default())),
         Command::Validate(args) => cli::validate::run(&args).await.map(|summary| println!("{summary}")),
     };

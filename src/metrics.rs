@@ -122,6 +122,9 @@ impl Metrics {
             Box::new(key_renew_period.clone()),
             Box::new(http_connections.clone()),
             Box::new(http_connections_closed.clone()),
+            // The standard process_* series (resident memory, CPU, open file descriptors,
+            // threads): what SREs alert on, and what the chart's memory limit is compared with.
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -362,6 +365,14 @@ const KEY_EXPIRY: Gauge = Gauge {
     help: "notAfter of each sealing key's certificate (Unix time).",
     labels: &["fingerprint"],
 };
+const RETIRED_KEYS: Gauge = Gauge {
+    name: "mltenant_sealing_key_retired",
+    help: "1 for each retired sealing key (it opens nothing; mltenant keys unretire brings it back).",
+    labels: &["fingerprint"],
+};
+const RSA_OPERATIONS: &str = "mltenant_rsa_operations_total";
+const RSA_OPERATIONS_HELP: &str =
+    "RSA private-key operations (OAEP decryptions) this process did: one per kubeseal value, one per v2 sealing run.";
 const DECRYPTIONS: &str = "mltenant_decryptions_total";
 const DECRYPTIONS_HELP: &str =
     "Sealed values the controllers decrypted (cache misses); a resync of converged tenants adds none.";
@@ -373,7 +384,7 @@ type Series<'a> = BTreeMap<Vec<&'a str>, f64>;
 impl StateGauges {
     /// Append the gauges and the decryption counter, in the text format, to `out`. Written
     /// from the caches directly: building the client library's metric families first (a copy
-    /// of every label value, twice) made a scrape at 1,000 tenants allocate several MiB.
+    /// of every label value, twice) made a scrape allocate in proportion to the fleet, twice.
     fn write(&self, out: &mut String) {
         let sources = read(&self.sources);
         let tenants = sources.as_ref().map(|s| s.tenants.state()).unwrap_or_default();
@@ -382,7 +393,9 @@ impl StateGauges {
         });
         drop(sources);
         let keys = self.keys.keys();
-        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry]: [Series; 5] = Default::default();
+        let retired_keys = self.keys.retired();
+        let [mut conditions, mut expiry, mut decryptable, mut by_key, mut key_expiry, mut retired]: [Series; 6] =
+            Default::default();
         for tenant in &tenants {
             let (Some(name), Some(status)) = (tenant.metadata.name.as_deref(), &tenant.status) else { continue };
             for c in &status.conditions {
@@ -399,12 +412,20 @@ impl StateGauges {
             let (Some(name), Some(status)) = (bundle.metadata.name.as_deref(), &bundle.status) else { continue };
             let ok = status.conditions.iter().any(|c| c.type_ == DECRYPTABLE && c.status == TRUE);
             decryptable.insert(vec![name], if ok { 1.0 } else { 0.0 });
-            if let Some(fingerprint) = &status.key_fingerprint {
+            // Every key the bundle needs (a status written before `keyFingerprints`: its one key).
+            let needs: Vec<&String> = match &status.key_fingerprints {
+                Some(needs) => needs.iter().collect(),
+                None => status.key_fingerprint.iter().collect(),
+            };
+            for fingerprint in needs {
                 *by_key.entry(vec![fingerprint]).or_default() += 1.0;
             }
         }
         for key in keys.iter() {
             key_expiry.insert(vec![key.fingerprint()], key.not_after().as_second() as f64);
+        }
+        for key in retired_keys.iter() {
+            retired.insert(vec![key.fingerprint()], 1.0);
         }
         for (gauge, series) in [
             (&CONDITIONS, conditions),
@@ -412,12 +433,15 @@ impl StateGauges {
             (&DECRYPTABLE_BUNDLES, decryptable),
             (&BUNDLES_BY_KEY, by_key),
             (&KEY_EXPIRY, key_expiry),
+            (&RETIRED_KEYS, retired),
         ] {
             family(out, gauge.name, gauge.help, "gauge");
             for (values, value) in series {
                 sample(out, gauge.name, gauge.labels, &values, value);
             }
         }
+        family(out, RSA_OPERATIONS, RSA_OPERATIONS_HELP, "counter");
+        sample(out, RSA_OPERATIONS, &[], &[], crate::crypto::rsa_decryptions() as f64);
         family(out, DECRYPTIONS, DECRYPTIONS_HELP, "counter");
         sample(out, DECRYPTIONS, &[], &[], self.keys.decryptions() as f64);
     }

@@ -19,10 +19,24 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use crate::api::labels::{self, ACTIVE, SEALING_KEY};
+use crate::api::labels::{self, ACTIVE, RETIRED, SEALING_KEY};
 use crate::api::limits;
 use crate::crypto::SealingKey;
 use crate::keyring::KeyRing;
+
+/// On every key Secret: its deletion waits for the operator, which lets it go only once no
+/// SealedBundle in the cluster needs the key (`mltenant keys delete`, or any delete).
+pub const FINALIZER: &str = "mltenant.io/sealing-key-protection";
+
+/// How often a key whose deletion waits is looked at again.
+const DELETION_CHECK: Duration = Duration::from_secs(3);
+
+/// Whether a key Secret is being deleted and waits for the operator.
+fn deletion_pending(store: &Store<Secret>) -> bool {
+    store.state().iter().any(|s| {
+        s.metadata.deletion_timestamp.is_some() && s.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    })
+}
 
 /// How often the renew check runs at most (more often for renew periods under 4 minutes).
 const RENEW_CHECK: Duration = Duration::from_secs(60);
@@ -45,15 +59,23 @@ pub async fn run(
     synced: Arc<AtomicBool>,
     mut leading: tokio::sync::watch::Receiver<bool>,
 ) {
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter { controller: labels::MANAGED_BY.to_owned(), instance: None },
+    );
     let api: Api<Secret> = Api::namespaced(client, &config.namespace);
     let (store, writer) = reflector::store();
-    let selector = format!("{SEALING_KEY}={ACTIVE}");
+    let selector = format!("{SEALING_KEY} in ({ACTIVE},{RETIRED})");
     let mut events = reflector::reflector(writer, watcher(api.clone(), watcher::Config::default().labels(&selector)))
         .default_backoff()
         .boxed();
     let mut renew = tokio::time::interval(RENEW_CHECK.min(config.renew_period / 4));
     // A slow key generation must not be followed by a burst of catch-up checks.
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A key being deleted waits for the bundles that need it to be re-sealed: looked at again
+    // every few seconds while one waits (bundle changes do not pass through this watch).
+    let mut pending = tokio::time::interval(DELETION_CHECK);
+    pending.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut listed = false;
     loop {
         tokio::select! {
@@ -63,14 +85,26 @@ pub async fn run(
                     reload(&store, &ring);
                     if *leading.borrow() {
                         ensure_fresh_key(&api, &ring, &config).await;
+                        guard_deletions(&api, &store, &ring, &recorder).await;
                     }
                 }
-                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if listed => reload(&store, &ring),
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) if listed => {
+                    reload(&store, &ring);
+                    if *leading.borrow() {
+                        guard_deletions(&api, &store, &ring, &recorder).await;
+                    }
+                }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => warn!(%error, "watching sealing keys"),
                 None => return,
             },
-            _ = renew.tick(), if listed && *leading.borrow() => ensure_fresh_key(&api, &ring, &config).await,
+            _ = pending.tick(), if listed && *leading.borrow() && deletion_pending(&store) => {
+                guard_deletions(&api, &store, &ring, &recorder).await;
+            }
+            _ = renew.tick(), if listed && *leading.borrow() => {
+                ensure_fresh_key(&api, &ring, &config).await;
+                guard_deletions(&api, &store, &ring, &recorder).await;
+            }
             Ok(()) = leading.changed(), if listed => {
                 if *leading.borrow_and_update() {
                     ensure_fresh_key(&api, &ring, &config).await;
@@ -83,23 +117,31 @@ pub async fn run(
     }
 }
 
-/// Rebuild the ring from the cached Secrets. A Secret that does not hold a valid key pair is
-/// skipped with a warning naming it (never its content).
+/// Rebuild the ring from the cached Secrets: labelled `active`, the key opens; `retired`, it
+/// opens nothing. A Secret that does not hold a valid key pair is skipped with a warning naming
+/// it (never its content).
 fn reload(store: &Store<Secret>, ring: &KeyRing) {
-    let keys: Vec<SealingKey> = store
-        .state()
-        .iter()
-        .filter_map(|secret| match parse(secret) {
-            Ok(key) => Some(key),
-            Err(error) => {
-                warn!(secret = %secret.name_any(), %error, "ignoring invalid sealing key Secret");
-                None
-            }
-        })
-        .collect();
-    ring.replace(keys);
+    let (mut active, mut retired) = (Vec::new(), Vec::new());
+    for secret in store.state() {
+        match parse(&secret) {
+            Ok(key) if is_retired(&secret) => retired.push(key),
+            Ok(key) => active.push(key),
+            Err(error) => warn!(secret = %secret.name_any(), %error, "ignoring invalid sealing key Secret"),
+        }
+    }
+    ring.replace(active, retired);
     let keys = ring.keys();
-    info!(keys = keys.len(), newest = keys.first().map_or("none", SealingKey::fingerprint), "sealing keys loaded");
+    info!(
+        keys = keys.len(),
+        retired = ring.retired().len(),
+        newest = keys.first().map_or("none", SealingKey::fingerprint),
+        "sealing keys loaded"
+    );
+}
+
+/// Whether the key Secret is labelled retired.
+pub fn is_retired(secret: &Secret) -> bool {
+    secret.labels().get(SEALING_KEY).is_some_and(|v| v == RETIRED)
 }
 
 fn parse(secret: &Secret) -> Result<SealingKey, String> {
@@ -140,7 +182,12 @@ async fn ensure_fresh_key(api: &Api<Secret>, ring: &KeyRing, config: &Config) {
     let mut key_labels = labels::managed_by();
     key_labels.insert(SEALING_KEY.to_owned(), ACTIVE.to_owned());
     let secret = Secret {
-        metadata: ObjectMeta { name: Some(name.clone()), labels: Some(key_labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(key_labels),
+            finalizers: Some(vec![FINALIZER.to_owned()]),
+            ..Default::default()
+        },
         type_: Some(limits::TLS.to_owned()),
         data: Some(BTreeMap::from([
             ("tls.crt".to_owned(), ByteString(pem.cert_pem.into_bytes())),
@@ -162,5 +209,88 @@ async fn ensure_fresh_key(api: &Api<Secret>, ring: &KeyRing, config: &Config) {
             info!(secret = %name, "another replica created this sealing key")
         }
         Err(error) => warn!(secret = %name, %error, "could not store the new sealing key"),
+    }
+}
+
+/// Keep every key Secret's deletion behind [`FINALIZER`]: add it to keys without it (made by
+/// hand, or before this version), and let a key being deleted go once no SealedBundle in the
+/// cluster needs it; while one does, the deletion waits and a Warning Event on the Secret says
+/// which bundles (`KeyDeletionRefused`). Leader only.
+async fn guard_deletions(
+    api: &Api<Secret>,
+    store: &Store<Secret>,
+    ring: &KeyRing,
+    recorder: &kube::runtime::events::Recorder,
+) {
+    use kube::Resource as _;
+    for secret in store.state() {
+        let finalizers = secret.metadata.finalizers.clone().unwrap_or_default();
+        let ours = finalizers.iter().any(|f| f == FINALIZER);
+        let deleting = secret.metadata.deletion_timestamp.is_some();
+        if !ours && !deleting {
+            let mut wanted = finalizers.clone();
+            wanted.push(FINALIZER.to_owned());
+            set_finalizers(api, &secret, &wanted).await;
+            continue;
+        }
+        if !ours || !deleting {
+            continue;
+        }
+        let Ok(key) = parse(&secret) else {
+            // Not a usable key: nothing can need it.
+            let rest: Vec<String> = finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect();
+            set_finalizers(api, &secret, &rest).await;
+            continue;
+        };
+        let id = crate::crypto::key_id_hex(&key.certificate().key_id());
+        match ring.needed_by(key.fingerprint(), &id) {
+            Some(needed) if needed.is_empty() => {
+                info!(secret = %secret.name_any(), fingerprint = key.fingerprint(), "no bundle needs the sealing key: deleting it");
+                let rest: Vec<String> = finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect();
+                set_finalizers(api, &secret, &rest).await;
+            }
+            needed => {
+                let why = match &needed {
+                    None => "the SealedBundles are not known yet".to_owned(),
+                    Some(names) => {
+                        let shown: Vec<&str> = names.iter().take(10).map(String::as_str).collect();
+                        let more = names.len().saturating_sub(shown.len());
+                        format!(
+                            "{} SealedBundle(s) still need it: {}{}",
+                            names.len(),
+                            shown.join(", "),
+                            if more > 0 { format!(" and {more} more") } else { String::new() }
+                        )
+                    }
+                };
+                let note = format!(
+                    "deletion of sealing key {} refused: {why}; re-seal them (mltenant rotate -f DIR --in-place) and it goes",
+                    key.fingerprint()
+                );
+                warn!(secret = %secret.name_any(), "{note}");
+                let event = kube::runtime::events::Event {
+                    type_: kube::runtime::events::EventType::Warning,
+                    reason: "KeyDeletionRefused".into(),
+                    note: Some(note),
+                    action: "Guard".into(),
+                    secondary: None,
+                };
+                if let Err(error) = recorder.publish(&event, &secret.object_ref(&())).await {
+                    warn!(%error, "could not record event");
+                }
+            }
+        }
+    }
+}
+
+/// Replace the Secret's finalizers, only on the version read (a merge patch carrying the
+/// resourceVersion: a 409 otherwise, retried at the next look): the one change the operator
+/// makes to a key Secret after creating it.
+async fn set_finalizers(api: &Api<Secret>, secret: &Secret, wanted: &[String]) {
+    let patch =
+        serde_json::json!({"metadata": {"resourceVersion": secret.metadata.resource_version, "finalizers": wanted}});
+    let params = kube::api::PatchParams { field_manager: Some(labels::FIELD_MANAGER.to_owned()), ..Default::default() };
+    if let Err(error) = api.patch(&secret.name_any(), &params, &kube::api::Patch::Merge(&patch)).await {
+        warn!(secret = %secret.name_any(), %error, "could not update the sealing key's finalizers");
     }
 }

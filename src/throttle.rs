@@ -1,9 +1,8 @@
 //! How many requests the operator keeps at the API server at once. A reconcile sends a step's
 //! writes together, and 32 reconciles run at once, so a backlog would put up to ~200 requests
-//! in flight. At most [`MAX`] go: the server is no faster with more (on 2 cores a backlog
-//! converged as fast with 64 as with 256 in flight, its requests queued less), and each request
-//! in flight holds an HTTP/1.1 connection with its buffers (about 4 MiB for the ~140 a window
-//! of 256 opened). A server whose Priority and Fairness level has fewer seats answers most of
+//! in flight. At most [`MAX`] go: the server is no faster with more, its requests only queue
+//! longer, and each request in flight holds an HTTP/1.1 connection with its buffers
+//! (docs/benchmarks.md has the measurements behind the number). A server whose Priority and Fairness level has fewer seats answers most of
 //! them 429, and every rejected request comes back after its `Retry-After` with the others, to
 //! be rejected again. So the window halves on a 429 and grows back by one request per window's
 //! worth of answers that were not 429, up to [`MAX`]. Only a request sent since the last cut

@@ -158,4 +158,10 @@ pub struct SealedBundleStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = STATUS_DIGEST_MAX))]
     pub key_fingerprint: Option<String>,
+    /// Fingerprints of every sealing key a value of this bundle needs (sorted): those that opened
+    /// its values, and retired ones that would, also when another value fails. A key listed here
+    /// is not deleted (its deletion waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_VALUES), inner(length(max = STATUS_DIGEST_MAX)))]
+    pub key_fingerprints: Option<Vec<String>>,
 }

@@ -41,6 +41,9 @@ pub mod reason {
     pub const BUNDLE_NOT_FOUND: &str = "BundleNotFound";
     pub const SCOPE_MISMATCH: &str = "ScopeMismatch";
     pub const DECRYPTION_FAILED: &str = "DecryptionFailed";
+    /// The sealing key a bundle needs is retired (`mltenant keys retire`): re-seal it, or
+    /// un-retire the key.
+    pub const KEY_RETIRED: &str = "KeyRetired";
     pub const INVALID_PAYLOAD: &str = "InvalidPayload";
     pub const UNSUPPORTED_TYPE: &str = "UnsupportedType";
     pub const RESERVED_METADATA: &str = "ReservedMetadata";

@@ -107,6 +107,39 @@ mod tests {
         MLTenant::new(name, MLTenantSpec::new(envs))
     }
 
+    /// Claimed: what the record names (kind, namespace and name all matching) and what the spec
+    /// wants in its environments' namespaces; nothing else.
+    #[test]
+    fn a_tenant_claims_its_record_and_its_spec_only() {
+        let tenant: MLTenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mltenant.io/v1alpha1", "kind": "MLTenant", "metadata": {"name": "fin"},
+            "spec": {"environments": [{"name": "dev"}], "secrets": [{"name": "ml-platform", "bundle": "b"}],
+                     "secretReaders": [{"serviceAccount": {"namespace": "argowf", "name": "wf"}}]},
+            "status": {"owned": [{"kind": "Secret", "namespace": "elsewhere", "name": "kept"},
+                                 {"kind": "Namespace", "name": "old-fin"}]},
+        }))
+        .unwrap();
+        let grant = tenant.spec.secret_readers.as_ref().unwrap()[0].grant_name();
+        for (kind, namespace, name, claimed) in [
+            (OwnedKind::Secret, "elsewhere", "kept", true),
+            (OwnedKind::Role, "elsewhere", "kept", false),
+            (OwnedKind::Secret, "elsewhere", "other", false),
+            (OwnedKind::Secret, "fin-dev2", "kept", false),
+            (OwnedKind::Namespace, "", "old-fin", true),
+            (OwnedKind::Namespace, "", "fin-dev", true),
+            (OwnedKind::Namespace, "", "fin-staging", false),
+            (OwnedKind::Secret, "fin-dev", "ml-platform", true),
+            (OwnedKind::Secret, "fin-dev", "ghcr", false),
+            (OwnedKind::Secret, "fin-staging", "ml-platform", false),
+            (OwnedKind::Role, "fin-dev", &grant, true),
+            (OwnedKind::RoleBinding, "fin-dev", &grant, true),
+            (OwnedKind::Role, "fin-dev", "ml-platform", false),
+            (OwnedKind::RoleBinding, "fin-staging", &grant, false),
+        ] {
+            assert_eq!(claims(&tenant, kind, namespace, name), claimed, "{kind:?} {namespace}/{name}");
+        }
+    }
+
     #[test]
     fn naming_rule() {
         assert_eq!(namespace_name("financial-ml", &env("dev")), "financial-ml-dev");

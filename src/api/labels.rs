@@ -38,9 +38,18 @@ pub const APPLIED: &str = "mltenant.io/applied";
 pub const BUNDLE: &str = "mltenant.io/bundle";
 pub const SOURCE_HASH: &str = "mltenant.io/source-hash";
 pub const EXPIRES_AT: &str = "mltenant.io/expires-at";
+/// On a distributed Secret: `v1.<key ids>.<proof>`, a keyed MAC (see `KeyRing::prove`) by the
+/// sealing key(s) that opened its bundle, over the Secret's namespace and name, the consumer's
+/// scope label, the bundle's source hash and a digest of the values written. Lets a restarted
+/// operator see, without decrypting, that the Secret holds what the current ciphertext gives.
+/// Reveals nothing of the values: only a holder of the sealing key can make or check it.
+pub const OPENED_WITH: &str = "mltenant.io/opened-with";
 /// On the operator's sealing-key Secrets (value `active`).
 pub const SEALING_KEY: &str = "mltenant.io/sealing-key";
 pub const ACTIVE: &str = "active";
+/// Value of [`SEALING_KEY`] on a retired key: kept (and un-retired by setting `active` again),
+/// but it opens nothing. Only whoever may patch Secrets in the operator's namespace can set it.
+pub const RETIRED: &str = "retired";
 
 /// Label selector matching everything this operator manages.
 pub fn managed_selector() -> String {

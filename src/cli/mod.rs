@@ -3,6 +3,7 @@
 //! line.
 
 pub mod cert;
+pub mod keys;
 pub mod operator;
 pub mod rotate;
 pub mod seal;

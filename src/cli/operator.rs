@@ -121,7 +121,11 @@ async fn bearer_token(config: &kube::Config) -> anyhow::Result<String> {
 pub fn bundle_path(endpoint: &str, bundle: &SealedBundle) -> String {
     match (bundle.spec.scope, bundle.spec.tenant.as_deref()) {
         (BundleScope::Cluster, _) | (_, None) => endpoint.to_owned(),
-        (_, Some(tenant)) => format!("{endpoint}?tenant={}", percent_encoded(tenant)),
+        // `/v1/rotate?format=v2` has a query already (a second `?` made the format unreadable).
+        (_, Some(tenant)) => {
+            let separator = if endpoint.contains('?') { '&' } else { '?' };
+            format!("{endpoint}{separator}tenant={}", percent_encoded(tenant))
+        }
     }
 }
 
@@ -197,6 +201,10 @@ mod tests {
         assert_eq!(bundle_path("/v1/verify", &bundle(BundleScope::Tenant, Some("fin"))), "/v1/verify?tenant=fin");
         assert_eq!(bundle_path("/v1/rotate", &bundle(BundleScope::Environment, Some("a.b"))), "/v1/rotate?tenant=a.b");
         assert_eq!(bundle_path("/v1/verify", &bundle(BundleScope::Cluster, None)), "/v1/verify");
+        assert_eq!(
+            bundle_path("/v1/rotate?format=v2", &bundle(BundleScope::Tenant, Some("fin"))),
+            "/v1/rotate?format=v2&tenant=fin"
+        );
         assert_eq!(
             bundle_path("/v1/verify", &bundle(BundleScope::Tenant, Some("a&b=c"))),
             "/v1/verify?tenant=a%26b%3Dc"

@@ -31,6 +31,25 @@ impl From<Scope> for BundleScope {
     }
 }
 
+/// The sealed format `mltenant seal` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum FormatArg {
+    /// Format v2: one data key per sealing run, one RSA operation per bundle, several recipients.
+    V2,
+    /// kubeseal's format (`kubeseal --raw` reads and writes it): one RSA operation per value.
+    Kubeseal,
+}
+
+impl From<FormatArg> for crypto::Format {
+    fn from(format: FormatArg) -> Self {
+        match format {
+            FormatArg::V2 => crypto::Format::V2,
+            FormatArg::Kubeseal => crypto::Format::Kubeseal,
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Name of the SealedBundle (required unless --merge-into).
@@ -74,9 +93,14 @@ pub struct Args {
     /// When the credentials stop working (RFC 3339).
     #[arg(long)]
     pub expires_at: Option<jiff::Timestamp>,
-    /// The operator's certificate (from `mltenant cert`), for sealing offline.
+    /// The operator's certificate (from `mltenant cert`), for sealing offline. Repeat it (or give
+    /// a directory of *.pem / *.crt files) to seal one bundle every listed cluster opens (v2).
     #[arg(long)]
-    pub cert: Option<PathBuf>,
+    pub cert: Vec<PathBuf>,
+    /// The sealed format: v2 (default for a new bundle) or kubeseal. With --merge-into, the
+    /// file's format unless given.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub format: Option<FormatArg>,
     #[command(flatten)]
     pub source: super::operator::Source,
     /// Ask the operator whether the result opens before printing it (POST /v1/verify; needs
@@ -95,17 +119,7 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
         !values.is_empty(),
         "no values to seal: give --from-env-file, --from-file, --from-literal or the --docker-* flags"
     );
-    let cert_pem = match &args.cert {
-        Some(path) => {
-            String::from_utf8(read_input(path)?).with_context(|| format!("{} is not a PEM text", path.display()))?
-        }
-        None => super::cert::fetch(&args.source).await?,
-    };
-    let origin = args.cert.as_ref().map_or("the operator's certificate".to_owned(), |p| p.display().to_string());
-    let cert = Certificate::from_pem(&cert_pem).with_context(|| format!("cannot use {origin}"))?;
-    if cert.is_expired_at(jiff::Timestamp::now()) {
-        bail!("{origin} expired at {}; fetch the current one with `mltenant cert`", cert.not_after());
-    }
+    let certs = certificates(&args).await?;
 
     let mut bundle = match &args.merge_into {
         Some(path) => {
@@ -117,18 +131,42 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
         }
         None => new_bundle(&args)?,
     };
+    let format = match (args.format, &args.merge_into) {
+        (Some(format), _) => format.into(),
+        (None, Some(_)) => format_of(&bundle),
+        (None, None) => crypto::Format::V2,
+    };
     let spec = &mut bundle.spec;
     let label = crypto::label(
         spec.scope,
         spec.tenant.as_deref().unwrap_or_default(),
         spec.environment.as_deref().unwrap_or_default(),
     );
-    for (key, value) in &values {
-        let sealed = crypto::seal(&cert, &label, value).with_context(|| format!("sealing {key}"))?;
-        spec.encrypted_data.insert(key.clone(), crypto::encode_base64(&sealed));
+    let recipients: Vec<&Certificate> = certs.iter().map(|(_, cert)| cert).collect();
+    match format {
+        crypto::Format::Kubeseal => {
+            ensure!(
+                recipients.len() == 1,
+                "--format kubeseal seals for one certificate; {} given (format v2 takes several)",
+                recipients.len()
+            );
+            for (key, value) in &values {
+                let sealed = crypto::seal(recipients[0], &label, value).with_context(|| format!("sealing {key}"))?;
+                spec.encrypted_data.insert(key.clone(), crypto::encode_base64(&sealed));
+            }
+        }
+        crypto::Format::V2 => {
+            // One data key for this run, wrapped once per recipient; every value under it.
+            let sealer = crypto::Sealer::new(&recipients, &label).context("wrapping the data key")?;
+            for (key, value) in &values {
+                let sealed = sealer.seal(key, value).with_context(|| format!("sealing {key}"))?;
+                spec.encrypted_data.insert(key.clone(), crypto::encode_base64(&sealed));
+            }
+        }
     }
+    check_total_size(&bundle)?;
     if args.type_.is_some() || args.docker_server.is_some() {
-        spec.type_ = args.type_.clone().or_else(|| Some(DOCKER_CONFIG_JSON.to_owned()));
+        bundle.spec.type_ = args.type_.clone().or_else(|| Some(DOCKER_CONFIG_JSON.to_owned()));
     }
     check_for_type(&bundle, &values, args.merge_into.is_none())?;
     let spec = &mut bundle.spec;
@@ -146,6 +184,75 @@ pub async fn run(args: Args) -> anyhow::Result<Option<String>> {
         }
         None => Ok(Some(yaml)),
     }
+}
+
+/// The certificates to seal for, each with where it came from: `--cert` files and the
+/// certificates in `--cert` directories, or the operator's current one. Expired ones and a key
+/// given twice are refused.
+async fn certificates(args: &Args) -> anyhow::Result<Vec<(String, Certificate)>> {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if args.cert.is_empty() {
+        texts.push(("the operator's certificate".to_owned(), super::cert::fetch(&args.source).await?));
+    }
+    for path in &args.cert {
+        let files = if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("cannot read {}", path.display()))?
+                .filter_map(|entry| Some(entry.ok()?.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "pem" || e == "crt"))
+                .collect();
+            files.sort();
+            ensure!(!files.is_empty(), "{} holds no *.pem or *.crt certificate", path.display());
+            files
+        } else {
+            vec![path.clone()]
+        };
+        for file in files {
+            let text = String::from_utf8(read_input(&file)?)
+                .with_context(|| format!("{} is not a PEM text", file.display()))?;
+            texts.push((file.display().to_string(), text));
+        }
+    }
+    let mut certs: Vec<(String, Certificate)> = Vec::new();
+    for (origin, pem) in texts {
+        let cert = Certificate::from_pem(&pem).with_context(|| format!("cannot use {origin}"))?;
+        if cert.is_expired_at(jiff::Timestamp::now()) {
+            bail!("{origin} expired at {}; fetch the current one with `mltenant cert`", cert.not_after());
+        }
+        if let Some((first, _)) = certs.iter().find(|(_, c)| c.fingerprint() == cert.fingerprint()) {
+            bail!("{origin} is the same key as {first} ({})", cert.fingerprint());
+        }
+        certs.push((origin, cert));
+    }
+    ensure!(
+        certs.len() <= crypto::v2::MAX_RECIPIENTS,
+        "{} certificates: a bundle names at most {} recipients",
+        certs.len(),
+        crypto::v2::MAX_RECIPIENTS
+    );
+    Ok(certs)
+}
+
+/// The format of an existing bundle: kubeseal's when every value is in it, else v2.
+fn format_of(bundle: &SealedBundle) -> crypto::Format {
+    let v2 = bundle
+        .spec
+        .encrypted_data
+        .values()
+        .any(|v| crypto::decode_base64(v).is_ok_and(|raw| crypto::Format::of(&raw) == crypto::Format::V2));
+    if v2 || bundle.spec.encrypted_data.is_empty() { crypto::Format::V2 } else { crypto::Format::Kubeseal }
+}
+
+/// Refuse a bundle the API server would refuse for its size (1.5 MiB of `encryptedData`): many
+/// recipients times many values add up (each value carries every wrapped key).
+fn check_total_size(bundle: &SealedBundle) -> anyhow::Result<()> {
+    let total: usize = bundle.spec.encrypted_data.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let limit = crate::api::limits::MAX_SEALED_DATA_CHARS;
+    ensure!(
+        total <= limit,
+        "the sealed values take {total} bytes, over the {limit} a SealedBundle may hold: fewer recipients or values per bundle"
+    );
+    Ok(())
 }
 
 /// Have the operator open the bundle for the consumer its scope names; a refusal is the error.

@@ -60,9 +60,28 @@ pub enum OpenError {
     /// The two cases are cryptographically indistinguishable.
     #[error("no key could decrypt the sealed value (sealed for another scope or with an unknown key)")]
     NoKeyCouldDecrypt,
-    /// A key opened the RSA part but the AES-GCM tag did not verify: the value was modified.
-    #[error("sealed value failed authentication (tampered or corrupted)")]
+    /// A key opened the RSA part but the AES-GCM tag did not verify: the value was modified
+    /// (in v2 also: moved to another key name, or its header changed).
+    #[error("sealed value failed authentication (tampered or corrupted, or moved from another key name)")]
     Tampered,
+    /// v2: the value names none of this operator's keys (sealed for other clusters' keys).
+    #[error("sealed for other sealing keys: none of its recipients is a key this operator holds")]
+    NotARecipient,
+    /// The only key that opens the value is retired (`mltenant keys retire`): it opens nothing.
+    #[error("the sealing key it needs is retired")]
+    KeyRetired,
+    /// v2: the key the value names did not unwrap its data key under this consumer's scope
+    /// label: sealed for another scope (tenant, environment), or the wrapped key was modified.
+    #[error(
+        "the named sealing key does not unwrap its data key under this scope: sealed for another scope, or the wrapped key was modified"
+    )]
+    UnwrapFailed,
+    /// v2: a header that cannot be: no recipient, more than 16, the same key twice.
+    #[error("sealed value has a malformed v2 header")]
+    Malformed,
+    /// Our format with a version this operator does not know.
+    #[error("sealed value is in a format version this operator does not know")]
+    UnsupportedVersion,
 }
 
 impl OpenError {
@@ -74,6 +93,11 @@ impl OpenError {
             OpenError::TooLarge => "TooLarge",
             OpenError::NoKeyCouldDecrypt => "NoKeyCouldDecrypt",
             OpenError::Tampered => "Tampered",
+            OpenError::NotARecipient => "NotARecipient",
+            OpenError::KeyRetired => "KeyRetired",
+            OpenError::UnwrapFailed => "UnwrapFailed",
+            OpenError::Malformed => "Malformed",
+            OpenError::UnsupportedVersion => "UnsupportedVersion",
         }
     }
 }
@@ -87,6 +111,9 @@ pub enum SealError {
     /// The system random generator or the RSA/AES primitive failed.
     #[error("sealing failed in the crypto library")]
     Crypto,
+    /// v2: no recipient, more than 16, or one key given twice.
+    #[error("a sealed value names 1 to 16 distinct sealing keys")]
+    Recipients,
 }
 
 /// A successfully opened value.
@@ -166,10 +193,10 @@ pub fn open(keys: &[SealingKey], label: &[u8], encoded: &str) -> Result<OpenedVa
     open_raw(keys, label, &raw)
 }
 
-/// Check that a base64 `encryptedData` value has the sealed format (base64, size, length
-/// prefix, room for the tag) without any key: what `mltenant validate` can tell offline.
-pub fn check_format(encoded: &str) -> Result<(), OpenError> {
-    split(&decode_base64(encoded)?).map(|_| ())
+/// Check that a raw value has kubeseal's framing (length prefix, room for the tag) without
+/// any key.
+pub fn check_framing(raw: &[u8]) -> Result<(), OpenError> {
+    split(raw).map(|_| ())
 }
 
 /// Open a raw (already base64-decoded) sealed byte string. See [`open`].
@@ -196,7 +223,7 @@ pub fn open_raw(keys: &[SealingKey], label: &[u8], sealed: &[u8]) -> Result<Open
 }
 
 /// Decode the base64 text of a sealed value, enforcing [`MAX_SEALED_LEN`] before decoding.
-fn decode_base64(encoded: &str) -> Result<Vec<u8>, OpenError> {
+pub fn decode_base64(encoded: &str) -> Result<Vec<u8>, OpenError> {
     // Largest base64 text (without line breaks) that can decode to MAX_SEALED_LEN bytes.
     const MAX_ENCODED_LEN: usize = MAX_SEALED_LEN.div_ceil(3) * 4;
     let bytes = encoded.as_bytes();

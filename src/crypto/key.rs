@@ -15,17 +15,26 @@
 use std::fmt;
 use std::time::Duration;
 
-use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 use aws_lc_rs::rsa::{
     KeySize, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
     PublicEncryptingKey,
 };
+use aws_lc_rs::{digest, hkdf, hmac};
 use jiff::Timestamp;
 use x509_cert::der::pem::{self, LineEnding};
 use x509_cert::der::{Decode, Encode};
 use zeroize::Zeroizing;
+
+/// RSA private-key operations (OAEP decryptions) this process did, whatever asked for them:
+/// what `mltenant_rsa_operations_total` exports and the bench compares between formats.
+pub static RSA_DECRYPTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many RSA private-key operations this process did so far.
+pub fn rsa_decryptions() -> u64 {
+    RSA_DECRYPTIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Length of the AES session key a sealed value carries under RSA (AES-256).
 pub(super) const SESSION_KEY_LEN: usize = 32;
@@ -55,12 +64,26 @@ pub enum KeyError {
     Generation(String),
 }
 
+/// Length of a key id (format v2): the first 8 bytes of the SHA-256 of the DER
+/// `SubjectPublicKeyInfo`, i.e. the first 16 hex digits of the fingerprint.
+pub const KEY_ID_LEN: usize = 8;
+
+/// The id format v2 tags a wrapped data key with: see [`KEY_ID_LEN`]. Public (derived from the
+/// public key alone); it only says which key to try, it proves nothing.
+pub type KeyId = [u8; KEY_ID_LEN];
+
+/// A key id as text: 16 lowercase hex digits (the fingerprint's first 16).
+pub fn key_id_hex(id: &KeyId) -> String {
+    crate::text::hex(id)
+}
+
 /// An X.509 certificate with an RSA public key: the public side of a [`SealingKey`].
 #[derive(Clone)]
 pub struct Certificate {
     der: Vec<u8>,
     public_key: PublicEncryptingKey,
     fingerprint: String,
+    key_id: KeyId,
     not_before: Timestamp,
     not_after: Timestamp,
 }
@@ -86,10 +109,14 @@ impl Certificate {
             KeyError::InvalidCertificate("the public key is not an RSA key of 2048 to 8192 bits".into())
         })?;
         let validity = tbs.validity();
+        let spki_digest = digest::digest(&digest::SHA256, &spki);
+        let mut key_id = [0u8; KEY_ID_LEN];
+        key_id.copy_from_slice(&spki_digest.as_ref()[..KEY_ID_LEN]);
         Ok(Certificate {
             der: der.to_vec(),
             public_key,
             fingerprint: fingerprint_of_spki(&spki),
+            key_id,
             not_before: x509_time(validity.not_before)?,
             not_after: x509_time(validity.not_after)?,
         })
@@ -108,6 +135,11 @@ impl Certificate {
     /// `SHA256:<lowercase hex of sha256(DER SubjectPublicKeyInfo)>`.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+
+    /// The key id format v2 tags this key's wrapped data keys with (see [`KEY_ID_LEN`]).
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 
     /// Start of validity (`notBefore`).
@@ -153,6 +185,9 @@ pub struct SealingKey {
     certificate: Certificate,
     private_key: PrivateDecryptingKey,
     oaep: OaepPrivateDecryptingKey,
+    /// The key of the proofs this key vouches for (see [`SealingKey::prove`]): derived from the
+    /// private key, so it exists wherever the key is loaded and nowhere else.
+    proof: hmac::Key,
 }
 
 impl SealingKey {
@@ -210,7 +245,31 @@ impl SealingKey {
         }
         let oaep = OaepPrivateDecryptingKey::new(private_key.clone())
             .map_err(|_| KeyError::InvalidPrivateKey("unusable RSA key"))?;
-        Ok(SealingKey { certificate, private_key, oaep })
+        let proof = proof_key(&private_key)?;
+        Ok(SealingKey { certificate, private_key, oaep, proof })
+    }
+
+    /// A proof, vouched for by this key, over `parts` (each length-prefixed, so no two lists
+    /// of parts give the same input): HMAC-SHA256 under a key derived from the private key
+    /// (HKDF-SHA256 of its PKCS#8 DER, salt `mltenant.io/proof`, info `v1`). Only a process
+    /// holding the private key can make or check one; it reveals nothing of what it covers.
+    /// What the operator stamps on a Secret it wrote, so that a restart can tell, without
+    /// decrypting, that the Secret holds what the current ciphertext gives (docs/sealing.md).
+    pub fn prove(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.proof);
+        for part in parts {
+            ctx.update(&(part.len() as u64).to_be_bytes());
+            ctx.update(part);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is this key's proof over `parts` (constant-time comparison).
+    pub fn verify_proof(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let expected = self.prove(parts);
+        aws_lc_rs::constant_time::verify_slices_are_equal(&expected, tag).is_ok()
     }
 
     /// The PEM pair to store in a `kubernetes.io/tls` Secret. The private key text is zeroed
@@ -248,6 +307,7 @@ impl SealingKey {
         if rsa_part.len() != self.oaep.key_size_bytes() {
             return None;
         }
+        RSA_DECRYPTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut out = Zeroizing::new(vec![0u8; self.oaep.min_output_size()]);
         let plaintext = self.oaep.decrypt(&OAEP_SHA256_MGF1SHA256, rsa_part, &mut out[..], Some(label)).ok()?;
         let session_key: &[u8; SESSION_KEY_LEN] = (&*plaintext).try_into().ok()?;
@@ -260,7 +320,7 @@ impl Clone for SealingKey {
         // The clone shares aws-lc's reference-counted key object; nothing is copied.
         let private_key = self.private_key.clone();
         let oaep = OaepPrivateDecryptingKey::new(private_key.clone()).expect("an RSA key accepted before is accepted");
-        SealingKey { certificate: self.certificate.clone(), private_key, oaep }
+        SealingKey { certificate: self.certificate.clone(), private_key, oaep, proof: self.proof.clone() }
     }
 }
 
@@ -288,6 +348,14 @@ impl fmt::Debug for PemPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PemPair").field("cert_pem", &self.cert_pem).field("key_pem", &"<redacted>").finish()
     }
+}
+
+/// The proof key of `private_key` (see [`SealingKey::prove`]).
+fn proof_key(private_key: &PrivateDecryptingKey) -> Result<hmac::Key, KeyError> {
+    let pkcs8 = private_key.as_der().map_err(|_| KeyError::InvalidPrivateKey("PKCS#8 serialization failed"))?;
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"mltenant.io/proof").extract(pkcs8.as_ref());
+    let okm = prk.expand(&[b"v1"], hmac::HMAC_SHA256).map_err(|_| KeyError::InvalidPrivateKey("HKDF failed"))?;
+    Ok(hmac::Key::from(okm))
 }
 
 /// `SHA256:` + lowercase hex of SHA-256 over a DER `SubjectPublicKeyInfo`.

@@ -40,16 +40,43 @@
 
 pub mod format;
 pub mod key;
+pub mod v2;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use format::{
-    MAX_SEALED_LEN, OpenError, OpenedValue, SealError, check_format, encode_base64, open, open_raw, seal,
+    MAX_SEALED_LEN, OpenError, OpenedValue, SealError, decode_base64, encode_base64, open, open_raw, seal,
 };
-pub use key::{Certificate, KeyError, PemPair, SealingKey};
+pub use key::{Certificate, KeyError, KeyId, PemPair, SealingKey, key_id_hex, rsa_decryptions};
+pub use v2::{Opener, Refused, Sealer};
 
 use crate::api::BundleScope;
+
+/// The two sealed formats: kubeseal's (one RSA operation per value, what `kubeseal --raw`
+/// reads and writes) and ours, v2 (one per sealing run, several recipients).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Kubeseal,
+    V2,
+}
+
+impl Format {
+    /// The format of a raw (base64-decoded) value.
+    pub fn of(raw: &[u8]) -> Self {
+        if v2::is_ours(raw) { Format::V2 } else { Format::Kubeseal }
+    }
+}
+
+/// Check that a base64 `encryptedData` value has a sealed format, v2 or kubeseal's (base64,
+/// size, framing) without any key: what `mltenant validate` can tell offline.
+pub fn check_format(encoded: &str) -> Result<(), OpenError> {
+    let raw = decode_base64(encoded)?;
+    match Format::of(&raw) {
+        Format::V2 => v2::parse(&raw).map(|_| ()),
+        Format::Kubeseal => format::check_framing(&raw),
+    }
+}
 
 /// The OAEP label for a value consumed under `scope` by `tenant` in `environment`.
 ///

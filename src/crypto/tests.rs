@@ -16,14 +16,14 @@ pub(super) static FIXTURE_KEY_PEM: LazyLock<String> = LazyLock::new(|| read_fixt
 
 /// One freshly generated RSA-4096 key (30 days + 7 days grace) shared by all tests: generation
 /// takes about a second, so it happens once per test binary.
-pub(super) fn shared_key() -> &'static SealingKey {
+pub(crate) fn shared_key() -> &'static SealingKey {
     static KEY: LazyLock<SealingKey> =
         LazyLock::new(|| SealingKey::generate(Duration::from_secs(37 * 24 * 3600)).expect("RSA-4096 key generation"));
     &KEY
 }
 
 /// The committed TEST-ONLY fixture key that the kubeseal vectors were sealed for.
-pub(super) fn fixture_key() -> &'static SealingKey {
+pub(crate) fn fixture_key() -> &'static SealingKey {
     static KEY: LazyLock<SealingKey> =
         LazyLock::new(|| SealingKey::from_pem(&FIXTURE_CERT_PEM, &FIXTURE_KEY_PEM).expect("fixture key loads"));
     &KEY
@@ -141,4 +141,47 @@ fn check_format_tells_structure_without_keys() {
     assert_eq!(check_format("not*base64"), Err(OpenError::InvalidBase64));
     assert_eq!(check_format("AA=="), Err(OpenError::Truncated));
     assert_eq!(check_format("AgABAgM="), Err(OpenError::Truncated));
+}
+
+/// The second TEST-ONLY fixture key (`sealing-key-2`), the other recipient of the v2 vectors.
+pub(crate) fn fixture_key_2() -> &'static SealingKey {
+    static KEY: LazyLock<SealingKey> = LazyLock::new(|| {
+        SealingKey::from_pem(&read_fixture("sealing-key-2.crt"), &read_fixture("sealing-key-2.key"))
+            .expect("second fixture key loads")
+    });
+    &KEY
+}
+
+/// Format v2 both ways against an implementation of its own (`hack/v2-vectors.py`, Python
+/// `cryptography`, written from docs/sealing.md): what it sealed for the two fixture keys opens
+/// with either (`.v2-python.b64`), as does what `mltenant seal --format v2` sealed and it
+/// opened (`.v2-mltenant.b64`); each with one RSA operation and only under its own scope.
+#[test]
+fn v2_vectors_open_with_either_recipient() {
+    use super::Opener;
+    let vectors = vectors();
+    for producer in ["v2-python", "v2-mltenant"] {
+        for v in &vectors {
+            let raw = super::decode_base64(v.sealed(producer).trim_end()).unwrap();
+            for key in [fixture_key(), fixture_key_2()] {
+                let opened = Opener::new(std::slice::from_ref(key), &[], &v.label())
+                    .open("v", &raw)
+                    .unwrap_or_else(|e| panic!("{producer} vector {}: {e:?}", v.name));
+                assert_eq!(&opened.plaintext[..], &v.plaintext()[..], "{producer} vector {}", v.name);
+                assert_eq!(opened.fingerprint, key.fingerprint());
+            }
+            for other in vectors.iter().filter(|o| o.label() != v.label()) {
+                let refused = Opener::new(std::slice::from_ref(fixture_key()), &[], &other.label()).open("v", &raw);
+                assert_eq!(
+                    refused.unwrap_err().error,
+                    super::OpenError::UnwrapFailed,
+                    "{} under {}",
+                    v.name,
+                    other.name
+                );
+            }
+            let moved = Opener::new(std::slice::from_ref(fixture_key()), &[], &v.label()).open("w", &raw);
+            assert_eq!(moved.unwrap_err().error, super::OpenError::Tampered, "{} under another key name", v.name);
+        }
+    }
 }

@@ -95,7 +95,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
 /// 422 with the reason otherwise. Never returns plaintext. Needs `create` on `mltenants/verify`
 /// for that tenant (see [`admit`]).
 async fn verify(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let bundle = match admit(&s, &uri, &headers, "verify", body).await {
+    let bundle = match admit(&s, uri.query(), &headers, "verify", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
@@ -109,15 +109,20 @@ async fn verify(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: B
     }
 }
 
-/// `POST /v1/rotate?tenant=<name>` with a SealedBundle as JSON: the same bundle with every
-/// value re-sealed to the newest sealing key, as YAML ready to commit. Needs `create` on
-/// `mltenants/rotate` for that tenant.
+/// `POST /v1/rotate?tenant=<name>[&format=v2|kubeseal]` with a SealedBundle as JSON: the same
+/// bundle with every value re-sealed to the newest sealing key (each in its format, or all
+/// converted to `format`), as YAML ready to commit. A v2 value keeps the other clusters'
+/// recipients. Needs `create` on `mltenants/rotate` for that tenant.
 async fn rotate(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let bundle = match admit(&s, &uri, &headers, "rotate", body).await {
+    let (format, query) = match rotate_format(uri.query()) {
+        Ok(split) => split,
+        Err(message) => return Refusal::BadRequest(message).into_response(),
+    };
+    let bundle = match admit(&s, query.as_deref(), &headers, "rotate", body).await {
         Ok(bundle) => bundle,
         Err(refusal) => return refusal.into_response(),
     };
-    match s.keys.rotate(bundle).await.map(|b| serde_yaml::to_string(&b)) {
+    match s.keys.rotate(bundle, format).await.map(|b| serde_yaml::to_string(&b)) {
         Ok(Ok(yaml)) => ([(header::CONTENT_TYPE, "application/yaml")], yaml).into_response(),
         Ok(Err(_)) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
         Err(error) => (StatusCode::UNPROCESSABLE_ENTITY, error.to_string()).into_response(),
@@ -139,12 +144,12 @@ async fn rotate(State(s): State<AppState>, uri: Uri, headers: HeaderMap, body: B
 /// 7. take a token from the shared rate limit (429).
 async fn admit(
     s: &AppState,
-    uri: &Uri,
+    query: Option<&str>,
     headers: &HeaderMap,
     subresource: &'static str,
     body: Body,
 ) -> Result<SealedBundle, Refusal> {
-    let consumer = Consumer::from_query(uri.query()).map_err(Refusal::BadRequest)?;
+    let consumer = Consumer::from_query(query).map_err(Refusal::BadRequest)?;
     authorize(s, headers, consumer.permission(subresource)).await?;
     let _reading = s.bodies.try_acquire().map_err(|_| Refusal::RateLimited)?;
     let announced = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
@@ -161,6 +166,23 @@ async fn admit(
         return Err(Refusal::RateLimited);
     }
     Ok(SealedBundle::new(&claims.metadata.name.unwrap_or_default(), claims.spec))
+}
+
+/// `/v1/rotate`'s own query parameter, `format=v2` or `format=kubeseal` (at most once), and the
+/// rest of the query (the consumer's).
+fn rotate_format(query: Option<&str>) -> Result<(Option<crate::crypto::Format>, Option<String>), String> {
+    let mut format = None;
+    let mut rest = Vec::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix("format=") {
+            Some(_) if format.is_some() => return Err("query parameter \"format\" given more than once".into()),
+            Some("v2") => format = Some(crate::crypto::Format::V2),
+            Some("kubeseal") => format = Some(crate::crypto::Format::Kubeseal),
+            Some(_) => return Err("query parameter \"format\" is v2 or kubeseal".into()),
+            None => rest.push(pair),
+        }
+    }
+    Ok((format, (!rest.is_empty()).then(|| rest.join("&"))))
 }
 
 /// The body, at most [`MAX_BODY`] bytes of a JSON object of the shape [`json_shape`] allows,
@@ -318,6 +340,17 @@ pub async fn serve(addr: SocketAddr, served: Served) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotate_takes_a_format_and_leaves_the_rest_to_the_consumer() {
+        use crate::crypto::Format;
+        assert_eq!(rotate_format(None), Ok((None, None)));
+        assert_eq!(rotate_format(Some("tenant=a")), Ok((None, Some("tenant=a".into()))));
+        assert_eq!(rotate_format(Some("format=v2&tenant=a")), Ok((Some(Format::V2), Some("tenant=a".into()))));
+        assert_eq!(rotate_format(Some("format=kubeseal")), Ok((Some(Format::Kubeseal), None)));
+        assert!(rotate_format(Some("format=v3")).is_err());
+        assert!(rotate_format(Some("format=v2&format=v2")).is_err());
+    }
 
     #[test]
     fn rate_limit_allows_the_burst_then_refuses() {

@@ -170,16 +170,27 @@ impl Context {
     /// decrypted from the bundle as the API server's watch cache has it (no older than ours):
     /// the shared cache keeps digests, not ciphertexts.
     pub async fn open(&self, bundle: &SealedBundle, label: Vec<u8>) -> kube::Result<Result<Opened, Failure>> {
+        self.keys.open(bundle, label, self.fetch(bundle)).await
+    }
+
+    /// [`Context::open`] of every value, past one that fails, with every key the bundle needs:
+    /// what its status reports.
+    pub async fn open_all(&self, bundle: &SealedBundle, label: Vec<u8>) -> kube::Result<crate::unseal::Opening> {
+        self.keys.open_all(bundle, label, self.fetch(bundle)).await
+    }
+
+    /// Read `bundle` with its ciphertexts, as the API server's watch cache has it.
+    fn fetch(&self, bundle: &SealedBundle) -> impl Future<Output = kube::Result<Option<SealedBundle>>> + use<> {
         let api = Api::<Guarded<SealedBundle>>::all(self.client.clone());
         let at = GetParams::at(bundle.resource_version().as_deref().unwrap_or("0"));
-        let fetch = async move {
-            match api.get_with(&bundle.name_any(), &at).await {
+        let name = bundle.name_any();
+        async move {
+            match api.get_with(&name, &at).await {
                 Ok(sealed) => sealed.into_result().map(Some),
                 Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
                 Err(error) => Err(error),
             }
-        };
-        self.keys.open(bundle, label, fetch).await
+        }
     }
 
     /// Whether this installation reports `bundle`'s status (`--bundle-selector`).

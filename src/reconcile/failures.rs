@@ -75,10 +75,11 @@ where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     let (name, result) = (obj.meta().name.as_deref().unwrap_or_default(), error.metric_label());
+    let error = error.chain();
     if result == "not_leader" {
-        debug!(controller, name, %error, "reconcile stopped: this replica no longer leads");
+        debug!(controller, name, error, "reconcile stopped: this replica no longer leads");
     } else {
-        warn!(controller, name, %error, "reconcile failed");
+        warn!(controller, name, step = result, error, "reconcile failed");
     }
     ctx.metrics.reconcile_failed(controller, result);
     Action::requeue(backoff(failures.failed(obj), jitter()))

@@ -52,6 +52,7 @@ pub async fn run(
     let watches = Watches::new(&client, config.tenant_selector.as_deref(), &readiness, invalids);
     let _gauges =
         metrics.watch(watches.tenants.clone(), watches.caches.bundles.clone(), config.bundle_selector.clone());
+    keys.follow_bundles(watches.caches.bundles.clone(), config.bundle_selector.clone());
     let users = watches.tenants.clone();
     let claims = &watches.claims;
     // A tenant's own writes come back as a burst of watch events (its namespaces, Secrets,

@@ -89,6 +89,40 @@ pub fn desired_digest<K: Compact>(desired: &K) -> String {
 /// lists (`None`: all of them).
 fn digest<K: Compact>(obj: &K, owned: Option<&Value>) -> String {
     let mut digest = Digest::new();
+    metadata_digest(obj, owned, &mut digest);
+    obj.content(owned, &mut digest);
+    digest.finish()
+}
+
+/// The digest [`desired_digest`] gives a Secret whose values have the data digest `data`
+/// ([`secret_data_digest`]): what a decision compares with the live Secret's without the
+/// plaintext, once a proof says the live values are the bundle's (`mltenant.io/opened-with`).
+pub fn desired_digest_with_data(desired: &Secret, data: &[u8; 32]) -> String {
+    let mut digest = Digest::new();
+    metadata_digest(desired, None, &mut digest);
+    digest.part(b"data");
+    digest.part(data);
+    digest.finish()
+}
+
+/// A digest of a Secret's values by key name (each value as its SHA-256): in memory only, and
+/// under a keyed MAC in `mltenant.io/opened-with`, never published as it is.
+pub fn secret_data_digest<'a>(values: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> [u8; 32] {
+    let mut digest = Digest::new();
+    for (key, value) in values {
+        digest.part(key.as_bytes());
+        digest.part(&value_digest(value));
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.0.finish().as_ref());
+    out
+}
+
+/// In a cached Secret (in memory only): [`secret_data_digest`] of the values the operator's
+/// field manager owns, hex.
+pub const DATA_DIGEST: &str = "mltenant.io/cached-data-digest";
+
+fn metadata_digest<K: Compact>(obj: &K, owned: Option<&Value>, digest: &mut Digest) {
     let meta = obj.meta();
     let owned_meta = owned.map(|o| &o["f:metadata"]);
     for (part, map, field) in
@@ -97,7 +131,9 @@ fn digest<K: Compact>(obj: &K, owned: Option<&Value>) -> String {
         digest.part(part.as_bytes());
         let keys: Vec<&str> = match owned_meta {
             Some(fields) => owned_keys(&fields[field]).collect(),
-            None => map.iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != OWNED).collect(),
+            None => {
+                map.iter().flatten().map(|(k, _)| k.as_str()).filter(|k| *k != OWNED && *k != DATA_DIGEST).collect()
+            }
         };
         for key in keys {
             digest.part(key.as_bytes());
@@ -108,8 +144,6 @@ fn digest<K: Compact>(obj: &K, owned: Option<&Value>) -> String {
             }
         }
     }
-    obj.content(owned, &mut digest);
-    digest.finish()
 }
 
 /// The keys a `fieldsV1` map of a map field lists (`f:<key>`), in order.
@@ -137,6 +171,7 @@ fn read_as_is(key: &str) -> bool {
         labels::BUNDLE,
         labels::SOURCE_HASH,
         labels::EXPIRES_AT,
+        labels::OPENED_WITH,
         labels::POD_SECURITY_BEFORE,
     ]
     .contains(&key)
@@ -186,21 +221,25 @@ fn value_digest(value: &[u8]) -> [u8; 32] {
     crate::text::sha256(&[value])
 }
 
+/// [`secret_data_digest`] of the values of `secret` that `owned` lists (`None`: all of them);
+/// a key listed but not there counts as a value no Secret can have.
+fn owned_data_digest(secret: &Secret, owned: Option<&Value>) -> [u8; 32] {
+    let data = secret.data.as_ref();
+    let keys: Vec<&str> = match owned {
+        Some(fields) => owned_keys(&fields["f:data"]).collect(),
+        None => data.into_iter().flatten().map(|(k, _)| k.as_str()).collect(),
+    };
+    let missing: &[u8] = b"\xffmissing";
+    secret_data_digest(keys.into_iter().map(|key| match data.and_then(|d| d.get(key)) {
+        Some(ByteString(value)) => (key, value.as_slice()),
+        None => (key, missing),
+    }))
+}
+
 impl Compact for Secret {
     fn content(&self, owned: Option<&Value>, digest: &mut Digest) {
         digest.part(b"data");
-        let data = self.data.as_ref();
-        let keys: Vec<&str> = match owned {
-            Some(fields) => owned_keys(&fields["f:data"]).collect(),
-            None => data.into_iter().flatten().map(|(k, _)| k.as_str()).collect(),
-        };
-        for key in keys {
-            digest.part(key.as_bytes());
-            match data.and_then(|d| d.get(key)) {
-                Some(ByteString(value)) => digest.part(&value_digest(value)),
-                None => digest.part(b"\xffmissing"),
-            }
-        }
+        digest.part(&owned_data_digest(self, owned));
     }
 
     fn drop_content(&mut self) {
@@ -247,7 +286,13 @@ impl Compact for RoleBinding {
 
 impl Trim for Secret {
     fn trim(&mut self) {
+        // What a proof (`mltenant.io/opened-with`) is checked against: the digest of the values
+        // the operator's field manager owns, kept (in memory) once the values are dropped.
+        let own_entry = self.metadata.managed_fields.iter().flatten().find_map(|entry| entry.fields_v1.clone());
+        let owned = own_entry.map_or(Value::Null, |fields| fields.0);
+        let data = crate::text::hex(&owned_data_digest(self, Some(&owned)));
         compact(self);
+        self.metadata.annotations.get_or_insert_default().insert(DATA_DIGEST.to_owned(), data);
     }
 }
 
@@ -485,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn a_trimmed_bundle_keeps_only_its_source_hash_of_annotations() {
+    fn a_trimmed_bundle_keeps_only_its_source_hash_and_recipients_of_annotations() {
         let mut bundle = SealedBundle::new(
             "b",
             crate::api::SealedBundleSpec::new(crate::api::BundleScope::Cluster, [("K".into(), "AgB".into())].into()),
@@ -494,7 +539,7 @@ mod tests {
         bundle.metadata.labels = Some((0..1000).map(|i| (format!("example.com/l{i:04}"), "v".repeat(63))).collect());
         bundle.trim();
         let kept: Vec<&String> = bundle.metadata.annotations.as_ref().unwrap().keys().collect();
-        assert_eq!(kept, [labels::SOURCE_HASH]);
+        assert_eq!(kept, [unseal::CACHED_RECIPIENTS, labels::SOURCE_HASH]);
         assert_eq!(bundle.metadata.labels.unwrap().len(), OWN_KIND_LABELS, "labels past the bound are not kept");
     }
 }

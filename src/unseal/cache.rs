@@ -3,6 +3,13 @@
 //! entries (values range from a few bytes to a mebibyte): the oldest entries go first. When the
 //! sealing keys change, only what a removed key opened is dropped, so adding a key (rotation)
 //! causes no decryption storm while a removed key stops opening at once.
+//!
+//! Values that did not open are kept too, with why (a bounded number of them), until the set of
+//! keys changes: a failure depends on the ciphertext, the label and the keys alone, so a bundle
+//! of 128 values that open nothing costs its RSA work once per key set, not once per reconcile
+//! of every tenant that uses it. Each set of keys has a generation ([`crate::unseal::Keys`]): only
+//! what was opened or refused with the current one is kept, so an opening that started before a
+//! key was retired or removed never leaves behind what that key opened.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 use super::Digest;
+use crate::crypto::Refused;
 
 /// Bytes of plaintext (plus bookkeeping) kept at most. A nine-value bundle of typical
 /// credentials takes about 1.5 KiB, so this holds thousands of tenants' values.
@@ -20,9 +28,14 @@ pub const CAPACITY_BYTES: usize = 16 * 1024 * 1024;
 /// and the maps' own overhead, roughly.
 const ENTRY_OVERHEAD: usize = 160;
 
+/// Failures kept at most: every value of a 1,000-tenant fleet of nine-value bundles whose key
+/// was retired (9,000), with room to spare. Each takes at most about 400 bytes (its key twice,
+/// a reason, at most 16 key ids, a retired key's fingerprint): 6.5 MiB at most.
+pub const FAILURES_KEPT: usize = 16 * 1024;
+
 /// An entry's key: SHA-256 of the ciphertext's digest followed by the label (the digest has a
 /// fixed length, so no two pairs give the same bytes). Thirty-two bytes kept twice (map and
-/// eviction order) instead of the label's own allocation twice: 1.5 MiB less at 9,000 values.
+/// eviction order) instead of the label's own allocation twice, whatever the label's length.
 type Key = Digest;
 
 /// A value that opened, with the fingerprint of the key that opened it.
@@ -47,6 +60,11 @@ struct Inner {
     /// One copy of each key's fingerprint, which the entries it opened share (there are few
     /// keys and thousands of entries).
     fingerprints: Vec<Arc<str>>,
+    /// The generation of the key set the entries and failures were made with.
+    generation: u64,
+    /// Values that did not open with this generation's keys, oldest first out.
+    failures: HashMap<Key, Refused>,
+    failure_order: VecDeque<Key>,
 }
 
 impl Inner {
@@ -78,48 +96,80 @@ impl DecryptCache {
         Self { inner: Mutex::default(), capacity: bytes, decryptions: AtomicU64::new(0) }
     }
 
-    /// The cached plaintext of the ciphertext of digest `ciphertext` under `label`, or `open()`'s
-    /// result (cached when it succeeds; failures are never cached, so a new key can fix them).
-    pub fn get_or_open<E>(
+    /// The cached plaintext of the ciphertext of digest `ciphertext` under `label`, or why it
+    /// did not open, or `open()`'s result, kept when `generation` (of the keys `open` uses) is
+    /// the cache's.
+    pub fn get_or_open(
         &self,
         ciphertext: &Digest,
         label: &[u8],
-        open: impl FnOnce() -> Result<Plain, E>,
-    ) -> Result<Plain, E> {
+        generation: u64,
+        open: impl FnOnce() -> Result<Plain, Refused>,
+    ) -> Result<Plain, Refused> {
         let key = key(ciphertext, label);
-        if let Some(hit) = self.lock().entries.get(&key) {
-            return Ok(hit.clone());
+        if let Some(known) = self.lookup(&key) {
+            return known;
         }
         self.decryptions.fetch_add(1, Ordering::Relaxed);
-        let mut plain = open()?;
-        let size = cost(&plain);
-        if size > self.capacity {
-            return Ok(plain);
-        }
+        let mut opened = open();
         let mut inner = self.lock();
-        plain.fingerprint = inner.shared(&plain.fingerprint);
-        if inner.entries.insert(key, plain.clone()).is_none() {
-            inner.order.push_back(key);
-            inner.bytes += size;
-            while inner.bytes > self.capacity {
-                let Some(oldest) = inner.order.pop_front() else { break };
-                if let Some(gone) = inner.entries.remove(&oldest) {
-                    inner.bytes -= cost(&gone);
+        if inner.generation != generation {
+            // Opened with keys that are not the current ones: used once, never kept.
+            return opened;
+        }
+        match &mut opened {
+            Ok(plain) => {
+                let size = cost(plain);
+                if size > self.capacity {
+                    return opened;
+                }
+                plain.fingerprint = inner.shared(&plain.fingerprint);
+                if inner.entries.insert(key, plain.clone()).is_none() {
+                    inner.order.push_back(key);
+                    inner.bytes += size;
+                    while inner.bytes > self.capacity {
+                        let Some(oldest) = inner.order.pop_front() else { break };
+                        if let Some(gone) = inner.entries.remove(&oldest) {
+                            inner.bytes -= cost(&gone);
+                        }
+                    }
                 }
             }
+            Err(refused) if self.capacity > 0 => {
+                if inner.failures.insert(key, refused.clone()).is_none() {
+                    inner.failure_order.push_back(key);
+                    while inner.failures.len() > FAILURES_KEPT {
+                        let Some(oldest) = inner.failure_order.pop_front() else { break };
+                        inner.failures.remove(&oldest);
+                    }
+                }
+            }
+            Err(_) => {}
         }
-        Ok(plain)
+        opened
     }
 
-    /// The cached plaintext of the ciphertext of digest `ciphertext` under `label`.
-    pub fn get(&self, ciphertext: &Digest, label: &[u8]) -> Option<Plain> {
-        self.lock().entries.get(&key(ciphertext, label)).cloned()
+    /// What is known of the ciphertext of digest `ciphertext` under `label`: its plaintext, or
+    /// why it does not open with the current keys; None when it has to be opened.
+    pub fn get(&self, ciphertext: &Digest, label: &[u8]) -> Option<Result<Plain, Refused>> {
+        self.lookup(&key(ciphertext, label))
     }
 
-    /// Drop what was opened by a key not in `fingerprints` (a removed key must stop opening).
-    pub fn retain_keys(&self, fingerprints: &[&str]) {
+    fn lookup(&self, key: &Key) -> Option<Result<Plain, Refused>> {
+        let inner = self.lock();
+        if let Some(hit) = inner.entries.get(key) {
+            return Some(Ok(hit.clone()));
+        }
+        inner.failures.get(key).map(|refused| Err(refused.clone()))
+    }
+
+    /// The keys changed (generation `generation`): drop what was opened by a key not in
+    /// `fingerprints` (a removed or retired key must stop opening) and every failure (a new key
+    /// may open it, an un-retired one will).
+    pub fn retain_keys(&self, fingerprints: &[&str], generation: u64) {
         let mut inner = self.lock();
-        let Inner { entries, order, bytes, fingerprints: shared } = &mut *inner;
+        let Inner { entries, order, bytes, fingerprints: shared, generation: current, failures, failure_order } =
+            &mut *inner;
         entries.retain(|_, plain| {
             let keep = fingerprints.contains(&&*plain.fingerprint);
             if !keep {
@@ -129,6 +179,14 @@ impl DecryptCache {
         });
         order.retain(|key| entries.contains_key(key));
         shared.retain(|f| fingerprints.contains(&&**f));
+        failures.clear();
+        failure_order.clear();
+        *current = generation;
+    }
+
+    /// Failures kept.
+    pub fn failures(&self) -> usize {
+        self.lock().failures.len()
     }
 
     /// How many values were decrypted (not served from the cache) so far.
@@ -160,7 +218,7 @@ mod tests {
     use super::*;
     use crate::unseal::ciphertext_digest;
 
-    fn plain(b: &[u8]) -> Result<Plain, ()> {
+    fn plain(b: &[u8]) -> Result<Plain, Refused> {
         Ok(Plain { bytes: Zeroizing::new(b.to_vec()), fingerprint: "fp".into() })
     }
 
@@ -170,7 +228,7 @@ mod tests {
         let mut opened = 0;
         for _ in 0..3 {
             cache
-                .get_or_open(&ciphertext_digest("c"), b"t", || {
+                .get_or_open(&ciphertext_digest("c"), b"t", 0, || {
                     opened += 1;
                     plain(b"v")
                 })
@@ -178,15 +236,46 @@ mod tests {
         }
         assert_eq!(opened, 1);
         assert_eq!(cache.decryptions(), 1);
-        cache.get_or_open(&ciphertext_digest("c"), b"other", || plain(b"v")).unwrap();
+        cache.get_or_open(&ciphertext_digest("c"), b"other", 0, || plain(b"v")).unwrap();
         assert_eq!(cache.len(), 2, "the label is part of the key");
     }
 
+    fn refused() -> Result<Plain, Refused> {
+        Err(crate::crypto::OpenError::NoKeyCouldDecrypt.into())
+    }
+
+    /// A failure is kept until the keys change (a new key may open it), and only so many.
     #[test]
-    fn failures_are_not_cached() {
+    fn failures_are_kept_until_the_keys_change() {
         let cache = DecryptCache::default();
-        assert!(cache.get_or_open(&ciphertext_digest("c"), b"", || Err::<Plain, _>("no key")).is_err());
-        assert!(cache.is_empty());
+        let mut tried = 0;
+        for _ in 0..3 {
+            let result = cache.get_or_open(&ciphertext_digest("c"), b"", 0, || {
+                tried += 1;
+                refused()
+            });
+            assert_eq!(result.err().map(|r| r.error), Some(crate::crypto::OpenError::NoKeyCouldDecrypt));
+        }
+        assert_eq!((tried, cache.failures(), cache.len()), (1, 1, 0), "tried once, nothing opened");
+        cache.retain_keys(&["fp"], 1);
+        assert_eq!(cache.failures(), 0, "a new key set forgets every failure");
+        assert!(cache.get_or_open(&ciphertext_digest("c"), b"", 1, || plain(b"v")).is_ok(), "the new key opens it");
+        for i in 0..FAILURES_KEPT + 10 {
+            let _ = cache.get_or_open(&ciphertext_digest(&i.to_string()), b"", 1, refused);
+        }
+        assert_eq!(cache.failures(), FAILURES_KEPT);
+    }
+
+    /// An opening that started with an older key set (a key retired meanwhile) keeps nothing:
+    /// what a retired key opened is never served from the cache.
+    #[test]
+    fn what_older_keys_opened_is_never_kept() {
+        let cache = DecryptCache::default();
+        cache.retain_keys(&["fp"], 2);
+        assert!(cache.get_or_open(&ciphertext_digest("a"), b"", 1, || plain(b"v")).is_ok(), "used once");
+        let _ = cache.get_or_open(&ciphertext_digest("b"), b"", 1, refused);
+        assert!(cache.is_empty() && cache.failures() == 0, "nothing kept");
+        assert!(cache.get(&ciphertext_digest("a"), b"").is_none());
     }
 
     #[test]
@@ -194,36 +283,36 @@ mod tests {
         let cache = DecryptCache::with_capacity(10_000);
         let value = vec![7u8; 1000];
         for i in 0..100 {
-            cache.get_or_open(&ciphertext_digest(&i.to_string()), b"", || plain(&value)).unwrap();
+            cache.get_or_open(&ciphertext_digest(&i.to_string()), b"", 0, || plain(&value)).unwrap();
         }
         assert!(cache.bytes() <= 10_000, "{} bytes", cache.bytes());
         assert!(cache.len() >= 8, "{} entries", cache.len());
         let before = cache.decryptions();
-        cache.get_or_open(&ciphertext_digest("99"), b"", || plain(&value)).unwrap();
+        cache.get_or_open(&ciphertext_digest("99"), b"", 0, || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before, "the newest entry is kept");
-        cache.get_or_open(&ciphertext_digest("0"), b"", || plain(&value)).unwrap();
+        cache.get_or_open(&ciphertext_digest("0"), b"", 0, || plain(&value)).unwrap();
         assert_eq!(cache.decryptions(), before + 1, "the oldest entry went first");
     }
 
     #[test]
     fn a_value_larger_than_the_cache_is_returned_but_not_kept() {
         let cache = DecryptCache::with_capacity(100);
-        assert_eq!(cache.get_or_open(&ciphertext_digest("big"), b"", || plain(&[1; 500])).unwrap().bytes.len(), 500);
+        assert_eq!(cache.get_or_open(&ciphertext_digest("big"), b"", 0, || plain(&[1; 500])).unwrap().bytes.len(), 500);
         assert!(cache.is_empty());
     }
 
     #[test]
     fn only_what_a_removed_key_opened_is_dropped() {
         let cache = DecryptCache::default();
-        let by = |fp: &str| Ok::<_, ()>(Plain { bytes: Zeroizing::new(b"v".to_vec()), fingerprint: fp.into() });
-        cache.get_or_open(&ciphertext_digest("a"), b"", || by("old")).unwrap();
-        cache.get_or_open(&ciphertext_digest("b"), b"", || by("new")).unwrap();
-        cache.retain_keys(&["old", "new", "newer"]);
+        let by = |fp: &str| Ok::<_, Refused>(Plain { bytes: Zeroizing::new(b"v".to_vec()), fingerprint: fp.into() });
+        cache.get_or_open(&ciphertext_digest("a"), b"", 0, || by("old")).unwrap();
+        cache.get_or_open(&ciphertext_digest("b"), b"", 0, || by("new")).unwrap();
+        cache.retain_keys(&["old", "new", "newer"], 0);
         assert_eq!(cache.len(), 2, "adding a key keeps everything");
-        cache.retain_keys(&["new"]);
+        cache.retain_keys(&["new"], 0);
         assert_eq!(cache.len(), 1);
         let before = cache.decryptions();
-        cache.get_or_open(&ciphertext_digest("b"), b"", || by("new")).unwrap();
+        cache.get_or_open(&ciphertext_digest("b"), b"", 0, || by("new")).unwrap();
         assert_eq!(cache.decryptions(), before);
         assert_eq!(cache.bytes(), cost(&by("new").unwrap()));
     }
@@ -231,8 +320,8 @@ mod tests {
     #[test]
     fn entries_of_one_key_share_its_fingerprint() {
         let cache = DecryptCache::default();
-        let a = cache.get_or_open(&ciphertext_digest("a"), b"", || plain(b"v")).unwrap();
-        let b = cache.get_or_open(&ciphertext_digest("b"), b"", || plain(b"w")).unwrap();
+        let a = cache.get_or_open(&ciphertext_digest("a"), b"", 0, || plain(b"v")).unwrap();
+        let b = cache.get_or_open(&ciphertext_digest("b"), b"", 0, || plain(b"w")).unwrap();
         assert!(Arc::ptr_eq(&a.fingerprint, &b.fingerprint), "one copy for both entries");
     }
 }

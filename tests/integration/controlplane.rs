@@ -1,4 +1,6 @@
-//! The control plane behaves as production does: CEL validation, garbage collection, RBAC.
+//! Preconditions of the harness, not tests of the operator: the local control plane behaves
+//! as production does (CEL validation, garbage collection, RBAC), which the operator's tests
+//! rely on. A failure here says the control plane is wrong, not the operator.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::rbac::v1::ClusterRole;
@@ -60,8 +62,10 @@ async fn cel_rejects_unknown_environment_in_secrets() {
     assert!(message.contains("secrets[].environments must only name environments declared"), "{message}");
 }
 
+/// The cleanup tests tell the operator's deletions from the garbage collector's
+/// (`harness::cleanup`): that needs a collector that does delete.
 #[tokio::test]
-async fn garbage_collector_deletes_namespace_whose_owner_is_gone() {
+async fn precondition_the_garbage_collector_deletes_a_namespace_whose_owner_is_gone() {
     let client = admin().await;
     // No operator runs for this tenant, so it has no finalizer and deletes at once.
     let owner = create_tenant(&client, &tenant(&unique("gc-owner"), "nobody", &["dev"])).await;

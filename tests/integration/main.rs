@@ -5,6 +5,8 @@ mod access;
 mod chart;
 mod cli;
 mod controlplane;
+mod format_v2;
+mod format_v2_hostile;
 // Shared with the fault suite and the soak (`#[path]`), each of which uses a part of it.
 #[allow(dead_code, unused_imports)]
 mod harness;

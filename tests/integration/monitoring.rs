@@ -14,6 +14,7 @@ use mltenant_operator::api::{BundleScope, SealedBundle, SecretSpec};
 use mltenant_operator::crypto::{Certificate, SealingKey};
 use serde_json::Value;
 
+use crate::harness::operator::parse_metric;
 use crate::harness::*;
 
 fn days_from_now(days: i64) -> Time {
@@ -255,4 +256,33 @@ async fn every_dashboard_panel_query_returns_data_from_prometheus() {
     })
     .await;
     assert_rules_healthy(&prometheus).await;
+}
+
+/// The standard `process_*` series are the operator process's own: its resident memory as the
+/// kernel reports it, its open file descriptors, its start time (what an SRE compares with
+/// the chart's memory limit and alerts on).
+#[tokio::test]
+async fn the_process_series_describe_the_operator_process() {
+    let op = Operator::start(&unique("run")).await;
+    let cpu_before = op.cpu_seconds().expect("the operator's /proc stat");
+    let metrics = op.metrics().await;
+    let cpu_after = op.cpu_seconds().expect("the operator's /proc stat");
+    let rss_kib = op.rss_kib().expect("the operator's /proc status") as f64;
+    let exported_kib = parse_metric(&metrics, "process_resident_memory_bytes", &[]) / 1024.0;
+    assert!(
+        exported_kib > rss_kib / 2.0 && exported_kib < rss_kib * 2.0,
+        "process_resident_memory_bytes says {exported_kib} KiB, /proc says {rss_kib} KiB"
+    );
+    let open = parse_metric(&metrics, "process_open_fds", &[]);
+    assert!(open > 0.0 && open < parse_metric(&metrics, "process_max_fds", &[]), "{open} open fds");
+    let started = parse_metric(&metrics, "process_start_time_seconds", &[]);
+    let now = jiff::Timestamp::now().as_second() as f64;
+    assert!(started <= now && started > now - 600.0, "started at {started}, now {now}");
+    // The counter is in whole seconds, as the kernel's count truncated: the same number.
+    assert!(metrics.lines().any(|l| l.starts_with("process_cpu_seconds_total ")), "no CPU series");
+    let cpu = parse_metric(&metrics, "process_cpu_seconds_total", &[]);
+    assert!(
+        (cpu_before as f64..=cpu_after as f64).contains(&cpu),
+        "process_cpu_seconds_total says {cpu}, /proc says {cpu_before}..{cpu_after} s"
+    );
 }

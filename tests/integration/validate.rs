@@ -309,6 +309,7 @@ async fn the_api_server_bounds_what_a_status_writer_stores() {
             "secrets": [{"name": "s".repeat(253), "bundle": "b".repeat(253), "synced": true,
                 "sourceHash": "h".repeat(128), "expiresAt": "1970-01-01T00:00:00Z"}]}]});
     let at_bounds_bundle = json!({"observedGeneration": 0, "keyFingerprint": "f".repeat(128),
+        "keyFingerprints": (0..128).map(|_| "f".repeat(128)).collect::<Vec<_>>(),
         "conditions": [condition("Decryptable")]});
     let status = |resource: &str, name: &str, value: &Value| {
         let patch = json!({"status": value});
@@ -386,6 +387,12 @@ async fn the_api_server_bounds_what_a_status_writer_stores() {
             "status.environments[0].secrets[0].expiresAt",
         ),
         ("sealedbundles", Box::new(|s| s["keyFingerprint"] = json!("f".repeat(129))), "status.keyFingerprint"),
+        ("sealedbundles", Box::new(|s| s["keyFingerprints"][0] = json!("f".repeat(129))), "status.keyFingerprints[0]"),
+        (
+            "sealedbundles",
+            Box::new(|s| s["keyFingerprints"].as_array_mut().unwrap().push(json!("f"))),
+            "status.keyFingerprints",
+        ),
         (
             "sealedbundles",
             Box::new(|s| s["conditions"][0]["lastTransitionTime"] = json!("9999-12-31T23:59:59Z")),

@@ -50,7 +50,7 @@ pub struct Error {
 pub fn documents(text: &str) -> Result<Vec<Option<Value>>, Error> {
     // kubectl reads a file with a byte-order mark; yaml-rust2's scanner does not skip it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut reader = Reader { parser: Parser::new_from_str(text), anchors: HashMap::new(), document: 0 };
+    let mut reader = Reader { parser: Parser::new_from_str(text), anchors: HashMap::new(), document: 0, expanded: 0 };
     let mut documents = Vec::new();
     loop {
         match reader.next()? {
@@ -59,6 +59,7 @@ pub fn documents(text: &str) -> Result<Vec<Option<Value>>, Error> {
             (Event::DocumentStart, _) => {
                 reader.document += 1;
                 reader.anchors.clear();
+                reader.expanded = 0;
                 let (event, mark) = reader.next()?;
                 let value = reader.value(event, mark)?;
                 documents.push((!value.is_null()).then_some(value));
@@ -70,10 +71,20 @@ pub fn documents(text: &str) -> Result<Vec<Option<Value>>, Error> {
 
 struct Reader<'a> {
     parser: Parser<std::str::Chars<'a>>,
-    /// The values of this document's anchors, by the parser's anchor id.
-    anchors: HashMap<usize, Value>,
+    /// The values of this document's anchors, by the parser's anchor id, with their weights.
+    anchors: HashMap<usize, (Value, usize)>,
     document: usize,
+    /// The weight of what this document has expanded to so far, aliases copied (see [`MAX_WEIGHT`]).
+    expanded: usize,
 }
+
+/// What one node weighs beyond its text: about what it takes in memory once parsed.
+const NODE_WEIGHT: usize = 64;
+
+/// The most a document may expand to: its text plus [`NODE_WEIGHT`] per node, each alias
+/// counted as a copy of what it names. A few kilobytes of aliases of aliases would otherwise
+/// expand to gigabytes (kubectl's YAML library refuses such "excessive aliasing" too).
+const MAX_WEIGHT: usize = 64 * 1024 * 1024;
 
 impl Reader<'_> {
     fn next(&mut self) -> Result<(Event, Marker), Error> {
@@ -89,12 +100,23 @@ impl Reader<'_> {
 
     /// The value that starts with `event`.
     fn value(&mut self, event: Event, mark: Marker) -> Result<Value, Error> {
+        let start = self.expanded;
+        let weight = match &event {
+            Event::Scalar(text, ..) => NODE_WEIGHT + text.len(),
+            Event::Alias(id) => self.anchors.get(id).map_or(0, |(_, weight)| *weight),
+            _ => NODE_WEIGHT,
+        };
+        self.expanded = self.expanded.saturating_add(weight);
+        if self.expanded > MAX_WEIGHT {
+            let limit = MAX_WEIGHT / (1024 * 1024);
+            return Err(self.error(mark, format!("the document expands past {limit} MiB (aliases of aliases?)")));
+        }
         let (value, anchor) = match event {
             Event::Scalar(text, style, anchor, tag) => {
                 (scalar(&text, style, tag.as_ref()).map_err(|e| self.error(mark, e))?, anchor)
             }
             Event::Alias(id) => {
-                let value = self.anchors.get(&id).cloned();
+                let value = self.anchors.get(&id).map(|(value, _)| value.clone());
                 return value.ok_or_else(|| self.error(mark, "alias of an unknown anchor".into()));
             }
             Event::SequenceStart(anchor, _) => {
@@ -111,7 +133,7 @@ impl Reader<'_> {
             event => return Err(self.error(mark, format!("unexpected {event:?}"))),
         };
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(anchor, (value.clone(), self.expanded - start));
         }
         Ok(value)
     }
@@ -381,6 +403,23 @@ mod tests {
         assert_eq!(one("a: &x {b: yes}\nc: *x\n"), json!({"a": {"b": true}, "c": {"b": true}}));
         let err = documents("a: &x 1\n---\nb: *x\n").unwrap_err();
         assert_eq!(err.document, 2, "{err:?}");
+    }
+
+    /// Nine levels of ten aliases each would expand to a billion strings: refused at the limit,
+    /// quickly, while a document that names an anchor a few times is read.
+    #[test]
+    fn aliases_of_aliases_are_refused_past_the_limit() {
+        let mut text = String::from("a0: &a0 [\"lol\"]\n");
+        for level in 1..10 {
+            let aliases = vec![format!("*a{}", level - 1); 10].join(", ");
+            text.push_str(&format!("a{level}: &a{level} [{aliases}]\n"));
+        }
+        let started = std::time::Instant::now();
+        let err = documents(&text).unwrap_err();
+        assert!(err.message.starts_with("the document expands past 64 MiB"), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+        let few = one("a: &x {b: [1, 2]}\nc: [*x, *x, *x]\n");
+        assert_eq!(few["c"][2], json!({"b": [1, 2]}));
     }
 
     #[test]

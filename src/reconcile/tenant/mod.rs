@@ -39,20 +39,23 @@ pub async fn reconcile(tenant: Arc<MLTenant>, ctx: Arc<Context>) -> Result<Actio
     if !ctx.caches_synced() {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
+    // A reconcile that panics, on demand, for the tests of that path (feature `failpoints`).
+    fail::fail_point!("tenant-reconcile");
     if tenant.metadata.deletion_timestamp.is_some() { cleanup(&tenant, &ctx).await } else { apply(&tenant, &ctx).await }
 }
 
 async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
-    let version = set_finalizer(tenant, ctx, true).await?.or_else(|| tenant.resource_version());
+    let version =
+        set_finalizer(tenant, ctx, true).await.map_err(Error::AddFinalizer)?.or_else(|| tenant.resource_version());
     let now = Time(jiff::Timestamp::now());
-    let records = Records::new(inventory::load(tenant, ctx).await?, version);
+    let records = Records::new(inventory::load(tenant, ctx).await.map_err(Error::ReadRecord)?, version);
     let planned = match environments::plan(tenant).and_then(|planned| tenant.spec.check_readers().map(|()| planned)) {
         Ok(planned) => planned,
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
             let status = status::build(tenant, &observed, &[], &Distribution::default(), &records.snapshot(), &now);
-            publish::write(tenant, status, &records.version, ctx).await?;
+            publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
         }
@@ -60,7 +63,9 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 
     // What environments new to the tenant will get goes on record in one write before any of
     // it is created (each step puts on record what else it creates, see `inventory`).
-    inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx).await?;
+    inventory::intend(tenant, &records, predicted(tenant, &planned, &records.snapshot()), ctx)
+        .await
+        .map_err(Error::RecordIntent)?;
 
     // Each step goes on past a child the API server refuses: that child is reported (status,
     // Event, metric) and the tenant retried with backoff once its status is written. Within a
@@ -107,7 +112,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
     let observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now);
-    publish::write(tenant, status, &records.version, ctx).await?;
+    publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
 
     let refused: Vec<&Rejected> = namespace_states
         .iter()
@@ -171,7 +176,8 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     if !has_finalizer(tenant) {
         return Ok(Action::await_change());
     }
-    let records = Records::new(inventory::load(tenant, ctx).await?, tenant.resource_version());
+    let records =
+        Records::new(inventory::load(tenant, ctx).await.map_err(Error::ReadRecord)?, tenant.resource_version());
     // Credentials and the access to them are revoked whatever the deletion policy.
     let nothing = BTreeSet::new();
     let mut refused = access::revoke_except(tenant, &nothing, &records, ctx).await;
@@ -192,10 +198,10 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
         let status = status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now);
-        publish::write(tenant, status, &records.version, ctx).await?;
+        publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }
-    set_finalizer(tenant, ctx, false).await?;
+    set_finalizer(tenant, ctx, false).await.map_err(Error::RemoveFinalizer)?;
     ctx.forget(&tenant.uid().unwrap_or_default());
     ctx.metrics.forget_failures(&tenant.name_any(), None);
     Ok(Action::await_change())
@@ -208,7 +214,7 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
 /// Dropping it is decided on a fresh read, not the cache: the cached tenant may be a stale
 /// copy of one already gone. Adding needs no read: an apply to a tenant deleted meanwhile
 /// cannot create it (the patch has no `spec`, which the schema requires), it only fails.
-async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> Result<Option<String>> {
+async fn set_finalizer(tenant: &MLTenant, ctx: &Context, present: bool) -> kube::Result<Option<String>> {
     if has_finalizer(tenant) == present {
         return Ok(None);
     }

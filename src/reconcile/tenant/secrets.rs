@@ -22,10 +22,11 @@ use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
 use crate::api::labels;
 use crate::api::{MLTenant, OwnedKind, SealedBundle, SecretSpec, SecretStatus};
-use crate::reconcile::apply;
+use crate::keyring::Proven;
 use crate::reconcile::context::Context;
 use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
+use crate::reconcile::{apply, trim};
 use crate::unseal::{self, Failure};
 
 /// One Secret the tenant wants in one environment.
@@ -98,8 +99,14 @@ pub fn wanted(tenant: &MLTenant, env: &Environment) -> Vec<WantedSecret> {
         .collect()
 }
 
-/// The Secret as the operator applies it.
-pub fn desired(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, opened: &unseal::Opened) -> Secret {
+/// The Secret as the operator applies it; `proof` is its `mltenant.io/opened-with` ([`proof`]).
+pub fn desired(
+    tenant: &MLTenant,
+    wanted: &WantedSecret,
+    bundle: &SealedBundle,
+    opened: &unseal::Opened,
+    proof: Option<String>,
+) -> Secret {
     let template = bundle.spec.template.clone().unwrap_or_default();
     let mut secret_labels = template.labels.unwrap_or_default();
     secret_labels.extend(labels::managed(&tenant.name_any(), &wanted.environment));
@@ -108,6 +115,9 @@ pub fn desired(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, 
     annotations.insert(labels::SOURCE_HASH.to_owned(), unseal::cached_source_hash(bundle));
     if let Some(expires) = &bundle.spec.expires_at {
         annotations.insert(labels::EXPIRES_AT.to_owned(), expires.0.to_string());
+    }
+    if let Some(proof) = proof {
+        annotations.insert(labels::OPENED_WITH.to_owned(), proof);
     }
     apply::stamped(Secret {
         metadata: ObjectMeta {
@@ -238,12 +248,59 @@ struct Content {
     synced: Synced,
 }
 
-/// The Secret `bundle` gives `wanted`, opened as `opened`.
-fn content(tenant: &MLTenant, wanted: &WantedSecret, bundle: &SealedBundle, opened: &unseal::Opened) -> Content {
+/// The Secret `bundle` gives `wanted`, opened as `opened` under `label`.
+fn content(
+    tenant: &MLTenant,
+    wanted: &WantedSecret,
+    bundle: &SealedBundle,
+    opened: &unseal::Opened,
+    label: &[u8],
+    keys: &crate::keyring::KeyRing,
+) -> Content {
+    let source_hash = unseal::cached_source_hash(bundle);
+    let data = trim::secret_data_digest(opened.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
+    let subject =
+        Proven { namespace: &wanted.namespace, name: &wanted.secret, label, source_hash: &source_hash, data: &data };
+    let proof = keys.prove(&opened.keys, &subject);
     Content {
-        secret: Box::new(desired(tenant, wanted, bundle, opened)),
-        synced: Synced { source_hash: unseal::cached_source_hash(bundle), expires_at: bundle.spec.expires_at.clone() },
+        secret: Box::new(desired(tenant, wanted, bundle, opened, proof)),
+        synced: Synced { source_hash, expires_at: bundle.spec.expires_at.clone() },
     }
+}
+
+/// What a restart costs nothing for: the live Secret carries a proof, by sealing keys active
+/// here, that its values are what the bundle's current ciphertexts give this consumer, and
+/// everything else the operator sets on it is as it would set it now. Then it is `Unchanged`
+/// without decrypting anything. None when anything differs or does not check (the normal path
+/// decides then, decrypting if it must).
+fn proven(tenant: &MLTenant, wanted: &WantedSecret, live: Option<&Secret>, ctx: &Context) -> Option<Synced> {
+    let live = live?;
+    let annotations = live.metadata.annotations.as_ref()?;
+    let proof = annotations.get(labels::OPENED_WITH)?;
+    let data: [u8; 32] = crate::text::unhex(annotations.get(trim::DATA_DIGEST)?)?.try_into().ok()?;
+    let bundle = ctx.bundles.get(&ObjectRef::new(&wanted.bundle))?;
+    let label = unseal::consumer_label(&bundle, &tenant.name_any(), tenant.labels(), &wanted.environment).ok()?;
+    unseal::payload::check_claims(&bundle).ok()?;
+    let source_hash = unseal::cached_source_hash(&bundle);
+    let subject = Proven {
+        namespace: &wanted.namespace,
+        name: &wanted.secret,
+        label: &label,
+        source_hash: &source_hash,
+        data: &data,
+    };
+    if !ctx.keys.proven(proof, &subject) {
+        return None;
+    }
+    // The Secret as it would be written now, its values aside (they are proven), with the same proof.
+    let opened = unseal::Opened { data: Default::default(), fingerprint: String::new(), keys: Vec::new() };
+    let desired = desired(tenant, wanted, &bundle, &opened, Some(proof.clone()));
+    let owned = annotations.get(trim::OWNED)?;
+    let references = live.metadata.owner_references.as_deref().unwrap_or_default();
+    let same = live.type_ == desired.type_
+        && *owned == trim::desired_digest_with_data(&desired, &data)
+        && desired.metadata.owner_references.iter().flatten().all(|r| references.contains(r));
+    same.then(|| Synced { source_hash, expires_at: bundle.spec.expires_at.clone() })
 }
 
 /// What was read for one wanted Secret.
@@ -251,6 +308,8 @@ enum Read {
     /// The name is held by a Secret that is not ours (why). Its bundle is not opened: that
     /// Secret is never written, so it is not worth a decryption.
     Foreign(&'static str),
+    /// Our live Secret holds what the bundle gives, shown by its proof (see [`proven`]).
+    Proven(Synced),
     Writable {
         /// Our live Secret of that name, if there is one.
         live: Option<Arc<Secret>>,
@@ -293,7 +352,12 @@ async fn read(
     if let Claim::Foreign(why) = claim {
         return Ok(Read::Foreign(why));
     }
-    let content = open(tenant, wanted, ctx).await?.map(|(bundle, opened)| content(tenant, wanted, &bundle, &opened));
+    if let Some(synced) = proven(tenant, wanted, live.as_deref(), ctx) {
+        return Ok(Read::Proven(synced));
+    }
+    let content = open(tenant, wanted, ctx)
+        .await?
+        .map(|(bundle, label, opened)| content(tenant, wanted, &bundle, &opened, &label, &ctx.keys));
     let had_secret = tenant.had_secret(&wanted.environment, &wanted.secret);
     Ok(Read::Writable { live, content, had_secret })
 }
@@ -302,6 +366,7 @@ async fn read(
 fn decide(read: Read) -> Decision {
     let (live, content, had_secret) = match read {
         Read::Foreign(why) => return Decision::Conflict(why),
+        Read::Proven(synced) => return Decision::Unchanged(synced),
         Read::Writable { live, content, had_secret } => (live, content, had_secret),
     };
     let content = match content {
@@ -333,8 +398,8 @@ async fn carry_out(
             // a tenant of 512 Secrets of a 1 MiB bundle must not hold 512 MiB at once.
             let _room = ctx.writing(values).await;
             match open(tenant, &wanted, ctx).await {
-                Ok(Ok((bundle, opened))) => {
-                    let content = content(tenant, &wanted, &bundle, &opened);
+                Ok(Ok((bundle, label, opened))) => {
+                    let content = content(tenant, &wanted, &bundle, &opened, &label, &ctx.keys);
                     write(tenant, wanted, content, how, verb, records, ctx).await
                 }
                 // The bundle changed since, and fails now: as if decided so.
@@ -425,7 +490,7 @@ async fn open(
     tenant: &MLTenant,
     wanted: &WantedSecret,
     ctx: &Context,
-) -> kube::Result<std::result::Result<(Arc<SealedBundle>, unseal::Opened), Failure>> {
+) -> kube::Result<std::result::Result<(Arc<SealedBundle>, Vec<u8>, unseal::Opened), Failure>> {
     let Some(bundle) = ctx.bundles.get(&ObjectRef::new(&wanted.bundle)) else {
         let bundle = wanted.bundle.clone();
         return Ok(Err(match ctx.invalids.get("SealedBundle", &bundle) {
@@ -437,7 +502,7 @@ async fn open(
         Ok(label) => label,
         Err(failure) => return Ok(Err(failure)),
     };
-    Ok(ctx.open(&bundle, label).await?.map(|opened| (bundle, opened)))
+    Ok(ctx.open(&bundle, label.clone()).await?.map(|opened| (bundle, label, opened)))
 }
 
 fn reference(namespace: &str, name: &str) -> ObjectReference {

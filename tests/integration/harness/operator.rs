@@ -37,10 +37,20 @@ impl Operator {
 
     /// Like `start_with`, serving HTTP on `host` (e.g. `0.0.0.0`) instead of loopback only.
     pub async fn start_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+        Self::start_env(host, run_id, extra_args, &[]).await
+    }
+
+    /// Like `start`, with the fail points `failpoints` set (the `fail` crate's FAILPOINTS
+    /// syntax, e.g. `tenant-reconcile=panic`; the tests' build of the operator has them).
+    pub async fn start_failing(run_id: &str, failpoints: &str) -> Self {
+        Self::start_env("127.0.0.1", run_id, &[], &[("FAILPOINTS", failpoints)]).await
+    }
+
+    async fn start_env(host: &str, run_id: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         // A port is picked by binding :0 and letting go, so another process can bind it before
         // the operator does (seen with a bench running beside the tests): pick another one.
         for _ in 0..3 {
-            let op = Self::spawn_on(host, run_id, extra_args);
+            let op = Self::spawn_on(host, run_id, extra_args, env);
             if op.ready_unless_port_taken(TIMEOUT).await {
                 return op;
             }
@@ -50,10 +60,10 @@ impl Operator {
 
     /// Start the process and return at once, before it is ready (to crash it while it starts).
     pub fn spawn(run_id: &str, extra_args: &[&str]) -> Self {
-        Self::spawn_on("127.0.0.1", run_id, extra_args)
+        Self::spawn_on("127.0.0.1", run_id, extra_args, &[])
     }
 
-    fn spawn_on(host: &str, run_id: &str, extra_args: &[&str]) -> Self {
+    fn spawn_on(host: &str, run_id: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let port = free_port();
         let (log, path) = logs::create("operator");
         let child = Command::new(binary())
@@ -66,6 +76,7 @@ impl Operator {
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             // Plain text: the file is read by people and searched by tests.
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -145,6 +156,18 @@ impl Operator {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
         let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
         line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    /// CPU time the process used so far, in whole seconds (user + system, as the kernel counts
+    /// it in `/proc/<pid>/stat`, truncated as `process_cpu_seconds_total` is).
+    pub fn cpu_seconds(&self) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?;
+        // After the command name comes field 3 (state): utime (field 14) and stime (15) are at 11, 12.
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let output = std::process::Command::new("getconf").arg("CLK_TCK").output().ok()?;
+        let per_second: u64 = String::from_utf8(output.stdout).ok()?.trim().parse().ok()?;
+        Some(ticks / per_second)
     }
 
     /// This process's log file.
