@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools release-binary integration faults e2e image soak crds deploy toolchain controlplane bench
+.PHONY: test demo lint unit tools release-binary integration faults e2e image soak crds deploy toolchain controlplane bench mutants
 
 ## Everything CI runs: formatting, lints (Rust, shell, Python), licences, the import graph (no cycle), unit tests, tool checks (helm, promtool, Lua),
 ## the release binary the image ships, integration tests on a real control plane, the
@@ -35,6 +35,11 @@ faults: toolchain
 ## SOAK_TENANTS), invariants checked every few seconds, RSS slope and writes at rest reported.
 soak: toolchain
 	hack/soak.sh
+
+## Not part of `test`: mutation testing of the pure modules against the unit tests alone
+## (cargo-mutants; hours on 2 cores, MUTANTS_SHARD=0/8 runs a sample). Table: docs/development.md.
+mutants: toolchain
+	hack/mutants.sh
 
 ## Helm chart (lint --strict, schema, deploy/ current), alert rules (promtool check/test),
 ## dashboard JSON, Argo CD health checks under Lua 5.1, format v2 opened by an independent
