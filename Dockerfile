@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
-# The operator image: only the `mltenant` binary, built by hack/build-release.sh (the same
-# script builds and tests it without Docker: hack/test-release-binary.sh).
+# The operator image: the `mltenant` binary, built by hack/build-release.sh (the same script
+# builds and tests it without Docker: hack/test-release-binary.sh), and exactly the libraries it
+# links, put together by hack/image-rootfs.sh. `make image` builds this file's final stage on
+# the tree the same scripts give, with buildah and without a daemon (hack/build-image.sh).
 #
 #   docker build --build-arg SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)" \
 #     --build-arg VERSION=0.1.0 --build-arg SOURCE_URL=https://... -t mltenant-operator .
@@ -18,16 +20,16 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src/ src/
 COPY benches/ benches/
-COPY hack/lib.sh hack/build-release.sh hack/
+COPY hack/lib.sh hack/build-release.sh hack/image-rootfs.sh hack/
 ARG SOURCE_DATE_EPOCH
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
-    bin=$(hack/build-release.sh) && install -D -m 0755 "$bin" /out/mltenant
+    apt-get update -qq && bin=$(hack/build-release.sh) && hack/image-rootfs.sh "$bin" /out/rootfs
 
-# Not scratch: the binary links glibc dynamically. A static musl build would not be the binary
-# CI tests (only the gnu target is installed there) and aws-lc-rs's C code would need a musl C
-# toolchain. distroless/cc has glibc and libgcc_s, no shell, and the Debian 12 (glibc 2.36)
-# the build stage links against.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# The binary links glibc dynamically (a static musl build would not be the binary CI tests, and
+# aws-lc-rs's C code would need a musl C toolchain): the tree holds it, Debian 12's glibc and
+# libgcc_s it links (pinned versions, what distroless/cc-debian12 ships), a passwd/group with
+# the non-root user 65532, no shell. hack/build-image.sh builds the lines from here on verbatim.
+FROM scratch
 ARG VERSION=0.1.0
 ARG SOURCE_URL=
 LABEL org.opencontainers.image.title="mltenant-operator" \
@@ -35,8 +37,8 @@ LABEL org.opencontainers.image.title="mltenant-operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="${SOURCE_URL}"
-COPY --from=build /out/mltenant /usr/local/bin/mltenant
-# distroless's "nonroot" user, numeric so that runAsNonRoot can verify it.
+COPY --from=build /out/rootfs/ /
+# The "nonroot" user of the tree's /etc/passwd, numeric so that runAsNonRoot can verify it.
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/mltenant"]

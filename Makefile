@@ -3,12 +3,12 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: test demo lint unit tools release-binary integration faults soak crds deploy toolchain controlplane bench
+.PHONY: test demo lint unit tools release-binary integration faults e2e image soak crds deploy toolchain controlplane bench mutants
 
 ## Everything CI runs: formatting, lints (Rust, shell, Python), licences, the import graph (no cycle), unit tests, tool checks (helm, promtool, Lua),
-## the release binary the image ships, integration tests on a real control plane, then the
-## fault suite on a control plane of its own.
-test: lint unit tools release-binary integration faults
+## the release binary the image ships, integration tests on a real control plane, the
+## fault suite on a control plane of its own, then the e2e tier (the image on a real node).
+test: lint unit tools release-binary integration faults e2e
 
 toolchain:
 	@hack/toolchain.sh
@@ -36,6 +36,11 @@ faults: toolchain
 soak: toolchain
 	hack/soak.sh
 
+## Not part of `test`: mutation testing of the pure modules against the unit tests alone
+## (cargo-mutants; hours on 2 cores, MUTANTS_SHARD=0/8 runs a sample). Table: docs/development.md.
+mutants: toolchain
+	hack/mutants.sh
+
 ## Helm chart (lint --strict, schema, deploy/ current), alert rules (promtool check/test),
 ## dashboard JSON, Argo CD health checks under Lua 5.1, format v2 opened by an independent
 ## implementation (Python cryptography).
@@ -49,6 +54,20 @@ tools:
 ## distroless/cc libraries and glibc, version, CRDs, no build paths, runs as UID 65532.
 release-binary:
 	hack/test-release-binary.sh
+
+## As users run it (as root; docs/e2e.md): the image built here, a node (kubelet, containerd,
+## runc, CNI, kube-proxy) in a cluster that lives in a network namespace of its own, `helm
+## install`, the CLI through the service proxy, leader handovers, Argo CD syncing tenants from
+## Git, Prometheus scraping the pods. About 7.5 minutes with its builds cached (5 of them the
+## operator-down alert's `for: 5m`); its builds about 25 minutes cold on a busy 2-core machine
+## (docs/e2e.md). Cleans up everything it started, also on failure, and what a killed run left.
+e2e: toolchain
+	hack/test-e2e.sh
+
+## The operator image as an OCI archive, without a daemon: the Dockerfile's final stage built
+## by buildah (target/image/mltenant-operator.oci.tar; digest in target/image/digest).
+image:
+	hack/build-image.sh
 
 ## Build (or reuse from cache) etcd, kube-apiserver, kube-controller-manager and kubectl.
 controlplane:

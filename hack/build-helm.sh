@@ -12,17 +12,11 @@ minor=${K8S#v1.}; minor=${minor%%.*}
 DIR=$CACHE_DIR/tools/helm-$VERSION-kube-1.$minor
 need go golang-go
 if [ ! -x "$DIR/helm" ]; then
-  log "building helm $VERSION from $MODULE (once; a few minutes cold)"
-  start=$SECONDS
-  src=$(module_source "$MODULE" "$VERSION")
+  log "helm $VERSION: a few minutes cold"
   ldflags="-s -w -X $MODULE/internal/version.version=$VERSION"
   for pkg in pkg/lint/rules pkg/chartutil; do
     ldflags+=" -X $MODULE/$pkg.k8sVersionMajor=1 -X $MODULE/$pkg.k8sVersionMinor=$minor"
   done
-  mkdir -p "$DIR"
-  (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-    go build -trimpath -ldflags "$ldflags" -o "$DIR/helm.tmp" ./cmd/helm) >&2
-  mv "$DIR/helm.tmp" "$DIR/helm"
-  log "built helm in $((SECONDS - start))s"
+  module_build "$MODULE" "$VERSION" ./cmd/helm "$DIR/helm" "$ldflags"
 fi
 echo "$DIR/helm"

@@ -18,17 +18,20 @@ load_config() {
   source "$STATE/config.env"
 }
 
+# write_config STATE NAME...: $STATE/config.env (mode 600) with each variable NAME as it is now:
+# what load_config sets again, for a component started later by another script.
+write_config() {
+  local state=$1 name
+  shift
+  for name in "$@"; do printf '%s=%q\n' "$name" "${!name}"; done >"$state/config.env"
+  chmod 600 "$state/config.env"
+}
+
 # component_command NAME: the command line of NAME, one word per line.
 component_command() {
   local pki=$STATE/pki
   case $1 in
-    etcd)
-      printf '%s\n' "$BIN/etcd" --name local --data-dir "$STATE/etcd" \
-        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-        --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
-        --initial-cluster "local=http://127.0.0.1:$PEER_PORT" \
-        --unsafe-no-fsync --quota-backend-bytes=2147483648 --log-level=warn
-      ;;
+    etcd) etcd_command local "$ETCD_PORT" "$PEER_PORT" --quota-backend-bytes=2147483648 ;;
     kube-apiserver)
       # The audit webhook backend sends Secret requests to the operator's audit sink (a test
       # starts one on $AUDIT_PORT; see controlplane-up.sh), batched for at most half a second.
@@ -55,6 +58,18 @@ component_command() {
       ;;
     *) die "unknown component '$1' (one of: $COMPONENTS)" ;;
   esac
+}
+
+# etcd_command NAME CLIENT_PORT PEER_PORT [FLAG...]: the command line of a one-member etcd on
+# loopback with its data in $STATE/etcd, without fsync (a test's data is thrown away), one word
+# per line.
+etcd_command() {
+  local name=$1 client=http://127.0.0.1:$2 peer=http://127.0.0.1:$3
+  shift 3
+  printf '%s\n' "$BIN/etcd" --name "$name" --data-dir "$STATE/etcd" \
+    --listen-client-urls "$client" --advertise-client-urls "$client" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+    --initial-cluster "$name=$peer" --unsafe-no-fsync "$@" --log-level=warn
 }
 
 component_pid() { awk -v n="$1" '$1 == n {print $2}' "$STATE/pids" 2>/dev/null; }

@@ -137,17 +137,7 @@ kubeconfig "$STATE/sealer.kubeconfig" platform-engineer "$SEALER_TOKEN"
 
 # Everything the components' command lines need, so hack/controlplane-component.sh can restart
 # one exactly as it was started (hack/components.sh has the command lines).
-cat >"$STATE/config.env" <<CONF
-BIN=$BIN
-ETCD_PORT=$ETCD_PORT
-PEER_PORT=$PEER_PORT
-API_PORT=$API_PORT
-AUDIT_PORT=$AUDIT_PORT
-APF=$APF
-PROFILING=$PROFILING
-ADMIN_TOKEN=$ADMIN_TOKEN
-CONF
-chmod 600 "$STATE/config.env"
+write_config "$STATE" BIN ETCD_PORT PEER_PORT API_PORT AUDIT_PORT APF PROFILING ADMIN_TOKEN
 load_config "$STATE"
 # A component that does not come up stops the others (its log tail is printed).
 trap '"$HACK_DIR/controlplane-down.sh" "$STATE" >/dev/null 2>&1 || true' EXIT
@@ -157,15 +147,8 @@ for name in $COMPONENTS; do
 done
 trap - EXIT
 
-cat >"$STATE/env.sh" <<ENV
-export KUBECONFIG=$STATE/admin.kubeconfig
-export MLTENANT_TEST_ADMIN_KUBECONFIG=$STATE/admin.kubeconfig
-export MLTENANT_TEST_OPERATOR_KUBECONFIG=$STATE/operator.kubeconfig
-export MLTENANT_TEST_SEALER_KUBECONFIG=$STATE/sealer.kubeconfig
-export MLTENANT_TEST_BIN_DIR=$BIN
-export MLTENANT_TEST_CONTROLPLANE=$STATE
-export MLTENANT_TEST_AUDIT_ADDR=127.0.0.1:$AUDIT_PORT
-export PATH=$BIN:\$PATH
-ENV
+write_env "$STATE/env.sh" KUBECONFIG="$STATE/admin.kubeconfig" MLTENANT_TEST_ADMIN_KUBECONFIG="$STATE/admin.kubeconfig" \
+  MLTENANT_TEST_OPERATOR_KUBECONFIG="$STATE/operator.kubeconfig" MLTENANT_TEST_SEALER_KUBECONFIG="$STATE/sealer.kubeconfig" \
+  MLTENANT_TEST_BIN_DIR="$BIN" MLTENANT_TEST_CONTROLPLANE="$STATE" MLTENANT_TEST_AUDIT_ADDR="127.0.0.1:$AUDIT_PORT"
 log "control plane up: https://127.0.0.1:$API_PORT (state in $STATE)"
 echo "$STATE/env.sh"

@@ -52,6 +52,27 @@ module_source() {
   echo "$dir"
 }
 
+# go_build DIR PACKAGE OUTPUT LDFLAGS: build Go PACKAGE in module directory DIR, with that
+# module's own go.mod and go.sum (GOFLAGS=-mod=readonly), the local Go (GOTOOLCHAIN=local), no
+# cgo and no build paths, into OUTPUT: written whole or not at all.
+go_build() {
+  local dir=$1 package=$2 output=$3 ldflags=$4
+  mkdir -p "$(dirname "$output")"
+  (cd "$dir" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+    go build -trimpath -ldflags "$ldflags" -o "$output.tmp" "$package") >&2
+  mv "$output.tmp" "$output"
+}
+
+# module_build MODULE VERSION PACKAGE OUTPUT LDFLAGS: download Go module MODULE at VERSION (into
+# the module cache) and build its PACKAGE with go_build into OUTPUT, saying how long it took.
+module_build() {
+  local module=$1 version=$2 package=$3 output=$4 ldflags=$5 start=$SECONDS src
+  log "building $package of $module@$version (once, into $(dirname "$output"))"
+  src=$(module_source "$module" "$version")
+  go_build "$src" "$package" "$output" "$ldflags"
+  log "built $package of $module@$version in $((SECONDS - start))s"
+}
+
 # build_sealed_secrets_cmd CMD VERSION CACHE NAME: build ./cmd/CMD of the sealed-secrets Go module
 # at VERSION (once, into the tools cache's CACHE-VERSION) and print the binary's path; NAME is
 # what the log calls it.
@@ -59,17 +80,11 @@ module_source() {
 # .../cmd/kubeseal@v0.40.0` fails, since from that release on go.mod declares
 # github.com/bitnami/sealed-secrets while the proxy serves it as github.com/bitnami-labs/...
 build_sealed_secrets_cmd() {
-  local cmd=$1 version=$2 dir=$CACHE_DIR/tools/$3-$2 name=$4 module=github.com/bitnami-labs/sealed-secrets start src
+  local cmd=$1 version=$2 dir=$CACHE_DIR/tools/$3-$2 name=$4
   need go golang-go
   if [ ! -x "$dir/$cmd" ]; then
-    log "building $name $version from $module (once; a minute or two)"
-    start=$SECONDS
-    src=$(module_source "$module" "$version")
-    mkdir -p "$dir"
-    (cd "$src" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0 \
-      go build -trimpath -ldflags "-X main.VERSION=$version" -o "$dir/$cmd.tmp" "./cmd/$cmd") >&2
-    mv "$dir/$cmd.tmp" "$dir/$cmd"
-    log "built $name in $((SECONDS - start))s"
+    log "$name $version: a minute or two"
+    module_build github.com/bitnami-labs/sealed-secrets "$version" "./cmd/$cmd" "$dir/$cmd" "-X main.VERSION=$version"
   fi
   echo "$dir/$cmd"
 }
@@ -112,6 +127,17 @@ prometheus_package_dir() {
   echo "$dir"
 }
 
+# write_env FILE NAME=VALUE...: the env.sh that tests and shells source: each NAME exported with
+# its VALUE, and $BIN first on PATH.
+write_env() {
+  local file=$1 pair
+  shift
+  {
+    for pair in "$@"; do printf 'export %s=%q\n' "${pair%%=*}" "${pair#*=}"; done
+    printf 'export PATH=%q:%s\n' "$BIN" "\$PATH"
+  } >"$file"
+}
+
 # free_port: a free TCP port on loopback.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -141,4 +167,28 @@ await_http() {
   done
   tail -20 "$logfile" >&2
   die "$what did not answer after ${seconds}s"
+}
+
+# oci_build CONTEXT DOCKERFILE REFERENCE ARCHIVE TIMESTAMP [BUILD_ARG...]: build DOCKERFILE
+# (steps without RUN: no runtime is needed) on CONTEXT with Debian's buildah, no daemon, in a
+# throwaway storage; write the image as an OCI archive naming it REFERENCE; print its manifest
+# digest. Every time in it is TIMESTAMP (seconds), so the same inputs give the same digest.
+oci_build() {
+  local context=$1 dockerfile=$2 reference=$3 archive=$4 timestamp=$5 store args=() digest
+  shift 5
+  need buildah buildah
+  for arg in "$@"; do args+=(--build-arg "$arg"); done
+  store=$(mktemp -d)
+  local buildah=(buildah --root "$store/root" --runroot "$store/run" --storage-driver vfs)
+  if ! "${buildah[@]}" build --quiet --timestamp "$timestamp" --pull=never "${args[@]}" \
+    -f "$dockerfile" -t "$reference" "$context" >"$store/build.log" 2>&1 \
+    || ! "${buildah[@]}" push --quiet "$reference" "oci-archive:$archive.tmp:$reference" >>"$store/build.log" 2>&1; then
+    tail -20 "$store/build.log" >&2
+    rm -rf "$store"
+    die "buildah could not build $reference from $dockerfile"
+  fi
+  rm -rf "$store"
+  mv "$archive.tmp" "$archive"
+  digest=$(tar -xOf "$archive" index.json | python3 -c 'import json,sys; print(json.load(sys.stdin)["manifests"][0]["digest"])')
+  echo "$digest"
 }

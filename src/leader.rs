@@ -227,11 +227,36 @@ fn conflict_is_false(result: kube::Result<Lease>) -> kube::Result<bool> {
     }
 }
 
+/// How long, after SIGTERM, the reconciles in flight may take to finish, and then how long
+/// releasing the Lease may take: together well within the 30 s Kubernetes waits before it
+/// SIGKILLs a pod (terminationGracePeriodSeconds' default), whatever the API server does. With
+/// etcd frozen, every request hangs until the API server gives up on it (a minute): an
+/// unbounded shutdown took 37.6 s and was killed.
+pub const DRAIN_BUDGET: Duration = Duration::from_secs(15);
+pub const RELEASE_BUDGET: Duration = Duration::from_secs(5);
+
+/// Run `work` (the controllers, which stop by themselves once `shutdown` resolves and their
+/// reconciles in flight finish) until it returns: true. False if it is still running `budget`
+/// after `shutdown`: it is dropped, and whatever it had in flight with it.
+pub async fn drain(work: impl Future<Output = ()>, shutdown: impl Future<Output = ()>, budget: Duration) -> bool {
+    let deadline = async {
+        shutdown.await;
+        tokio::time::sleep(budget).await;
+    };
+    tokio::select! {
+        () = work => true,
+        () = deadline => false,
+    }
+}
+
 /// Give up the Lease if this replica holds it, so that a standby takes over at its next retry
-/// instead of waiting for the Lease to expire (client-go's ReleaseOnCancel). Only for a replica
-/// that has stopped reconciling and renewing. A Lease held by someone else, or a conflicting
-/// write (someone else got in first), leaves nothing to release.
-pub async fn release(client: Client, config: &Config) {
+/// instead of waiting for the Lease to expire (client-go's ReleaseOnCancel), spending at most
+/// `budget` on it (a Lease not released expires on its own). Only for a replica that has
+/// stopped reconciling with nothing left in flight: a write dropped unanswered may still land
+/// until its term lapses, so a replica that could not drain must leave the Lease to expire. A
+/// Lease held by someone else, or a conflicting write (someone else got in first), leaves
+/// nothing to release.
+pub async fn release(client: Client, config: &Config, budget: Duration) {
     let api: Api<Lease> = Api::namespaced(client, &config.namespace);
     let released = async {
         let Some(mut lease) = api.get_opt(&config.lease_name).await? else { return Ok(false) };
@@ -244,10 +269,13 @@ pub async fn release(client: Client, config: &Config) {
         spec.holder_identity = None;
         conflict_is_false(api.replace(&config.lease_name, &PostParams::default(), &lease).await)
     };
-    match released.await {
-        Ok(true) => info!(identity = %config.identity, lease = %config.lease_name, "released the leader Lease"),
-        Ok(false) => {}
-        Err(error) => warn!(%error, lease = %config.lease_name, "could not release the leader Lease"),
+    match tokio::time::timeout(budget, released).await {
+        Ok(Ok(true)) => info!(identity = %config.identity, lease = %config.lease_name, "released the leader Lease"),
+        Ok(Ok(false)) => {}
+        Ok(Err(error)) => warn!(%error, lease = %config.lease_name, "could not release the leader Lease"),
+        Err(_) => {
+            warn!(lease = %config.lease_name, ?budget, "releasing the leader Lease timed out; it expires on its own")
+        }
     }
 }
 
@@ -322,6 +350,34 @@ mod tests {
         let config = Config { lease_duration: Duration::from_secs(4), ..config() };
         let now = jiff::Timestamp::now();
         assert_eq!(spec(&config, now, now, 0).lease_duration_seconds, Some(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_that_stops_by_itself_drains_and_hung_work_is_dropped_a_budget_after_shutdown() {
+        let budget = Duration::from_secs(15);
+        let signal = tokio::time::sleep(Duration::from_secs(100));
+        let finishing = tokio::time::sleep(Duration::from_secs(101));
+        assert!(drain(finishing, signal, budget).await, "finished a second after the signal");
+        let start = Instant::now();
+        let signal = tokio::time::sleep(Duration::from_secs(100));
+        assert!(!drain(std::future::pending(), signal, budget).await, "hung");
+        assert_eq!(start.elapsed(), Duration::from_secs(115), "dropped exactly a budget after the signal");
+        let start = Instant::now();
+        assert!(!drain(std::future::pending(), std::future::ready(()), budget).await);
+        assert_eq!(start.elapsed(), budget, "no signal wait when it came already");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn releasing_the_lease_against_a_hung_api_server_gives_up_after_its_budget() {
+        // An API server that accepts every request and never answers (its etcd frozen).
+        let hung = tower::service_fn(|_: http::Request<kube::client::Body>| {
+            std::future::pending::<Result<http::Response<kube::client::Body>, std::convert::Infallible>>()
+        });
+        let client = Client::new(hung, "ns");
+        let start = Instant::now();
+        release(client, &config(), RELEASE_BUDGET).await;
+        assert_eq!(start.elapsed(), RELEASE_BUDGET);
+        assert!(DRAIN_BUDGET + RELEASE_BUDGET < Duration::from_secs(30), "within Kubernetes' default grace period");
     }
 
     #[tokio::test(start_paused = true)]

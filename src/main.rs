@@ -273,16 +273,31 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             drop(term);
         }
     });
-    tokio::select! {
-        result = server => result.context("HTTP server")?,
+    // After SIGTERM the controllers finish their reconciles in flight, for at most
+    // DRAIN_BUDGET (the election keeps renewing meanwhile, so the writes stay within a term).
+    let drained = leader::drain(controllers, shutdown.clone(), leader::DRAIN_BUDGET);
+    let drained = tokio::select! {
+        result = server => {
+            result.context("HTTP server")?;
+            anyhow::bail!("the HTTP server stopped")
+        }
         () = sealing_keys => anyhow::bail!("the sealing key watch ended"),
         () = election => anyhow::bail!("leader election ended"),
-        () = controllers => {}
         () = counting => anyhow::bail!("the audit sink stopped"),
-    }
+        drained = drained => drained,
+    };
     // Shutting down: the controllers have stopped and, the election dropped, nothing renews the
-    // Lease any more. Releasing it spares the standby waiting for it to expire.
-    leader::release(lease_client, &lease_config).await;
+    // Lease any more. Releasing it spares the standby waiting for it to expire; but a write
+    // dropped unanswered could still land until the term lapses, so after a drain that did not
+    // finish the Lease is left to expire.
+    if drained {
+        leader::release(lease_client, &lease_config, leader::RELEASE_BUDGET).await;
+    } else {
+        tracing::warn!(
+            budget = ?leader::DRAIN_BUDGET,
+            "reconciles still in flight after the drain budget: stopped them; the leader Lease expires on its own"
+        );
+    }
     Ok(())
 }
 

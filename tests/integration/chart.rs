@@ -316,12 +316,13 @@ fn the_prometheus_rule_links_runbooks_and_the_release_job() {
     assert!(json.to_string().contains(r#"up{job=\"ml-ops\"}"#), "the dashboard's up panel follows the job name");
 }
 
-/// The cert-access Role lets any authenticated user GET through the service proxy of exactly
-/// the operator's http port, and nothing else.
+/// The cert-access Role lets the sealers' group GET through the service proxy of exactly the
+/// operator's http port, and nothing else; it binds nothing to system:authenticated (which GKE
+/// refuses since 1.32.2), so an authenticated user outside the group gets nothing.
 #[tokio::test]
 async fn cert_access_grants_get_through_the_service_proxy_only() {
     let client = admin().await;
-    let may = |verb: &str, name: &str| {
+    let may = |groups: &'static [&'static str], verb: &str, name: &str| {
         let proxy = ResourceAttributes {
             namespace: Some("mltenant-system".into()),
             verb: Some(verb.into()),
@@ -331,11 +332,18 @@ async fn cert_access_grants_get_through_the_service_proxy_only() {
             ..Default::default()
         };
         let client = client.clone();
-        async move { allowed(&client, "someone@example.com", &["system:authenticated".into()], proxy).await }
+        let groups: Vec<String> = groups.iter().map(|g| (*g).to_owned()).collect();
+        async move { allowed(&client, "someone@example.com", &groups, proxy).await }
     };
-    assert!(may("get", "mltenant-operator:http").await, "GET /v1/cert.pem through the proxy");
-    assert!(!may("create", "mltenant-operator:http").await, "POST /v1/rotate through the proxy");
-    assert!(!may("get", "kubernetes:https").await, "another Service");
+    // Only the cert-access Role: the sealers' own proxy Role grants POST to the same group.
+    let reader: &[&str] = &["mltenant:sealers", "system:authenticated"];
+    assert!(may(reader, "get", "mltenant-operator:http").await, "GET /v1/cert.pem through the proxy");
+    assert!(!may(reader, "get", "kubernetes:https").await, "another Service");
+    let anyone: &[&str] = &["system:authenticated"];
+    assert!(!may(anyone, "get", "mltenant-operator:http").await, "an authenticated user outside the group");
+    assert!(!may(anyone, "create", "mltenant-operator:http").await, "POST /v1/rotate through the proxy");
+    let cert_access = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/cert-access.yaml")).unwrap();
+    assert!(!cert_access.contains("system:authenticated"), "deploy/cert-access.yaml binds system:authenticated");
 }
 
 /// A non-loopback IPv4 address of this machine: the API server refuses to proxy to loopback.
@@ -352,9 +360,9 @@ fn host_address() -> std::net::IpAddr {
 }
 
 /// `mltenant cert` without `--operator-url` fetches the certificate through the API server's
-/// service proxy to the chart's Service, as an authenticated identity whose only right to
-/// do so is the chart's cert-access Role (the operator's own ServiceAccount: its ClusterRole
-/// has no services/proxy).
+/// service proxy to the chart's Service, as a member of the sealers' group (whose right to do
+/// so is the chart's cert-access Role), and not as another authenticated identity (the
+/// operator's own ServiceAccount: its ClusterRole has no services/proxy).
 #[tokio::test]
 async fn mltenant_cert_reaches_the_operator_through_the_service_proxy() {
     let client = admin().await;
@@ -399,14 +407,20 @@ async fn mltenant_cert_reaches_the_operator_through_the_service_proxy() {
         .await
         .expect("point the Service at the operator");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_mltenant"))
-        .arg("cert")
-        .env("KUBECONFIG", std::env::var("MLTENANT_TEST_OPERATOR_KUBECONFIG").unwrap())
-        .env_remove("MLTENANT_OPERATOR_URL")
-        .output()
-        .expect("run mltenant cert");
+    let cert = |kubeconfig: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mltenant"))
+            .arg("cert")
+            .env("KUBECONFIG", std::env::var(kubeconfig).unwrap())
+            .env_remove("MLTENANT_OPERATOR_URL")
+            .output()
+            .expect("run mltenant cert")
+    };
+    let out = cert("MLTENANT_TEST_SEALER_KUBECONFIG");
     assert!(out.status.success(), "mltenant cert: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8(out.stdout).unwrap(), op.get("/v1/cert.pem").await.1);
+    let outside = cert("MLTENANT_TEST_OPERATOR_KUBECONFIG");
+    let stderr = String::from_utf8_lossy(&outside.stderr);
+    assert!(!outside.status.success() && stderr.contains("cannot get resource \"services/proxy\""), "{stderr}");
 
     // `seal --verify` and `rotate` POST through the same proxy as a member of mltenant:sealers
     // (the chart's sealers RBAC); the operator checks the forwarded token itself.
@@ -433,7 +447,12 @@ async fn mltenant_cert_reaches_the_operator_through_the_service_proxy() {
     let after: mltenant_operator::api::SealedBundle = serde_yaml::from_slice(&rotated.stdout).unwrap();
     assert_ne!(before.spec.encrypted_data["PASSWORD"], after.spec.encrypted_data["PASSWORD"], "re-sealed");
     // Without the sealers' right, the API server refuses the proxy POST: one line, non-zero exit.
-    let refused = run("MLTENANT_TEST_OPERATOR_KUBECONFIG", &seal, b"PASSWORD=s3cr3t\n");
+    // (The certificate given as a file: fetching it through the proxy is refused too.)
+    let pem = std::env::temp_dir().join(format!("{}.pem", unique("cert")));
+    std::fs::write(&pem, op.get("/v1/cert.pem").await.1).unwrap();
+    let offline = [&seal[..], &["--cert", pem.to_str().unwrap()]].concat();
+    let refused = run("MLTENANT_TEST_OPERATOR_KUBECONFIG", &offline, b"PASSWORD=s3cr3t\n");
+    let _ = std::fs::remove_file(&pem);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && stderr.lines().count() == 1, "{stderr}");
     assert!(stderr.contains("cannot create resource \"services/proxy\""), "{stderr}");

@@ -208,7 +208,8 @@ async fn keys_delete_of_a_needed_key_deletes_nothing_and_fails() {
 
     let (ok, out, err) = mltenant(&["keys", "delete", &id, "--controller-namespace", &ns]);
     assert!(!ok, "refused: {out}{err}");
-    assert!(err.contains(&name), "names the bundle: {err}");
+    // The key is every parallel test's: the message names ten bundles at most, then how many more.
+    assert!(err.contains(&name) || err.contains(" more"), "names the bundle: {err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     let keys = Api::<Secret>::namespaced(client.clone(), &ns);
     assert!(keys.get(&first_secret).await.unwrap().metadata.deletion_timestamp.is_none(), "nothing deleted");

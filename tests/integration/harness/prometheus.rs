@@ -26,11 +26,6 @@ impl Prometheus {
     /// Start Prometheus scraping `op` as job `mltenant-operator` (the job the rules and the
     /// dashboard select) and wait until it is ready.
     pub async fn start(op: &Operator) -> Self {
-        let binary = std::env::var_os("MLTENANT_TEST_PROMETHEUS").unwrap_or_else(|| {
-            panic!("MLTENANT_TEST_PROMETHEUS is not set: run the integration tests with hack/test-integration.sh")
-        });
-        let dir = std::env::temp_dir().join(unique("mltenant-prometheus"));
-        std::fs::create_dir_all(dir.join("data")).expect("create the Prometheus directory");
         let config = format!(
             "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
              rule_files: [{ALERT_RULES:?}]\n\
@@ -38,6 +33,17 @@ impl Prometheus {
              - job_name: mltenant-operator\n  static_configs: [{{targets: ['127.0.0.1:{}']}}]\n",
             op.port()
         );
+        Self::start_with(&config).await
+    }
+
+    /// Start Prometheus with the configuration `config` (prometheus.yml) and wait until it is
+    /// ready.
+    pub async fn start_with(config: &str) -> Self {
+        let binary = std::env::var_os("MLTENANT_TEST_PROMETHEUS").unwrap_or_else(|| {
+            panic!("MLTENANT_TEST_PROMETHEUS is not set: run the integration tests with hack/test-integration.sh")
+        });
+        let dir = std::env::temp_dir().join(unique("mltenant-prometheus"));
+        std::fs::create_dir_all(dir.join("data")).expect("create the Prometheus directory");
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
         let (log, _) = logs::create("prometheus");
         let port = free_port();
