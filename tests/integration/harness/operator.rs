@@ -97,8 +97,8 @@ impl Operator {
     }
 
     async fn start_env(host: &str, run_id: &str, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
-        // A port is picked by binding :0 and letting go, so another process can bind it before
-        // the operator does (seen with a bench running beside the tests): pick another one.
+        // A free port is picked and let go, so another process can bind it before the operator
+        // does (seen with a bench running beside the tests): pick another one.
         for _ in 0..3 {
             let op = Self::spawn_on(host, run_id, extra_args, env);
             if op.ready_unless_port_taken(TIMEOUT).await {
@@ -326,7 +326,18 @@ fn process_alive(pid: u32) -> bool {
 }
 
 pub(super) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    // Not a port the kernel hands out itself (binding :0): its next connect() from any process
+    // tends to get the same one, and a client's connection on it keeps the operator from
+    // binding 0.0.0.0 there. A random port below the ephemeral range (32768 and up), free on
+    // every address now.
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let port = 20_000 + (random % 12_000) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// GET `path` on loopback `port`; None when nothing answers within 10 s (a stopped or
