@@ -171,12 +171,17 @@ fn observe(exposures: &[Exposure]) -> Observed {
     Observed::new(ACCESS_ISOLATED, true, reason::ISOLATED, message)
 }
 
-/// An Event when the condition changes (status, reason, or whom a False one names), but not for
-/// a tenant isolated from its first look, and the metrics of what was assessed.
-pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
+/// The metrics of what was assessed: set before the status that states it is written, so a
+/// scrape after the condition changed never shows the counts from before.
+pub fn count(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
     if let Some(counts) = &isolation.counts {
         ctx.metrics.exposure(&tenant.name_any(), counts.clone());
     }
+}
+
+/// An Event when the condition changes (status, reason, or whom a False one names), but not for
+/// a tenant isolated from its first look.
+pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
     let observed = &isolation.observed;
     let last = tenant.status.iter().flat_map(|s| &s.conditions).find(|c| c.type_ == ACCESS_ISOLATED);
     let changed = last.is_none_or(|c| {

@@ -132,6 +132,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let mut observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     observed.push(isolated.observed.clone());
     let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now, &readers);
+    isolation::count(tenant, &isolated, ctx);
     publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
     isolation::report(tenant, &isolated, ctx).await;
 
