@@ -266,7 +266,7 @@ impl Context {
         note: &str,
     ) {
         let digest = crate::text::sha256(&[note.as_bytes()]);
-        let action = format!("Reconcile-{}", digest[..6].iter().map(|b| format!("{b:02x}")).collect::<String>());
+        let action = format!("Reconcile-{}", crate::text::hex(&digest[..6]));
         self.publish(obj.object_ref(&()), None, type_, reason, note, action).await;
     }
 
