@@ -123,7 +123,7 @@ async fn removing_an_environment_under_retain_releases_its_namespace() {
     let staging = format!("{name}-staging");
     wait_namespace(&client, &staging, "released", |ns| released(ns, &name)).await;
     wait_condition(&client, &name, "Ready", "True", None).await;
-    assert!(event_subjects(&client, &name, "NamespaceReleased").await.contains(&staging));
+    wait_event_subjects(&client, &name, "NamespaceReleased", &[&staging]).await;
     // Released means kept. The garbage collector has nothing to act on (`released` checked
     // that no ownerReference is left, and the tenant exists); what could still delete it is
     // the operator, so let it reconcile the tenant again (+2: the reconcile in flight may have
@@ -155,7 +155,8 @@ async fn removing_an_environment_under_delete_deletes_its_namespace() {
     assert!(get_namespace(&client, &format!("{name}-dev")).await.is_some());
     // The tenant exists, so its ownerReference kept the garbage collector away: this was the
     // operator, and it says so.
-    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&format!("{name}-staging")]));
+    let staging = format!("{name}-staging");
+    assert_eq!(wait_event_subjects(&client, &name, "NamespaceDeleted", &[&staging]).await, set(&[&staging]));
 }
 
 #[tokio::test]
@@ -207,7 +208,7 @@ async fn adoption_needs_consent_from_both_sides_and_an_adopted_namespace_is_neve
     wait_tenant_gone(&client, &name).await;
     let ns = wait_namespace(&client, &dev, "released", |ns| released(ns, &name)).await;
     assert_eq!(ns.labels().get("team").map(String::as_str), Some("hand-made"));
-    assert!(event_subjects(&client, &name, "NamespaceReleased").await.contains(&dev));
+    wait_event_subjects(&client, &name, "NamespaceReleased", &[&dev]).await;
     assert!(event_subjects(&client, &name, "NamespaceDeleted").await.is_empty());
 }
 
@@ -255,6 +256,7 @@ async fn a_managed_namespace_deleted_by_hand_is_recreated() {
         wait_namespace(&client, &dev, "recreated", |ns| ns.uid() != before && has_our_labels(ns, &name, "dev")).await;
     assert_eq!(again.annotations().get(labels::ORIGIN).map(String::as_str), Some("created"));
     wait_condition(&client, &name, "Ready", "True", None).await;
+    wait_event_subjects(&client, &name, "NamespaceRestored", &[&dev]).await;
     assert_eq!(events_for(&client, &name, "NamespaceRestored").await.len(), 1, "one NamespaceRestored event");
 }
 
@@ -297,7 +299,8 @@ async fn deleting_a_tenant_under_retain_keeps_its_namespaces() {
         assert!(ns.metadata.deletion_timestamp.is_none(), "{ns_name} is terminating under Retain");
         assert!(released(&ns, &name), "{ns_name} not released: {:?}", ns.metadata);
     }
-    assert_eq!(event_subjects(&client, &name, "NamespaceReleased").await, set(&[&format!("{name}-dev"), &name]));
+    let dev = format!("{name}-dev");
+    assert_eq!(wait_event_subjects(&client, &name, "NamespaceReleased", &[&dev, &name]).await, set(&[&dev, &name]));
 }
 
 #[tokio::test]
@@ -314,7 +317,8 @@ async fn deleting_a_tenant_under_delete_removes_its_namespaces() {
     for ns in [format!("{name}-dev"), name.clone()] {
         assert!(get_namespace(&client, &ns).await.is_none(), "{ns} still exists after the operator's cleanup");
     }
-    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&format!("{name}-dev"), &name]));
+    let dev = format!("{name}-dev");
+    assert_eq!(wait_event_subjects(&client, &name, "NamespaceDeleted", &[&dev, &name]).await, set(&[&dev, &name]));
     release(&client, &name).await;
 }
 
@@ -438,7 +442,7 @@ async fn a_tenant_stuck_in_deletion_explains_why() {
     assert!(message.contains(&dev), "{message}");
     assert!(api.get_opt(&name).await.unwrap().is_some(), "the finalizer holds the tenant while {dev} terminates");
 
-    assert_eq!(event_subjects(&client, &name, "NamespaceDeleted").await, set(&[&dev]));
+    assert_eq!(wait_event_subjects(&client, &name, "NamespaceDeleted", &[&dev]).await, set(&[&dev]));
 
     let release = json!({"metadata": {"finalizers": null}});
     configmaps.patch("blocker", &PatchParams::default(), &Patch::Merge(&release)).await.unwrap();

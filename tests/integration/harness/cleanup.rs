@@ -80,3 +80,13 @@ pub async fn event_subjects(client: &Client, tenant: &str, reason: &str) -> BTre
         })
         .collect()
 }
+
+/// [`event_subjects`] once it holds every one of `expected`: the operator publishes an Event
+/// after the change it reports, so a test that has seen the change waits for the Event too.
+pub async fn wait_event_subjects(client: &Client, tenant: &str, reason: &str, expected: &[&str]) -> BTreeSet<String> {
+    wait_for(&format!("{reason} Events about {expected:?}"), TIMEOUT, || async {
+        let subjects = event_subjects(client, tenant, reason).await;
+        expected.iter().all(|e| subjects.contains(*e)).then_some(subjects)
+    })
+    .await
+}
