@@ -13,12 +13,12 @@
 use std::time::Instant;
 
 use k8s_openapi::api::rbac::v1 as k8s;
-use mltenant_operator::audit::events;
-use mltenant_operator::exposure::assess::{self, Place, Wanted};
-use mltenant_operator::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
-use mltenant_operator::exposure::rbac::{Binding, ClusterRole, Namespaced, Rbac};
-use mltenant_operator::exposure::rules::Grants;
-use mltenant_operator::usage::{Published, Usage};
+use mltenant_operator::access::exposure::assess::{self, Place, Wanted};
+use mltenant_operator::access::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
+use mltenant_operator::access::exposure::rbac::{Binding, ClusterRole, Namespaced, Rbac};
+use mltenant_operator::access::exposure::rules::Grants;
+use mltenant_operator::access::usage::{Published, Usage};
+use mltenant_operator::server::audit::events;
 use serde_json::json;
 
 const TENANTS: usize = 1_000;

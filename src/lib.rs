@@ -1,23 +1,21 @@
 //! mltenant-operator: per-team environment namespaces and sealed credentials from one
 //! `MLTenant` object.
+//!
+//! The folders follow the architecture (docs/architecture.md): `api` (the kinds and their
+//! bounds), `crypto` and `unseal` (sealing formats, opening a bundle), `keys` (the key ring and
+//! the key Secrets' lifecycle), `reconcile` (the controllers), `access` (who can read, who did
+//! read), `server` (everything that listens on a port), `runtime` (client, leadership,
+//! readiness, logging), `metrics`, `cli`; `text` and `striped` are leaf helpers.
 
+pub mod access;
 pub mod api;
-pub mod audit;
-pub mod auth;
 pub mod cli;
-pub mod client;
 pub mod crypto;
-pub mod exposure;
-pub mod http;
-pub mod keyring;
-pub mod leader;
+pub mod keys;
 pub mod metrics;
-pub mod readiness;
 pub mod reconcile;
-pub mod sealing_keys;
+pub mod runtime;
+pub mod server;
 pub mod striped;
-pub mod telemetry;
 pub mod text;
-pub mod throttle;
 pub mod unseal;
-pub mod usage;

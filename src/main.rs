@@ -8,14 +8,17 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
+use mltenant_operator::access::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
+use mltenant_operator::access::usage::Usage;
 use mltenant_operator::api::labels;
 use mltenant_operator::api::limits::Protected;
-use mltenant_operator::auth::Authorizer;
-use mltenant_operator::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
-use mltenant_operator::keyring::KeyRing;
+use mltenant_operator::keys::lifecycle;
+use mltenant_operator::keys::ring::KeyRing;
 use mltenant_operator::metrics::Metrics;
-use mltenant_operator::usage::Usage;
-use mltenant_operator::{api, audit, cli, http, leader, readiness, reconcile, sealing_keys, telemetry};
+use mltenant_operator::runtime::{leader, readiness, telemetry};
+use mltenant_operator::server::auth::Authorizer;
+use mltenant_operator::server::{audit, http};
+use mltenant_operator::{api, cli, reconcile};
 
 #[derive(Parser)]
 #[command(name = "mltenant", version, about = "ML team environments and sealed credentials from one MLTenant object")]
@@ -216,14 +219,14 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     // be able to queue requests in front of a Lease renewal.
     let lease_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
     let review_client = kube::Client::try_from(kube_config.clone()).context("building the Kubernetes client")?;
-    let client = mltenant_operator::client::build(kube_config, leadership.clone(), metrics.clone())
+    let client = mltenant_operator::runtime::client::build(kube_config, leadership.clone(), metrics.clone())
         .context("building the Kubernetes client")?;
 
     let readiness = Arc::new(readiness::Readiness::default());
     let (leading_tx, leading) = tokio::sync::watch::channel(false);
     let election = leader::run(lease_client.clone(), lease_config.clone(), leadership, leading_tx);
-    let key_config = sealing_keys::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
-    let sealing_keys = sealing_keys::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
+    let key_config = lifecycle::Config { namespace: args.namespace.clone(), renew_period: args.key_renew_period };
+    let sealing_keys = lifecycle::run(client.clone(), key_config, keys.clone(), readiness.track(), leading.clone());
     let served = http::Served {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
@@ -233,8 +236,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let server = http::serve(args.http_addr, served);
     // The operator reads every Secret it distributes: it is expected, whatever the flags say.
-    let me =
-        mltenant_operator::auth::who_am_i(&review_client).await.context("asking the API server who the operator is")?;
+    let me = mltenant_operator::server::auth::who_am_i(&review_client)
+        .await
+        .context("asking the API server who the operator is")?;
     expected.controllers.add(Subject::user(&me));
     let config = reconcile::Config {
         resync: args.resync_period,

@@ -13,11 +13,11 @@ use kube::runtime::reflector::Store;
 use prometheus::core::Collector;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::access::exposure::identity::Kind;
+use crate::access::usage::Usage;
 use crate::api::conditions::{DECRYPTABLE, TRUE};
 use crate::api::{MLTenant, SealedBundle};
-use crate::exposure::identity::Kind;
-use crate::keyring::KeyRing;
-use crate::usage::Usage;
+use crate::keys::ring::KeyRing;
 
 pub struct Metrics {
     registry: Registry,

@@ -11,13 +11,13 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
+use crate::access::exposure::assess::{self, Exposure, Finding, Place, Reach, Wanted};
+use crate::access::exposure::confirm::Confirmer;
+use crate::access::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
+use crate::access::exposure::rbac::{self, Binding, Rbac};
+use crate::access::exposure::rules::Grants;
 use crate::api::MLTenant;
 use crate::api::environments::namespace_name;
-use crate::exposure::assess::{self, Exposure, Finding, Place, Reach, Wanted};
-use crate::exposure::confirm::Confirmer;
-use crate::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS, Expected, Subject};
-use crate::exposure::rbac::{self, Binding, Rbac};
-use crate::exposure::rules::Grants;
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -25,7 +25,7 @@ use kube::{Api, ResourceExt};
 use crate::api::SealedBundle;
 use crate::api::labels::{ACTIVE, RETIRED, SEALING_KEY};
 use crate::crypto::{Certificate, key_id_hex};
-use crate::sealing_keys::FINALIZER;
+use crate::keys::lifecycle::FINALIZER;
 
 /// Shortest hex prefix of a fingerprint that names a key: 8 digits, 32 bits (a typo or an empty
 /// argument must not name the one key there is).

@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::api::{BundleScope, SealedBundle};
-use crate::auth::FORWARDED_TOKEN_HEADER;
+use crate::server::auth::FORWARDED_TOKEN_HEADER;
 
 /// Where the operator's HTTP API is.
 #[derive(clap::Args, Clone, Debug)]

@@ -20,17 +20,17 @@ use super::invalid::Invalids;
 use super::rbac::RbacView;
 use super::rejected;
 use super::watches::Caches;
+use crate::access::exposure::identity::Expected;
+use crate::access::usage::Usage;
 use crate::api::conditions::event;
 use crate::api::labels;
 use crate::api::limits::Protected;
 use crate::api::{MLTenant, OwnedObject, SealedBundle};
-use crate::client::is_not_leader;
-use crate::exposure::identity::Expected;
-use crate::keyring::KeyRing;
+use crate::keys::ring::KeyRing;
 use crate::metrics::Metrics;
+use crate::runtime::client::is_not_leader;
 use crate::striped::Striped;
 use crate::unseal::{Failure, Opened};
-use crate::usage::Usage;
 
 /// Settings of the controller process.
 #[derive(Clone, Debug)]

@@ -53,7 +53,7 @@ impl Error {
     /// The `result` label of `mltenant_reconcile_total`: the step that failed.
     pub fn metric_label(&self) -> &'static str {
         // The leadership fence stopped a write: this replica is stepping down, whatever the step.
-        if self.kube().is_some_and(|e| crate::client::is_not_leader(e)) {
+        if self.kube().is_some_and(|e| crate::runtime::client::is_not_leader(e)) {
             return "not_leader";
         }
         match self {

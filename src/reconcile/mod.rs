@@ -32,12 +32,12 @@ use invalid::Invalids;
 use rbac::RbacView;
 use watches::{Watches, tenant_of};
 
+use crate::access::exposure::confirm::Confirmer;
+use crate::access::usage::Usage;
 use crate::api::{OwnedKind, SealedBundle};
-use crate::exposure::confirm::Confirmer;
-use crate::keyring::KeyRing;
+use crate::keys::ring::KeyRing;
 use crate::metrics::Metrics;
-use crate::readiness::Readiness;
-use crate::usage::Usage;
+use crate::runtime::readiness::Readiness;
 
 /// How long a reconcile request waits for more of its object's events (each one restarts the
 /// wait). Short against a human's edit, long against one reconcile's echo.

@@ -1,4 +1,4 @@
-//! The RBAC watches exposure is assessed on (see `exposure`): every ClusterRole and
+//! The RBAC watches exposure is assessed on (see `access::exposure`): every ClusterRole and
 //! ClusterRoleBinding, and the Roles and RoleBindings of the namespaces that matter (the
 //! environment namespaces of this installation's tenants and their readers' namespaces). Each
 //! object goes through the guard and is reduced to its compact form as it arrives (rules to
@@ -29,12 +29,12 @@ use tokio::time::Instant;
 use super::guard::{Guarded, guarded};
 use super::invalid::Invalids;
 use super::trim::Trim;
+use crate::access::exposure::confirm::Confirmer;
+use crate::access::exposure::identity::Expected;
+use crate::access::exposure::rbac::{self, Binding, Effective, Namespaced, Rbac};
+use crate::access::exposure::rules::Grants;
 use crate::api::MLTenant;
 use crate::api::environments::namespace_name;
-use crate::exposure::confirm::Confirmer;
-use crate::exposure::identity::Expected;
-use crate::exposure::rbac::{self, Binding, Effective, Namespaced, Rbac};
-use crate::exposure::rules::Grants;
 use crate::metrics::Metrics;
 
 /// The least time between two lists of the namespaced watches started for namespaces new to

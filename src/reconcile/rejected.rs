@@ -6,7 +6,7 @@
 //! go on as for any refusal) but is [`fenced`](Rejected::fenced): it is no news about the object,
 //! only that this replica is stepping down, so it is not reported as the API server's refusal.
 
-use crate::client::is_not_leader;
+use crate::runtime::client::is_not_leader;
 
 /// The reason of a write the leadership fence stopped.
 const NOT_LEADER: &str = "NotLeader";
@@ -92,7 +92,7 @@ mod tests {
 
     #[test]
     fn a_write_the_leadership_fence_stopped_is_fenced_not_refused_by_the_api_server() {
-        let stopped = crate::client::NotLeader::Refused(http::Method::PATCH);
+        let stopped = crate::runtime::client::NotLeader::Refused(http::Method::PATCH);
         let rejected = Rejected::new("Role", "ns/r", &kube::Error::Service(Box::new(stopped)));
         assert!(rejected.fenced());
         let text = rejected.to_string();

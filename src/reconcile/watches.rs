@@ -27,7 +27,7 @@ use crate::api::environments::claims;
 use crate::api::labels;
 use crate::api::{MLTenant, OwnedKind, SealedBundle};
 use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::runtime::readiness::Readiness;
 
 /// How many bundle events the shared cache holds for a slow subscriber before the watch waits.
 const BUNDLE_EVENT_BUFFER: usize = 1024;

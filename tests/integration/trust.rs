@@ -916,7 +916,7 @@ fn raise_open_files(wanted: u64) -> u64 {
 /// as fast as one client can and while they are held.
 #[tokio::test]
 async fn idle_connections_cannot_starve_health_probes() {
-    use mltenant_operator::http::connections::{CLOSING, Limits};
+    use mltenant_operator::server::http::connections::{CLOSING, Limits};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let limits = Limits::default();
     let op = Operator::start(&unique("run")).await;

@@ -9,11 +9,11 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::secrets::WantedSecret;
+use crate::access::exposure::assess::{self, Exposure, Finding, Place, Reach, Wanted};
+use crate::access::exposure::identity::Subject;
 use crate::api::MLTenant;
 use crate::api::conditions::{ACCESS_ISOLATED, reason};
 use crate::api::environments::Environment;
-use crate::exposure::assess::{self, Exposure, Finding, Place, Reach, Wanted};
-use crate::exposure::identity::Subject;
 use crate::metrics::SecretExposure;
 use crate::reconcile::context::Context;
 use crate::reconcile::observed::{Observed, stored_message};
@@ -203,9 +203,9 @@ pub async fn report(tenant: &MLTenant, isolation: &Isolation, ctx: &Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposure::assess::Check;
-    use crate::exposure::rbac::RoleRef;
-    use crate::exposure::rules;
+    use crate::access::exposure::assess::Check;
+    use crate::access::exposure::rbac::RoleRef;
+    use crate::access::exposure::rules;
 
     fn finding(reach: Reach, subject: &str) -> Finding {
         Finding {
@@ -237,7 +237,7 @@ mod tests {
                 "declared and expected only",
                 vec![exposure(vec![
                     finding(Reach::Declared, "a"),
-                    finding(Reach::Expected(crate::exposure::identity::Kind::Admin), "b"),
+                    finding(Reach::Expected(crate::access::exposure::identity::Kind::Admin), "b"),
                 ])],
                 "True",
                 "Isolated",

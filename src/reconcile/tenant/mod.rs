@@ -10,6 +10,7 @@ mod publish;
 mod reads;
 pub mod secrets;
 pub mod status;
+mod undone;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,10 +29,9 @@ use crate::api::{MLTenant, OwnedKind};
 use crate::reconcile::context::Context;
 use crate::reconcile::error::{Error, Result};
 use crate::reconcile::guard::Guarded;
-use crate::reconcile::rejected::Rejected;
 use inventory::{Key, Records};
 use namespaces::NamespaceState;
-use secrets::Distribution;
+use undone::Undone;
 
 /// How soon to look again while something is in flight (a namespace terminating).
 const PENDING_RECHECK: Duration = Duration::from_secs(5);
@@ -56,15 +56,7 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
         Err(message) => {
             ctx.event(tenant, None, kube::runtime::events::EventType::Warning, reason::INVALID_SPEC, &message).await;
             let observed = status::invalid(&message);
-            let status = status::build(
-                tenant,
-                &observed,
-                &[],
-                &Distribution::default(),
-                &records.snapshot(),
-                &now,
-                &Default::default(),
-            );
+            let status = status::build(tenant, &observed, &records.snapshot(), &now);
             publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
             // Nothing to retry until the spec changes, which triggers a reconcile by itself.
             return Ok(Action::await_change());
@@ -119,35 +111,23 @@ async fn apply(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     let isolated = isolation::assess(tenant, &places, ctx).await;
     let readers = ctx.usage.as_ref().map(|usage| reads::record(tenant, &places, usage, now.0)).unwrap_or_default();
 
-    // A conflict resolves by a change the watches do not see (a namespace labelled for adoption,
-    // a user's Secret removed), so look again soon; a protected namespace needs a spec change.
-    let pending =
-        namespace_states.iter().any(|(_, s)| matches!(s, NamespaceState::Conflict(_) | NamespaceState::Terminating(_)))
-            || distribution.outcomes.iter().any(|o| matches!(o.result, Err(secrets::Unsynced::Conflict { .. })))
-            || isolated.pending;
+    // What waits on a change the watches do not see is looked at again soon (a protected
+    // namespace needs a spec change); what the API server refused fails the reconcile below.
+    let undone: [&dyn Undone; 5] = [&namespace_states, &unreleased, &distribution, &granted, &isolated];
+    let pending = undone[..].pending();
     // Failure series of bundles the tenant no longer names go now, not only at the next scrape.
     ctx.metrics.forget_failures(&tenant.name_any(), Some(&tenant.spec.referenced_bundles()));
     let inventory = records.finish();
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
     let mut observed = status::observe(&namespace_states, &kept, &unreleased, &distribution, &granted, now.0);
     observed.push(isolated.observed.clone());
-    let status = status::build(tenant, &observed, &namespace_states, &distribution, &inventory, &now, &readers);
+    let worked = status::Worked { namespaces: &namespace_states, distribution: &distribution, readers: &readers };
+    let status = status::build_worked(tenant, &observed, worked, &inventory, &now);
     isolation::count(tenant, &isolated, ctx);
     publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
     isolation::report(tenant, &isolated, ctx).await;
 
-    let refused: Vec<&Rejected> = namespace_states
-        .iter()
-        .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r) } else { None })
-        .chain(&unreleased)
-        .chain(distribution.outcomes.iter().filter_map(|o| match &o.result {
-            Err(secrets::Unsynced::Rejected(r)) => Some(r),
-            _ => None,
-        }))
-        .chain(&distribution.unrevoked)
-        .chain(&granted.rejected)
-        .collect();
-    partial(&refused)?;
+    undone::partial(&undone[..])?;
     Ok(Action::requeue(if pending { PENDING_RECHECK } else { ctx.config.resync }))
 }
 
@@ -181,15 +161,6 @@ fn predicted(tenant: &MLTenant, planned: &[Environment], inventory: &inventory::
     keys.into_iter().filter(|key| inventory.get(key).is_none()).map(|key| (key, false)).collect()
 }
 
-/// A reconcile that had requests refused fails (after doing everything else), so the
-/// controller retries it with backoff.
-fn partial(refused: &[&Rejected]) -> Result<()> {
-    match refused.first() {
-        None => Ok(()),
-        Some(first) => Err(Error::Partial { count: refused.len(), first: first.to_string() }),
-    }
-}
-
 /// Revoke everything on the tenant's record and apply the deletion policy to its namespaces,
 /// then let the object go: whatever the deletion's propagation, since the record does not
 /// depend on ownerReferences (an orphaning delete strips them before this runs). Tolerates
@@ -215,12 +186,11 @@ async fn cleanup(tenant: &MLTenant, ctx: &Context) -> Result<Action> {
     }
     let inventory = records.snapshot();
     ctx.keep_inventory(tenant.uid().unwrap_or_default(), inventory.to_status());
-    partial(&refused.iter().collect::<Vec<_>>())?;
+    undone::partial(&refused)?;
     if !pending.is_empty() {
         let now = Time(jiff::Timestamp::now());
         let observed = status::deleting(&pending);
-        let status =
-            status::build(tenant, &observed, &[], &Distribution::default(), &inventory, &now, &Default::default());
+        let status = status::build(tenant, &observed, &inventory, &now);
         publish::write(tenant, status, &records.version, ctx).await.map_err(Error::WriteStatus)?;
         return Ok(Action::requeue(PENDING_RECHECK));
     }

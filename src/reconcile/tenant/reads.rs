@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::access::exposure::assess::Place;
+use crate::access::exposure::identity::Subject;
+use crate::access::usage::{Published, Usage};
 use crate::api::{MLTenant, ReaderStatus};
-use crate::exposure::assess::Place;
-use crate::exposure::identity::Subject;
-use crate::usage::{Published, Usage};
 
 /// The reader statuses of each Secret, by (namespace, Secret).
 pub type Readers = BTreeMap<(String, String), Vec<ReaderStatus>>;
@@ -89,10 +89,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::access::exposure::assess::Wanted;
+    use crate::access::exposure::identity::Kind;
+    use crate::access::usage::{Access, Actor, Outcome};
     use crate::api::{EnvironmentStatus, MLTenantSpec, MLTenantStatus, SecretStatus};
-    use crate::exposure::assess::Wanted;
-    use crate::exposure::identity::Kind;
-    use crate::usage::{Access, Actor, Outcome};
 
     #[test]
     fn the_last_read_goes_into_the_status_and_a_new_replica_starts_from_it() {

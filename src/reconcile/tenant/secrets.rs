@@ -22,7 +22,7 @@ use crate::api::conditions::{event, reason};
 use crate::api::environments::Environment;
 use crate::api::labels;
 use crate::api::{MLTenant, OwnedKind, SealedBundle, SecretSpec, SecretStatus};
-use crate::keyring::Proven;
+use crate::keys::ring::Proven;
 use crate::reconcile::context::Context;
 use crate::reconcile::guard::Guarded;
 use crate::reconcile::rejected::Rejected;
@@ -255,7 +255,7 @@ fn content(
     bundle: &SealedBundle,
     opened: &unseal::Opened,
     label: &[u8],
-    keys: &crate::keyring::KeyRing,
+    keys: &crate::keys::ring::KeyRing,
 ) -> Content {
     let source_hash = unseal::cached_source_hash(bundle);
     let data = trim::secret_data_digest(opened.data.iter().map(|(k, v)| (k.as_str(), v.as_slice())));

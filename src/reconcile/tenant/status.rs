@@ -8,6 +8,7 @@ use super::inventory::Inventory;
 use super::namespaces::NamespaceState;
 use super::reads::Readers;
 use super::secrets::{self, Distribution, Outcome, Unsynced};
+use super::undone::refused_namespaces;
 use crate::api::conditions::{ACCESS_GRANTED, CREDENTIALS_EXPIRING, NAMESPACES_READY, READY, SECRETS_SYNCED, reason};
 use crate::api::environments::Environment;
 use crate::api::{EnvironmentStatus, MLTenant, MLTenantStatus};
@@ -57,11 +58,7 @@ fn observe_namespaces(
     kept: &[String],
     unreleased: &[Rejected],
 ) -> Observed {
-    let rejected: Vec<Rejected> = outcomes
-        .iter()
-        .filter_map(|(_, s)| if let NamespaceState::Rejected(r) = s { Some(r.clone()) } else { None })
-        .chain(unreleased.iter().cloned())
-        .collect();
+    let rejected: Vec<Rejected> = refused_namespaces(outcomes).chain(unreleased).cloned().collect();
     let problem = |pick: fn(&NamespaceState) -> Option<&String>| -> Vec<&str> {
         outcomes.iter().filter_map(|(_, s)| pick(s)).map(String::as_str).collect()
     };
@@ -155,41 +152,58 @@ fn with_ready(mut parts: Vec<Observed>) -> Vec<Observed> {
     parts
 }
 
-/// The full status for `tenant` given what this reconcile observed (and, with the audit sink,
-/// when each declared reader last read each Secret).
-pub fn build(
-    tenant: &MLTenant,
-    observed: &[Observed],
-    outcomes: &[(Environment, NamespaceState)],
-    distribution: &Distribution,
-    inventory: &Inventory,
-    now: &Time,
-    readers: &Readers,
-) -> MLTenantStatus {
+/// The environments as a reconcile that worked on all of them left them (and, with the audit
+/// sink, when each declared reader last read each Secret).
+pub struct Worked<'a> {
+    pub namespaces: &'a [(Environment, NamespaceState)],
+    pub distribution: &'a Distribution,
+    pub readers: &'a Readers,
+}
+
+/// The status for `tenant` from the conditions observed and its record, for a reconcile that did
+/// not work on its environments (an invalid spec, a deletion waiting): none of them is ready.
+pub fn build(tenant: &MLTenant, observed: &[Observed], inventory: &Inventory, now: &Time) -> MLTenantStatus {
     let previous = tenant.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let ready = outcomes.iter().filter(|(_, s)| *s == NamespaceState::Ready).count();
     MLTenantStatus {
-        environments_ready: Some(format!("{ready}/{}", tenant.spec.environments.len())),
+        environments_ready: Some(format!("0/{}", tenant.spec.environments.len())),
         observed_generation: tenant.metadata.generation,
         conditions: observed::merge(previous, observed, tenant.metadata.generation, now),
-        environments: outcomes
-            .iter()
-            .map(|(env, state)| EnvironmentStatus {
-                name: env.name.clone(),
-                namespace: env.namespace.clone(),
-                ready: *state == NamespaceState::Ready,
-                reason: state.reason().map(str::to_owned),
-                secrets: secrets::statuses(&distribution.outcomes, &env.name)
-                    .into_iter()
-                    .map(|mut secret| {
-                        let key = (env.namespace.clone(), secret.name.clone());
-                        secret.readers = readers.get(&key).cloned().unwrap_or_default();
-                        secret
-                    })
-                    .collect(),
-            })
-            .collect(),
+        environments: Vec::new(),
         owned: Some(inventory.to_status()),
+    }
+}
+
+/// The full status of a reconcile that worked on every environment.
+pub fn build_worked(
+    tenant: &MLTenant,
+    observed: &[Observed],
+    worked: Worked,
+    inventory: &Inventory,
+    now: &Time,
+) -> MLTenantStatus {
+    let ready = worked.namespaces.iter().filter(|(_, s)| *s == NamespaceState::Ready).count();
+    let environments = worked
+        .namespaces
+        .iter()
+        .map(|(env, state)| EnvironmentStatus {
+            name: env.name.clone(),
+            namespace: env.namespace.clone(),
+            ready: *state == NamespaceState::Ready,
+            reason: state.reason().map(str::to_owned),
+            secrets: secrets::statuses(&worked.distribution.outcomes, &env.name)
+                .into_iter()
+                .map(|mut secret| {
+                    let key = (env.namespace.clone(), secret.name.clone());
+                    secret.readers = worked.readers.get(&key).cloned().unwrap_or_default();
+                    secret
+                })
+                .collect(),
+        })
+        .collect();
+    MLTenantStatus {
+        environments_ready: Some(format!("{ready}/{}", tenant.spec.environments.len())),
+        environments,
+        ..build(tenant, observed, inventory, now)
     }
 }
 

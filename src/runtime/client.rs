@@ -26,9 +26,9 @@ use tower::buffer::Buffer;
 use tower::retry::Retry;
 use tower::{BoxError, Service};
 
-use crate::leader::Leadership;
 use crate::metrics::Metrics;
-use crate::throttle::Windowed;
+use crate::runtime::leader::Leadership;
+use crate::runtime::throttle::Windowed;
 
 /// Retries of one request: the first after 100 ms or the server's `Retry-After`, doubling to
 /// at most 10 s between attempts, so a refused request fails within about a minute and its
@@ -174,7 +174,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::keyring::KeyRing;
+    use crate::keys::ring::KeyRing;
 
     /// A stand-in API server answering with `statuses` in turn (the last one from then on),
     /// each with `Retry-After: 2`; counts what reached it.
@@ -201,7 +201,7 @@ mod tests {
     }
 
     fn leadership(lease: Duration) -> Arc<Leadership> {
-        let config = crate::leader::Config {
+        let config = crate::runtime::leader::Config {
             namespace: "ns".into(),
             lease_name: "l".into(),
             identity: "me".into(),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use crate::api::labels::{self, ACTIVE, RETIRED, SEALING_KEY};
 use crate::api::limits;
 use crate::crypto::SealingKey;
-use crate::keyring::KeyRing;
+use crate::keys::ring::KeyRing;
 
 /// On every key Secret: its deletion waits for the operator, which lets it go only once no
 /// SealedBundle in the cluster needs the key (`mltenant keys delete`, or any delete).

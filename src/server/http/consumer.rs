@@ -11,7 +11,7 @@
 //! tenant, or for Cluster scope, does not open under T's label whatever else the body says.
 
 use crate::api::{BundleScope, SealedBundleSpec};
-use crate::auth::Permission;
+use crate::server::auth::Permission;
 
 /// Longest tenant name (a DNS-1123 subdomain).
 const MAX_NAME: usize = 253;

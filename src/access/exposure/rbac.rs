@@ -289,7 +289,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
-    use crate::exposure::rules::Caps;
+    use crate::access::exposure::rules::Caps;
 
     fn subject(kind: &str, name: &str) -> rbac::Subject {
         rbac::Subject { kind: kind.into(), name: name.into(), ..Default::default() }

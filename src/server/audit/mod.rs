@@ -17,10 +17,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::exposure::identity::Expected;
-use crate::http::connections;
+use crate::access::exposure::identity::Expected;
+use crate::access::usage::Usage;
 use crate::metrics::Metrics;
-use crate::usage::Usage;
+use crate::server::http::connections;
 
 /// How the sink is served and whom it lets post.
 #[derive(Clone, Debug)]

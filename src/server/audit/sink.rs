@@ -16,10 +16,10 @@ use tokio::sync::Semaphore;
 use super::Terms;
 use super::events::{self, Tally};
 use super::tls;
-use crate::exposure::identity::Expected;
-use crate::http::connections::PeerCertificate;
-use crate::http::{Limited, read_limited};
+use crate::access::exposure::identity::Expected;
 use crate::metrics::Metrics;
+use crate::server::http::connections::PeerCertificate;
+use crate::server::http::{Limited, read_limited};
 
 /// Largest body taken: the API server's default batch of 400 events at the Metadata level is
 /// well under a megabyte.
@@ -142,7 +142,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::usage::Usage;
+    use crate::access::usage::Usage;
 
     fn post(token: &str) -> Request<Body> {
         let list = br#"{"kind": "EventList", "items": []}"#.to_vec();
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(answer.headers()[header::RETRY_AFTER], "1");
         assert_eq!(answer.headers()[header::CONNECTION], "close", "the retry may reach another replica");
-        let _term = crate::audit::Term::start(&terms, Some(Arc::new(Usage::new(Duration::from_secs(60)))));
+        let _term = crate::server::audit::Term::start(&terms, Some(Arc::new(Usage::new(Duration::from_secs(60)))));
         assert_eq!(router.oneshot(post("t0ken")).await.unwrap().status(), StatusCode::OK);
     }
 }

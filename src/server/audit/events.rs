@@ -14,8 +14,8 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use crate::exposure::identity::Expected;
-use crate::usage::{Access, Actor, Outcome, Usage};
+use crate::access::exposure::identity::Expected;
+use crate::access::usage::{Access, Actor, Outcome, Usage};
 
 /// What became of the events of one list: the `outcome` label of `mltenant_audit_events_total`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -219,8 +219,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS};
-    use crate::usage::Published;
+    use crate::access::exposure::identity::{DEFAULT_ADMINS, DEFAULT_CONTROLLERS};
+    use crate::access::usage::Published;
 
     fn expected() -> Expected {
         let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -301,10 +301,17 @@ mod tests {
             2,
             "the get and the watch, with its own token"
         );
-        assert_eq!(s.others[&(key.clone(), crate::exposure::identity::Kind::Controller)], 1, "a cluster-wide list");
-        assert_eq!(s.impersonated[&(key, crate::exposure::identity::Kind::Admin)], 1);
-        assert_eq!(s.denied[&(("fin".into(), "dev".into()), crate::exposure::identity::Kind::ServiceAccount)], 1);
-        assert_eq!(s.denied[&(("fin".into(), "dev".into()), crate::exposure::identity::Kind::User)], 1);
+        assert_eq!(
+            s.others[&(key.clone(), crate::access::exposure::identity::Kind::Controller)],
+            1,
+            "a cluster-wide list"
+        );
+        assert_eq!(s.impersonated[&(key, crate::access::exposure::identity::Kind::Admin)], 1);
+        assert_eq!(
+            s.denied[&(("fin".into(), "dev".into()), crate::access::exposure::identity::Kind::ServiceAccount)],
+            1
+        );
+        assert_eq!(s.denied[&(("fin".into(), "dev".into()), crate::access::exposure::identity::Kind::User)], 1);
     }
 
     #[test]

@@ -23,10 +23,10 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::api::{SealedBundle, SealedBundleSpec};
-use crate::auth::{self, Authorizer, Decision, Permission};
-use crate::keyring::KeyRing;
+use crate::keys::ring::KeyRing;
 use crate::metrics::Metrics;
-use crate::readiness::Readiness;
+use crate::runtime::readiness::Readiness;
+use crate::server::auth::{self, Authorizer, Decision, Permission};
 use consumer::Consumer;
 
 /// Largest request body `/v1/verify` and `/v1/rotate` take: a bundle is an API object, which

@@ -1,6 +1,6 @@
 //! The key ring: the loaded sealing keys (newest first; the newest seals, every one opens what
 //! was sealed with it), the cache of what they opened, and the pool RSA work runs on. Which
-//! keys it holds is kept in step with the key Secrets by `sealing_keys`.
+//! keys it holds is kept in step with the key Secrets by `lifecycle`.
 
 use std::sync::{Arc, RwLock};
 

@@ -1,5 +1,5 @@
 //! Who did read: the reads of distributed Secrets and the refused requests the API server's
-//! audit events report (`audit`), counted per Secret by declared reader or by kind of reader,
+//! audit events report (the audit sink, `server::audit`), counted per Secret by declared reader or by kind of reader,
 //! and per environment by kind for refusals, with the last time each declared reader read each
 //! Secret (for the tenant's status, `lastReadAt`).
 //!
@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::exposure::identity::Kind;
+use crate::access::exposure::identity::Kind;
 
 /// Four counters, one per [`Kind`].
 type ByKind = [AtomicU64; 4];
@@ -405,8 +405,10 @@ fn bump(counter: &AtomicU64) {
 
 /// `namespace/name` of a ServiceAccount's user name, none for anyone else.
 fn account_of(user: &str) -> Option<String> {
-    match crate::exposure::identity::Subject::user(user) {
-        crate::exposure::identity::Subject::ServiceAccount { namespace, name } => Some(format!("{namespace}/{name}")),
+    match crate::access::exposure::identity::Subject::user(user) {
+        crate::access::exposure::identity::Subject::ServiceAccount { namespace, name } => {
+            Some(format!("{namespace}/{name}"))
+        }
         _ => None,
     }
 }
