@@ -161,4 +161,17 @@ mod tests {
         assert!(parse_selector("shard in a").is_err());
         assert!(parse_selector("a b").is_err());
     }
+
+    /// The watches select what the operator labels: everything it manages, or only what it
+    /// manages for tenants (its sealing keys carry `managed_by` alone).
+    #[test]
+    fn the_watch_selectors_select_what_the_operator_labels() {
+        let all = parse_selector(&managed_selector()).unwrap();
+        let children = parse_selector(&tenant_children_selector()).unwrap();
+        let (child, key) = (managed("financial-ml", "dev"), managed_by());
+        assert_eq!((all.matches(&child), all.matches(&key)), (true, true));
+        assert_eq!((children.matches(&child), children.matches(&key)), (true, false));
+        let foreign = BTreeMap::from([(MANAGED_BY_KEY.to_owned(), "helm".to_owned())]);
+        assert!(!all.matches(&foreign) && !children.matches(&foreign));
+    }
 }

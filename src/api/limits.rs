@@ -291,8 +291,12 @@ fn cel_list(items: &[&str]) -> String {
 /// name, the (tenant, environment) pairs that would spell it), because concatenating unbounded
 /// strings costs more than the API server's rule budget allows.
 pub fn protected_namespace_rule() -> String {
-    let (prefixes, exact): (Vec<&str>, Vec<&str>) =
-        BUILTIN_PROTECTED_NAMESPACES.iter().partition(|entry| entry.ends_with('*'));
+    protected_rule(&BUILTIN_PROTECTED_NAMESPACES)
+}
+
+/// [`protected_namespace_rule`] for the protected `entries` (a trailing `*` makes a prefix).
+fn protected_rule(entries: &[&str]) -> String {
+    let (prefixes, exact): (Vec<&str>, Vec<&str>) = entries.iter().partition(|entry| entry.ends_with('*'));
     let prefixes: Vec<&str> = prefixes.iter().map(|p| p.trim_end_matches('*')).collect();
     let protected = |name: &str| {
         let starts: Vec<String> = prefixes.iter().map(|p| format!("{name}.startsWith('{p}')")).collect();
@@ -446,6 +450,43 @@ mod tests {
             "self.metadata.name == 'kube' || self.metadata.name.startsWith('kube-')",
         ] {
             assert!(rule.contains(part), "{part} missing from {rule}");
+        }
+    }
+
+    /// An exact name with dashes is matched through every (tenant, environment) pair that
+    /// spells it, split at each dash.
+    #[test]
+    fn exact_names_are_matched_through_the_pairs_that_spell_them() {
+        let rule = protected_rule(&["kube-*", "ml-ops-system"]);
+        for pair in [
+            "(self.metadata.name == 'ml' && e.name == 'ops-system')",
+            "(self.metadata.name == 'ml-ops' && e.name == 'system')",
+        ] {
+            assert!(rule.contains(pair), "{pair} missing from {rule}");
+        }
+        assert_eq!(rule.matches("&& e.name ==").count(), 2, "{rule}");
+    }
+
+    #[test]
+    fn pod_security_labels_may_tighten_only() {
+        let refused = |key: &str, value: &str| namespace_label_refusal(key, value).is_some();
+        for (key, value) in [
+            (POD_SECURITY_ENFORCE, "restricted"),
+            (POD_SECURITY_ENFORCE, "baseline"),
+            ("pod-security.kubernetes.io/enforce-version", "latest"),
+            ("pod-security.kubernetes.io/warn", "privileged"),
+            ("team", "anything"),
+        ] {
+            assert!(!refused(key, value), "{key}={value}");
+        }
+        for (key, value) in [
+            (POD_SECURITY_ENFORCE, "privileged"),
+            ("pod-security.kubernetes.io/enforce-version", "v1.24"),
+            ("pod-security.kubernetes.io/warn", "lax"),
+            ("pod-security.kubernetes.io/other", "restricted"),
+            ("mltenant.io/tenant", "x"),
+        ] {
+            assert!(refused(key, value), "{key}={value}");
         }
     }
 

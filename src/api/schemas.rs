@@ -96,3 +96,20 @@ fn extend(node: &mut Value, with: Value) {
 fn schema(value: Value) -> Schema {
     Schema::try_from(value).expect("a schema node is an object")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Rules are appended to the node's own; any other keyword is replaced.
+    #[test]
+    fn extending_appends_rules_and_replaces_the_rest() {
+        let mut node = json!({"x-kubernetes-validations": [{"rule": "a"}], "enum": ["x"], "maxLength": 1});
+        extend(&mut node, json!({"x-kubernetes-validations": [{"rule": "b"}], "enum": ["y"], "maxLength": 2}));
+        let expected =
+            json!({"x-kubernetes-validations": [{"rule": "a"}, {"rule": "b"}], "enum": ["y"], "maxLength": 2});
+        assert_eq!(node, expected);
+    }
+}

@@ -423,6 +423,29 @@ mod tests {
         MLTenantSpec { secret_readers: Some(readers), ..MLTenantSpec::with_environments(&["dev"]) }
     }
 
+    /// What the last status says decides whether something missing now was deleted (and is
+    /// restored, with an Event) or never existed.
+    #[test]
+    fn the_last_status_says_what_the_tenant_had() {
+        let tenant: MLTenant = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mltenant.io/v1alpha1", "kind": "MLTenant", "metadata": {"name": "t"},
+            "spec": {"environments": [{"name": "dev"}, {"name": "staging"}, {"name": "qa"}]},
+            "status": {"environments": [
+                {"name": "dev", "namespace": "t-dev", "ready": true, "secrets": [
+                    {"name": "s", "bundle": "b", "synced": true},
+                    {"name": "u", "bundle": "b", "synced": false, "reason": "DecryptionFailed"}]},
+                {"name": "staging", "namespace": "t-staging", "ready": false, "reason": "Terminating",
+                 "secrets": [{"name": "s", "bundle": "b", "synced": false}]},
+                {"name": "qa", "namespace": "t-qa", "ready": false, "reason": "NamespaceConflict"}]}
+        }))
+        .unwrap();
+        let had: Vec<bool> = ["dev", "staging", "qa", "production"].map(|e| tenant.had_environment(e)).into();
+        assert_eq!(had, [true, true, false, false]);
+        let had: Vec<bool> =
+            [("dev", "s"), ("dev", "u"), ("staging", "s"), ("qa", "s")].map(|(e, s)| tenant.had_secret(e, s)).into();
+        assert_eq!(had, [true, false, false, false]);
+    }
+
     #[test]
     fn readers_whose_grants_would_share_a_name_are_refused() {
         let argo = SecretReader::new("argowf", "argo-workflow");

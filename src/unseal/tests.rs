@@ -99,7 +99,11 @@ fn every_key_a_value_needs_is_found_also_past_a_failure() {
     expected.sort();
 
     let found = opening(&b, &label, Keys::active(&both), &DecryptCache::default(), true);
-    assert!(found.opened.is_ok());
+    let opened = found.opened.as_ref().unwrap();
+    assert_eq!(fingerprints(&opened.keys), expected, "every key that opened a value");
+    assert_eq!(opened.fingerprint, older.fingerprint(), "the one that is not the newest: the bundle needs re-sealing");
+    let shown = format!("{opened:?}");
+    assert!(shown.contains("\"A\": \"<1 bytes redacted>\"") && shown.contains(older.fingerprint()), "{shown}");
     assert_eq!(fingerprints(&found.needs), expected);
     // The older key retired: the bundle fails naming it, and still needs both.
     let retired = Keys { active: std::slice::from_ref(newest), retired: std::slice::from_ref(older), generation: 1 };
@@ -146,6 +150,11 @@ fn rotating_to_kubeseal_never_drops_another_clusters_recipient() {
     let keys = Keys { active: std::slice::from_ref(ours), retired: std::slice::from_ref(retired), generation: 0 };
     let converted = reseal(&b, &label, keys, ours, Some(crypto::Format::Kubeseal)).unwrap();
     assert!(!crypto::v2::is_ours(&crypto::decode_base64(&converted["A"]).unwrap()));
+    // And back: a kubeseal-format value asked for in v2 is sealed afresh for the newest key.
+    b.spec.encrypted_data = converted;
+    let v2 = reseal(&b, &label, keys, ours, Some(crypto::Format::V2)).unwrap();
+    let raw = crypto::decode_base64(&v2["A"]).unwrap();
+    assert_eq!(crypto::v2::recipients(&raw), vec![ours.certificate().key_id()]);
 }
 
 /// Values that open nothing cost their RSA work once per set of keys, however many times
@@ -265,4 +274,23 @@ fn refusals_have_their_own_reasons() {
     let failure = open(&b, b"a", Keys::active(&[]), &DecryptCache::default()).unwrap_err();
     assert_eq!(failure.reason(), "UnsupportedType");
     assert!(failure.to_string().contains("is not allowed (one of Opaque, "), "{failure}");
+}
+
+#[test]
+fn every_failure_names_its_bundle_for_the_metric() {
+    let bundle = || "the-bundle".to_owned();
+    let failures = [
+        Failure::NotFound { bundle: bundle() },
+        Failure::ScopeMismatch { bundle: bundle(), problem: "p".into() },
+        Failure::Decryption { bundle: bundle(), key: "K".into(), error: OpenError::Truncated },
+        Failure::NotARecipient { bundle: bundle(), key: "K".into(), recipients: "r".into(), ours: "o".into() },
+        Failure::KeyRetired { bundle: bundle(), key: "K".into(), fingerprint: "f".into() },
+        Failure::InvalidPayload { bundle: bundle(), key: "K".into(), problem: "p" },
+        Failure::Refused { bundle: bundle(), refusal: Refusal::TooManyValues(999) },
+        Failure::Unreadable { bundle: bundle(), field: "spec.expiresAt".into() },
+    ];
+    for failure in failures {
+        assert_eq!(failure.bundle(), "the-bundle", "{failure:?}");
+        assert!(failure.to_string().starts_with("SealedBundle the-bundle"), "{failure}");
+    }
 }
