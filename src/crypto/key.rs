@@ -514,6 +514,24 @@ mod tests {
         }
         assert!(format!("{key:?}").contains(key.fingerprint()));
         assert!(format!("{key:?}").contains("<redacted>"));
+        let shown = format!("{pair:?}");
+        assert!(shown.contains("key_pem: \"<redacted>\"") && shown.contains("BEGIN CERTIFICATE"), "{shown}");
+    }
+
+    /// Serial numbers are 16 random bytes, positive, with no leading zero byte a DER encoder
+    /// would strip (so every certificate's serial has the same length).
+    #[test]
+    fn serial_numbers_are_sixteen_positive_bytes() {
+        let key = fixture_key();
+        let now = Timestamp::now();
+        for _ in 0..16 {
+            let der =
+                self_signed_certificate(&key.private_key, now, now + jiff::SignedDuration::from_hours(1)).unwrap();
+            let parsed = x509_cert::Certificate::from_der(&der).unwrap();
+            let serial = parsed.tbs_certificate().serial_number().as_bytes().to_vec();
+            assert_eq!(serial.len(), 16, "{serial:02x?}");
+            assert_eq!(serial[0] & 0xc0, 0x40, "{serial:02x?}");
+        }
     }
 
     #[test]
