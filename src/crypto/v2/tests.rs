@@ -230,3 +230,21 @@ fn debug_never_shows_the_data_key() {
     let debug = format!("{sealer:?}");
     assert!(debug.contains("redacted") && !debug.contains(&format!("{:?}", &sealer.data_key[..4])), "{debug}");
 }
+
+/// Sixteen recipients is the most, kept stanzas included; a value may fill 1 MiB exactly.
+#[test]
+fn recipients_and_size_are_bounded_exactly() {
+    let cert = fixture_key().certificate();
+    let wrapped = [7u8; 512];
+    let kept: Vec<Stanza> =
+        (0..MAX_RECIPIENTS as u8).map(|i| Stanza { key_id: [i; KEY_ID_LEN], wrapped: &wrapped }).collect();
+    let data_key = || Zeroizing::new([1u8; SESSION_KEY_LEN]);
+    let sealer = Sealer::with_data_key(data_key(), &kept[1..], &[cert], LABEL).unwrap();
+    assert_eq!(sealer.recipients().len(), MAX_RECIPIENTS);
+    assert!(matches!(Sealer::with_data_key(data_key(), &kept, &[cert], LABEL), Err(SealError::Recipients)));
+
+    let sealer = Sealer::new(&[cert], LABEL).unwrap();
+    let room = MAX_SEALED_LEN - sealer.header.len() - NONCE_LEN - TAG_LEN;
+    assert_eq!(sealer.seal("K", &vec![0u8; room]).unwrap().len(), MAX_SEALED_LEN);
+    assert!(matches!(sealer.seal("K", &vec![0u8; room + 1]), Err(SealError::TooLarge)));
+}
