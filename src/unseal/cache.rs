@@ -294,6 +294,20 @@ mod tests {
         assert_eq!(cache.decryptions(), before + 1, "the oldest entry went first");
     }
 
+    /// A value that fills the cache exactly is kept; the default cache holds megabytes.
+    #[test]
+    fn the_capacity_is_what_it_says() {
+        let cache = DecryptCache::with_capacity(100 + ENTRY_OVERHEAD);
+        cache.get_or_open(&ciphertext_digest("fits"), b"", 0, || plain(&[1; 100])).unwrap();
+        assert_eq!((cache.len(), cache.bytes()), (1, 100 + ENTRY_OVERHEAD));
+        let cache = DecryptCache::default();
+        let value = vec![1u8; 5 * 1024 * 1024];
+        for name in ["a", "b", "c"] {
+            cache.get_or_open(&ciphertext_digest(name), b"", 0, || plain(&value)).unwrap();
+        }
+        assert_eq!(cache.len(), 3, "15 MiB of values fit in the default 16 MiB");
+    }
+
     #[test]
     fn a_value_larger_than_the_cache_is_returned_but_not_kept() {
         let cache = DecryptCache::with_capacity(100);

@@ -164,6 +164,14 @@ mod tests {
         }
     }
 
+    /// Keys and values may fill a Secret's 1 MiB exactly, not a byte more.
+    #[test]
+    fn values_fill_a_secret_up_to_one_mebibyte() {
+        let data = |size: usize| BTreeMap::from([("K".to_string(), Zeroizing::new(vec![b'x'; size]))]);
+        assert_eq!(check_values(OPAQUE, &data(1024 * 1024 - 1)), Ok(()));
+        assert_eq!(check_values(OPAQUE, &data(1024 * 1024)).unwrap_err().0, "*");
+    }
+
     #[test]
     fn a_certificate_chain_is_pem() {
         let chain = [CERT, CERT].concat();
