@@ -368,6 +368,15 @@ mod tests {
             ("ServiceAccount", Some("argowf"), "argo-workflow")
         );
         assert_eq!(grants[0].binding.role_ref.name, "mltenant-reader-argowf-argo-workflow");
+        // Both live in the environment's namespace, labelled and owned as the tenant's.
+        for meta in [&grants[0].role.metadata, &grants[0].binding.metadata] {
+            assert_eq!(
+                (meta.name.as_deref(), meta.namespace.as_deref()),
+                (Some("mltenant-reader-argowf-argo-workflow"), Some("fin-dev"))
+            );
+            assert_eq!(meta.labels.as_ref(), Some(&labels::managed("fin", "dev")));
+            assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid");
+        }
     }
 
     #[test]
