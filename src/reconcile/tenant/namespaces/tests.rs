@@ -316,6 +316,7 @@ fn an_adopted_namespace_gets_back_its_owners_levels_and_a_created_one_keeps_its_
     assert_eq!(labels.get(ENFORCE).map(String::as_str), Some("baseline"));
     assert_eq!(labels.get("pod-security.kubernetes.io/warn-version").map(String::as_str), Some("v1.28"));
     assert_eq!(back.metadata.annotations.unwrap()[labels::RELEASED_FROM], "fin");
+    assert_eq!(back.metadata.name, Some(managed.name_any()), "the patch names its namespace");
     // Created by the tenant, then let go under Retain: it keeps the levels it had.
     let created = applied(&desired(&t, &env(&t), false, None).0, "u");
     let kept = released(&created, false, "fin").metadata.labels.unwrap();
@@ -381,4 +382,14 @@ fn only_namespaces_the_tenant_will_delete_are_owned() {
     let owned = desired(&t, &env, false, None).0.metadata.owner_references.unwrap();
     let owner = &owned[0];
     assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("MLTenant", "uid-fin", Some(true)));
+}
+
+/// Events about a namespace point at it.
+#[test]
+fn an_event_refers_to_its_namespace() {
+    let r = reference("fin-dev");
+    assert_eq!(
+        (r.api_version.as_deref(), r.kind.as_deref(), r.name.as_deref(), r.namespace),
+        (Some("v1"), Some("Namespace"), Some("fin-dev"), None)
+    );
 }
