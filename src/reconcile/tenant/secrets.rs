@@ -561,6 +561,56 @@ mod tests {
         Arc::new(as_cached(desired, edit))
     }
 
+    /// The Secret carries the bundle's template, the operator's labels and annotations (bundle,
+    /// source hash, expiry, proof), the opened values, and the tenant as its owner.
+    #[test]
+    fn the_desired_secret_is_the_template_the_values_and_our_marks() {
+        let mut tenant = MLTenant::new("fin", crate::api::MLTenantSpec::with_environments(&["dev"]));
+        tenant.metadata.uid = Some("uid-fin".into());
+        let bundle: SealedBundle = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mltenant.io/v1alpha1", "kind": "SealedBundle", "metadata": {"name": "b"},
+            "spec": {"scope": "Tenant", "tenant": "fin", "encryptedData": {"K": "AgB"},
+                     "expiresAt": "2027-01-01T00:00:00Z",
+                     "type": "kubernetes.io/basic-auth", "template": {"labels": {"team": "a"}, "annotations": {"note": "n"}}}
+        }))
+        .unwrap();
+        let wanted = WantedSecret {
+            environment: "dev".into(),
+            namespace: "fin-dev".into(),
+            secret: "s".into(),
+            bundle: "b".into(),
+        };
+        let opened = unseal::Opened {
+            data: [("username".to_string(), zeroize::Zeroizing::new(b"u".to_vec()))].into(),
+            fingerprint: "SHA256:f".into(),
+            keys: Vec::new(),
+        };
+        let secret = desired(&tenant, &wanted, &bundle, &opened, Some("proof".into()));
+        let meta = &secret.metadata;
+        assert_eq!((meta.name.as_deref(), meta.namespace.as_deref()), (Some("s"), Some("fin-dev")));
+        let mut want_labels = labels::managed("fin", "dev");
+        want_labels.insert("team".into(), "a".into());
+        assert_eq!(meta.labels.as_ref(), Some(&want_labels));
+        let annotations = meta.annotations.as_ref().unwrap();
+        for (key, value) in [
+            ("note", "n"),
+            (labels::BUNDLE, "b"),
+            (labels::SOURCE_HASH, unseal::cached_source_hash(&bundle).as_str()),
+            (labels::EXPIRES_AT, "2027-01-01T00:00:00Z"),
+            (labels::OPENED_WITH, "proof"),
+        ] {
+            assert_eq!(annotations.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        assert_eq!(meta.owner_references.as_ref().unwrap()[0].uid, "uid-fin");
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/basic-auth"));
+        assert_eq!(secret.data.unwrap()["username"].0, b"u");
+        let r = reference("fin-dev", "s");
+        assert_eq!(
+            (r.kind.as_deref(), r.namespace.as_deref(), r.name.as_deref()),
+            (Some("Secret"), Some("fin-dev"), Some("s"))
+        );
+    }
+
     #[test]
     fn a_trimmed_live_secret_is_compared_by_digest() {
         let desired = secret("Opaque", &[("K", b"v")]);
