@@ -250,6 +250,41 @@ mod tests {
         c.iter().find(|o| o.type_ == type_).unwrap()
     }
 
+    /// A reconcile that worked on the environments reports each, with its Secrets and their
+    /// readers' last reads; one that did not (invalid spec, deletion) reports none ready.
+    #[test]
+    fn the_status_reports_every_environment_worked_on() {
+        let tenant = MLTenant::new("t", crate::api::MLTenantSpec::with_environments(&["dev", "qa"]));
+        let dev = Environment { name: "dev".into(), namespace: "t-dev".into(), labels: BTreeMap::new() };
+        let qa = Environment { name: "qa".into(), namespace: "t-qa".into(), labels: BTreeMap::new() };
+        let namespaces = [(dev, NamespaceState::Ready), (qa, NamespaceState::Conflict("taken".into()))];
+        let failure = crate::unseal::Failure::NotFound { bundle: "b".into() };
+        let distribution = Distribution {
+            outcomes: vec![outcome("s", synced(None)), outcome("u", Err(Unsynced::Bundle(failure)))],
+            unrevoked: vec![],
+        };
+        let reader = crate::api::ReaderStatus { service_account: "argowf/argo".into(), ..Default::default() };
+        let readers: Readers = [(("t-dev".to_string(), "s".to_string()), vec![reader.clone()])].into();
+        let observed = vec![Observed::new(READY, false, reason::NAMESPACE_CONFLICT, "taken")];
+        let worked = Worked { namespaces: &namespaces, distribution: &distribution, readers: &readers };
+        let inventory = Inventory::default();
+        let status = build_worked(&tenant, &observed, worked, &inventory, &Time(now()));
+        assert_eq!(status.environments_ready.as_deref(), Some("1/2"));
+        let shown: Vec<(&str, bool, Option<&str>)> =
+            status.environments.iter().map(|e| (e.namespace.as_str(), e.ready, e.reason.as_deref())).collect();
+        assert_eq!(shown, [("t-dev", true, None), ("t-qa", false, Some(reason::NAMESPACE_CONFLICT))]);
+        let secrets: Vec<(&str, bool, usize)> =
+            status.environments[0].secrets.iter().map(|s| (s.name.as_str(), s.synced, s.readers.len())).collect();
+        assert_eq!(secrets, [("s", true, 1), ("u", false, 0)]);
+        assert_eq!(status.environments[0].secrets[0].readers, [reader]);
+        assert_eq!(status.conditions[0].reason, reason::NAMESPACE_CONFLICT);
+        assert_eq!(status.owned, Some(inventory.to_status()));
+
+        let none = build(&tenant, &observed, &inventory, &Time(now()));
+        assert_eq!((none.environments_ready.as_deref(), none.environments.len()), (Some("0/2"), 0));
+        assert_eq!(none.conditions, status.conditions);
+    }
+
     #[test]
     fn all_ready() {
         let c = observed(
