@@ -149,9 +149,21 @@ mod tests {
             secret: "s".to_owned(),
             bundle: "b".to_owned(),
         };
-        let outcome = Outcome { wanted, result: Err(conflict), present: false };
+        let outcome = Outcome { wanted: wanted.clone(), result: Err(conflict), present: false };
         let distribution = Distribution { outcomes: vec![outcome], unrevoked: Vec::new() };
         assert!(distribution.pending());
         assert!(distribution.refused().is_empty());
+        let written = Outcome { wanted, result: Err(Unsynced::Rejected(rejected("t-dev/s"))), present: true };
+        let distribution = Distribution { outcomes: vec![written], unrevoked: Vec::new() };
+        assert_eq!(distribution.refused(), [&rejected("t-dev/s")]);
+        assert!(!distribution.pending());
+
+        let isolation = |pending| Isolation {
+            observed: crate::reconcile::observed::Observed::new("AccessIsolated", true, "Isolated", ""),
+            counts: None,
+            pending,
+        };
+        assert_eq!((isolation(true).pending(), isolation(false).pending()), (true, false));
+        assert!(isolation(true).refused().is_empty());
     }
 }
