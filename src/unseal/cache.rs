@@ -32,6 +32,7 @@ const ENTRY_OVERHEAD: usize = 160;
 /// was retired (9,000), with room to spare. Each takes at most about 400 bytes (its key twice,
 /// a reason, at most 16 key ids, a retired key's fingerprint): 6.5 MiB at most.
 pub const FAILURES_KEPT: usize = 16 * 1024;
+const _: () = assert!(FAILURES_KEPT >= 9 * 1000, "every value of a 1,000-tenant fleet of nine-value bundles");
 
 /// An entry's key: SHA-256 of the ciphertext's digest followed by the label (the digest has a
 /// fixed length, so no two pairs give the same bytes). Thirty-two bytes kept twice (map and
@@ -306,6 +307,15 @@ mod tests {
             cache.get_or_open(&ciphertext_digest(name), b"", 0, || plain(&value)).unwrap();
         }
         assert_eq!(cache.len(), 3, "15 MiB of values fit in the default 16 MiB");
+    }
+
+    /// A cache of no capacity (re-sealing's) keeps nothing, not even failures.
+    #[test]
+    fn a_cache_of_no_capacity_keeps_nothing() {
+        let cache = DecryptCache::with_capacity(0);
+        let _ = cache.get_or_open(&ciphertext_digest("c"), b"", 0, refused);
+        cache.get_or_open(&ciphertext_digest("d"), b"", 0, || plain(b"v")).unwrap();
+        assert_eq!((cache.failures(), cache.len()), (0, 0));
     }
 
     #[test]
