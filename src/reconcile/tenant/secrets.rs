@@ -606,8 +606,8 @@ mod tests {
         assert_eq!(secret.data.unwrap()["username"].0, b"u");
         let r = reference("fin-dev", "s");
         assert_eq!(
-            (r.kind.as_deref(), r.namespace.as_deref(), r.name.as_deref()),
-            (Some("Secret"), Some("fin-dev"), Some("s"))
+            (r.api_version.as_deref(), r.kind.as_deref(), r.namespace.as_deref(), r.name.as_deref()),
+            (Some("v1"), Some("Secret"), Some("fin-dev"), Some("s"))
         );
     }
 
