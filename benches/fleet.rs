@@ -139,6 +139,10 @@ struct ReleaseArgs {
     sealed_secrets: Option<String>,
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Kubeconfig of the operator's identity: only it may drop its finalizer from a tenant (the
+    /// chart's tenant-guard admission policy).
+    #[arg(long)]
+    operator_kubeconfig: PathBuf,
 }
 
 #[tokio::main]
@@ -601,13 +605,14 @@ async fn release(args: ReleaseArgs) -> anyhow::Result<()> {
         }))
         .await?;
         let tenant_api: Api<MLTenant> = Api::all(client.clone());
+        let as_operator: Api<MLTenant> = Api::all(client_from(&args.operator_kubeconfig).await?);
         let bundle_api: Api<SealedBundle> = Api::all(client.clone());
         let mut bundles = BTreeSet::new();
         for tenant in &tenants {
             bundles.extend(tenant.spec.referenced_bundles().into_iter().map(str::to_owned));
             let name = tenant.name_any();
             let unfinalized = json!({"apiVersion": MLTenant::api_version(&()), "kind": MLTenant::kind(&()), "metadata": {"name": name}});
-            tenant_api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(unfinalized)).await?;
+            as_operator.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(unfinalized)).await?;
         }
         future::try_join_all(names.iter().map(|n| {
             let (api, permits) = (tenant_api.clone(), permits.clone());

@@ -299,7 +299,7 @@ converge() {
   log "$name: converged in $(python3 -c "import json; print(json.load(open('$RUN/$name.json'))['converge_s'])")s"
 }
 
-release() { "$FLEET" release "$@"; }
+release() { "$FLEET" release --operator-kubeconfig "$MLTENANT_TEST_OPERATOR_KUBECONFIG" "$@"; }
 
 # --- The raw write floor. ---
 if has floor; then
