@@ -70,7 +70,8 @@ fn uid<K: Resource>(obj: &K) -> String {
     obj.meta().uid.clone().unwrap_or_default()
 }
 
-pub fn error_policy<K>(controller: &str, obj: &K, error: &Error, ctx: &Context, failures: &Failures<K>) -> Action
+/// Log a failed reconcile (counted in [`guarded`]) and requeue it with a per-object backoff.
+pub fn error_policy<K>(controller: &str, obj: &K, error: &Error, failures: &Failures<K>) -> Action
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -81,7 +82,6 @@ where
     } else {
         warn!(controller, name, step = result, error, "reconcile failed");
     }
-    ctx.metrics.reconcile_failed(controller, result);
     Action::requeue(backoff(failures.failed(obj), jitter()))
 }
 
@@ -114,8 +114,10 @@ where
 {
     let metrics = ctx.metrics.clone();
     let result = metrics.time_reconcile(controller, catching(reconcile)).await;
-    if result.is_ok() {
-        failures.succeeded(&obj);
+    match &result {
+        Ok(_) => failures.succeeded(&obj),
+        // Counted here, before any Event, so whoever sees the Event also sees the count.
+        Err(error) => metrics.reconcile_failed(controller, error.metric_label()),
     }
     if matches!(result, Err(Error::Panic)) {
         let note = "the operator hit a bug reconciling this object; other objects are unaffected, it is retried";

@@ -139,7 +139,7 @@ async fn drive<K, F>(
             move |obj, ctx: Arc<Context>| {
                 guarded(name, obj.clone(), ctx.clone(), failures.clone(), reconcile(obj, ctx))
             },
-            move |obj, error, ctx| error_policy(name, &*obj, error, &ctx, &on_error),
+            move |obj, error, _ctx| error_policy(name, &*obj, error, &on_error),
             ctx,
         )
         .for_each(|_| future::ready(()))
