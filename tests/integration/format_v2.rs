@@ -45,8 +45,7 @@ async fn one_bundle_opens_on_every_recipient_cluster_and_a_third_says_what_it_is
     let client = admin().await;
     let mut operators = Vec::new();
     for _ in 0..3 {
-        let ns = key_namespace(&client).await;
-        operators.push(Operator::start_with(&unique("run"), &["--namespace", &ns]).await);
+        operators.push(operator_with_own_keys(&client, &unique("run")).await.0);
     }
     let certs = [served_cert(&operators[0]).await, served_cert(&operators[1]).await, served_cert(&operators[2]).await];
     let name = unique("multi");
@@ -142,9 +141,8 @@ async fn a_tampered_v2_bundle_keeps_the_last_good_secret() {
 #[tokio::test]
 async fn a_restart_decrypts_nothing_the_secrets_already_prove() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
     let run = unique("run");
-    let op = Operator::start_with(&run, &["--namespace", &ns]).await;
+    let (op, ns) = operator_with_own_keys(&client, &run).await;
     let cert = served_cert(&op).await;
     let name = unique("restart");
     let label = crypto::label(BundleScope::Tenant, &name, "");
@@ -269,8 +267,7 @@ pub(crate) async fn add_key(client: &kube::Client, namespace: &str, name: &str, 
 /// An operator with a key namespace of its own: the namespace, the key it made (its
 /// certificate), and a newer key `newer-key` added beside it and served from then on.
 pub(crate) async fn operator_with_newer_key(client: &kube::Client) -> (Operator, String, Certificate, SealingKey) {
-    let ns = key_namespace(client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
+    let (op, ns) = operator_with_own_keys(client, &unique("run")).await;
     let old = served_cert(&op).await;
     let newer = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
     add_key(client, &ns, "newer-key", &newer, "active").await;
@@ -300,9 +297,8 @@ fn keys_cli(namespace: &str, args: &[&str]) -> String {
 #[tokio::test]
 async fn a_key_is_retired_in_two_steps_and_never_strands_a_credential() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
     let run = unique("run");
-    let op = Operator::start_with(&run, &["--namespace", &ns]).await;
+    let (op, ns) = operator_with_own_keys(&client, &run).await;
     let first = served_cert(&op).await;
     let first_secret = sealing_keys(&client, &ns).await[0].metadata.name.clone().unwrap();
     let name = unique("retire");

@@ -300,8 +300,7 @@ async fn a_replayed_copied_or_forged_proof_keeps_no_tampered_value() {
 #[tokio::test]
 async fn sealing_key_labels_outside_the_operators_namespace_change_nothing() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
+    let (op, _) = operator_with_own_keys(&client, &unique("run")).await;
     let ours = served_cert(&op).await;
     let name = unique("planted");
     create_namespace(&client, &name, &[]).await;
@@ -403,8 +402,7 @@ async fn rotate_in_place_on_a_hostile_checkout_writes_only_its_own_bundle_values
 #[tokio::test]
 async fn rotating_to_kubeseal_format_never_drops_another_cluster() {
     let client = admin().await;
-    let ns = key_namespace(&client).await;
-    let op = Operator::start_with(&unique("run"), &["--namespace", &ns]).await;
+    let (op, _) = operator_with_own_keys(&client, &unique("run")).await;
     let ours = served_cert(&op).await;
     let other_cluster = SealingKey::generate(Duration::from_secs(3600 * 24)).unwrap();
     let name = unique("two-clusters");

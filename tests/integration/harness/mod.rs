@@ -268,6 +268,13 @@ pub async fn key_namespace(client: &Client) -> String {
     name
 }
 
+/// An operator of run `run` whose sealing keys live in a [`key_namespace`] of their own (which
+/// it names): the keys it makes or is given are this test's alone.
+pub async fn operator_with_own_keys(client: &Client, run: &str) -> (Operator, String) {
+    let ns = key_namespace(client).await;
+    (Operator::start_with(run, &["--namespace", &ns]).await, ns)
+}
+
 /// The sealing-key Secrets in `namespace`.
 pub async fn sealing_keys(client: &Client, namespace: &str) -> Vec<Secret> {
     let lp = ListParams::default().labels(&format!("{SEALING_KEY}={ACTIVE}"));
