@@ -423,6 +423,13 @@ mod tests {
         MLTenantSpec { secret_readers: Some(readers), ..MLTenantSpec::with_environments(&["dev"]) }
     }
 
+    #[test]
+    fn a_secret_limited_to_some_environments_names_them() {
+        let spec = SecretSpec::new("ghcr", "ghcr-bundle").environments(&["production"]);
+        assert_eq!((spec.name.as_str(), spec.bundle.as_str()), ("ghcr", "ghcr-bundle"));
+        assert_eq!(spec.environments, Some(vec!["production".to_owned()]));
+    }
+
     /// What the last status says decides whether something missing now was deleted (and is
     /// restored, with an Event) or never existed.
     #[test]

@@ -85,6 +85,15 @@ fn vectors() -> Vec<Vector> {
     vectors
 }
 
+/// A certificate in a log line or a panic says which key it is, and nothing longer.
+#[test]
+fn a_certificates_debug_names_its_key() {
+    let cert = fixture_key().certificate();
+    let debug = format!("{cert:?}");
+    assert!(debug.starts_with("Certificate") && debug.contains(cert.fingerprint()), "{debug}");
+    assert!(debug.contains("key_size_bits: 4096"), "{debug}");
+}
+
 #[test]
 fn labels_match_kubeseal_scopes() {
     assert_eq!(label(BundleScope::Cluster, "financial-ml", "dev"), b"");

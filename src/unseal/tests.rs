@@ -188,6 +188,25 @@ fn what_does_not_open_is_tried_once_per_key_set() {
     assert!(open_cached(&cached, &label, keys, &cache).is_none());
 }
 
+/// From the cache alone, a bundle with a value known to fail and one not tried yet fails at
+/// once when a failure is enough, and is not known when every failure must be named.
+#[test]
+fn a_known_failure_is_enough_unless_every_failure_is_wanted() {
+    use crate::crypto::tests::{fixture_key, shared_key};
+    let label = crypto::label(BundleScope::Tenant, "a", "");
+    let other = crypto::label(BundleScope::Tenant, "b", "");
+    let sealed = || crypto::encode_base64(&crypto::seal(fixture_key().certificate(), &other, b"v").unwrap());
+    let mut b = bundle(BundleScope::Tenant, Some("a"), None);
+    b.spec.encrypted_data = BTreeMap::from([("A".to_owned(), sealed())]);
+    let (cache, keys) = (DecryptCache::default(), std::slice::from_ref(shared_key()));
+    assert!(opening(&b, &label, Keys::active(keys), &cache, true).opened.is_err());
+    b.spec.encrypted_data.insert("B".to_owned(), sealed());
+    keep_digests(&mut b);
+    let failed = opening_cached(&b, &label, keys, &cache, false).expect("A's failure is known");
+    assert_eq!(failed.opened.unwrap_err().metric_reason(), "NoKeyCouldDecrypt");
+    assert!(opening_cached(&b, &label, keys, &cache, true).is_none(), "B was never tried");
+}
+
 /// What holds a key's deletion: the keys a status found out (for the bundle as it is),
 /// else, while no such status speaks for it, the key ids its v2 values name.
 #[test]
@@ -211,6 +230,7 @@ fn which_bundles_need_a_key() {
     for (what, bundle, reported_here, needed) in [
         ("its status lists the key", row(2, Some(status(2, None, Some(&["SHA256:bbbb", KEY]))), &[]), true, true),
         ("its status names the key", row(2, Some(status(2, Some(KEY), Some(&[]))), &[]), true, true),
+        ("its status lists only other keys", row(2, Some(status(2, None, Some(&["SHA256:bbbb"]))), &[]), true, false),
         ("a forged stanza, looked at", row(2, Some(status(2, None, Some(&[]))), &[ID]), true, false),
         ("a stanza, not looked at since the change", row(3, Some(status(2, None, Some(&[]))), &[ID]), true, true),
         ("a stanza, never looked at", row(1, None, &[ID]), true, true),

@@ -245,6 +245,14 @@ fn recipients_and_size_are_bounded_exactly() {
 
     let sealer = Sealer::new(&[cert], LABEL).unwrap();
     let room = MAX_SEALED_LEN - sealer.header.len() - NONCE_LEN - TAG_LEN;
-    assert_eq!(sealer.seal("K", &vec![0u8; room]).unwrap().len(), MAX_SEALED_LEN);
+    let largest = sealer.seal("K", &vec![0u8; room]).unwrap();
+    assert_eq!(largest.len(), MAX_SEALED_LEN);
     assert!(matches!(sealer.seal("K", &vec![0u8; room + 1]), Err(SealError::TooLarge)));
+    // What sealing allows, opening accepts; a byte more is refused before anything is parsed.
+    let keys = std::slice::from_ref(fixture_key());
+    assert_eq!(Opener::new(keys, &[], LABEL).open("K", &largest).unwrap().plaintext.len(), room);
+    let mut over = largest;
+    over.push(0);
+    assert_eq!(parse(&over).unwrap_err(), OpenError::TooLarge);
+    assert_eq!(Opener::new(keys, &[], LABEL).open("K", &over).unwrap_err().error, OpenError::TooLarge);
 }
