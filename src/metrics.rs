@@ -291,23 +291,16 @@ impl Metrics {
         self.decryption_failures.with_label_values(&[tenant, bundle, reason]).inc();
     }
 
-    /// Time `reconcile` and count its outcome.
-    pub async fn time_reconcile<T, E>(
-        &self,
-        controller: &str,
-        reconcile: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
+    /// Time `reconcile`.
+    pub async fn time_reconcile<T>(&self, controller: &str, reconcile: impl Future<Output = T>) -> T {
         let timer = self.reconcile_duration.with_label_values(&[controller]).start_timer();
         let result = reconcile.await;
         timer.observe_duration();
-        if result.is_ok() {
-            self.reconciles.with_label_values(&[controller, "success"]).inc();
-        }
         result
     }
 
-    /// Count a failed reconcile; `result` is the error's metric label (a closed set).
-    pub fn reconcile_failed(&self, controller: &str, result: &str) {
+    /// Count a reconcile; `result` is `success` or the error's metric label (a closed set).
+    pub fn reconciled(&self, controller: &str, result: &str) {
         self.reconciles.with_label_values(&[controller, result]).inc();
     }
 

@@ -114,10 +114,10 @@ where
 {
     let metrics = ctx.metrics.clone();
     let result = metrics.time_reconcile(controller, catching(reconcile)).await;
-    match &result {
-        Ok(_) => failures.succeeded(&obj),
-        // Counted here, before any Event, so whoever sees the Event also sees the count.
-        Err(error) => metrics.reconcile_failed(controller, error.metric_label()),
+    // Counted before any Event, so whoever sees the Event also sees the count.
+    metrics.reconciled(controller, result.as_ref().map_or_else(Error::metric_label, |_| "success"));
+    if result.is_ok() {
+        failures.succeeded(&obj);
     }
     if matches!(result, Err(Error::Panic)) {
         let note = "the operator hit a bug reconciling this object; other objects are unaffected, it is retried";

@@ -256,8 +256,7 @@ async fn connection_churn_from_many_addresses_leaves_probes_answering() {
     for t in tasks {
         t.await.unwrap();
     }
-    let closed = op.metrics().await;
-    let evicted = crate::harness::operator::parse_metric(&closed, "mltenant_http_connections_closed_total", &[]);
+    let evicted = op.metric("mltenant_http_connections_closed_total", &[]).await;
     println!(
         "connections opened by the attacker: {}, closed by the server: {evicted}; probes failed: {failed}/{probes} (longest streak {longest_streak}), slowest answered {slowest:?}",
         opened.load(Ordering::Relaxed)
